@@ -1,0 +1,1 @@
+//! announce (to be built).

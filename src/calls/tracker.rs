@@ -1,0 +1,1 @@
+//! SIP dialog tracking (Sans-IO).

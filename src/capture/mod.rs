@@ -1,0 +1,67 @@
+//! Packet sources: where captured frames come from.
+//!
+//! A source yields frames with their capture time and link type. Live
+//! interfaces and capture files are both read with libpcap; wrappers in the
+//! manner of smoltcp's phy devices add faults (for tests) or tracing.
+
+use crate::time::Timestamp;
+
+/// Link-layer framing of a captured frame (the pcap LINKTYPE).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkType {
+    Ethernet,
+    /// Linux cooked capture v1 (LINKTYPE_LINUX_SLL, 113).
+    LinuxSll,
+    /// Linux cooked capture v2 (LINKTYPE_LINUX_SLL2, 276).
+    LinuxSll2,
+    /// Raw IP, version from the first nibble (LINKTYPE_RAW 101, DLT_RAW 12/14).
+    RawIp,
+    Ipv4,
+    Ipv6,
+    /// BSD loopback (DLT_NULL 0 / LOOP 108).
+    Null,
+    Other(i32),
+}
+
+impl LinkType {
+    pub fn from_dlt(dlt: i32) -> LinkType {
+        match dlt {
+            1 => LinkType::Ethernet,
+            113 => LinkType::LinuxSll,
+            276 => LinkType::LinuxSll2,
+            101 | 12 | 14 => LinkType::RawIp,
+            228 => LinkType::Ipv4,
+            229 => LinkType::Ipv6,
+            0 | 108 => LinkType::Null,
+            other => LinkType::Other(other),
+        }
+    }
+}
+
+/// One captured frame, borrowed from its source until the next call.
+#[derive(Clone, Copy, Debug)]
+pub struct Packet<'a> {
+    /// 1-based position in its file (or since start for a live interface).
+    pub index: u64,
+    pub ts: Timestamp,
+    pub link: LinkType,
+    pub data: &'a [u8],
+    /// Length on the wire; larger than `data.len()` when the snaplen cut it.
+    pub orig_len: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{source_name}: cannot open: {reason}")]
+    Open { source_name: String, reason: String },
+    /// The file is cut short or corrupt after packet `after_packet`.
+    #[error("{source_name}: unreadable after packet {after_packet}: {reason}")]
+    Corrupt { source_name: String, after_packet: u64, reason: String },
+}
+
+pub trait PacketSource {
+    /// The next frame, `Ok(None)` at the end of a file.
+    fn next_packet(&mut self) -> Result<Option<Packet<'_>>, CaptureError>;
+    /// A name for messages: the file path or interface name.
+    fn name(&self) -> &str;
+}
