@@ -1,1 +1,202 @@
-fn main() {}
+//! The `callrec` command line: argument parsing and exit codes only. All
+//! behaviour lives in the library.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "callrec", version, about = "Carrier-side call recording: capture, announce, record, deliver")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The daemon: live capture, announcements, recording, delivery (systemd Type=notify).
+    Run {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The same pipeline over pcap/pcapng files, time taken from the packets.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// Where recordings and the call history are written (the spool).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also push the recordings to their destinations and wait until the queues are empty.
+        #[arg(long)]
+        deliver: bool,
+        /// How long --deliver waits at most.
+        #[arg(long, default_value = "10m")]
+        deliver_timeout: String,
+        /// Media shard threads (default: from the configuration).
+        #[arg(long)]
+        shards: Option<usize>,
+        #[arg(required = true)]
+        captures: Vec<PathBuf>,
+    },
+    /// Validates the configuration and prints the effective contracts and destinations.
+    CheckConfig {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// The call history.
+    Calls {
+        #[arg(long)]
+        spool: PathBuf,
+        #[arg(long)]
+        contract: Option<String>,
+        #[arg(long)]
+        direction: Option<String>,
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Matches caller or callee.
+        #[arg(long)]
+        number: Option<String>,
+        /// RFC 3339 instant, inclusive.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// The delivery queue per destination.
+    Queue {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
+    /// Asks the running daemon: active calls, queues, capture drops.
+    Status {
+        /// The daemon's control socket (default: from the configuration, or /run/callrec/control.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Clone)]
+enum QueueAction {
+    List,
+    /// Moves held recordings back to ready and retries now.
+    Retry {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Holds ready recordings.
+    Hold {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+    /// Releases held recordings.
+    Release {
+        #[arg(long)]
+        destination: Option<String>,
+    },
+}
+
+/// Exit 2: the user asked for something we cannot do as asked.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    callrec::daemon::logging::init();
+    match dispatch(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("callrec: {e:#}");
+            if e.downcast_ref::<callrec::config::ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<callrec::config::Config> {
+    Ok(callrec::config::load(path)?)
+}
+
+fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Run { config } => {
+            let cfg = load_config(&config)?;
+            callrec::daemon::run::run(cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Replay { config, out, deliver, deliver_timeout, shards, captures } => {
+            let cfg = load_config(&config)?;
+            let timeout = callrec::config::parse_duration(&deliver_timeout)
+                .ok_or_else(|| UsageError(format!("--deliver-timeout: not a duration: {deliver_timeout}")))?;
+            let opts = callrec::daemon::replay::ReplayOptions { out, captures, deliver, deliver_timeout: timeout, shards };
+            let report = callrec::daemon::replay::replay(cfg, &opts)?;
+            print!("{}", report.summary());
+            Ok(if report.capture_errors.is_empty() && report.delivery_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Cmd::CheckConfig { config } => {
+            let cfg = load_config(&config)?;
+            callrec::announce::check_prompts(&cfg).map_err(|e| {
+                callrec::config::ConfigError::Invalid {
+                    path: cfg.source.clone(),
+                    line: 0,
+                    key: "announce.dir".into(),
+                    reason: e.to_string(),
+                }
+            })?;
+            print!("{}", callrec::report::check_config_report(&cfg));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Calls { spool, contract, direction, decision, reason, number, since, until, limit, format } => {
+            let f = match format.as_str() {
+                "table" => callrec::report::OutFormat::Table,
+                "csv" => callrec::report::OutFormat::Csv,
+                "json" => callrec::report::OutFormat::Json,
+                other => return Err(UsageError(format!("--format: expected table, csv or json, got {other}")).into()),
+            };
+            let q = callrec::report::CallsQuery { contract, direction, decision, reason, number, since, until, limit };
+            print!("{}", callrec::report::render_calls(&spool, &q, f).context("reading the call history")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Queue { config, action } => {
+            let cfg = load_config(&config)?;
+            use callrec::delivery::queue::QueueCmd;
+            let cmd = match action.unwrap_or(QueueAction::List) {
+                QueueAction::List => QueueCmd::List,
+                QueueAction::Retry { destination } => QueueCmd::Retry(destination),
+                QueueAction::Hold { destination } => QueueCmd::Hold(destination),
+                QueueAction::Release { destination } => QueueCmd::Release(destination),
+            };
+            print!("{}", callrec::delivery::queue::queue_command(&cfg, cmd)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Status { socket, config } => {
+            let path = match (socket, config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => load_config(&c)?.daemon.control_socket,
+                (None, None) => "/run/callrec/control.sock".into(),
+            };
+            print!("{}", callrec::daemon::control::query(&path, "status").with_context(|| format!("asking the daemon at {}", path.display()))?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

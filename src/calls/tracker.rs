@@ -1,1 +1,621 @@
 //! SIP dialog tracking (Sans-IO).
+//!
+//! The tracker is fed every SIP message with its capture time and the
+//! addresses it travelled between, and answers with [`CallEvent`]s: a call
+//! was decided, answered, changed its media, was transferred, ended. It
+//! never reads a clock; [`Tracker::tick`] is driven by packet time, so a
+//! capture replayed twice produces the same events.
+//!
+//! One [`Dialog`] per Call-ID. The side that sent the initial INVITE is
+//! side A (the caller), the other side B. Which of them is the contract's
+//! subscriber follows from the policy's direction: outbound calls are placed
+//! by the subscriber (A), inbound calls reach the subscriber (B).
+
+use crate::calls::policy::{Direction, InviteFacts, Load, Policy, SkipReason, Verdict};
+use crate::config::Config;
+use crate::history::CallRecord;
+use crate::sip::{self, Message, sdp};
+use crate::time::Timestamp;
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// Identifies a call for the life of the process (never reused).
+pub type CallKey = u64;
+
+/// Where one party receives its audio, as its SDP says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    /// Payload type to encoding name (upper case), from rtpmap or the static table.
+    pub payloads: Vec<(u8, String)>,
+    pub ptime: Option<u32>,
+    pub direction: sdp::Direction,
+}
+
+impl Endpoint {
+    /// The first audio codec the party offered that we can play or record.
+    pub fn g711_pt(&self) -> Option<u8> {
+        self.payloads.iter().find(|(_, e)| e == "PCMU" || e == "PCMA").map(|(pt, _)| *pt)
+    }
+    pub fn telephone_event_pt(&self) -> Option<u8> {
+        self.payloads.iter().find(|(_, e)| e == "TELEPHONE-EVENT").map(|(pt, _)| *pt)
+    }
+}
+
+/// The two parties of a recorded call, by role.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaLegs {
+    pub subscriber: Option<Endpoint>,
+    pub remote: Option<Endpoint>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CallEvent {
+    /// The policy decided on a new call (recorded or not).
+    Decided { key: CallKey, call_id: String, short_id: String, verdict: Verdict },
+    /// A recorded call was answered (2xx to the initial INVITE).
+    Answered { key: CallKey, at: Timestamp, legs: MediaLegs },
+    /// A recorded call's media moved (re-INVITE, UPDATE, late answer, hold).
+    MediaChanged { key: CallKey, at: Timestamp, legs: MediaLegs },
+    /// A recorded call was transferred: a new segment starts at `at`.
+    NewSegment { key: CallKey, at: Timestamp, cause: &'static str },
+    /// A DTMF digit sent by SIP INFO from the subscriber.
+    InfoDigit { key: CallKey, at: Timestamp, digit: char },
+    /// A call ended; `record` is its history line (billing_start filled in
+    /// by whoever played the announcement).
+    Ended { key: CallKey, at: Timestamp, recorded: bool, record: CallRecord },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// INVITE seen, no final response yet.
+    Proceeding,
+    /// The INVITE was challenged (401/407); the caller may retry with credentials.
+    Challenged,
+    Confirmed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    A,
+    B,
+}
+
+#[derive(Debug)]
+struct Dialog {
+    key: CallKey,
+    call_id: String,
+    short_id: String,
+    verdict: Verdict,
+    state: State,
+    invite_at: Timestamp,
+    invite_cseq: u32,
+    a_tag: Option<String>,
+    b_tag: Option<String>,
+    a_media: Option<Endpoint>,
+    b_media: Option<Endpoint>,
+    /// Early SDP per To tag (forked 18x), used when the 2xx has none.
+    early: Vec<(String, Endpoint)>,
+    answered_at: Option<Timestamp>,
+    last_activity: Timestamp,
+    segments: u32,
+    /// The connected party's asserted identity, to notice a transfer.
+    remote_identity: Option<String>,
+    /// BYE seen; the dialog lingers briefly for retransmissions.
+    ended: bool,
+}
+
+impl Dialog {
+    fn subscriber_side(&self) -> Side {
+        match self.verdict.direction {
+            Some(Direction::Inbound) => Side::B,
+            _ => Side::A,
+        }
+    }
+    fn legs(&self) -> MediaLegs {
+        let (s, r) = match self.subscriber_side() {
+            Side::A => (&self.a_media, &self.b_media),
+            Side::B => (&self.b_media, &self.a_media),
+        };
+        MediaLegs { subscriber: s.clone(), remote: r.clone() }
+    }
+    /// Which side sent `msg`. Requests come from the side whose tag is in
+    /// From; responses from the other one.
+    fn sender(&self, msg: &Message<'_>) -> Side {
+        let from_tag = msg.from().and_then(|f| f.tag().map(str::to_owned));
+        let from_a = match (&from_tag, &self.a_tag) {
+            (Some(t), Some(a)) => t == a,
+            _ => true,
+        };
+        match (msg.is_request(), from_a) {
+            (true, true) | (false, false) => Side::A,
+            _ => Side::B,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct TrackerStats {
+    pub sip_messages: u64,
+    pub invites: u64,
+    pub retransmissions: u64,
+    /// In-dialog messages for a Call-ID we never saw the INVITE of.
+    pub orphans: u64,
+    /// Extra 2xx from other forks after the first answer.
+    pub forked_answers: u64,
+    pub evicted: u64,
+    pub bad_sdp: u64,
+}
+
+pub struct Tracker {
+    policy: Policy,
+    /// Contract ids by index, as the policy's verdicts refer to them.
+    contract_ids: Vec<String>,
+    offset: i32,
+    setup_timeout: i64,
+    rtp_timeout: i64,
+    max_call_length: i64,
+    max_dialogs: usize,
+    dialogs: HashMap<String, Dialog>,
+    /// Call-IDs in INVITE order, for setup timeouts and eviction. Entries
+    /// whose dialog is gone or answered are skipped lazily.
+    pending: VecDeque<(Timestamp, String, CallKey)>,
+    next_key: CallKey,
+    active_recorded: usize,
+    spool_full: bool,
+    last_tick: Timestamp,
+    stats: TrackerStats,
+}
+
+/// How long an ended dialog is kept to absorb retransmitted BYE/200.
+const LINGER_US: i64 = 32_000_000;
+
+impl Tracker {
+    pub fn new(cfg: &Config) -> Tracker {
+        let us = |d: Duration| d.as_micros() as i64;
+        Tracker {
+            policy: Policy::new(cfg),
+            contract_ids: cfg.contracts.iter().map(|c| c.id.clone()).collect(),
+            offset: cfg.general.utc_offset_secs,
+            setup_timeout: us(cfg.recording.setup_timeout),
+            rtp_timeout: us(cfg.recording.rtp_timeout),
+            max_call_length: us(cfg.recording.max_call_length),
+            max_dialogs: cfg.limits.max_dialogs.max(1),
+            dialogs: HashMap::new(),
+            pending: VecDeque::new(),
+            next_key: 1,
+            active_recorded: 0,
+            spool_full: false,
+            last_tick: Timestamp::ZERO,
+            stats: TrackerStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> &TrackerStats {
+        &self.stats
+    }
+    pub fn active_dialogs(&self) -> usize {
+        self.dialogs.len()
+    }
+    pub fn active_recorded(&self) -> usize {
+        self.active_recorded
+    }
+    /// Set by the spool watcher: new calls go unrecorded ("overload") while true.
+    pub fn set_spool_full(&mut self, full: bool) {
+        self.spool_full = full;
+    }
+
+    /// RTP was seen for a call: keeps it from ending by inactivity.
+    pub fn touch(&mut self, call_id: &str, at: Timestamp) {
+        if let Some(d) = self.dialogs.get_mut(call_id) {
+            d.last_activity = d.last_activity.max(at);
+        }
+    }
+
+    /// Feeds one SIP message. `src` is where it came from.
+    pub fn on_message(&mut self, at: Timestamp, src: SocketAddr, msg: &Message<'_>, out: &mut Vec<CallEvent>) {
+        self.stats.sip_messages += 1;
+        let Some(call_id) = msg.call_id().map(str::trim).filter(|c| !c.is_empty()) else { return };
+        let Some((cseq, cseq_method)) = msg.cseq() else { return };
+        let method = msg.method().unwrap_or("").to_ascii_uppercase();
+        let to_tag = msg.to().and_then(|t| t.tag().map(str::to_owned));
+
+        if msg.is_request() && method == "INVITE" && to_tag.is_none() {
+            self.on_initial_invite(at, src, call_id, cseq, msg, out);
+            return;
+        }
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            self.stats.orphans += 1;
+            return;
+        };
+        d.last_activity = d.last_activity.max(at);
+        if d.ended {
+            return;
+        }
+        let key = d.key;
+        let sender = d.sender(msg);
+
+        // SDP may come in INVITE, 18x, 2xx, ACK, UPDATE and their answers.
+        if let Some(body) = msg.sdp() {
+            match sdp::parse(body) {
+                Ok(s) => {
+                    if let Some(ep) = endpoint_from_sdp(&s) {
+                        let is_early = matches!(msg.status(), Some(101..=199));
+                        match (is_early, &to_tag) {
+                            (true, Some(tag)) if d.state != State::Confirmed => {
+                                d.early.retain(|(t, _)| t != tag);
+                                d.early.push((tag.clone(), ep.clone()));
+                                if d.b_media.is_none() || d.b_tag.is_none() {
+                                    d.b_media = Some(ep);
+                                }
+                            }
+                            _ => {
+                                let slot = match sender {
+                                    Side::A => &mut d.a_media,
+                                    Side::B => &mut d.b_media,
+                                };
+                                let changed = slot.as_ref() != Some(&ep);
+                                // Old-style hold (c=0.0.0.0) keeps the address the
+                                // party last announced; only the direction changes.
+                                let ep = match (slot.as_ref(), ep.addr.ip().is_unspecified()) {
+                                    (Some(prev), true) => Endpoint { addr: prev.addr, ..ep },
+                                    _ => ep,
+                                };
+                                *slot = Some(ep);
+                                if changed && d.state == State::Confirmed && d.verdict.record {
+                                    out.push(CallEvent::MediaChanged { key, at, legs: d.legs() });
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(_) => self.stats.bad_sdp += 1,
+            }
+        }
+
+        match msg.status() {
+            Some(code) => self.on_response(at, call_id, code, cseq, cseq_method, to_tag, msg, out),
+            None => self.on_request(at, call_id, &method, sender, msg, out),
+        }
+    }
+
+    fn on_initial_invite(
+        &mut self,
+        at: Timestamp,
+        src: SocketAddr,
+        call_id: &str,
+        cseq: u32,
+        msg: &Message<'_>,
+        out: &mut Vec<CallEvent>,
+    ) {
+        self.stats.invites += 1;
+        if let Some(d) = self.dialogs.get_mut(call_id) {
+            if !d.ended && (d.state != State::Confirmed) && cseq <= d.invite_cseq {
+                self.stats.retransmissions += 1;
+                return;
+            }
+            if !d.ended && d.state == State::Challenged {
+                // The same call retried with credentials: keep its identity.
+                d.invite_cseq = cseq;
+                d.state = State::Proceeding;
+                d.last_activity = at;
+                return;
+            }
+            if !d.ended && d.state == State::Confirmed {
+                // A second initial INVITE on a live dialog's Call-ID: a
+                // retransmission of the original after the answer.
+                self.stats.retransmissions += 1;
+                return;
+            }
+            // Call-ID reused after the old call ended: a new call.
+            self.dialogs.remove(call_id);
+        }
+        let facts = InviteFacts::from_message(msg);
+        let load = Load { active_calls: self.active_recorded, spool_full: self.spool_full };
+        let verdict = self.policy.decide(&facts, load);
+        let key = self.next_key;
+        self.next_key += 1;
+        let short_id = short_id(call_id, at);
+        if verdict.record {
+            self.active_recorded += 1;
+        }
+        tracing::info!(
+            call = %short_id,
+            decision = if verdict.record { "record" } else { "skip" },
+            reason = verdict.reason.map(|r| r.as_str()).unwrap_or("-"),
+            contract = verdict.contract.and_then(|i| self.contract_ids.get(i)).map_or("-", |s| s.as_str()),
+            direction = verdict.direction.map(|d| d.as_str()).unwrap_or("-"),
+            caller = %verdict.caller,
+            callee = %verdict.callee,
+            "call decision"
+        );
+        out.push(CallEvent::Decided {
+            key,
+            call_id: call_id.to_owned(),
+            short_id: short_id.clone(),
+            verdict: verdict.clone(),
+        });
+        let a_media = msg.sdp().and_then(|b| sdp::parse(b).ok()).and_then(|s| endpoint_from_sdp(&s));
+        let _ = src;
+        let d = Dialog {
+            key,
+            call_id: call_id.to_owned(),
+            short_id,
+            verdict,
+            state: State::Proceeding,
+            invite_at: at,
+            invite_cseq: cseq,
+            a_tag: msg.from().and_then(|f| f.tag().map(str::to_owned)),
+            b_tag: None,
+            a_media,
+            b_media: None,
+            early: Vec::new(),
+            answered_at: None,
+            last_activity: at,
+            segments: 0,
+            remote_identity: None,
+            ended: false,
+        };
+        self.dialogs.insert(call_id.to_owned(), d);
+        self.pending.push_back((at, call_id.to_owned(), key));
+        if self.dialogs.len() > self.max_dialogs {
+            self.evict(at, out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_response(
+        &mut self,
+        at: Timestamp,
+        call_id: &str,
+        code: u16,
+        cseq: u32,
+        cseq_method: &str,
+        to_tag: Option<String>,
+        msg: &Message<'_>,
+        out: &mut Vec<CallEvent>,
+    ) {
+        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        let is_initial_invite = cseq_method.eq_ignore_ascii_case("INVITE") && cseq == d.invite_cseq;
+        if !is_initial_invite || d.state == State::Confirmed {
+            if is_initial_invite && (200..300).contains(&code) && to_tag.is_some() && to_tag != d.b_tag {
+                self.stats.forked_answers += 1;
+            }
+            if cseq_method.eq_ignore_ascii_case("REFER") && (200..300).contains(&code) && d.verdict.record {
+                // The transferee accepted: the far party is about to change.
+                d.segments += 1;
+                out.push(CallEvent::NewSegment { key: d.key, at, cause: "refer" });
+            }
+            return;
+        }
+        match code {
+            100..=199 => {}
+            200..=299 => {
+                d.state = State::Confirmed;
+                d.answered_at = Some(at);
+                d.b_tag = to_tag.clone();
+                if msg.sdp().is_none() {
+                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref()) {
+                        d.b_media = Some(ep.clone());
+                    }
+                }
+                d.early.clear();
+                d.remote_identity = asserted_identity(msg);
+                if d.verdict.record {
+                    d.segments = 1;
+                    out.push(CallEvent::Answered { key: d.key, at, legs: d.legs() });
+                }
+            }
+            401 | 407 => d.state = State::Challenged,
+            _ => {
+                let reason = if code == 487 { "cancel".to_owned() } else { format!("failed-{code}") };
+                self.end(call_id, at, &reason, out);
+            }
+        }
+    }
+
+    fn on_request(
+        &mut self,
+        at: Timestamp,
+        call_id: &str,
+        method: &str,
+        sender: Side,
+        msg: &Message<'_>,
+        out: &mut Vec<CallEvent>,
+    ) {
+        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        match method {
+            "BYE" => {
+                let who = if sender == d.subscriber_side() { "bye-subscriber" } else { "bye-remote" };
+                let reason = if d.state == State::Confirmed { who } else { "cancel" };
+                self.end(call_id, at, reason, out);
+            }
+            "CANCEL" if d.state != State::Confirmed => self.end(call_id, at, "cancel", out),
+            "INVITE" | "UPDATE" if d.state == State::Confirmed && d.verdict.record => {
+                // A new asserted identity for the connected party means the
+                // call now reaches someone else: a transfer.
+                if sender != d.subscriber_side() {
+                    if let Some(id) = asserted_identity(msg) {
+                        if d.remote_identity.as_ref().is_some_and(|old| *old != id) {
+                            d.segments += 1;
+                            out.push(CallEvent::NewSegment { key: d.key, at, cause: "identity-change" });
+                        }
+                        d.remote_identity = Some(id);
+                    }
+                }
+            }
+            "INFO" if d.state == State::Confirmed && d.verdict.record && sender == d.subscriber_side() => {
+                if let Some(digit) = info_digit(msg) {
+                    out.push(CallEvent::InfoDigit { key: d.key, at, digit });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends timed-out calls. Call it with packet time as it advances; it
+    /// does real work at most once per second of packet time.
+    pub fn tick(&mut self, now: Timestamp, out: &mut Vec<CallEvent>) {
+        if now.since(self.last_tick) < 1_000_000 {
+            return;
+        }
+        self.last_tick = now;
+        while let Some((t, call_id, key)) = self.pending.front().cloned() {
+            let live = self.dialogs.get(&call_id).filter(|d| d.key == key);
+            match live {
+                Some(d) if d.state != State::Confirmed && !d.ended => {
+                    if now.since(t) < self.setup_timeout {
+                        break;
+                    }
+                    self.pending.pop_front();
+                    self.end(&call_id, now, "setup-timeout", out);
+                }
+                _ => {
+                    self.pending.pop_front();
+                }
+            }
+        }
+        let mut expired: Vec<(CallKey, String, Timestamp, &'static str)> = Vec::new();
+        for d in self.dialogs.values() {
+            if d.ended {
+                if now.since(d.last_activity) > LINGER_US {
+                    expired.push((d.key, d.call_id.clone(), now, ""));
+                }
+            } else if d.state == State::Confirmed {
+                let answered = d.answered_at.unwrap_or(d.invite_at);
+                if now.since(answered) >= self.max_call_length {
+                    expired.push((d.key, d.call_id.clone(), answered.add_micros(self.max_call_length), "max-call-length"));
+                } else if now.since(d.last_activity) >= self.rtp_timeout {
+                    expired.push((d.key, d.call_id.clone(), d.last_activity, "rtp-timeout"));
+                }
+            }
+        }
+        // HashMap order is arbitrary; events must not be.
+        expired.sort_by_key(|e| e.0);
+        for (_, call_id, at, reason) in expired {
+            if reason.is_empty() {
+                self.dialogs.remove(&call_id);
+            } else {
+                self.end(&call_id, at, reason, out);
+            }
+        }
+    }
+
+    /// Ends every call still open (end of a replayed capture, shutdown).
+    pub fn finish(&mut self, at: Timestamp, reason: &str, out: &mut Vec<CallEvent>) {
+        let mut open: Vec<(CallKey, String)> =
+            self.dialogs.values().filter(|d| !d.ended).map(|d| (d.key, d.call_id.clone())).collect();
+        open.sort();
+        for (_, call_id) in open {
+            self.end(&call_id, at, reason, out);
+        }
+        self.dialogs.clear();
+        self.pending.clear();
+    }
+
+    /// Memory bound: the oldest unanswered dialog goes first.
+    fn evict(&mut self, at: Timestamp, out: &mut Vec<CallEvent>) {
+        while self.dialogs.len() > self.max_dialogs {
+            let Some((_, call_id, key)) = self.pending.pop_front() else { break };
+            if self.dialogs.get(&call_id).is_some_and(|d| d.key == key && d.state != State::Confirmed) {
+                self.stats.evicted += 1;
+                self.end(&call_id, at, "evicted", out);
+                self.dialogs.remove(&call_id);
+            }
+        }
+    }
+
+    fn end(&mut self, call_id: &str, at: Timestamp, reason: &str, out: &mut Vec<CallEvent>) {
+        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        if d.ended {
+            return;
+        }
+        d.ended = true;
+        d.last_activity = at;
+        if d.verdict.record {
+            self.active_recorded = self.active_recorded.saturating_sub(1);
+        }
+        let answered = d.answered_at.is_some();
+        let recorded = d.verdict.record && answered;
+        let v = &d.verdict;
+        let (decision, skip) = if recorded {
+            ("record", None)
+        } else if v.record {
+            ("skip", Some(SkipReason::NotAnswered))
+        } else {
+            ("skip", v.reason)
+        };
+        let ts = |t: Timestamp| t.rfc3339(self.offset);
+        let record = CallRecord {
+            call_id: d.call_id.clone(),
+            short_id: d.short_id.clone(),
+            direction: v.direction.map(|x| x.as_str().to_owned()),
+            contract: v.contract.and_then(|i| self.contract_ids.get(i)).cloned(),
+            service: v.service.map(|s| s.as_str().to_owned()),
+            caller: v.caller.clone(),
+            callee: v.callee.clone(),
+            prefix: v.prefix.map(str::to_owned),
+            decision: decision.to_owned(),
+            reason: skip.map(|r| r.as_str().to_owned()),
+            invite_at: ts(d.invite_at),
+            answered_at: d.answered_at.map(ts),
+            billing_start: None,
+            ended_at: Some(ts(at)),
+            end_reason: Some(reason.to_owned()),
+            segments: if recorded { d.segments.max(1) } else { 0 },
+        };
+        out.push(CallEvent::Ended { key: d.key, at, recorded, record });
+    }
+}
+
+/// Six hex digits from the Call-ID and INVITE time: short enough for a log
+/// line, and it never carries SIP text into a file name.
+pub fn short_id(call_id: &str, at: Timestamp) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(call_id.as_bytes());
+    h.update(at.0.to_le_bytes());
+    hex::encode(&h.finalize()[..3])
+}
+
+fn endpoint_from_sdp(s: &sdp::Sdp) -> Option<Endpoint> {
+    let m = s.audio()?;
+    let ip: IpAddr = m.addr?;
+    let payloads = m
+        .formats
+        .iter()
+        .map(|&pt| (pt, m.encoding(pt).unwrap_or("").to_ascii_uppercase()))
+        .collect();
+    let direction = if ip.is_unspecified() { sdp::Direction::Inactive } else { m.direction };
+    Some(Endpoint { addr: SocketAddr::new(ip, m.port), payloads, ptime: m.ptime, direction })
+}
+
+fn asserted_identity(msg: &Message<'_>) -> Option<String> {
+    let v = msg.header("P-Asserted-Identity")?;
+    let first = sip::split_list(v).into_iter().next()?;
+    Some(sip::NameAddr::parse(first).uri.to_owned())
+}
+
+/// The digit of an INFO carrying `application/dtmf-relay` (`Signal=5`) or
+/// `application/dtmf` (`5`).
+fn info_digit(msg: &Message<'_>) -> Option<char> {
+    let ct = msg.header("Content-Type")?.to_ascii_lowercase();
+    let body = std::str::from_utf8(msg.body).ok()?;
+    let raw = if ct.starts_with("application/dtmf-relay") {
+        body.lines().find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("signal").then(|| v.trim())
+        })?
+    } else if ct.starts_with("application/dtmf") {
+        body.trim()
+    } else {
+        return None;
+    };
+    let c = raw.chars().next()?;
+    match c {
+        '0'..='9' | '*' | '#' | 'A'..='D' => Some(c),
+        'a'..='d' => Some(c.to_ascii_uppercase()),
+        _ => None,
+    }
+}

@@ -1,1 +1,3 @@
-//! recording (to be built).
+//! Recordings: WAV files, segments and their metadata.
+
+pub mod metadata;

@@ -1,0 +1,335 @@
+//! The capture-thread half of the pipeline, shared by `run` and `replay`.
+//!
+//! [`Engine::on_packet`] takes one captured frame: decodes it, feeds SIP to
+//! the tracker, and routes RTP of recorded calls to their shard. Call
+//! events from the tracker become the call history, announcement
+//! schedules and control messages for the shards. Time is the frame's
+//! capture time throughout.
+
+use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
+use crate::capture::Packet;
+use crate::config::Config;
+use crate::daemon::media::{CallSetup, MediaCtl};
+use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
+use crate::decode::{Decoder, Payload, Transport};
+use crate::history::{CallRecord, HistoryWriter};
+use crate::time::Timestamp;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub packets: u64,
+    pub sip_messages: u64,
+    pub sip_malformed: u64,
+    pub rtp_routed: u64,
+    /// UDP that is neither SIP nor media of a recorded call.
+    pub other_udp: u64,
+    pub calls: u64,
+    pub recorded: u64,
+    pub skipped: BTreeMap<String, u64>,
+}
+
+/// Where a media address leads: a recorded call and whose voice it carries.
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    key: CallKey,
+    leg: Leg,
+}
+
+struct ActiveCall {
+    call_id: String,
+    shard: usize,
+    /// Routing keys installed for this call, to remove them at the end.
+    dst_routes: Vec<SocketAddr>,
+    src_routes: Vec<SocketAddr>,
+    last_touch: Timestamp,
+    started: bool,
+}
+
+pub struct Engine {
+    cfg: Arc<Config>,
+    decoder: Decoder,
+    tracker: Tracker,
+    /// Packets are routed by where they go (the receiver's SDP address),
+    /// then by where they come from (the sender's SDP address) for parties
+    /// behind NAT whose packets are sent to another address than announced.
+    by_dst: HashMap<SocketAddr, Route>,
+    by_src: HashMap<SocketAddr, Route>,
+    calls: HashMap<CallKey, ActiveCall>,
+    /// Recorded calls decided but not yet answered: setup kept until answer.
+    pending: HashMap<CallKey, crate::calls::policy::Verdict>,
+    short_ids: HashMap<CallKey, String>,
+    call_ids: HashMap<CallKey, String>,
+    shards: ShardPool<MediaCtl>,
+    history: HistoryWriter,
+    events: Vec<CallEvent>,
+    stats: EngineStats,
+    now: Timestamp,
+    first_ts: Option<Timestamp>,
+}
+
+impl Engine {
+    pub fn new(cfg: Arc<Config>, spool: &std::path::Path, shards: ShardPool<MediaCtl>) -> std::io::Result<Engine> {
+        Ok(Engine {
+            decoder: Decoder::new(&cfg.limits, &cfg.capture.sip_ports),
+            tracker: Tracker::new(&cfg),
+            by_dst: HashMap::new(),
+            by_src: HashMap::new(),
+            calls: HashMap::new(),
+            pending: HashMap::new(),
+            short_ids: HashMap::new(),
+            call_ids: HashMap::new(),
+            shards,
+            history: HistoryWriter::open(spool)?,
+            events: Vec::new(),
+            stats: EngineStats::default(),
+            now: Timestamp::ZERO,
+            first_ts: None,
+            cfg,
+        })
+    }
+
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+    pub fn decode_stats(&self) -> &crate::decode::DecodeStats {
+        self.decoder.stats()
+    }
+    pub fn tracker_stats(&self) -> &crate::calls::tracker::TrackerStats {
+        self.tracker.stats()
+    }
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+    pub fn first_ts(&self) -> Option<Timestamp> {
+        self.first_ts
+    }
+
+    pub fn on_packet(&mut self, pkt: &Packet<'_>) {
+        self.stats.packets += 1;
+        // Capture files can step back in time (merged captures); the core's
+        // clock never does.
+        if pkt.ts > self.now {
+            self.now = pkt.ts;
+        }
+        self.first_ts.get_or_insert(pkt.ts);
+        // The decoder borrows itself mutably while handing out payloads, so
+        // the per-payload work happens in a function over the other fields.
+        let mut sip_payloads: Vec<(Timestamp, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut ctx = RouteCtx {
+            sip_ports: &self.cfg.capture.sip_ports,
+            by_dst: &self.by_dst,
+            by_src: &self.by_src,
+            calls: &mut self.calls,
+            shards: &mut self.shards,
+            tracker: &mut self.tracker,
+            stats: &mut self.stats,
+        };
+        self.decoder.decode(pkt, &mut |p| {
+            if is_sip(ctx.sip_ports, &p) {
+                sip_payloads.push((p.ts, p.src, p.data.to_vec()));
+            } else {
+                ctx.route_rtp(&p);
+            }
+        });
+        for (ts, src, data) in sip_payloads {
+            self.on_sip(ts, src, &data);
+        }
+        self.tracker.tick(self.now, &mut self.events);
+        if !self.events.is_empty() {
+            self.flush_events();
+        }
+    }
+
+    fn on_sip(&mut self, ts: Timestamp, src: SocketAddr, data: &[u8]) {
+        match crate::sip::parse(data) {
+            Ok(msg) => {
+                self.stats.sip_messages += 1;
+                self.tracker.on_message(ts, src, &msg, &mut self.events);
+            }
+            Err(e) => {
+                self.stats.sip_malformed += 1;
+                tracing::debug!(error = %e, %src, "malformed SIP message skipped");
+            }
+        }
+    }
+
+    fn flush_events(&mut self) {
+        let events = std::mem::take(&mut self.events);
+        for ev in events {
+            self.on_event(ev);
+        }
+    }
+
+    fn on_event(&mut self, ev: CallEvent) {
+        match ev {
+            CallEvent::Decided { key, call_id, short_id, verdict } => {
+                self.stats.calls += 1;
+                if verdict.record {
+                    self.short_ids.insert(key, short_id);
+                    self.call_ids.insert(key, call_id);
+                    self.pending.insert(key, verdict);
+                }
+            }
+            CallEvent::Answered { key, at, legs } => {
+                let Some(verdict) = self.pending.remove(&key) else { return };
+                let Some(contract) = verdict.contract.and_then(|i| self.cfg.contracts.get(i)).cloned() else {
+                    return;
+                };
+                let shard = (key as usize) % self.shards.len();
+                let call_id = self.tracker_call_id(key);
+                let setup = Arc::new(CallSetup {
+                    key,
+                    call_id: call_id.clone(),
+                    short_id: self.short_ids.get(&key).cloned().unwrap_or_default(),
+                    contract,
+                    verdict,
+                    answered_at: at,
+                    record_start: at,
+                    guidance: None,
+                    utc_offset_secs: self.cfg.general.utc_offset_secs,
+                    format: self.cfg.recording.format,
+                });
+                self.calls.insert(
+                    key,
+                    ActiveCall {
+                        call_id,
+                        shard,
+                        dst_routes: Vec::new(),
+                        src_routes: Vec::new(),
+                        last_touch: at,
+                        started: true,
+                    },
+                );
+                self.install_routes(key, &legs);
+                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Start { setup, legs })));
+            }
+            CallEvent::MediaChanged { key, at, legs } => {
+                if !self.calls.contains_key(&key) {
+                    return;
+                }
+                self.install_routes(key, &legs);
+                let shard = self.calls[&key].shard;
+                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Media { key, at, legs })));
+            }
+            CallEvent::NewSegment { key, at, cause } => {
+                if let Some(c) = self.calls.get(&key) {
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Segment { key, at, cause })));
+                }
+            }
+            CallEvent::InfoDigit { key, at, digit } => {
+                if let Some(c) = self.calls.get(&key) {
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit { key, at, digit })));
+                }
+            }
+            CallEvent::Ended { key, at, recorded, record } => {
+                self.pending.remove(&key);
+                self.short_ids.remove(&key);
+                self.call_ids.remove(&key);
+                if let Some(c) = self.calls.remove(&key) {
+                    for a in &c.dst_routes {
+                        self.by_dst.remove(a);
+                    }
+                    for a in &c.src_routes {
+                        self.by_src.remove(a);
+                    }
+                    let reason = record.end_reason.clone().unwrap_or_default();
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::End { key, at, reason })));
+                }
+                if recorded {
+                    self.stats.recorded += 1;
+                } else {
+                    *self.stats.skipped.entry(record.reason.clone().unwrap_or_default()).or_default() += 1;
+                }
+                self.write_history(&record);
+            }
+        }
+    }
+
+    fn tracker_call_id(&self, key: CallKey) -> String {
+        self.call_ids.get(&key).cloned().unwrap_or_default()
+    }
+
+    fn install_routes(&mut self, key: CallKey, legs: &MediaLegs) {
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        for a in call.dst_routes.drain(..) {
+            self.by_dst.remove(&a);
+        }
+        for a in call.src_routes.drain(..) {
+            self.by_src.remove(&a);
+        }
+        // The subscriber's voice travels to the remote party's address and
+        // comes from the subscriber's own; the remote voice the other way.
+        if let Some(r) = &legs.remote {
+            self.by_dst.insert(r.addr, Route { key, leg: Leg::Subscriber });
+            self.by_src.insert(r.addr, Route { key, leg: Leg::Remote });
+            call.dst_routes.push(r.addr);
+            call.src_routes.push(r.addr);
+        }
+        if let Some(s) = &legs.subscriber {
+            self.by_dst.insert(s.addr, Route { key, leg: Leg::Remote });
+            self.by_src.insert(s.addr, Route { key, leg: Leg::Subscriber });
+            call.dst_routes.push(s.addr);
+            call.src_routes.push(s.addr);
+        }
+    }
+
+    fn write_history(&mut self, record: &CallRecord) {
+        if let Err(e) = self.history.append(record) {
+            tracing::error!(error = %e, path = %self.history.path().display(), "cannot write call history");
+        }
+    }
+
+    /// Ends every open call at the last packet time and waits for the
+    /// shards to write their recordings.
+    pub fn finish(mut self, reason: &str) -> EngineStats {
+        let at = self.now;
+        self.tracker.finish(at, reason, &mut self.events);
+        self.flush_events();
+        let _ = self.history.sync();
+        self.shards.join();
+        self.stats
+    }
+}
+
+/// The fields the per-payload path needs while the decoder is borrowed.
+struct RouteCtx<'e> {
+    sip_ports: &'e [u16],
+    by_dst: &'e HashMap<SocketAddr, Route>,
+    by_src: &'e HashMap<SocketAddr, Route>,
+    calls: &'e mut HashMap<CallKey, ActiveCall>,
+    shards: &'e mut ShardPool<MediaCtl>,
+    tracker: &'e mut Tracker,
+    stats: &'e mut EngineStats,
+}
+
+impl RouteCtx<'_> {
+    fn route_rtp(&mut self, p: &Payload<'_>) {
+        let route = self.by_dst.get(&p.dst).or_else(|| self.by_src.get(&p.src));
+        let Some(&Route { key, leg }) = route else {
+            self.stats.other_udp += 1;
+            return;
+        };
+        let Some(call) = self.calls.get_mut(&key) else { return };
+        self.stats.rtp_routed += 1;
+        // Keep the call alive against the RTP timeout, cheaply: at most
+        // once a second per call.
+        if p.ts.since(call.last_touch) > 1_000_000 {
+            call.last_touch = p.ts;
+            self.tracker.touch(&call.call_id, p.ts);
+        }
+        let _ = call.started;
+        self.shards.senders[call.shard].send(ShardMsg::rtp(key, leg, p.ts, p.data));
+    }
+}
+
+fn is_sip(ports: &[u16], p: &Payload<'_>) -> bool {
+    if p.transport == Transport::Tcp {
+        return true;
+    }
+    // On a SIP port anything is taken as SIP (and counted when it does not
+    // parse); elsewhere only what starts like a SIP message.
+    ports.contains(&p.dst.port()) || ports.contains(&p.src.port()) || crate::sip::looks_like_sip(p.data)
+}
