@@ -1,0 +1,352 @@
+//! Synthetic calls: SIP signalling and G.711 RTP with known content, for
+//! the tests, the bundled demo and the benchmarks.
+//!
+//! A [`CallSpec`] describes one call as a person would (who dials what,
+//! when it is answered, how long it lasts, which tone each party "says",
+//! which digits are keyed); [`CallSpec::datagrams`] turns it into the UDP
+//! datagrams a mirror port would see. Framing them into a capture is the
+//! job of [`crate::pcapgen`]. Everything is deterministic.
+
+use crate::time::Timestamp;
+use std::net::SocketAddr;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Law {
+    Pcmu,
+    Pcma,
+}
+
+impl Law {
+    pub fn pt(self) -> u8 {
+        match self {
+            Law::Pcmu => 0,
+            Law::Pcma => 8,
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Law::Pcmu => "PCMU",
+            Law::Pcma => "PCMA",
+        }
+    }
+    pub fn encode(self, s: i16) -> u8 {
+        match self {
+            Law::Pcmu => audio_codec_algorithms::encode_ulaw(s),
+            Law::Pcma => audio_codec_algorithms::encode_alaw(s),
+        }
+    }
+}
+
+/// One datagram on the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Datagram {
+    pub ts: Timestamp,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub payload: Vec<u8>,
+}
+
+/// What one party sends as audio.
+#[derive(Clone, Debug)]
+pub struct Voice {
+    /// Sine frequency in Hz; 0 sends digital silence.
+    pub tone_hz: f32,
+    /// Peak amplitude (0..32767).
+    pub amplitude: f32,
+    /// Milliseconds after the answer when this party starts sending.
+    pub starts_ms: u32,
+    /// Intervals (ms after answer) with no packets at all (a party that
+    /// goes silent with VAD, or loss on the line).
+    pub gaps_ms: Vec<(u32, u32)>,
+    /// RFC 4733 digits keyed at (ms after answer, digit).
+    pub digits: Vec<(u32, char)>,
+}
+
+impl Voice {
+    pub fn tone(hz: f32) -> Voice {
+        Voice { tone_hz: hz, amplitude: 8000.0, starts_ms: 0, gaps_ms: Vec::new(), digits: Vec::new() }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CallSpec {
+    pub call_id: String,
+    /// User part of the From URI (the calling line).
+    pub from_user: String,
+    /// User part of the Request-URI and To (what was dialled).
+    pub to_user: String,
+    /// Extra header lines for the INVITE, e.g. "Privacy: id".
+    pub invite_headers: Vec<String>,
+    /// Signalling addresses of the caller's side (A) and the callee's side (B).
+    pub a_sip: SocketAddr,
+    pub b_sip: SocketAddr,
+    /// Where each side receives audio (its SDP address).
+    pub a_rtp: SocketAddr,
+    pub b_rtp: SocketAddr,
+    pub law: Law,
+    pub ptime_ms: u32,
+    pub invite_at: Timestamp,
+    /// From INVITE to the final answer.
+    pub ring_ms: u32,
+    /// None: not answered (the caller cancels after `ring_ms`).
+    pub talk_ms: Option<u32>,
+    /// Who hangs up: true = the caller (A).
+    pub bye_from_a: bool,
+    pub a_voice: Voice,
+    pub b_voice: Voice,
+}
+
+impl CallSpec {
+    /// A plain outbound call from `from` dialling `to`, answered after 2 s,
+    /// lasting `talk_ms`, A saying 440 Hz and B 1000 Hz.
+    pub fn simple(n: u32, from: &str, to: &str, invite_at: Timestamp, talk_ms: u32) -> CallSpec {
+        let a_ip = [192, 0, 2, 1 + (n % 200) as u8];
+        let b_ip = [198, 51, 100, 1 + (n % 200) as u8];
+        let port = 10_000 + 2 * (n % 25_000) as u16;
+        CallSpec {
+            call_id: format!("call-{n}@callrec.test"),
+            from_user: from.into(),
+            to_user: to.into(),
+            invite_headers: Vec::new(),
+            a_sip: (a_ip, 5060).into(),
+            b_sip: ([203, 0, 113, 1], 5060).into(),
+            a_rtp: (a_ip, port).into(),
+            b_rtp: (b_ip, port).into(),
+            law: Law::Pcmu,
+            ptime_ms: 20,
+            invite_at,
+            ring_ms: 2000,
+            talk_ms: Some(talk_ms),
+            bye_from_a: true,
+            a_voice: Voice::tone(440.0),
+            b_voice: Voice::tone(1000.0),
+        }
+    }
+
+    pub fn answer_at(&self) -> Timestamp {
+        self.invite_at.add_micros(self.ring_ms as i64 * 1000)
+    }
+    pub fn bye_at(&self) -> Option<Timestamp> {
+        self.talk_ms.map(|t| self.answer_at().add_micros(t as i64 * 1000))
+    }
+
+    fn sdp(&self, rtp: SocketAddr, sess: u32) -> String {
+        let ip = rtp.ip();
+        let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+        format!(
+            "v=0\r\no=- {sess} 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {} 101\r\na=rtpmap:{} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:{}\r\na=sendrecv\r\n",
+            rtp.port(),
+            self.law.pt(),
+            self.law.pt(),
+            self.law.name(),
+            self.ptime_ms
+        )
+    }
+
+    fn sip(&self, start: &str, cseq: &str, to_tag: bool, via_branch: &str, extra: &[String], body: Option<&str>) -> Vec<u8> {
+        let host = self.b_sip.ip();
+        let mut m = format!(
+            "{start}\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{via_branch}\r\nMax-Forwards: 70\r\nFrom: <sip:{}@{}>;tag=a-{}\r\nTo: <sip:{}@{host}>{}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\nContact: <sip:{}@{}>\r\n",
+            self.a_sip,
+            self.from_user,
+            self.a_sip.ip(),
+            short(&self.call_id),
+            self.to_user,
+            if to_tag { format!(";tag=b-{}", short(&self.call_id)) } else { String::new() },
+            self.call_id,
+            self.from_user,
+            self.a_sip,
+        );
+        for h in extra {
+            m.push_str(h);
+            m.push_str("\r\n");
+        }
+        match body {
+            Some(b) => m.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+            None => m.push_str("Content-Length: 0\r\n\r\n"),
+        }
+        m.into_bytes()
+    }
+
+    /// Every datagram of the call, in time order.
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        let mut out = Vec::new();
+        let ruri = format!("INVITE sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
+        let offer = self.sdp(self.a_rtp, 1);
+        let answer = self.sdp(self.b_rtp, 2);
+        let t0 = self.invite_at;
+        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram { ts, src: self.a_sip, dst: self.b_sip, payload: p };
+        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram { ts, src: self.b_sip, dst: self.a_sip, payload: p };
+        out.push(a2b(t0, self.sip(&ruri, "1 INVITE", false, "inv", &self.invite_headers, Some(&offer))));
+        out.push(b2a(t0.add_micros(30_000), self.sip("SIP/2.0 100 Trying", "1 INVITE", false, "inv", &[], None)));
+        out.push(b2a(t0.add_micros(200_000), self.sip("SIP/2.0 180 Ringing", "1 INVITE", true, "inv", &[], None)));
+        let ans = self.answer_at();
+        let Some(talk) = self.talk_ms else {
+            let cancel = format!("CANCEL sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
+            out.push(a2b(ans, self.sip(&cancel, "1 CANCEL", false, "inv", &[], None)));
+            out.push(b2a(ans.add_micros(20_000), self.sip("SIP/2.0 200 OK", "1 CANCEL", false, "inv", &[], None)));
+            out.push(b2a(ans.add_micros(25_000), self.sip("SIP/2.0 487 Request Terminated", "1 INVITE", true, "inv", &[], None)));
+            out.push(a2b(ans.add_micros(40_000), self.sip(&format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()), "1 ACK", true, "inv", &[], None)));
+            return out;
+        };
+        out.push(b2a(ans, self.sip("SIP/2.0 200 OK", "1 INVITE", true, "inv", &[], Some(&answer))));
+        out.push(a2b(ans.add_micros(20_000), self.sip(&format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()), "1 ACK", true, "ack", &[], None)));
+        let seed = short(&self.call_id);
+        rtp_stream(&mut out, &self.a_voice, self.law, self.ptime_ms, ans, talk, self.a_rtp, self.b_rtp, seed ^ 0xa);
+        rtp_stream(&mut out, &self.b_voice, self.law, self.ptime_ms, ans, talk, self.b_rtp, self.a_rtp, seed ^ 0xb);
+        let bye_at = ans.add_micros(talk as i64 * 1000);
+        let bye = format!("BYE sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
+        if self.bye_from_a {
+            out.push(a2b(bye_at, self.sip(&bye, "2 BYE", true, "bye", &[], None)));
+            out.push(b2a(bye_at.add_micros(20_000), self.sip("SIP/2.0 200 OK", "2 BYE", true, "bye", &[], None)));
+        } else {
+            // A BYE from B carries B's tag in From: swap the header roles.
+            let m = self.sip(&format!("BYE sip:{}@{} SIP/2.0", self.from_user, self.a_sip.ip()), "1 BYE", true, "byeb", &[], None);
+            out.push(b2a(bye_at, swap_from_to(&m)));
+            let ok = self.sip("SIP/2.0 200 OK", "1 BYE", true, "byeb", &[], None);
+            out.push(a2b(bye_at.add_micros(20_000), swap_from_to(&ok)));
+        }
+        out.sort_by_key(|d| d.ts);
+        out
+    }
+}
+
+fn short(call_id: &str) -> u32 {
+    call_id.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
+}
+
+fn swap_from_to(m: &[u8]) -> Vec<u8> {
+    let s = String::from_utf8_lossy(m);
+    let mut from = None;
+    let mut to = None;
+    for l in s.split("\r\n") {
+        if let Some(v) = l.strip_prefix("From: ") {
+            from = Some(v.to_owned());
+        }
+        if let Some(v) = l.strip_prefix("To: ") {
+            to = Some(v.to_owned());
+        }
+    }
+    let (Some(f), Some(t)) = (from, to) else { return m.to_vec() };
+    s.split("\r\n")
+        .map(|l| {
+            if l.starts_with("From: ") {
+                format!("From: {t}")
+            } else if l.starts_with("To: ") {
+                format!("To: {f}")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        .into_bytes()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rtp_stream(
+    out: &mut Vec<Datagram>,
+    v: &Voice,
+    law: Law,
+    ptime_ms: u32,
+    answer: Timestamp,
+    talk_ms: u32,
+    src: SocketAddr,
+    dst: SocketAddr,
+    seed: u32,
+) {
+    let spp = 8 * ptime_ms; // samples per packet at 8 kHz
+    let ssrc = seed.wrapping_mul(2654435761);
+    let mut seq = (seed & 0x7fff) as u16;
+    let ts0 = seed.wrapping_mul(40503);
+    let mut t_ms = v.starts_ms;
+    let mut digit_iter = v.digits.iter().peekable();
+    let mut first = true;
+    while t_ms + ptime_ms <= talk_ms {
+        let at = answer.add_micros(t_ms as i64 * 1000);
+        let rtp_ts = ts0.wrapping_add(t_ms * 8);
+        let in_gap = v.gaps_ms.iter().any(|&(a, b)| t_ms >= a && t_ms < b);
+        if let Some(&&(d_ms, digit)) = digit_iter.peek() {
+            if t_ms >= d_ms {
+                // A digit: 100 ms of events then three end packets, all with
+                // the event's start timestamp (RFC 4733 2.5.1).
+                digit_iter.next();
+                let code = dtmf_code(digit);
+                let ev_ts = rtp_ts;
+                let steps = 100 / ptime_ms.max(1);
+                for i in 0..steps + 3 {
+                    let end = i >= steps;
+                    let dur = ((i.min(steps) + 1) * spp).min(u16::MAX as u32) as u16;
+                    let payload = [code, if end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, dur as u8];
+                    let t = answer.add_micros((t_ms + i.min(steps) * ptime_ms) as i64 * 1000 + if end { (i - steps) as i64 * 1000 } else { 0 });
+                    out.push(Datagram { ts: t, src, dst, payload: rtp(101, i == 0, seq, ev_ts, ssrc, &payload) });
+                    seq = seq.wrapping_add(1);
+                }
+                t_ms += steps * ptime_ms;
+                continue;
+            }
+        }
+        if !in_gap {
+            let mut payload = Vec::with_capacity(spp as usize);
+            for i in 0..spp {
+                let n = (t_ms * 8 + i) as f32;
+                let s = if v.tone_hz > 0.0 {
+                    (v.amplitude * (2.0 * std::f32::consts::PI * v.tone_hz * n / 8000.0).sin()) as i16
+                } else {
+                    0
+                };
+                payload.push(law.encode(s));
+            }
+            out.push(Datagram { ts: at, src, dst, payload: rtp(law.pt(), first, seq, rtp_ts, ssrc, &payload) });
+            first = false;
+        }
+        seq = seq.wrapping_add(1);
+        t_ms += ptime_ms;
+    }
+}
+
+fn dtmf_code(d: char) -> u8 {
+    match d {
+        '0'..='9' => d as u8 - b'0',
+        '*' => 10,
+        '#' => 11,
+        'A'..='D' => 12 + (d as u8 - b'A'),
+        _ => 0,
+    }
+}
+
+/// A 12-byte RTP header and payload.
+pub fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + payload.len());
+    p.push(0x80);
+    p.push(pt | if marker { 0x80 } else { 0 });
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// Merges several calls' datagrams into one time-ordered list.
+pub fn merge(calls: &[CallSpec]) -> Vec<Datagram> {
+    let mut all: Vec<Datagram> = calls.iter().flat_map(|c| c.datagrams()).collect();
+    all.sort_by_key(|d| d.ts);
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simple_call_has_signalling_and_both_legs() {
+        let c = CallSpec::simple(1, "0312340001", "0077260312349999", Timestamp::from_secs_micros(1_795_221_000, 0), 1000);
+        let d = c.datagrams();
+        let sip: Vec<_> = d.iter().filter(|d| d.src.port() == 5060 || d.dst.port() == 5060).collect();
+        assert_eq!(sip.len(), 7); // INVITE 100 180 200 ACK BYE 200
+        let a = d.iter().filter(|d| d.src == c.a_rtp).count();
+        let b = d.iter().filter(|d| d.src == c.b_rtp).count();
+        assert_eq!((a, b), (50, 50));
+        assert!(d.windows(2).all(|w| w[0].ts <= w[1].ts));
+    }
+}
