@@ -6,6 +6,16 @@
 
 use crate::time::Timestamp;
 
+pub mod fault;
+pub mod file;
+pub mod live;
+pub mod trace;
+
+pub use fault::{FaultConfig, FaultInjector, FaultStats};
+pub use file::FileSource;
+pub use live::{LiveSource, LiveStats};
+pub use trace::TraceSource;
+
 /// Link-layer framing of a captured frame (the pcap LINKTYPE).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinkType {
@@ -36,6 +46,20 @@ impl LinkType {
             other => LinkType::Other(other),
         }
     }
+
+    /// The pcap LINKTYPE number written in capture file headers.
+    pub fn to_linktype(self) -> u32 {
+        match self {
+            LinkType::Ethernet => 1,
+            LinkType::LinuxSll => 113,
+            LinkType::LinuxSll2 => 276,
+            LinkType::RawIp => 101,
+            LinkType::Ipv4 => 228,
+            LinkType::Ipv6 => 229,
+            LinkType::Null => 0,
+            LinkType::Other(n) => n as u32,
+        }
+    }
 }
 
 /// One captured frame, borrowed from its source until the next call.
@@ -56,7 +80,11 @@ pub enum CaptureError {
     Open { source_name: String, reason: String },
     /// The file is cut short or corrupt after packet `after_packet`.
     #[error("{source_name}: unreadable after packet {after_packet}: {reason}")]
-    Corrupt { source_name: String, after_packet: u64, reason: String },
+    Corrupt {
+        source_name: String,
+        after_packet: u64,
+        reason: String,
+    },
 }
 
 pub trait PacketSource {
