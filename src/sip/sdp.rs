@@ -52,7 +52,9 @@ pub enum SdpError {
 impl Sdp {
     /// The first audio stream with a non-zero port.
     pub fn audio(&self) -> Option<&Media> {
-        self.media.iter().find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0)
+        self.media
+            .iter()
+            .find(|m| m.kind.eq_ignore_ascii_case("audio") && m.port != 0)
     }
 }
 
@@ -79,12 +81,17 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
     let mut seen_v = false;
     for line in text.lines() {
         let line = line.trim_end();
-        let Some((k, v)) = line.split_once('=') else { continue };
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
         match k.trim() {
             "v" => seen_v = true,
             "o" => sdp.origin_session = v.split_whitespace().nth(1).map(String::from),
             "c" => {
-                let addr = v.split_whitespace().nth(2).and_then(|a| a.split('/').next()?.parse().ok());
+                let addr = v
+                    .split_whitespace()
+                    .nth(2)
+                    .and_then(|a| a.split('/').next()?.parse().ok());
                 match sdp.media.last_mut() {
                     Some(m) => m.addr = addr,
                     None => session_addr = addr,
@@ -93,7 +100,10 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
             "m" => {
                 let mut it = v.split_whitespace();
                 let kind = it.next().unwrap_or("").to_string();
-                let port = it.next().and_then(|p| p.split('/').next()?.parse().ok()).unwrap_or(0);
+                let port = it
+                    .next()
+                    .and_then(|p| p.split('/').next()?.parse().ok())
+                    .unwrap_or(0);
                 let proto = it.next().unwrap_or("").to_string();
                 let formats = it.filter_map(|f| f.parse().ok()).collect();
                 sdp.media.push(Media {
@@ -126,7 +136,10 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
                             m.rtpmaps.push(RtpMap {
                                 pt,
                                 encoding: parts.next().unwrap_or("").to_string(),
-                                clock_rate: parts.next().and_then(|r| r.parse().ok()).unwrap_or(8000),
+                                clock_rate: parts
+                                    .next()
+                                    .and_then(|r| r.parse().ok())
+                                    .unwrap_or(8000),
                             });
                         }
                     }
