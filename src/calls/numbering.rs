@@ -318,6 +318,6 @@ mod tests {
         assert_eq!(classify("02012345678"), DestClass::OtherNonGeographic);
         assert_eq!(classify("031234567"), DestClass::WrongLength);
         assert_eq!(classify("0033"), DestClass::CarrierCode);
-        assert_eq!(classify("1234"), DestClass::Extension);
+        assert_eq!(classify("2345"), DestClass::Extension);
     }
 }
