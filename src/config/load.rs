@@ -1,24 +1,60 @@
 //! TOML text to the validated [`Config`](super::Config).
 //!
-//! FIRST CUT: parses with serde and defaults. Line-numbered validation errors
-//! are still to come (see issue 2).
+//! Every value is read with its byte span (`toml::Spanned`), so an error
+//! names the file, the 1-based line, the key as a path (`contract[1].guidance`)
+//! and the reason: `conf/x.toml:17: contract[1].guidance: must be 1..5, got 7`.
+//! Errors found by the TOML parser itself (syntax, wrong types, unknown keys)
+//! are mapped to the same form by locating their span in the text.
+//!
+//! Unknown keys are errors: a typo must not silently change behaviour.
+//! Every key has a default that works except the contract and destination
+//! fields that identify something. Relative paths (`spool_dir`, `announce.dir`,
+//! `identity`) are resolved against the configuration file's directory.
 
 use super::*;
+use crate::calls::numbering;
 use serde::Deserialize;
+use toml::Spanned;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// `line` is 1-based; 0 when the error is not tied to one line.
-    #[error("{path}:{line}: {key}: {reason}")]
+    #[error("{}:{line}: {key}: {reason}", path.display())]
     Invalid { path: PathBuf, line: usize, key: String, reason: String },
+}
+
+impl ConfigError {
+    /// The 1-based line, when the error has one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ConfigError::Invalid { line, .. } if *line > 0 => Some(*line),
+            _ => None,
+        }
+    }
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
     load_str(&text, path)
+}
+
+type S<T> = Option<Spanned<T>>;
+
+/// An integer or a string with a unit ("10GB", "20Mbit").
+#[derive(Deserialize, Clone, Debug)]
+#[serde(untagged)]
+enum IntOrStr {
+    Int(i64),
+    Str(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -37,74 +73,102 @@ struct Raw {
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
-    destination: Vec<RawDestination>,
+    destination: Vec<Spanned<RawDestination>>,
     #[serde(default)]
-    contract: Vec<RawContract>,
+    contract: Vec<Spanned<RawContract>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    daemon: RawDaemon,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGeneral {
-    timezone: Option<String>,
+    timezone: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawCapture {
-    interfaces: Option<Vec<String>>,
-    sip_ports: Option<Vec<u16>>,
+    interfaces: S<Vec<Spanned<String>>>,
+    sip_ports: S<Vec<Spanned<i64>>>,
+    snaplen: S<i64>,
+    promiscuous: S<bool>,
+    buffer_bytes: S<IntOrStr>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawRecording {
-    spool_dir: Option<PathBuf>,
-    format: Option<String>,
-    max_active_calls: Option<usize>,
+    spool_dir: S<String>,
+    format: S<String>,
+    max_active_calls: S<i64>,
+    shards: S<i64>,
+    rtp_timeout: S<String>,
+    max_call_length: S<String>,
+    setup_timeout: S<String>,
+    spool_warn_bytes: S<IntOrStr>,
+    spool_max_bytes: S<IntOrStr>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawAnnounce {
-    mode: Option<String>,
-    interface: Option<String>,
-    dir: Option<PathBuf>,
+    mode: S<String>,
+    interface: S<String>,
+    dir: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawOverload {
-    priority_numbers: Option<Vec<String>>,
+    priority_numbers: S<Vec<Spanned<String>>>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
-    allowed_networks: Option<Vec<String>>,
-    retry_initial: Option<String>,
-    retry_max: Option<String>,
-    hold_after: Option<String>,
-    keep_delivered: Option<String>,
+    allowed_networks: S<Vec<Spanned<String>>>,
+    retry_initial: S<String>,
+    retry_max: S<String>,
+    hold_after: S<String>,
+    keep_delivered: S<String>,
+    connect_timeout: S<String>,
+    keepalive: S<String>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDestination {
-    name: String,
-    url: String,
-    identity: PathBuf,
-    host_key: String,
-    max_rate: Option<String>,
+    name: Spanned<String>,
+    url: Spanned<String>,
+    identity: Spanned<String>,
+    host_key: Spanned<String>,
+    max_rate: S<IntOrStr>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawContract {
-    id: String,
-    service: String,
-    numbers: Vec<String>,
-    guidance: u8,
-    channels: Option<String>,
-    segments: Option<String>,
-    pause_dtmf: Option<String>,
-    resume_dtmf: Option<String>,
-    destination: String,
+    id: Spanned<String>,
+    service: Spanned<String>,
+    numbers: Spanned<Vec<Spanned<String>>>,
+    guidance: Spanned<i64>,
+    channels: S<String>,
+    segments: S<String>,
+    pause_dtmf: S<String>,
+    resume_dtmf: S<String>,
+    destination: Spanned<String>,
 }
-
-fn bad(path: &Path, key: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { path: path.to_path_buf(), line: 0, key: key.into(), reason: reason.into() }
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fragment_bytes: S<IntOrStr>,
+    fragment_timeout: S<String>,
+    tcp_stream_bytes: S<IntOrStr>,
+    tcp_streams: S<i64>,
+    tcp_idle_timeout: S<String>,
+    max_dialogs: S<i64>,
+    sip_message_bytes: S<IntOrStr>,
+}
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    control_socket: S<String>,
+    metrics_listen: S<String>,
 }
 
 /// "5s", "10m", "24h", "7d", "250ms".
@@ -113,140 +177,716 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     let split = s.find(|c: char| !c.is_ascii_digit())?;
     let (n, unit) = s.split_at(split);
     let n: u64 = n.parse().ok()?;
-    Some(match unit.trim() {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        "d" => Duration::from_secs(n * 86400),
+    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs);
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86400),
+        _ => None,
+    }
+}
+
+/// A size in bytes: "10GB", "512MiB", "64kB", "100" (decimal SI or binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mul: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "kB" | "KB" => 1000,
+        "M" | "MB" => 1_000_000,
+        "G" | "GB" => 1_000_000_000,
+        "T" | "TB" => 1_000_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
         _ => return None,
-    })
+    };
+    n.checked_mul(mul)
+}
+
+/// A rate in bytes per second: "20Mbit", "500kbit", "2MB" (per second).
+pub fn parse_rate(s: &str) -> Option<u64> {
+    let s = s.trim().trim_end_matches("/s").trim_end_matches("ps");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let bits = |mul: u64| n.checked_mul(mul).map(|b| b / 8);
+    match unit.trim() {
+        "bit" => bits(1),
+        "kbit" | "Kbit" => bits(1000),
+        "Mbit" => bits(1_000_000),
+        "Gbit" => bits(1_000_000_000),
+        _ => parse_size(s),
+    }
+}
+
+/// Offset -> 1-based line.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+/// The key path at a byte offset, found from the text (for errors the TOML
+/// parser reports with a span only): the enclosing `[table]` or
+/// `[[array]]` (with its 0-based index) and the nearest `key =` at or above
+/// the offset within that table.
+fn key_at(text: &str, offset: usize) -> String {
+    let mut table = String::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut key = String::new();
+    let mut pos = 0;
+    for line in text.split_inclusive('\n') {
+        if pos > offset {
+            break;
+        }
+        let t = line.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
+            let name = name.trim().to_string();
+            let n = counts.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+            key.clear();
+        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
+            table = name.trim().to_string();
+            key.clear();
+        } else if let Some((k, _)) = t.split_once('=') {
+            let k = k.trim();
+            if !k.is_empty() && !k.starts_with('#') && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c)) {
+                key = k.trim_matches('"').to_string();
+            }
+        }
+        pos += line.len();
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, _) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+use std::collections::HashMap;
+
+struct Ctx<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, span: std::ops::Range<usize>, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            line: line_of(self.text, span.start),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+
+    fn from_toml(&self, e: toml::de::Error) -> ConfigError {
+        let span = e.span().unwrap_or(0..0);
+        let msg = e.message().trim().replace('\n', " ");
+        let mut key = key_at(self.text, span.start);
+        // The parser points at the unknown key itself, or at the table that lacks a key.
+        if let Some(rest) = msg.strip_prefix("unknown field `") {
+            let name = rest.split('`').next().unwrap_or("");
+            let table = key.rsplit_once('.').map(|(t, _)| t.to_string());
+            key = match table {
+                Some(t) if !key.ends_with(&format!("].{name}")) || key.starts_with(name) => format!("{t}.{name}"),
+                _ if key.is_empty() || key == name => name.to_string(),
+                _ => key,
+            };
+            if !key.ends_with(name) {
+                key = format!("{key}.{name}");
+            }
+            return self.err(span, key, format!("unknown key `{name}`"));
+        }
+        if let Some(rest) = msg.strip_prefix("missing field `") {
+            let name = rest.split('`').next().unwrap_or("");
+            let table = key.split('.').next().unwrap_or("").to_string();
+            let key = if table.is_empty() { name.to_string() } else { format!("{table}.{name}") };
+            return self.err(span, key, "required key is missing");
+        }
+        self.err(span, key, msg)
+    }
+
+    fn resolve(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_relative() {
+            match self.path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => return dir.join(p),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    fn duration(&self, key: &str, v: &S<String>, default: Duration) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
+                self.err(s.span(), key, format!("expected a duration like 250ms, 5s, 10m, 24h or 7d, got {:?}", s.get_ref()))
+            }),
+        }
+    }
+
+    fn size(&self, key: &str, v: &S<IntOrStr>, default: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => match s.get_ref() {
+                IntOrStr::Int(n) => u64::try_from(*n).map_err(|_| self.err(s.span(), key, format!("must not be negative, got {n}"))),
+                IntOrStr::Str(t) => parse_size(t).ok_or_else(|| {
+                    self.err(s.span(), key, format!("expected a size like 65536, 64kB, 16MiB or 10GB, got {t:?}"))
+                }),
+            },
+        }
+    }
+
+    fn int(&self, key: &str, v: &S<i64>, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(s) => {
+                let n = *s.get_ref();
+                if range.contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(self.err(s.span(), key, format!("must be {}..{}, got {n}", range.start(), range.end())))
+                }
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&self, key: &str, v: &S<String>, default: T, options: &[(&str, T)]) -> Result<T, ConfigError> {
+        let Some(s) = v else { return Ok(default) };
+        options.iter().find(|(name, _)| *name == s.get_ref().as_str()).map(|(_, t)| *t).ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+            self.err(s.span(), key, format!("expected one of {}, got {:?}", names.join(", "), s.get_ref()))
+        })
+    }
+}
+
+/// A name that becomes a directory or file name: `[A-Za-z0-9._-]`, not `.`/`..`.
+fn safe_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s != "."
+        && s != ".."
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn valid_dtmf(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 8 && s.chars().all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+}
+
+/// Standard base64 (with padding), for the pinned host key blob.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    if s.is_empty() || s.len() % 4 != 0 {
+        return None;
+    }
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    for chunk in s.as_bytes().chunks(4) {
+        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
+        if pad > 2 {
+            return None;
+        }
+        let mut n = 0u32;
+        for &c in &chunk[..4 - pad] {
+            n = (n << 6) | val(c)?;
+        }
+        n <<= 6 * pad as u32;
+        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
+        out.extend_from_slice(&bytes[..3 - pad]);
+    }
+    Some(out)
+}
+
+/// `TYPE BASE64 [comment]`, where the blob's first field repeats TYPE (RFC 4253 6.6).
+fn check_host_key(s: &str) -> Result<(), String> {
+    let mut parts = s.split_whitespace();
+    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
+        return Err("expected \"TYPE BASE64\" as in known_hosts, e.g. \"ssh-ed25519 AAAAC3Nz...\"".into());
+    };
+    const TYPES: &[&str] = &[
+        "ssh-ed25519",
+        "ssh-rsa",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "rsa-sha2-256",
+        "rsa-sha2-512",
+    ];
+    if !TYPES.contains(&kind) {
+        return Err(format!("unknown key type {kind:?}, expected one of {}", TYPES.join(", ")));
+    }
+    let raw = base64_decode(blob).ok_or("the key is not valid base64")?;
+    let inner = raw.get(..4).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+    let named = inner.and_then(|l| raw.get(4..4 + l));
+    if named != Some(kind.as_bytes()) && !(kind.starts_with("rsa-sha2") && named == Some(b"ssh-rsa")) {
+        return Err(format!("the key blob is not a {kind} key"));
+    }
+    Ok(())
+}
+
+/// `sftp://user@IP[:port]/dir` -> (user, host, port, dir).
+fn parse_sftp_url(url: &str) -> Result<(String, std::net::IpAddr, u16, String), String> {
+    let rest = url.strip_prefix("sftp://").ok_or("expected sftp://user@HOST:PORT/dir")?;
+    let (user, rest) = rest.split_once('@').ok_or("no user (expected sftp://user@HOST:PORT/dir)")?;
+    if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        return Err(format!("bad user {user:?}"));
+    }
+    let (hostport, dir) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (host, port) = if let Some(h) = hostport.strip_prefix('[') {
+        let (h, after) = h.split_once(']').ok_or("unclosed [ in IPv6 host")?;
+        (h, after.strip_prefix(':'))
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let host: std::net::IpAddr =
+        host.parse().map_err(|_| format!("host {host:?} must be an IP address (the dedicated line has no DNS)"))?;
+    let port = match port {
+        None => 22,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port {p:?}"))?,
+    };
+    if dir.contains("..") {
+        return Err("the remote directory must not contain \"..\"".into());
+    }
+    // The root directory is "/", never "".
+    let dir = match dir.trim_end_matches('/') {
+        "" => "/".to_string(),
+        d => d.to_string(),
+    };
+    Ok((user.to_string(), host, port, dir))
 }
 
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-    let raw: Raw = toml::from_str(text).map_err(|e| bad(path, "", e.to_string()))?;
-    let dur = |key: &str, v: &Option<String>, d: &str| {
-        parse_duration(v.as_deref().unwrap_or(d)).ok_or_else(|| bad(path, key, "not a duration"))
-    };
+    let cx = Ctx { path, text };
+    let raw: Raw = toml::from_str(text).map_err(|e| cx.from_toml(e))?;
+
     let general = General {
-        utc_offset_secs: crate::time::parse_offset(raw.general.timezone.as_deref().unwrap_or("+09:00"))
-            .ok_or_else(|| bad(path, "general.timezone", "expected an offset like +09:00"))?,
+        utc_offset_secs: match &raw.general.timezone {
+            None => 9 * 3600,
+            Some(s) => crate::time::parse_offset(s.get_ref()).ok_or_else(|| {
+                cx.err(s.span(), "general.timezone", format!("expected an offset like +09:00, got {:?}", s.get_ref()))
+            })?,
+        },
     };
-    let format = match raw.recording.format.as_deref().unwrap_or("pcm16") {
-        "pcm16" => AudioFormat::Pcm16,
-        "ulaw" => AudioFormat::Ulaw,
-        "alaw" => AudioFormat::Alaw,
-        _ => return Err(bad(path, "recording.format", "expected pcm16, ulaw or alaw")),
-    };
-    let mode = match raw.announce.mode.as_deref().unwrap_or("off") {
-        "inject" => AnnounceMode::Inject,
-        "udp" => AnnounceMode::Udp,
-        "pcap" => AnnounceMode::Pcap,
-        "off" => AnnounceMode::Off,
-        _ => return Err(bad(path, "announce.mode", "expected inject, udp, pcap or off")),
-    };
-    let mut allowed = Vec::new();
-    for n in raw.delivery.allowed_networks.unwrap_or_default() {
-        allowed.push(IpNet::parse(&n).ok_or_else(|| bad(path, "delivery.allowed_networks", "not a network"))?);
+
+    // [capture]
+    let rc = &raw.capture;
+    let mut sip_ports = Vec::new();
+    match &rc.sip_ports {
+        None => sip_ports.push(5060),
+        Some(list) => {
+            if list.get_ref().is_empty() {
+                return Err(cx.err(list.span(), "capture.sip_ports", "must list at least one port"));
+            }
+            for p in list.get_ref() {
+                let n = u16::try_from(*p.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
+                    cx.err(p.span(), "capture.sip_ports", format!("must be 1..65535, got {}", p.get_ref()))
+                })?;
+                sip_ports.push(n);
+            }
+        }
     }
-    let mut destinations = Vec::new();
-    for d in raw.destination {
-        let rest = d.url.strip_prefix("sftp://").ok_or_else(|| bad(path, "destination.url", "expected sftp://"))?;
-        let (user, rest) = rest.split_once('@').ok_or_else(|| bad(path, "destination.url", "no user"))?;
-        let (hostport, dir) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(':') => (h, p.parse().map_err(|_| bad(path, "destination.url", "bad port"))?),
-            _ => (hostport, 22),
+    let mut interfaces = Vec::new();
+    for i in rc.interfaces.iter().flat_map(|l| l.get_ref()) {
+        if i.get_ref().trim().is_empty() {
+            return Err(cx.err(i.span(), "capture.interfaces", "empty interface name"));
+        }
+        interfaces.push(i.get_ref().clone());
+    }
+    let buffer_bytes = cx.size("capture.buffer_bytes", &rc.buffer_bytes, 64 << 20)?;
+    let capture = Capture {
+        interfaces,
+        sip_ports,
+        snaplen: cx.int("capture.snaplen", &rc.snaplen, 65535, 64..=262_144)? as u32,
+        promiscuous: rc.promiscuous.as_ref().map(|b| *b.get_ref()).unwrap_or(true),
+        buffer_bytes: u32::try_from(buffer_bytes).map_err(|_| {
+            cx.err(rc.buffer_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0), "capture.buffer_bytes", "must be below 4GiB")
+        })?,
+    };
+
+    // [recording]
+    let rr = &raw.recording;
+    let spool_warn_bytes = cx.size("recording.spool_warn_bytes", &rr.spool_warn_bytes, 0)?;
+    let spool_max_bytes = cx.size("recording.spool_max_bytes", &rr.spool_max_bytes, 0)?;
+    if spool_warn_bytes > 0 && spool_max_bytes > 0 && spool_warn_bytes > spool_max_bytes {
+        let span = rr.spool_warn_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "recording.spool_warn_bytes", "must not exceed recording.spool_max_bytes"));
+    }
+    let recording = Recording {
+        spool_dir: match &rr.spool_dir {
+            None => "/var/spool/callrec".into(),
+            Some(s) if s.get_ref().trim().is_empty() => return Err(cx.err(s.span(), "recording.spool_dir", "empty path")),
+            Some(s) => cx.resolve(s.get_ref()),
+        },
+        format: cx.choice(
+            "recording.format",
+            &rr.format,
+            AudioFormat::Pcm16,
+            &[("pcm16", AudioFormat::Pcm16), ("ulaw", AudioFormat::Ulaw), ("alaw", AudioFormat::Alaw)],
+        )?,
+        max_active_calls: cx.int("recording.max_active_calls", &rr.max_active_calls, 20_000, 1..=10_000_000)? as usize,
+        shards: cx.int("recording.shards", &rr.shards, 0, 0..=1024)? as usize,
+        rtp_timeout: cx.duration("recording.rtp_timeout", &rr.rtp_timeout, Duration::from_secs(60))?,
+        max_call_length: cx.duration("recording.max_call_length", &rr.max_call_length, Duration::from_secs(4 * 3600))?,
+        setup_timeout: cx.duration("recording.setup_timeout", &rr.setup_timeout, Duration::from_secs(180))?,
+        spool_warn_bytes,
+        spool_max_bytes,
+    };
+    for (key, v, d) in [
+        ("recording.rtp_timeout", &rr.rtp_timeout, recording.rtp_timeout),
+        ("recording.max_call_length", &rr.max_call_length, recording.max_call_length),
+        ("recording.setup_timeout", &rr.setup_timeout, recording.setup_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(cx.err(v.as_ref().map(|s| s.span()).unwrap_or(0..0), key, "must be more than 0"));
+        }
+    }
+
+    // [announce]
+    let ra = &raw.announce;
+    let mode = cx.choice(
+        "announce.mode",
+        &ra.mode,
+        AnnounceMode::Off,
+        &[
+            ("inject", AnnounceMode::Inject),
+            ("udp", AnnounceMode::Udp),
+            ("pcap", AnnounceMode::Pcap),
+            ("off", AnnounceMode::Off),
+        ],
+    )?;
+    if mode == AnnounceMode::Inject && ra.interface.is_none() {
+        let span = ra.mode.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "announce.interface", "required when announce.mode is \"inject\""));
+    }
+    let announce = Announce {
+        mode,
+        interface: ra.interface.as_ref().map(|s| s.get_ref().clone()),
+        dir: match &ra.dir {
+            None => "/usr/share/callrec/guidance-audio".into(),
+            Some(s) => cx.resolve(s.get_ref()),
+        },
+    };
+
+    // [overload]
+    let mut priority_numbers = Vec::new();
+    for n in raw.overload.priority_numbers.iter().flat_map(|l| l.get_ref()) {
+        let norm = numbering::normalize(n.get_ref()).filter(|x| !x.contains(['#', '*'])).ok_or_else(|| {
+            cx.err(n.span(), "overload.priority_numbers", format!("{:?} is not a telephone number", n.get_ref()))
+        })?;
+        priority_numbers.push(norm);
+    }
+
+    // [delivery]
+    let rd = &raw.delivery;
+    let mut allowed_networks = Vec::new();
+    for n in rd.allowed_networks.iter().flat_map(|l| l.get_ref()) {
+        allowed_networks.push(IpNet::parse(n.get_ref()).ok_or_else(|| {
+            cx.err(n.span(), "delivery.allowed_networks", format!("{:?} is not a network like 192.0.2.0/24", n.get_ref()))
+        })?);
+    }
+    let delivery = Delivery {
+        allowed_networks,
+        retry_initial: cx.duration("delivery.retry_initial", &rd.retry_initial, Duration::from_secs(5))?,
+        retry_max: cx.duration("delivery.retry_max", &rd.retry_max, Duration::from_secs(600))?,
+        hold_after: cx.duration("delivery.hold_after", &rd.hold_after, Duration::from_secs(7 * 86400))?,
+        keep_delivered: cx.duration("delivery.keep_delivered", &rd.keep_delivered, Duration::from_secs(86400))?,
+        connect_timeout: cx.duration("delivery.connect_timeout", &rd.connect_timeout, Duration::from_secs(10))?,
+        keepalive: cx.duration("delivery.keepalive", &rd.keepalive, Duration::from_secs(5))?,
+    };
+    if delivery.retry_initial.is_zero() {
+        let span = rd.retry_initial.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "delivery.retry_initial", "must be more than 0"));
+    }
+    if delivery.retry_max < delivery.retry_initial {
+        let span = rd.retry_max.as_ref().or(rd.retry_initial.as_ref()).map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "delivery.retry_max", "must not be less than delivery.retry_initial"));
+    }
+    if delivery.connect_timeout.is_zero() {
+        let span = rd.connect_timeout.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "delivery.connect_timeout", "must be more than 0"));
+    }
+
+    // [[destination]]
+    let mut destinations: Vec<Destination> = Vec::new();
+    for (i, d) in raw.destination.iter().enumerate() {
+        let k = |f: &str| format!("destination[{i}].{f}");
+        let d = d.get_ref();
+        let name = d.name.get_ref();
+        if !safe_name(name) {
+            return Err(cx.err(d.name.span(), k("name"), format!("{name:?}: use only A-Z a-z 0-9 . _ - (at most 64)")));
+        }
+        if destinations.iter().any(|x| &x.name == name) {
+            return Err(cx.err(d.name.span(), k("name"), format!("destination {name:?} is defined twice")));
+        }
+        let (user, host, port, remote_dir) =
+            parse_sftp_url(d.url.get_ref()).map_err(|r| cx.err(d.url.span(), k("url"), r))?;
+        if !delivery.allowed_networks.iter().any(|n| n.contains(host)) {
+            let nets: Vec<String> = delivery.allowed_networks.iter().map(|n| n.to_string()).collect();
+            return Err(cx.err(
+                d.url.span(),
+                k("url"),
+                format!(
+                    "destination {name:?} refused: {host} is outside delivery.allowed_networks [{}]",
+                    nets.join(", ")
+                ),
+            ));
+        }
+        if d.identity.get_ref().trim().is_empty() {
+            return Err(cx.err(d.identity.span(), k("identity"), "a private key path is required"));
+        }
+        check_host_key(d.host_key.get_ref()).map_err(|r| cx.err(d.host_key.span(), k("host_key"), r))?;
+        let max_rate = match &d.max_rate {
+            None => None,
+            Some(s) => {
+                let v = match s.get_ref() {
+                    IntOrStr::Int(n) => u64::try_from(*n).ok(),
+                    IntOrStr::Str(t) if t == "unlimited" => Some(0),
+                    IntOrStr::Str(t) => parse_rate(t),
+                };
+                match v {
+                    None => {
+                        return Err(cx.err(
+                            s.span(),
+                            k("max_rate"),
+                            format!("expected a rate like 20Mbit, 500kbit or 2MB (per second), got {:?}", s.get_ref()),
+                        ));
+                    }
+                    Some(0) => None,
+                    Some(r) => Some(r),
+                }
+            }
         };
-        let host: std::net::IpAddr = host
-            .trim_matches(['[', ']'])
-            .parse()
-            .map_err(|_| bad(path, "destination.url", "host must be an IP address"))?;
         destinations.push(Destination {
-            name: d.name,
-            user: user.into(),
+            name: name.clone(),
+            user,
             host,
             port,
-            remote_dir: format!("/{dir}"),
-            identity: d.identity,
-            host_key: d.host_key,
-            max_rate: None,
+            remote_dir,
+            identity: cx.resolve(d.identity.get_ref()),
+            host_key: d.host_key.get_ref().split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+            max_rate,
         });
-        let _ = d.max_rate;
     }
-    let mut contracts = Vec::new();
-    for c in raw.contract {
+
+    // [[contract]]
+    let mut contracts: Vec<Contract> = Vec::new();
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for (i, c) in raw.contract.iter().enumerate() {
+        let k = |f: &str| format!("contract[{i}].{f}");
+        let c = c.get_ref();
+        let id = c.id.get_ref();
+        if !safe_name(id) {
+            return Err(cx.err(
+                c.id.span(),
+                k("id"),
+                format!("{id:?}: use only A-Z a-z 0-9 . _ - (at most 64); it becomes a directory name"),
+            ));
+        }
+        if contracts.iter().any(|x| &x.id == id) {
+            return Err(cx.err(c.id.span(), k("id"), format!("contract {id:?} is defined twice")));
+        }
+        let service = cx.choice(&k("service"), &Some(c.service.clone()), Service::Mobile, &[
+            ("mobile", Service::Mobile),
+            ("fixed", Service::Fixed),
+        ])?;
+        if c.numbers.get_ref().is_empty() {
+            return Err(cx.err(c.numbers.span(), k("numbers"), "a contract needs at least one number"));
+        }
+        let mut numbers = Vec::new();
+        for n in c.numbers.get_ref() {
+            let norm = numbering::normalize(n.get_ref())
+                .ok_or_else(|| cx.err(n.span(), k("numbers"), format!("{:?} is not a telephone number", n.get_ref())))?;
+            let class = numbering::classify(&norm);
+            if !class.is_subscriber_number() {
+                return Err(cx.err(
+                    n.span(),
+                    k("numbers"),
+                    format!("{norm} is a {} number; a contract number must be 0ABJ, 050, 070, 080 or 090", class.as_str()),
+                ));
+            }
+            if let Some(other) = owner.get(&norm) {
+                let why = if other == id {
+                    format!("{norm} is listed twice")
+                } else {
+                    format!("{norm} already belongs to contract {other:?}")
+                };
+                return Err(cx.err(n.span(), k("numbers"), why));
+            }
+            owner.insert(norm.clone(), id.clone());
+            numbers.push(norm);
+        }
+        let g = *c.guidance.get_ref();
+        if !(1..=5).contains(&g) {
+            return Err(cx.err(c.guidance.span(), k("guidance"), format!("must be 1..5, got {g}")));
+        }
+        let channels = cx.choice(&k("channels"), &c.channels, Channels::Mono, &[
+            ("mono", Channels::Mono),
+            ("stereo", Channels::Stereo),
+        ])?;
+        let segments = cx.choice(&k("segments"), &c.segments, SegmentPolicy::All, &[
+            ("all", SegmentPolicy::All),
+            ("longest", SegmentPolicy::Longest),
+        ])?;
+        for (f, v) in [("pause_dtmf", &c.pause_dtmf), ("resume_dtmf", &c.resume_dtmf)] {
+            if let Some(s) = v {
+                if !valid_dtmf(s.get_ref()) {
+                    return Err(cx.err(s.span(), k(f), format!("{:?}: 1 to 8 of 0-9 * # A-D", s.get_ref())));
+                }
+            }
+        }
+        match (&c.pause_dtmf, &c.resume_dtmf) {
+            (Some(p), Some(r)) => {
+                let (p0, r0) = (p.get_ref(), r.get_ref());
+                if p0.starts_with(r0.as_str()) || r0.starts_with(p0.as_str()) {
+                    return Err(cx.err(
+                        r.span(),
+                        k("resume_dtmf"),
+                        format!("{r0:?} must differ from pause_dtmf {p0:?} (and neither may start the other)"),
+                    ));
+                }
+            }
+            (Some(p), None) => return Err(cx.err(p.span(), k("resume_dtmf"), "pause_dtmf is set, resume_dtmf is missing")),
+            (None, Some(r)) => return Err(cx.err(r.span(), k("pause_dtmf"), "resume_dtmf is set, pause_dtmf is missing")),
+            (None, None) => {}
+        }
+        let dest = c.destination.get_ref();
+        if !destinations.iter().any(|d| &d.name == dest) {
+            return Err(cx.err(c.destination.span(), k("destination"), format!("no [[destination]] named {dest:?}")));
+        }
         contracts.push(Contract {
-            id: c.id,
-            service: match c.service.as_str() {
-                "mobile" => Service::Mobile,
-                "fixed" => Service::Fixed,
-                _ => return Err(bad(path, "contract.service", "expected mobile or fixed")),
-            },
-            numbers: c.numbers,
-            guidance: c.guidance,
-            channels: match c.channels.as_deref().unwrap_or("mono") {
-                "mono" => Channels::Mono,
-                "stereo" => Channels::Stereo,
-                _ => return Err(bad(path, "contract.channels", "expected mono or stereo")),
-            },
-            segments: match c.segments.as_deref().unwrap_or("all") {
-                "all" => SegmentPolicy::All,
-                "longest" => SegmentPolicy::Longest,
-                _ => return Err(bad(path, "contract.segments", "expected all or longest")),
-            },
-            pause_dtmf: c.pause_dtmf,
-            resume_dtmf: c.resume_dtmf,
-            destination: c.destination,
+            id: id.clone(),
+            service,
+            numbers,
+            guidance: g as u8,
+            channels,
+            segments,
+            pause_dtmf: c.pause_dtmf.as_ref().map(|s| s.get_ref().clone()),
+            resume_dtmf: c.resume_dtmf.as_ref().map(|s| s.get_ref().clone()),
+            destination: dest.clone(),
         });
     }
+
+    // [limits]
+    let rl = &raw.limits;
+    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+    let limits = Limits {
+        fragment_bytes: usize_of(cx.size("limits.fragment_bytes", &rl.fragment_bytes, 16 << 20)?),
+        fragment_timeout: cx.duration("limits.fragment_timeout", &rl.fragment_timeout, Duration::from_secs(30))?,
+        tcp_stream_bytes: usize_of(cx.size("limits.tcp_stream_bytes", &rl.tcp_stream_bytes, 256 << 10)?),
+        tcp_streams: cx.int("limits.tcp_streams", &rl.tcp_streams, 65_536, 1..=10_000_000)? as usize,
+        tcp_idle_timeout: cx.duration("limits.tcp_idle_timeout", &rl.tcp_idle_timeout, Duration::from_secs(300))?,
+        max_dialogs: cx.int("limits.max_dialogs", &rl.max_dialogs, 200_000, 1..=100_000_000)? as usize,
+        sip_message_bytes: usize_of(cx.size("limits.sip_message_bytes", &rl.sip_message_bytes, 64 << 10)?),
+    };
+    if limits.sip_message_bytes < 1024 {
+        let span = rl.sip_message_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        return Err(cx.err(span, "limits.sip_message_bytes", "must be at least 1024"));
+    }
+
+    // [daemon]
+    let rm = &raw.daemon;
+    let daemon = Daemon {
+        control_socket: rm.control_socket.as_ref().map(|s| PathBuf::from(s.get_ref())).unwrap_or_else(|| "/run/callrec/control.sock".into()),
+        metrics_listen: match &rm.metrics_listen {
+            None => None,
+            Some(s) if s.get_ref() == "off" || s.get_ref().is_empty() => None,
+            Some(s) => Some(s.get_ref().parse().map_err(|_| {
+                cx.err(s.span(), "daemon.metrics_listen", format!("expected ADDRESS:PORT like 127.0.0.1:9477 or \"off\", got {:?}", s.get_ref()))
+            })?),
+        },
+    };
+
     Ok(Config {
         source: path.to_path_buf(),
         general,
-        capture: Capture {
-            interfaces: raw.capture.interfaces.unwrap_or_default(),
-            sip_ports: raw.capture.sip_ports.unwrap_or_else(|| vec![5060]),
-            snaplen: 65535,
-            promiscuous: true,
-            buffer_bytes: 64 << 20,
-        },
-        recording: Recording {
-            spool_dir: raw.recording.spool_dir.unwrap_or_else(|| "/var/spool/callrec".into()),
-            format,
-            max_active_calls: raw.recording.max_active_calls.unwrap_or(20_000),
-            shards: 0,
-            rtp_timeout: Duration::from_secs(60),
-            max_call_length: Duration::from_secs(4 * 3600),
-            setup_timeout: Duration::from_secs(180),
-            spool_warn_bytes: 0,
-            spool_max_bytes: 0,
-        },
-        announce: Announce {
-            mode,
-            interface: raw.announce.interface,
-            dir: raw.announce.dir.unwrap_or_else(|| "/usr/share/callrec/guidance-audio".into()),
-        },
-        overload: Overload { priority_numbers: raw.overload.priority_numbers.unwrap_or_default() },
-        delivery: Delivery {
-            allowed_networks: allowed,
-            retry_initial: dur("delivery.retry_initial", &raw.delivery.retry_initial, "5s")?,
-            retry_max: dur("delivery.retry_max", &raw.delivery.retry_max, "10m")?,
-            hold_after: dur("delivery.hold_after", &raw.delivery.hold_after, "7d")?,
-            keep_delivered: dur("delivery.keep_delivered", &raw.delivery.keep_delivered, "24h")?,
-            connect_timeout: Duration::from_secs(10),
-            keepalive: Duration::from_secs(5),
-        },
+        capture,
+        recording,
+        announce,
+        overload: Overload { priority_numbers },
+        delivery,
         destinations,
         contracts,
-        limits: Limits {
-            fragment_bytes: 16 << 20,
-            fragment_timeout: Duration::from_secs(30),
-            tcp_stream_bytes: 256 << 10,
-            tcp_streams: 65_536,
-            tcp_idle_timeout: Duration::from_secs(300),
-            max_dialogs: 200_000,
-            sip_message_bytes: 64 << 10,
-        },
-        daemon: Daemon { control_socket: "/run/callrec/control.sock".into(), metrics_listen: None },
+        limits,
+        daemon,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("7"), None);
+        assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_rate("20Mbit"), Some(2_500_000));
+        assert_eq!(parse_rate("500kbit"), Some(62_500));
+        assert_eq!(parse_rate("2MB"), Some(2_000_000));
+        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("10XB"), None);
+    }
+
+    #[test]
+    fn host_keys() {
+        // "ssh-ed25519" length-prefixed, then a 32-byte key.
+        let mut blob = vec![0, 0, 0, 11];
+        blob.extend_from_slice(b"ssh-ed25519");
+        blob.extend_from_slice(&[0, 0, 0, 32]);
+        blob.extend_from_slice(&[7u8; 32]);
+        let b64 = encode(&blob);
+        assert!(check_host_key(&format!("ssh-ed25519 {b64}")).is_ok());
+        assert!(check_host_key(&format!("ssh-rsa {b64}")).is_err());
+        assert!(check_host_key("ssh-ed25519 AAAA...").is_err());
+        assert!(check_host_key("ssh-ed25519").is_err());
+    }
+
+    fn encode(b: &[u8]) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut s = String::new();
+        for c in b.chunks(3) {
+            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            for i in 0..4 {
+                if i <= c.len() {
+                    s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    s.push('=');
+                }
+            }
+        }
+        s
+    }
+
+    #[test]
+    fn urls() {
+        let (u, h, p, d) = parse_sftp_url("sftp://rec@192.0.2.10:2222/incoming/").unwrap();
+        assert_eq!((u.as_str(), h.to_string(), p, d.as_str()), ("rec", "192.0.2.10".into(), 2222, "/incoming"));
+        let (_, h, p, d) = parse_sftp_url("sftp://rec@[2001:db8::1]").unwrap();
+        assert_eq!((h.to_string(), p, d.as_str()), ("2001:db8::1".into(), 22, "/"));
+        assert!(parse_sftp_url("sftp://rec@host.example:22/x").is_err());
+        assert!(parse_sftp_url("ftp://rec@192.0.2.1/x").is_err());
+    }
 }
