@@ -18,6 +18,7 @@ pub mod decode;
 pub mod delivery;
 pub mod media;
 pub mod recording;
+pub mod report;
 pub mod scenario;
 pub mod history;
 pub mod sip;

@@ -30,7 +30,7 @@ impl Timestamp {
     }
     /// Microseconds from `earlier` to `self` (negative if `earlier` is later).
     pub fn since(self, earlier: Timestamp) -> i64 {
-        self.0 - earlier.0
+        self.0.saturating_sub(earlier.0)
     }
 
     /// RFC 3339 with millisecond precision at a fixed UTC offset, e.g.

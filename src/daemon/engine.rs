@@ -23,6 +23,7 @@ pub struct EngineStats {
     pub packets: u64,
     pub sip_messages: u64,
     pub sip_malformed: u64,
+    pub sip_keepalives: u64,
     pub rtp_routed: u64,
     /// UDP that is neither SIP nor media of a recorded call.
     pub other_udp: u64,
@@ -144,6 +145,11 @@ impl Engine {
     }
 
     fn on_sip(&mut self, ts: Timestamp, src: SocketAddr, data: &[u8]) {
+        // RFC 5626 keep-alives (CRLF, or a few NULs from older phones).
+        if data.len() <= 4 && data.iter().all(|b| matches!(b, b'\r' | b'\n' | 0 | b' ')) {
+            self.stats.sip_keepalives += 1;
+            return;
+        }
         match crate::sip::parse(data) {
             Ok(msg) => {
                 self.stats.sip_messages += 1;

@@ -38,3 +38,22 @@ pub enum MediaCtl {
     Digit { key: CallKey, at: Timestamp, digit: char },
     End { key: CallKey, at: Timestamp, reason: String },
 }
+
+/// The shard handler for recorded calls (first cut: counts packets).
+pub struct MediaWorker {
+    _cfg: Arc<crate::config::Config>,
+    _shard: usize,
+}
+
+impl MediaWorker {
+    pub fn new(cfg: Arc<crate::config::Config>, shard: usize) -> MediaWorker {
+        MediaWorker { _cfg: cfg, _shard: shard }
+    }
+}
+
+impl crate::daemon::shard::ShardHandler for MediaWorker {
+    type Ctl = MediaCtl;
+    fn on_rtp(&mut self, _key: CallKey, _leg: crate::daemon::shard::Leg, _ts: Timestamp, _rtp: &[u8]) {}
+    fn on_ctl(&mut self, _ctl: MediaCtl) {}
+    fn shutdown(&mut self) {}
+}

@@ -1,0 +1,139 @@
+//! `callrec replay`: the live pipeline over capture files.
+//!
+//! Files are read in the order given, as one timeline; time is the packets'
+//! own. A file that is cut short or corrupt is processed as far as it can
+//! be read, named with the packet number in the report, and makes the
+//! command exit 1 after everything else is done.
+
+use crate::capture::PacketSource;
+use crate::capture::file::FileSource;
+use crate::config::Config;
+use crate::daemon::engine::{Engine, EngineStats};
+use crate::daemon::media::MediaWorker;
+use crate::daemon::shard::ShardPool;
+use crate::decode::DecodeStats;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct ReplayOptions {
+    /// The spool: recordings, queues and calls.jsonl go here.
+    pub out: PathBuf,
+    pub captures: Vec<PathBuf>,
+    pub deliver: bool,
+    pub deliver_timeout: Duration,
+    pub shards: Option<usize>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+#[derive(Debug, Default)]
+pub struct ReplayReport {
+    pub files: Vec<(PathBuf, u64)>,
+    /// One line per capture that could not be read to its end.
+    pub capture_errors: Vec<String>,
+    pub stats: EngineStats,
+    pub decode: DecodeStats,
+    pub tracker: crate::calls::tracker::TrackerStats,
+    pub elapsed: Duration,
+    pub delivery_ok: bool,
+    pub delivery: Option<String>,
+}
+
+impl ReplayReport {
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let d = &self.decode;
+        let st = &self.stats;
+        for (f, n) in &self.files {
+            let _ = writeln!(s, "capture {}: {n} packets", f.display());
+        }
+        for e in &self.capture_errors {
+            let _ = writeln!(s, "error: {e}");
+        }
+        let _ = writeln!(
+            s,
+            "packets {}  malformed {}  non-ip {}  fragments {} (reassembled {}, dropped {})  tcp-sip {}",
+            d.frames, d.malformed, d.non_ip, d.fragments, d.reassembled, d.fragments_dropped, d.tcp_messages
+        );
+        let _ = writeln!(
+            s,
+            "sip messages {}  malformed sip {}  rtp routed {}  other udp {}",
+            st.sip_messages, st.sip_malformed, st.rtp_routed, st.other_udp
+        );
+        let skipped: u64 = st.skipped.values().sum();
+        let _ = writeln!(s, "calls {}  recorded {}  skipped {}", st.calls, st.recorded, skipped);
+        for (reason, n) in &st.skipped {
+            let _ = writeln!(s, "  skipped {reason}: {n}");
+        }
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let _ = writeln!(s, "elapsed {:.3} s  ({:.0} packets/s)", secs, d.frames as f64 / secs);
+        if let Some(dl) = &self.delivery {
+            s.push_str(dl);
+        }
+        s
+    }
+}
+
+/// Media shard threads to use: as asked, else as configured, else one per
+/// core beside the capture thread.
+pub fn shard_count(cfg: &Config, asked: Option<usize>) -> usize {
+    let auto = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1);
+    asked.filter(|&n| n > 0).or((cfg.recording.shards > 0).then_some(cfg.recording.shards)).unwrap_or(auto)
+}
+
+pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    cfg.recording.spool_dir = opts.out.clone();
+    let io = |path: &PathBuf| {
+        let path = path.clone();
+        move |source| ReplayError::Io { path, source }
+    };
+    std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
+    let cfg = Arc::new(cfg);
+    let n = shard_count(&cfg, opts.shards);
+    let pool = ShardPool::start(n, 16_384, true, |i| MediaWorker::new(cfg.clone(), i)).map_err(io(&opts.out))?;
+    let mut engine = Engine::new(cfg.clone(), &opts.out, pool).map_err(io(&opts.out))?;
+    let mut report = ReplayReport::default();
+    let started = Instant::now();
+    for path in &opts.captures {
+        let mut src = match FileSource::open(path) {
+            Ok(s) => s,
+            Err(e) => {
+                report.capture_errors.push(e.to_string());
+                continue;
+            }
+        };
+        let mut count = 0u64;
+        loop {
+            match src.next_packet() {
+                Ok(Some(pkt)) => {
+                    count += 1;
+                    engine.on_packet(&pkt);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "capture unreadable");
+                    report.capture_errors.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        report.files.push((path.clone(), count));
+    }
+    report.decode = engine.decode_stats().clone();
+    report.tracker = engine.tracker_stats().clone();
+    report.stats = engine.finish("capture-end");
+    report.elapsed = started.elapsed();
+    report.delivery_ok = true;
+    if opts.deliver {
+        let (ok, text) = crate::daemon::deliver_after_replay(&cfg, &opts.out, opts.deliver_timeout);
+        report.delivery_ok = ok;
+        report.delivery = Some(text);
+    }
+    Ok(report)
+}
