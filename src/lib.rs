@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod decode;
 pub mod delivery;
 pub mod media;
+pub mod pcapgen;
 pub mod recording;
 pub mod report;
 pub mod scenario;
