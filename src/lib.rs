@@ -18,5 +18,6 @@ pub mod decode;
 pub mod delivery;
 pub mod media;
 pub mod recording;
+pub mod report;
 pub mod sip;
 pub mod time;
