@@ -470,4 +470,100 @@ mod tests {
         assert_eq!(fmt_bytes(2_500_000), "2500kB");
         assert_eq!(fmt_bytes(16 << 20), "16MiB");
     }
+
+    const HISTORY: &str = concat!(
+        r#"{"call_id":"a1","direction":"outbound","contract":"K-0001","caller":"0312340001","callee":"0312349999","prefix":"007726","decision":"record","reason":null,"invite_at":"2026-11-21T09:30:00.000+09:00","answered_at":"2026-11-21T09:30:05.000+09:00","billing_start":"2026-11-21T09:30:05.500+09:00","ended_at":"2026-11-21T09:31:05.000+09:00","end_reason":"bye-subscriber","segments":1}"#,
+        "\n",
+        r#"{"call_id":"b2,\"x\"","direction":"inbound","contract":"K-0002","caller":"anonymous","callee":"0612340002","decision":"skip","reason":"overload","invite_at":"2026-11-21T01:00:00Z"}"#,
+        "\n\n",
+        r#"{"call_id":"c3","decision":"skip","reason":"not-a-contract-number","caller":"0312349998","callee":"0312349999","invite_at":"2026-11-22T09:00:00+09:00"}"#,
+        "\n"
+    );
+
+    fn spool(text: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("calls.jsonl"), text).unwrap();
+        d
+    }
+
+    fn ids(d: &Path, q: &CallsQuery) -> Vec<String> {
+        select_calls(d, q).unwrap().iter().map(|r| r["call_id"].as_str().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn filters() {
+        let d = spool(HISTORY);
+        let all = CallsQuery::default();
+        assert_eq!(ids(d.path(), &all), ["a1", "b2,\"x\"", "c3"]);
+        let q = |f: &dyn Fn(&mut CallsQuery)| {
+            let mut q = CallsQuery::default();
+            f(&mut q);
+            ids(d.path(), &q)
+        };
+        assert_eq!(q(&|q| q.contract = Some("K-0002".into())), ["b2,\"x\""]);
+        assert_eq!(q(&|q| q.direction = Some("outbound".into())), ["a1"]);
+        assert_eq!(q(&|q| q.decision = Some("skip".into())), ["b2,\"x\"", "c3"]);
+        assert_eq!(q(&|q| q.reason = Some("overload".into())), ["b2,\"x\""]);
+        // The number filter normalises: +81 finds the national form, caller or callee.
+        assert_eq!(q(&|q| q.number = Some("+81-3-1234-9999".into())), ["a1", "c3"]);
+        // 01:00Z is 10:00+09:00: after a1, before c3.
+        assert_eq!(q(&|q| q.since = Some("2026-11-21T09:45:00+09:00".into())), ["b2,\"x\"", "c3"]);
+        assert_eq!(q(&|q| q.until = Some("2026-11-21T01:00:00Z".into())), ["a1"]);
+        assert_eq!(q(&|q| q.limit = Some(1)), ["c3"]);
+        let bad = CallsQuery { since: Some("yesterday".into()), ..Default::default() };
+        assert!(matches!(select_calls(d.path(), &bad), Err(ReportError::BadTime { key: "since", .. })));
+    }
+
+    #[test]
+    fn formats() {
+        let d = spool(HISTORY);
+        let q = CallsQuery::default();
+        let csv = render_calls(d.path(), &q, OutFormat::Csv).unwrap();
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(lines[0], COLUMNS.join(","));
+        assert!(lines[1].starts_with("a1,outbound,K-0001,0312340001,0312349999,007726,record,,"), "{}", lines[1]);
+        assert!(lines[1].ends_with(",bye-subscriber,1,60.000,59.500"), "{}", lines[1]);
+        assert!(lines[2].starts_with("\"b2,\"\"x\"\"\",inbound,"), "{}", lines[2]);
+        assert_eq!(lines.len(), 5); // header, 3 rows, empty after the last CRLF
+        let json: Value = serde_json::from_str(&render_calls(d.path(), &q, OutFormat::Json).unwrap()).unwrap();
+        assert_eq!(json.as_array().unwrap().len(), 3);
+        let table = render_calls(d.path(), &q, OutFormat::Table).unwrap();
+        let rows: Vec<&str> = table.lines().collect();
+        // Aligned: every column starts at the same character in every row.
+        let col = rows[0].find("direction").unwrap();
+        assert_eq!(&rows[1][col..col + 8], "outbound");
+        assert_eq!(&rows[2][col..col + 7], "inbound");
+        assert_eq!(rows.last(), Some(&"3 calls"));
+        // No history yet: empty, not an error.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(render_calls(empty.path(), &q, OutFormat::Csv).unwrap(), format!("{}\r\n", COLUMNS.join(",")));
+    }
+
+    #[test]
+    fn corrupt_line_is_named() {
+        let d = spool(&format!("{HISTORY}{{\"call_id\": \"d4\", \"caller\"\n"));
+        let err = render_calls(d.path(), &CallsQuery::default(), OutFormat::Table).unwrap_err();
+        assert!(matches!(err, ReportError::Corrupt { line: 5, .. }), "{err}");
+        assert!(err.to_string().contains("calls.jsonl:5:"), "{err}");
+    }
+
+    #[test]
+    fn check_config_shows_contracts_and_destinations() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/callrec.toml");
+        let cfg = crate::config::load(&path).unwrap();
+        let r = check_config_report(&cfg);
+        for want in [
+            "K-0001  mobile (prefix 007726)  stereo  segments all  guidance 2",
+            "K-0002  fixed (prefix 007727)  mono  segments longest  guidance 4",
+            "0312340001  geographic-0abj",
+            "05011110001  ip-phone-050",
+            "cannot reach 0120/0800/0570",
+            "acme  sftp://rec@192.0.2.10:22/incoming  rate 2500kB/s",
+            "bravo  sftp://callrec@192.0.2.11:22/recordings",
+            "pause *1 / resume *2",
+            "priority      0312340099",
+        ] {
+            assert!(r.contains(want), "missing {want:?} in\n{r}");
+        }
+    }
 }
