@@ -252,25 +252,27 @@ pub fn classify(n: &str) -> DestClass {
                 }
             }
             b'1'..=b'9' => {
-                let a = digit(1);
-                if digit(2) == b'0' {
-                    // 0A0: non-geographic three-digit codes.
-                    let class = match a {
-                        b'5' => DestClass::IpPhone,
-                        b'7' | b'8' | b'9' => DestClass::Mobile,
-                        _ => return DestClass::OtherNonGeographic,
-                    };
-                    return if len == 11 { class } else { DestClass::WrongLength };
-                }
+                // The four-digit 0AB0 service codes first: 0800 is freephone,
+                // not an 080 mobile number (080-0 is never allocated to mobiles).
                 let code4 = &n[..len.min(4)];
-                let (class, want) = match code4 {
-                    "0120" => (DestClass::Freephone, 10),
-                    "0800" => (DestClass::Freephone, 11),
-                    "0570" => (DestClass::NaviDial, 10),
+                let special = match code4 {
+                    "0120" => Some((DestClass::Freephone, 10)),
+                    "0800" => Some((DestClass::Freephone, 11)),
+                    "0570" => Some((DestClass::NaviDial, 10)),
                     c if c.len() == 4 && c.ends_with('0') && (c.starts_with("01") || c == "0910" || c == "0990") => {
                         return DestClass::OtherNonGeographic;
                     }
-                    _ => (DestClass::Geographic, 10),
+                    _ => None,
+                };
+                let (class, want) = match special {
+                    Some(s) => s,
+                    // 0A0: non-geographic three-digit codes.
+                    None if digit(2) == b'0' => match digit(1) {
+                        b'5' => (DestClass::IpPhone, 11),
+                        b'7' | b'8' | b'9' => (DestClass::Mobile, 11),
+                        _ => return DestClass::OtherNonGeographic,
+                    },
+                    None => (DestClass::Geographic, 10),
                 };
                 if len == want { class } else { DestClass::WrongLength }
             }
@@ -314,6 +316,8 @@ mod tests {
         assert_eq!(classify("0312345678"), DestClass::Geographic);
         assert_eq!(classify("0280123456"), DestClass::Geographic);
         assert_eq!(classify("0120123456"), DestClass::Freephone);
+        assert_eq!(classify("08001234567"), DestClass::Freephone);
+        assert_eq!(classify("08012345678"), DestClass::Mobile);
         assert_eq!(classify("0180123456"), DestClass::OtherNonGeographic);
         assert_eq!(classify("02012345678"), DestClass::OtherNonGeographic);
         assert_eq!(classify("031234567"), DestClass::WrongLength);
