@@ -1,0 +1,1 @@
+//! Mixer (in progress).
