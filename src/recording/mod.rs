@@ -1,1 +1,9 @@
-//! recording (to be built).
+//! Recording: what a shard worker writes for each call segment.
+//!
+//! [`wav`] streams samples into a WAV file with bounded memory, patches and
+//! hashes it at the end, and repairs files a crash cut short; [`recorder`]
+//! is the per-call, per-segment object that ties the media path (jitter
+//! buffers, DTMF, mixer) to a WAV file.
+
+pub mod recorder;
+pub mod wav;
