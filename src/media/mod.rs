@@ -1,1 +1,16 @@
-//! media (to be built).
+//! Media: the per-leg, Sans-IO audio path a shard worker runs for each call.
+//!
+//! [`rtp`] parses headers without copying, [`codec`] turns G.711 bytes into
+//! samples by table lookup, [`jitter`] places each leg's packets on the
+//! recording timeline (sequence and timestamp unwrapping, duplicates, late
+//! packets, SSRC changes and timestamp jumps re-anchored by capture time),
+//! [`dtmf`] extracts RFC 4733 digits, [`quality`] keeps the per-leg
+//! statistics and [`mixer`] combines both legs into mono or stereo frames.
+//! Nothing here reads a clock: time is the packet's capture time.
+
+pub mod codec;
+pub mod dtmf;
+pub mod jitter;
+pub mod mixer;
+pub mod quality;
+pub mod rtp;

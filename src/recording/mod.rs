@@ -1,3 +1,10 @@
-//! Recordings: WAV files, segments and their metadata.
+//! Recording: what a shard worker writes for each call segment.
+//!
+//! [`wav`] streams samples into a WAV file with bounded memory, patches and
+//! hashes it at the end, and repairs files a crash cut short; [`recorder`]
+//! is the per-call, per-segment object that ties the media path (jitter
+//! buffers, DTMF, mixer) to a WAV file; [`metadata`] is the JSON beside it.
 
 pub mod metadata;
+pub mod recorder;
+pub mod wav;

@@ -1,0 +1,257 @@
+//! `CallRecorder`: everything a shard worker holds for one call segment.
+//!
+//! It takes raw RTP per leg with its capture time, runs each leg's jitter
+//! buffer, watches the subscriber's RFC 4733 digits for the pause/resume
+//! sequences, and streams mixed frames into a WAV file with a fixed delay
+//! of [`PLAYOUT_DELAY`] samples behind the newest capture time. Memory per
+//! call is fixed: two 8 KiB sample rings, an 8 KiB write buffer and a few
+//! hundred bytes of state, whatever the traffic does.
+//!
+//! Privacy: digits are compared against the configured sequences in a
+//! private buffer that is cleared at every pause and resume; no digit is
+//! ever returned, logged or written (the type has no `Debug` for that
+//! reason). Events only say that recording paused or resumed.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::config::{AudioFormat, Channels};
+use crate::media::codec::Codec;
+use crate::media::dtmf::{DtmfDetector, TelephoneEvent};
+use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, Placed, sample_index};
+use crate::media::mixer::Mixer;
+use crate::media::quality::LegQuality;
+use crate::media::rtp::{RtpPacket, is_rtcp};
+use crate::recording::wav::WavWriter;
+use crate::time::Timestamp;
+
+/// The two directions of a call. In stereo files the subscriber (the
+/// contract's side) is the left channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Leg {
+    Subscriber = 0,
+    Remote = 1,
+}
+
+pub struct RecorderParams {
+    /// Where the WAV is written (a temporary name; the caller renames it).
+    pub path: PathBuf,
+    pub format: AudioFormat,
+    pub channels: Channels,
+    /// Timeline zero: the end of the announcement (or the answer).
+    pub start: Timestamp,
+    /// RFC 4733 payload type per leg (subscriber, remote), from the SDP.
+    pub telephone_event_pt: [Option<u8>; 2],
+    pub pause_dtmf: Option<String>,
+    pub resume_dtmf: Option<String>,
+}
+
+/// What the caller may log or act on. Never carries digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecorderEvent {
+    Paused { at_ms: u64 },
+    Resumed { at_ms: u64 },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordingSummary {
+    /// Exactly `end - start`, rounded down to a sample (125 µs).
+    pub duration_ms: u64,
+    pub sha256: String,
+    pub bytes: u64,
+    /// Pause intervals, in milliseconds from the recording start.
+    pub pauses: Vec<(u64, u64)>,
+    /// Subscriber, remote.
+    pub quality: [LegQuality; 2],
+}
+
+/// The last few digits of the subscriber's leg; private (see module doc).
+struct DigitTail {
+    buf: [u8; 16],
+    len: usize,
+}
+
+impl DigitTail {
+    fn push(&mut self, d: char) {
+        if self.len == self.buf.len() {
+            self.buf.copy_within(1.., 0);
+            self.len -= 1;
+        }
+        self.buf[self.len] = d as u8;
+        self.len += 1;
+    }
+    fn ends_with(&self, seq: &[u8]) -> bool {
+        !seq.is_empty() && self.buf[..self.len].ends_with(seq)
+    }
+    fn clear(&mut self) {
+        self.buf = [0; 16];
+        self.len = 0;
+    }
+}
+
+pub struct CallRecorder {
+    start: Timestamp,
+    legs: [JitterBuffer; 2],
+    dtmf: DtmfDetector,
+    mixer: Mixer,
+    wav: WavWriter,
+    /// Newest capture position seen on either leg.
+    newest: i64,
+    digits: DigitTail,
+    pause_seq: Vec<u8>,
+    resume_seq: Vec<u8>,
+    rtcp: u64,
+    /// First write error; the recording is then failed at `finish`.
+    error: Option<io::Error>,
+}
+
+fn ms(samples: i64) -> u64 {
+    (samples.max(0) / 8) as u64
+}
+
+impl CallRecorder {
+    pub fn create(p: RecorderParams) -> io::Result<CallRecorder> {
+        let channels = if p.channels == Channels::Stereo { 2 } else { 1 };
+        let seq = |s: Option<String>| -> Vec<u8> {
+            // Longer than the tail could never match; keep the last 16.
+            let v: Vec<u8> = s.unwrap_or_default().bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            v[v.len().saturating_sub(16)..].to_vec()
+        };
+        Ok(CallRecorder {
+            start: p.start,
+            legs: [JitterBuffer::new(p.start, p.telephone_event_pt[0]), JitterBuffer::new(p.start, p.telephone_event_pt[1])],
+            dtmf: DtmfDetector::new(),
+            mixer: Mixer::new(p.channels),
+            wav: WavWriter::create(&p.path, p.format, channels)?,
+            newest: 0,
+            digits: DigitTail { buf: [0; 16], len: 0 },
+            pause_seq: seq(p.pause_dtmf),
+            resume_seq: seq(p.resume_dtmf),
+            rtcp: 0,
+            error: None,
+        })
+    }
+
+    /// Payload-type meanings for one leg, from its SDP (adds to the
+    /// static ones; call again after a re-INVITE).
+    pub fn set_payload_map(&mut self, leg: Leg, map: &[(u8, Codec)]) {
+        self.legs[leg as usize].set_payload_map(map);
+    }
+
+    /// One UDP payload received on `leg`, captured at `ts`. Packets
+    /// captured before the start (the announcement) and RTCP are ignored;
+    /// malformed ones are counted in the leg's quality.
+    pub fn on_rtp(&mut self, leg: Leg, ts: Timestamp, rtp: &[u8]) -> Option<RecorderEvent> {
+        if is_rtcp(rtp) {
+            self.rtcp += 1;
+            return None;
+        }
+        let pos = sample_index(self.start, ts);
+        if pos < 0 {
+            return None;
+        }
+        if pos > self.newest {
+            self.newest = pos;
+            // Play out before placing, so the window always has room.
+            let upto = pos - PLAYOUT_DELAY;
+            if upto - self.legs[0].read_pos() >= 160 {
+                self.render(upto);
+            }
+        }
+        let jb = &mut self.legs[leg as usize];
+        let pkt = match RtpPacket::parse(rtp) {
+            Ok(p) => p,
+            Err(e) => {
+                jb.quality.malformed += 1;
+                tracing::debug!(leg = ?leg, error = %e, "RTP packet skipped");
+                return None;
+            }
+        };
+        match jb.push(ts, &pkt) {
+            Placed::Event { ssrc, rtp_ts, payload } if leg == Leg::Subscriber => {
+                let ev = TelephoneEvent::parse(payload).ok()?;
+                let digit = self.dtmf.on_event(ts, ssrc, rtp_ts, &ev)?;
+                self.on_digit(digit.digit, digit.at)
+            }
+            _ => None,
+        }
+    }
+
+    fn on_digit(&mut self, d: char, at: Timestamp) -> Option<RecorderEvent> {
+        self.digits.push(d);
+        if !self.mixer.paused() && self.digits.ends_with(&self.pause_seq) {
+            return self.pause(at);
+        }
+        if self.mixer.paused() && self.digits.ends_with(&self.resume_seq) {
+            return self.resume(at);
+        }
+        None
+    }
+
+    fn render(&mut self, upto: i64) {
+        if self.error.is_some() {
+            // Keep the window moving so memory stays bounded; the file is
+            // failed anyway.
+            let mut sink = [0i16; 256];
+            while self.legs[0].read_pos() < upto {
+                let n = ((upto - self.legs[0].read_pos()) as usize).min(256);
+                self.legs[0].pop(&mut sink[..n]);
+                self.legs[1].pop(&mut sink[..n]);
+            }
+            return;
+        }
+        if let Err(e) = self.mixer.render(&mut self.legs, upto, &mut self.wav) {
+            self.error = Some(e);
+        }
+    }
+
+    fn pos(&self, ts: Timestamp) -> i64 {
+        // A pause cannot reach back into frames already written.
+        sample_index(self.start, ts).max(self.legs[0].read_pos())
+    }
+
+    /// Starts muting both channels at `ts` (control interface or DTMF).
+    pub fn pause(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
+        let pos = self.pos(ts);
+        self.digits.clear();
+        self.mixer.pause(pos).then(|| RecorderEvent::Paused { at_ms: ms(pos) })
+    }
+
+    /// Ends the pause at `ts`; a 200 ms beep marks the spot.
+    pub fn resume(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
+        let pos = self.pos(ts);
+        self.digits.clear();
+        self.mixer.resume(pos).then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.mixer.paused()
+    }
+
+    pub fn quality(&self, leg: Leg) -> LegQuality {
+        self.legs[leg as usize].quality.snapshot()
+    }
+
+    /// RTCP packets seen on the media ports (ignored for audio).
+    pub fn rtcp_packets(&self) -> u64 {
+        self.rtcp
+    }
+
+    /// Writes out what is buffered, makes the file exactly `end - start`
+    /// long (silence-padded or cut), patches the header, fsyncs and hashes.
+    pub fn finish(mut self, end: Timestamp) -> io::Result<RecordingSummary> {
+        let total = sample_index(self.start, end).max(0);
+        self.render(total);
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let wav = self.wav.finish(Some(total as u64))?;
+        Ok(RecordingSummary {
+            duration_ms: ms(total),
+            sha256: wav.sha256,
+            bytes: wav.bytes,
+            pauses: self.mixer.pauses(total).into_iter().map(|(a, b)| (ms(a), ms(b))).collect(),
+            quality: [self.legs[0].quality.snapshot(), self.legs[1].quality.snapshot()],
+        })
+    }
+}
