@@ -182,9 +182,9 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             use callrec::delivery::queue::QueueCmd;
             let cmd = match action.unwrap_or(QueueAction::List) {
                 QueueAction::List => QueueCmd::List,
-                QueueAction::Retry { destination } => QueueCmd::Retry(destination),
-                QueueAction::Hold { destination } => QueueCmd::Hold(destination),
-                QueueAction::Release { destination } => QueueCmd::Release(destination),
+                QueueAction::Retry { destination } => QueueCmd::Retry { destination },
+                QueueAction::Hold { destination } => QueueCmd::Hold { destination },
+                QueueAction::Release { destination } => QueueCmd::Release { destination },
             };
             print!("{}", callrec::delivery::queue::queue_command(&cfg, cmd)?);
             Ok(ExitCode::SUCCESS)

@@ -55,7 +55,7 @@ pub enum CallEvent {
     /// The policy decided on a new call (recorded or not).
     Decided { key: CallKey, call_id: String, short_id: String, verdict: Verdict },
     /// A recorded call was answered (2xx to the initial INVITE).
-    Answered { key: CallKey, at: Timestamp, legs: MediaLegs },
+    Answered { key: CallKey, invite_at: Timestamp, at: Timestamp, legs: MediaLegs },
     /// A recorded call's media moved (re-INVITE, UPDATE, late answer, hold).
     MediaChanged { key: CallKey, at: Timestamp, legs: MediaLegs },
     /// A recorded call was transferred: a new segment starts at `at`.
@@ -404,7 +404,7 @@ impl Tracker {
                 d.remote_identity = asserted_identity(msg);
                 if d.verdict.record {
                     d.segments = 1;
-                    out.push(CallEvent::Answered { key: d.key, at, legs: d.legs() });
+                    out.push(CallEvent::Answered { key: d.key, invite_at: d.invite_at, at, legs: d.legs() });
                 }
             }
             401 | 407 => d.state = State::Challenged,

@@ -179,7 +179,7 @@ impl Engine {
                     self.pending.insert(key, verdict);
                 }
             }
-            CallEvent::Answered { key, at, legs } => {
+            CallEvent::Answered { key, invite_at, at, legs } => {
                 let Some(verdict) = self.pending.remove(&key) else { return };
                 let Some(contract) = verdict.contract.and_then(|i| self.cfg.contracts.get(i)).cloned() else {
                     return;
@@ -192,6 +192,7 @@ impl Engine {
                     short_id: self.short_ids.get(&key).cloned().unwrap_or_default(),
                     contract,
                     verdict,
+                    invite_at,
                     answered_at: at,
                     record_start: at,
                     guidance: None,

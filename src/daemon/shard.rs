@@ -17,11 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub const INLINE: usize = 256;
 
 /// Which party's voice a packet carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Leg {
-    Subscriber,
-    Remote,
-}
+pub use crate::recording::recorder::Leg;
 
 pub enum ShardMsg<C> {
     Rtp { key: CallKey, leg: Leg, ts: Timestamp, len: u16, data: [u8; INLINE] },

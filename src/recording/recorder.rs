@@ -224,6 +224,12 @@ impl CallRecorder {
         self.mixer.resume(pos).then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
     }
 
+    /// A digit signalled out of band (SIP INFO) by the subscriber: counts
+    /// towards pause/resume like an RFC 4733 digit.
+    pub fn on_signalled_digit(&mut self, d: char, at: Timestamp) -> Option<RecorderEvent> {
+        self.on_digit(d, at)
+    }
+
     pub fn is_paused(&self) -> bool {
         self.mixer.paused()
     }
