@@ -211,6 +211,11 @@ fn player_paces_both_targets_over_a_timeline() {
     assert_ne!(parse_rtp(&o[0].rtp).ssrc, parse_rtp(&out[0].rtp).ssrc);
 }
 
+/// Spoils a prompt file in place.
+type Breaker = Box<dyn Fn(&Path)>;
+/// Says whether the error is the one expected.
+type Expect = Box<dyn Fn(&PromptError) -> bool>;
+
 #[test]
 fn prompts_load_rejects_bad_files_naming_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -223,7 +228,7 @@ fn prompts_load_rejects_bad_files_naming_them() {
     }
     Prompts::load(dir.path()).expect("copies load");
     let g3 = dir.path().join("guidance3.wav");
-    let mut cases: Vec<(&str, Box<dyn Fn(&Path)>, Box<dyn Fn(&PromptError) -> bool>)> = vec![
+    let mut cases: Vec<(&str, Breaker, Expect)> = vec![
         (
             "missing",
             Box::new(|p| std::fs::remove_file(p).unwrap()),
