@@ -682,3 +682,41 @@ fn frames_carry_vlan_tags() {
     };
     assert!(build_frame(&mixed, &l2).is_err());
 }
+
+#[test]
+fn udp_sink_sends_from_the_expected_address_or_falls_back() {
+    use callrec::announce::UdpSink;
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A free local port to send from.
+    let from = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut sink = UdpSink::new();
+    let p = OutPacket {
+        call: 1,
+        at: t0(),
+        from,
+        to: rx.local_addr().unwrap(),
+        l2: None,
+        rtp: vec![0x80, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9],
+    };
+    sink.send(&p).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, src) = rx.recv_from(&mut buf).unwrap();
+    assert_eq!(
+        (&buf[..n], src),
+        (&p.rtp[..], from),
+        "sent from the bound address"
+    );
+    // Not a local address: still sent, from an ephemeral port.
+    let far = OutPacket {
+        from: addr("192.0.2.99:40000"),
+        ..p.clone()
+    };
+    sink.send(&far).unwrap();
+    let (n, src) = rx.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], &p.rtp[..]);
+    assert_ne!(src, far.from);
+}
