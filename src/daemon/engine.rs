@@ -11,7 +11,8 @@ use crate::capture::Packet;
 use crate::config::Config;
 use crate::daemon::media::{CallSetup, MediaCtl};
 use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
-use crate::decode::{Decoder, Payload, Transport};
+use crate::announce::announcer::Announcer;
+use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::history::{CallRecord, HistoryWriter};
 use crate::time::Timestamp;
 use std::collections::{BTreeMap, HashMap};
@@ -64,6 +65,9 @@ pub struct Engine {
     short_ids: HashMap<CallKey, String>,
     call_ids: HashMap<CallKey, String>,
     shards: ShardPool<MediaCtl>,
+    announcer: Option<Announcer>,
+    /// Billing starts when the announcement starts (at the answer without one).
+    billing: HashMap<CallKey, Timestamp>,
     history: HistoryWriter,
     events: Vec<CallEvent>,
     stats: EngineStats,
@@ -72,7 +76,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(cfg: Arc<Config>, spool: &std::path::Path, shards: ShardPool<MediaCtl>) -> std::io::Result<Engine> {
+    pub fn new(
+        cfg: Arc<Config>,
+        spool: &std::path::Path,
+        shards: ShardPool<MediaCtl>,
+        announcer: Option<Announcer>,
+    ) -> std::io::Result<Engine> {
         Ok(Engine {
             decoder: Decoder::new(&cfg.limits, &cfg.capture.sip_ports),
             tracker: Tracker::new(&cfg),
@@ -83,6 +92,8 @@ impl Engine {
             short_ids: HashMap::new(),
             call_ids: HashMap::new(),
             shards,
+            announcer,
+            billing: HashMap::new(),
             history: HistoryWriter::open(spool)?,
             events: Vec::new(),
             stats: EngineStats::default(),
@@ -101,6 +112,9 @@ impl Engine {
     pub fn tracker_stats(&self) -> &crate::calls::tracker::TrackerStats {
         self.tracker.stats()
     }
+    pub fn announce_stats(&self) -> Option<crate::announce::announcer::AnnounceStats> {
+        self.announcer.as_ref().map(|a| a.stats().clone())
+    }
     pub fn now(&self) -> Timestamp {
         self.now
     }
@@ -118,7 +132,7 @@ impl Engine {
         self.first_ts.get_or_insert(pkt.ts);
         // The decoder borrows itself mutably while handing out payloads, so
         // the per-payload work happens in a function over the other fields.
-        let mut sip_payloads: Vec<(Timestamp, SocketAddr, Vec<u8>)> = Vec::new();
+        let mut sip_payloads: Vec<(Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>)> = Vec::new();
         let mut ctx = RouteCtx {
             sip_ports: &self.cfg.capture.sip_ports,
             by_dst: &self.by_dst,
@@ -130,17 +144,23 @@ impl Engine {
         };
         self.decoder.decode(pkt, &mut |p| {
             if is_sip(ctx.sip_ports, &p) {
-                sip_payloads.push((p.ts, p.src, p.data.to_vec()));
+                sip_payloads.push((p.ts, p.src, p.dst, p.l2, p.data.to_vec()));
             } else {
                 ctx.route_rtp(&p);
             }
         });
-        for (ts, src, data) in sip_payloads {
+        for (ts, src, dst, l2, data) in sip_payloads {
+            if let (Some(a), Some(l2)) = (self.announcer.as_mut(), l2) {
+                a.learn(&l2, src.ip(), dst.ip());
+            }
             self.on_sip(ts, src, &data);
         }
         self.tracker.tick(self.now, &mut self.events);
         if !self.events.is_empty() {
             self.flush_events();
+        }
+        if let Some(a) = self.announcer.as_mut() {
+            a.poll(self.now);
         }
     }
 
@@ -186,16 +206,28 @@ impl Engine {
                 };
                 let shard = (key as usize) % self.shards.len();
                 let call_id = self.tracker_call_id(key);
+                let short_id = self.short_ids.get(&key).cloned().unwrap_or_default();
+                // The recording starts when the prompt ends, so the prompt
+                // itself is never recorded.
+                let played = self.announcer.as_mut().and_then(|a| a.start(key, &short_id, at, contract.guidance, &legs));
+                let guidance = Some(crate::daemon::media::Guidance {
+                    id: contract.guidance,
+                    played: played.is_some(),
+                    started_at: played.map_or(at, |p| p.started_at),
+                    ended_at: played.map_or(at, |p| p.ended_at),
+                });
+                let record_start = played.map_or(at, |p| p.ended_at);
+                self.billing.insert(key, played.map_or(at, |p| p.started_at));
                 let setup = Arc::new(CallSetup {
                     key,
                     call_id: call_id.clone(),
-                    short_id: self.short_ids.get(&key).cloned().unwrap_or_default(),
+                    short_id,
                     contract,
                     verdict,
                     invite_at,
                     answered_at: at,
-                    record_start: at,
-                    guidance: None,
+                    record_start,
+                    guidance,
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
                 });
@@ -231,8 +263,12 @@ impl Engine {
                     self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit { key, at, digit })));
                 }
             }
-            CallEvent::Ended { key, at, recorded, record } => {
+            CallEvent::Ended { key, at, recorded, mut record } => {
                 self.pending.remove(&key);
+                if let Some(a) = self.announcer.as_mut() {
+                    a.forget(key);
+                }
+                record.billing_start = self.billing.remove(&key).map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
                 if let Some(c) = self.calls.remove(&key) {
@@ -295,6 +331,9 @@ impl Engine {
         let at = self.now;
         self.tracker.finish(at, reason, &mut self.events);
         self.flush_events();
+        if let Some(a) = self.announcer.as_mut() {
+            a.finish(at);
+        }
         let _ = self.history.sync();
         self.shards.join();
         self.stats

@@ -15,6 +15,25 @@ use std::time::Duration;
 /// `replay --deliver`: pushes what the replay recorded and waits until the
 /// queues are empty or `timeout` passes. Returns (all delivered, report).
 pub fn deliver_after_replay(cfg: &Config, spool: &Path, timeout: Duration) -> (bool, String) {
-    let _ = (cfg, spool, timeout);
-    (false, "delivery: not available in this build\n".into())
+    match crate::delivery::queue::deliver_until_empty(cfg, spool, timeout) {
+        Ok(r) => {
+            let mut text = String::new();
+            for d in &r.destinations {
+                text.push_str(&format!(
+                    "delivery {}: delivered {}  failed {}  remaining {}{}\n",
+                    d.destination,
+                    d.delivered,
+                    d.failed,
+                    d.remaining,
+                    d.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                ));
+            }
+            if r.timed_out {
+                text.push_str("delivery: timed out with recordings still queued\n");
+            }
+            let ok = !r.timed_out && r.destinations.iter().all(|d| d.failed == 0 && d.remaining == 0);
+            (ok, text)
+        }
+        Err(e) => (false, format!("delivery: {e}\n")),
+    }
 }

@@ -30,6 +30,8 @@ pub struct ReplayOptions {
 pub enum ReplayError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("announcements: {0}")]
+    Announce(#[from] crate::announce::announcer::AnnouncerError),
 }
 
 #[derive(Debug, Default)]
@@ -40,6 +42,7 @@ pub struct ReplayReport {
     pub stats: EngineStats,
     pub decode: DecodeStats,
     pub tracker: crate::calls::tracker::TrackerStats,
+    pub announce: Option<crate::announce::announcer::AnnounceStats>,
     pub elapsed: Duration,
     pub delivery_ok: bool,
     pub delivery: Option<String>,
@@ -71,6 +74,9 @@ impl ReplayReport {
         for (reason, n) in &st.skipped {
             let _ = writeln!(s, "  skipped {reason}: {n}");
         }
+        if let Some(a) = &self.announce {
+            let _ = writeln!(s, "announcements played {}  failed {}  packets {}  send errors {}", a.played, a.failed, a.packets, a.send_errors);
+        }
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let _ = writeln!(s, "elapsed {:.3} s  ({:.0} packets/s)", secs, d.frames as f64 / secs);
         if let Some(dl) = &self.delivery {
@@ -97,7 +103,8 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     let cfg = Arc::new(cfg);
     let n = shard_count(&cfg, opts.shards);
     let pool = ShardPool::start(n, 16_384, true, |i| MediaWorker::new(cfg.clone(), i)).map_err(io(&opts.out))?;
-    let mut engine = Engine::new(cfg.clone(), &opts.out, pool).map_err(io(&opts.out))?;
+    let announcer = crate::announce::announcer::Announcer::from_config(&cfg, &opts.out.join("announcements.pcap"))?;
+    let mut engine = Engine::new(cfg.clone(), &opts.out, pool, announcer).map_err(io(&opts.out))?;
     let mut report = ReplayReport::default();
     let started = Instant::now();
     for path in &opts.captures {
@@ -127,6 +134,7 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     }
     report.decode = engine.decode_stats().clone();
     report.tracker = engine.tracker_stats().clone();
+    report.announce = engine.announce_stats();
     report.stats = engine.finish("capture-end");
     report.elapsed = started.elapsed();
     report.delivery_ok = true;

@@ -1,0 +1,175 @@
+//! The announcer: plays a recorded call's prompt to both parties when it is
+//! answered, through the configured sink, and says whether it could.
+//!
+//! Runs on the capture thread, which already knows every call's media
+//! addresses and sees the frames MAC addresses are learned from. MACs are
+//! learned from signalling frames (cheap: SIP is a small share of packets)
+//! per IP address: the MAC a host's frames come from, and the MAC frames
+//! towards it carry, with their VLAN tags.
+
+use crate::announce::{Player, Prompts, Sink, Target};
+use crate::calls::tracker::{CallKey, MediaLegs};
+use crate::config::{AnnounceMode, Config};
+use crate::decode::L2Info;
+use crate::time::Timestamp;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AnnouncerError {
+    #[error(transparent)]
+    Prompt(#[from] crate::announce::PromptError),
+    #[error(transparent)]
+    Sink(#[from] crate::announce::SinkError),
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct AnnounceStats {
+    pub played: u64,
+    /// Prompts that could not be sent at all (no MAC yet, interface down,
+    /// no G.711 codec negotiated): the call is recorded from the answer.
+    pub failed: u64,
+    pub packets: u64,
+    pub send_errors: u64,
+}
+
+#[derive(Clone, Copy, Default)]
+struct Seen {
+    as_src: Option<[u8; 6]>,
+    as_dst: Option<[u8; 6]>,
+    vlans: [u16; 2],
+}
+
+/// Bound on the learned MAC table; a flood of spoofed sources must not grow it forever.
+const MAX_MACS: usize = 65_536;
+
+pub struct Announcer {
+    prompts: Prompts,
+    player: Player,
+    sink: Box<dyn Sink>,
+    macs: HashMap<IpAddr, Seen>,
+    stats: AnnounceStats,
+}
+
+/// When the prompt played, if it did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Played {
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+}
+
+impl Announcer {
+    /// None when announcements are off. `pcap_path` is where mode "pcap" writes.
+    pub fn from_config(cfg: &Config, pcap_path: &Path) -> Result<Option<Announcer>, AnnouncerError> {
+        if cfg.announce.mode == AnnounceMode::Off {
+            return Ok(None);
+        }
+        let prompts = Prompts::load(&cfg.announce.dir)?;
+        let sink = crate::announce::sink::open(cfg.announce.mode, cfg.announce.interface.as_deref(), pcap_path)?;
+        // A fixed seed: SSRCs and sequence numbers look random to the
+        // endpoints, yet a replay writes the same announcements.pcap.
+        Ok(Some(Announcer { prompts, player: Player::new(0x6361_6c6c_7265_63), sink, macs: HashMap::new(), stats: AnnounceStats::default() }))
+    }
+
+    pub fn stats(&self) -> &AnnounceStats {
+        &self.stats
+    }
+
+    /// Learns MAC addresses from a captured frame between `src` and `dst`.
+    pub fn learn(&mut self, l2: &L2Info, src: IpAddr, dst: IpAddr) {
+        if self.macs.len() >= MAX_MACS && !self.macs.contains_key(&src) {
+            return;
+        }
+        let s = self.macs.entry(src).or_default();
+        s.as_src = Some(l2.src_mac);
+        let d = self.macs.entry(dst).or_default();
+        d.as_dst = Some(l2.dst_mac);
+        d.vlans = l2.vlans;
+    }
+
+    fn l2_for(&self, from: IpAddr, to: IpAddr) -> Option<L2Info> {
+        let src_mac = self.macs.get(&from)?.as_src?;
+        let dst = self.macs.get(&to)?;
+        Some(L2Info { src_mac, dst_mac: dst.as_dst?, vlans: dst.vlans })
+    }
+
+    /// Starts guidance `id` towards both parties at `now`. None when it
+    /// cannot be played; the caller then records from the answer.
+    pub fn start(&mut self, call: CallKey, short_id: &str, now: Timestamp, id: u8, legs: &MediaLegs) -> Option<Played> {
+        let (Some(sub), Some(rem)) = (&legs.subscriber, &legs.remote) else {
+            return self.fail(short_id, "the SDP of one party is missing");
+        };
+        let (Some(sub_pt), Some(rem_pt)) = (sub.g711_pt(), rem.g711_pt()) else {
+            return self.fail(short_id, "no G.711 codec negotiated");
+        };
+        let Ok(prompt) = self.prompts.get(id) else {
+            return self.fail(short_id, "no such guidance prompt");
+        };
+        let targets = [
+            Target { to: sub.addr, from: rem.addr, pt: sub_pt, l2: self.l2_for(rem.addr.ip(), sub.addr.ip()) },
+            Target { to: rem.addr, from: sub.addr, pt: rem_pt, l2: self.l2_for(sub.addr.ip(), rem.addr.ip()) },
+        ];
+        let times = match self.player.start(call, now, prompt, targets) {
+            Ok(t) => t,
+            Err(e) => return self.fail(short_id, &e.to_string()),
+        };
+        // Send what is due now; if the very first packets cannot go out
+        // (no MAC yet, interface down), nobody hears the prompt.
+        let mut first_error = None;
+        let (sink, stats) = (&mut self.sink, &mut self.stats);
+        self.player.poll(now, &mut |p| {
+            stats.packets += 1;
+            if let Err(e) = sink.send(&p) {
+                stats.send_errors += 1;
+                if p.call == call && first_error.is_none() {
+                    first_error = Some(e.to_string());
+                }
+            }
+        });
+        if let Some(e) = first_error {
+            self.player.stop(call);
+            return self.fail(short_id, &e);
+        }
+        self.stats.played += 1;
+        Some(Played { started_at: times.started_at, ended_at: times.ended_at })
+    }
+
+    fn fail(&mut self, short_id: &str, why: &str) -> Option<Played> {
+        self.stats.failed += 1;
+        tracing::warn!(call = %short_id, reason = why, "guidance not played; recording from the answer");
+        None
+    }
+
+    /// Sends every packet due by `now`.
+    pub fn poll(&mut self, now: Timestamp) {
+        if self.player.next_due().is_none_or(|t| t > now) {
+            return;
+        }
+        let (sink, stats) = (&mut self.sink, &mut self.stats);
+        self.player.poll(now, &mut |p| {
+            stats.packets += 1;
+            if let Err(e) = sink.send(&p) {
+                stats.send_errors += 1;
+                tracing::debug!(error = %e, "announcement packet not sent");
+            }
+        });
+    }
+
+    /// The call ended: stop its prompt and drop its state.
+    pub fn forget(&mut self, call: CallKey) {
+        self.player.stop(call);
+        self.player.forget(call);
+    }
+
+    /// End of input: send the rest of every prompt still playing (a replay
+    /// has no later packets to drive the clock), then flush the sink.
+    pub fn finish(&mut self, now: Timestamp) {
+        if let Some(last) = self.player.next_due().map(|_| now.add_micros(120_000_000)) {
+            self.poll(last);
+        }
+        if let Err(e) = self.sink.flush() {
+            tracing::error!(error = %e, "announcement sink flush failed");
+        }
+    }
+}
