@@ -1,0 +1,296 @@
+//! The whole pipeline over generated captures: signalling → policy →
+//! announcement → media → WAV + JSON in the spool, checked by content.
+
+use callrec::capture::LinkType;
+use callrec::daemon::replay::{ReplayOptions, replay};
+use callrec::pcapgen::{PcapWriter, udp_frame};
+use callrec::scenario::{CallSpec, Voice, merge};
+use callrec::time::Timestamp;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const T0: i64 = 1_795_221_000;
+
+fn config(dir: &Path, announce: &str) -> callrec::config::Config {
+    let prompts = Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio");
+    let text = format!(
+        r#"
+[general]
+timezone = "+09:00"
+[recording]
+spool_dir = "{spool}"
+[announce]
+mode = "{announce}"
+dir = "{prompts}"
+[delivery]
+allowed_networks = ["192.0.2.0/24"]
+[[destination]]
+name = "acme"
+url = "sftp://rec@192.0.2.10:22/incoming"
+identity = "/nonexistent/key"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
+[[contract]]
+id = "K-0001"
+service = "mobile"
+numbers = ["0312340001"]
+guidance = 2
+channels = "stereo"
+pause_dtmf = "*1"
+resume_dtmf = "*2"
+destination = "acme"
+[[contract]]
+id = "K-0002"
+service = "fixed"
+numbers = ["0612340002"]
+guidance = 4
+channels = "mono"
+destination = "acme"
+"#,
+        spool = dir.join("spool").display(),
+        prompts = prompts.display()
+    );
+    callrec::config::load_str(&text, &dir.join("test.toml")).expect("test config loads")
+}
+
+fn write_capture(path: &Path, calls: &[CallSpec]) {
+    let mut w = PcapWriter::create(path, LinkType::Ethernet).unwrap();
+    for d in merge(calls) {
+        w.write(d.ts, &udp_frame(d.src, d.dst, &d.payload)).unwrap();
+    }
+    w.finish().unwrap();
+}
+
+fn run(dir: &Path, announce: &str, pcap: &Path, out: &str) -> PathBuf {
+    let out = dir.join(out);
+    let opts = ReplayOptions {
+        out: out.clone(),
+        captures: vec![pcap.to_path_buf()],
+        deliver: false,
+        deliver_timeout: Duration::from_secs(1),
+        shards: Some(2),
+    };
+    let report = replay(config(dir, announce), &opts).expect("replay runs");
+    assert!(report.capture_errors.is_empty(), "{:?}", report.capture_errors);
+    out
+}
+
+/// Every file under `dir` with the given extension, sorted.
+fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// (channels, samples per channel) of a PCM16 WAV.
+fn read_pcm(path: &Path) -> (usize, Vec<Vec<i16>>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[0..4], b"RIFF");
+    assert_eq!(&b[8..12], b"WAVE");
+    let mut i = 12;
+    let mut channels = 0usize;
+    while i + 8 <= b.len() {
+        let id = &b[i..i + 4];
+        let len = u32::from_le_bytes(b[i + 4..i + 8].try_into().unwrap()) as usize;
+        if id == b"fmt " {
+            assert_eq!(u16::from_le_bytes([b[i + 8], b[i + 9]]), 1, "PCM");
+            channels = u16::from_le_bytes([b[i + 10], b[i + 11]]) as usize;
+            assert_eq!(u32::from_le_bytes(b[i + 12..i + 16].try_into().unwrap()), 8000);
+        }
+        if id == b"data" {
+            let data = &b[i + 8..i + 8 + len];
+            let mut ch = vec![Vec::new(); channels];
+            for (n, s) in data.chunks_exact(2).enumerate() {
+                ch[n % channels].push(i16::from_le_bytes([s[0], s[1]]));
+            }
+            return (channels, ch);
+        }
+        i += 8 + len + (len & 1);
+    }
+    panic!("no data chunk in {}", path.display());
+}
+
+/// Goertzel power of `hz` in `x`.
+fn power(x: &[i16], hz: f64) -> f64 {
+    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
+    let (mut s1, mut s2) = (0.0, 0.0);
+    for &v in x {
+        let s = v as f64 + 2.0 * w.cos() * s1 - s2;
+        s2 = s1;
+        s1 = s;
+    }
+    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn ms_between(a: &str, b: &str) -> i64 {
+    let p = |s: &str| callrec::report::parse_rfc3339(s).unwrap_or_else(|| panic!("bad time {s}"));
+    (p(b) - p(a)) / 1000
+}
+
+fn outbound_call() -> CallSpec {
+    let mut c = CallSpec::simple(1, "0312340001", "0077260312349999", Timestamp::from_secs_micros(T0, 0), 25_000);
+    c.a_voice.digits = vec![(12_000, '*'), (12_200, '1'), (16_000, '*'), (16_200, '2')];
+    c
+}
+
+#[test]
+fn stereo_call_with_announcement_and_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    let call = outbound_call();
+    write_capture(&pcap, std::slice::from_ref(&call));
+    let out = run(dir.path(), "pcap", &pcap, "out");
+
+    let wavs = files(&out.join("queue/acme/ready"), "wav");
+    let jsons = files(&out.join("queue/acme/ready"), "json");
+    assert_eq!((wavs.len(), jsons.len()), (1, 1), "one segment: {wavs:?}");
+    let meta = json(&jsons[0]);
+    assert_eq!(meta["schema"], 1);
+    assert_eq!(meta["direction"], "outbound");
+    assert_eq!(meta["prefix"], "007726");
+    assert_eq!(meta["callee"], "0312349999");
+    assert_eq!(meta["audio"]["channels"], 2);
+    assert_eq!(meta["guidance"]["played"], true);
+    // The recording starts where the announcement ends and ends with the call.
+    assert_eq!(meta["segment"]["started_at"], meta["guidance"]["ended_at"]);
+    let expected_ms = ms_between(meta["guidance"]["ended_at"].as_str().unwrap(), meta["ended_at"].as_str().unwrap());
+    let (ch, samples) = read_pcm(&wavs[0]);
+    assert_eq!(ch, 2);
+    let got_ms = samples[0].len() as i64 / 8;
+    assert!((got_ms - expected_ms).abs() <= 60, "length {got_ms} ms vs signalling {expected_ms} ms");
+    assert_eq!(meta["audio"]["duration_ms"].as_i64().unwrap(), got_ms);
+
+    // Left is the subscriber (440 Hz), right the remote party (1000 Hz).
+    let (l, r) = (&samples[0][..8000], &samples[1][..8000]);
+    assert!(power(l, 440.0) > 100.0 * power(l, 1000.0), "left channel is not the subscriber's 440 Hz");
+    assert!(power(r, 1000.0) > 100.0 * power(r, 440.0), "right channel is not the remote's 1000 Hz");
+
+    // Paused from *1 (12.2 s after answer) to *2 (16.2 s): exact silence,
+    // in both channels, at the place the metadata says.
+    let pauses = meta["pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    let (from, to) = (pauses[0]["from_ms"].as_i64().unwrap(), pauses[0]["to_ms"].as_i64().unwrap());
+    let prompt_ms = ms_between(meta["answered_at"].as_str().unwrap(), meta["guidance"]["ended_at"].as_str().unwrap());
+    assert!((from - (12_200 + 20 - prompt_ms)).abs() <= 60, "pause starts at {from} ms");
+    assert!((to - (16_200 + 20 - prompt_ms)).abs() <= 60, "pause ends at {to} ms");
+    for c in 0..2 {
+        let s = &samples[c][(from as usize + 30) * 8..(to as usize - 30) * 8];
+        assert!(s.iter().all(|&v| v == 0), "channel {c} not silent while paused");
+    }
+    // Both legs are back after the resume.
+    let after = &samples[1][(to as usize + 500) * 8..(to as usize + 1500) * 8];
+    assert!(power(after, 1000.0) > 100.0 * power(after, 440.0));
+
+    // Billing starts when the announcement starts.
+    let history = std::fs::read_to_string(out.join("calls.jsonl")).unwrap();
+    let rec: serde_json::Value = serde_json::from_str(history.lines().next().unwrap()).unwrap();
+    assert_eq!(rec["decision"], "record");
+    assert_eq!(rec["billing_start"], meta["guidance"]["started_at"]);
+}
+
+#[test]
+fn announcements_pcap_read_by_tshark() {
+    if std::process::Command::new("tshark").arg("-v").output().is_err() {
+        eprintln!("SKIP: tshark is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    let call = outbound_call();
+    write_capture(&pcap, std::slice::from_ref(&call));
+    let out = run(dir.path(), "pcap", &pcap, "out");
+    let o = std::process::Command::new("tshark")
+        .args(["-r"])
+        .arg(out.join("announcements.pcap"))
+        .args(["-d", "udp.port==10002,rtp", "-T", "fields", "-e", "ip.dst", "-e", "udp.dstport", "-e", "frame.time_epoch", "-e", "rtp.payload"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    let prompt = callrec::announce::Prompt::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio/guidance2.wav")).unwrap();
+    for (to, label) in [(call.a_rtp, "subscriber"), (call.b_rtp, "remote")] {
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split('\t').collect::<Vec<_>>())
+            .filter(|f| f[0] == to.ip().to_string() && f[1] == to.port().to_string())
+            .collect();
+        let expected_packets = prompt.samples().len().div_ceil(160);
+        assert_eq!(rows.len(), expected_packets, "{label}: packets");
+        let times: Vec<f64> = rows.iter().map(|f| f[2].parse().unwrap()).collect();
+        assert!(times.windows(2).all(|w| ((w[1] - w[0]) - 0.020).abs() < 0.0005), "{label}: not paced at 20 ms");
+        let payload: Vec<u8> = rows.iter().flat_map(|f| hex::decode(f[3].replace(':', "")).unwrap()).collect();
+        let decoded: Vec<i16> = payload.iter().map(|&b| audio_codec_algorithms::decode_ulaw(b)).collect();
+        assert_eq!(&decoded[..prompt.samples().len()], prompt.samples(), "{label}: payload is not the prompt");
+    }
+}
+
+#[test]
+fn mono_inbound_and_decisions() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    let t = |s: i64| Timestamp::from_secs_micros(T0 + s, 0);
+    let mut inbound = CallSpec::simple(2, "0398765432", "0612340002", t(0), 6_000);
+    inbound.bye_from_a = false;
+    inbound.b_voice = Voice::tone(700.0);
+    let noprefix = CallSpec::simple(3, "0312340001", "0312349999", t(1), 3_000);
+    let mut cancelled = CallSpec::simple(4, "0398765432", "0612340002", t(2), 0);
+    cancelled.talk_ms = None;
+    write_capture(&pcap, &[inbound, noprefix, cancelled]);
+    let out = run(dir.path(), "off", &pcap, "out");
+    let wavs = files(&out.join("queue/acme/ready"), "wav");
+    assert_eq!(wavs.len(), 1);
+    let (ch, s) = read_pcm(&wavs[0]);
+    assert_eq!(ch, 1);
+    // Announcements off: recorded from the answer, for the whole call.
+    assert!((s[0].len() as i64 / 8 - 6000).abs() <= 60, "{} ms", s[0].len() / 8);
+    let m = &s[0][8000..16000];
+    assert!(power(m, 440.0) > 1e3 * power(m, 1500.0) && power(m, 700.0) > 1e3 * power(m, 1500.0), "mono mix lacks a leg");
+    let history = std::fs::read_to_string(out.join("calls.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = history.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let by = |id: &str| recs.iter().find(|r| r["call_id"] == id).unwrap().clone();
+    assert_eq!(by("call-2@callrec.test")["decision"], "record");
+    assert_eq!(by("call-2@callrec.test")["end_reason"], "bye-subscriber");
+    assert_eq!(by("call-3@callrec.test")["reason"], "no-prefix");
+    assert_eq!(by("call-4@callrec.test")["reason"], "not-answered");
+    assert_eq!(by("call-4@callrec.test")["end_reason"], "cancel");
+}
+
+#[test]
+fn replay_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    let calls: Vec<CallSpec> =
+        (0..6).map(|i| CallSpec::simple(i, "0312340001", "0077260312349999", Timestamp::from_secs_micros(T0 + i as i64, 0), 9_000)).collect();
+    write_capture(&pcap, &calls);
+    let a = run(dir.path(), "pcap", &pcap, "a");
+    let b = run(dir.path(), "pcap", &pcap, "b");
+    let list = |root: &Path| -> Vec<(PathBuf, Vec<u8>)> {
+        let mut v: Vec<PathBuf> = files(root, "wav");
+        v.extend(files(root, "json"));
+        v.extend(files(root, "jsonl"));
+        v.extend(files(root, "pcap"));
+        v.sort();
+        v.into_iter().map(|p| (p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap())).collect()
+    };
+    let (la, lb) = (list(&a), list(&b));
+    assert_eq!(la.len(), 6 * 2 + 2);
+    assert_eq!(la.len(), lb.len());
+    for ((pa, da), (pb, db)) in la.iter().zip(&lb) {
+        assert_eq!(pa, pb);
+        assert!(da == db, "{} differs between two replays", pa.display());
+    }
+}
