@@ -12,7 +12,9 @@
 
 use crate::capture::LinkType;
 use crate::time::Timestamp;
-use etherparse::{IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBuilder};
+use etherparse::{
+    IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBuilder,
+};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
@@ -38,8 +40,10 @@ impl PcapWriter {
 
     pub fn write(&mut self, ts: Timestamp, frame: &[u8]) -> io::Result<()> {
         let us = ts.micros();
-        self.w.write_all(&(us.div_euclid(1_000_000) as u32).to_le_bytes())?;
-        self.w.write_all(&(us.rem_euclid(1_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&(us.div_euclid(1_000_000) as u32).to_le_bytes())?;
+        self.w
+            .write_all(&(us.rem_euclid(1_000_000) as u32).to_le_bytes())?;
         self.w.write_all(&(frame.len() as u32).to_le_bytes())?;
         self.w.write_all(&(frame.len() as u32).to_le_bytes())?;
         self.w.write_all(frame)
@@ -51,7 +55,12 @@ impl PcapWriter {
 }
 
 /// Writes `frames` to a new file, 20 ms apart from `start`.
-pub fn write_pcap(path: impl AsRef<Path>, link: LinkType, start: Timestamp, frames: &[Vec<u8>]) -> io::Result<()> {
+pub fn write_pcap(
+    path: impl AsRef<Path>,
+    link: LinkType,
+    start: Timestamp,
+    frames: &[Vec<u8>],
+) -> io::Result<()> {
     let mut w = PcapWriter::create(path, link)?;
     for (i, f) in frames.iter().enumerate() {
         w.write(start.add_micros(i as i64 * 20_000), f)?;
@@ -92,13 +101,27 @@ pub enum ErspanVersion {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tunnel {
     /// IP in IP (protocol 4) or IPv6 in IP (41).
-    IpIp { outer_src: IpAddr, outer_dst: IpAddr },
+    IpIp {
+        outer_src: IpAddr,
+        outer_dst: IpAddr,
+    },
     /// GRE with optional key and sequence; `ethernet` carries the inner
     /// packet in an Ethernet frame (transparent Ethernet bridging, 0x6558).
-    Gre { outer_src: IpAddr, outer_dst: IpAddr, key: Option<u32>, seq: Option<u32>, ethernet: bool },
+    Gre {
+        outer_src: IpAddr,
+        outer_dst: IpAddr,
+        key: Option<u32>,
+        seq: Option<u32>,
+        ethernet: bool,
+    },
     /// ERSPAN: GRE with a sequence number, an ERSPAN header and the
     /// mirrored Ethernet frame.
-    Erspan { outer_src: IpAddr, outer_dst: IpAddr, version: ErspanVersion, session: u16 },
+    Erspan {
+        outer_src: IpAddr,
+        outer_dst: IpAddr,
+        version: ErspanVersion,
+        session: u16,
+    },
 }
 
 /// How a frame is wrapped beyond IP + transport.
@@ -138,7 +161,12 @@ pub fn udp_frame(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
     udp_frame_with(src, dst, payload, &FrameOpts::default())
 }
 
-pub fn udp_frame_with(src: SocketAddr, dst: SocketAddr, payload: &[u8], opts: &FrameOpts) -> Vec<u8> {
+pub fn udp_frame_with(
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    opts: &FrameOpts,
+) -> Vec<u8> {
     let packet = ip_udp(src, dst, payload);
     wrap(packet, src.ip(), dst.ip(), opts)
 }
@@ -146,7 +174,13 @@ pub fn udp_frame_with(src: SocketAddr, dst: SocketAddr, payload: &[u8], opts: &F
 /// The same datagram as [`udp_frame_with`], its IP payload (UDP header +
 /// data) cut into `pieces` fragments in order (8-byte aligned; fewer when
 /// the datagram is too small).
-pub fn udp_fragments(src: SocketAddr, dst: SocketAddr, payload: &[u8], pieces: usize, opts: &FrameOpts) -> Vec<Vec<u8>> {
+pub fn udp_fragments(
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+    pieces: usize,
+    opts: &FrameOpts,
+) -> Vec<Vec<u8>> {
     // Build the whole datagram (UDP checksum over the real addresses),
     // then cut its IP payload; the builder writes no IP options.
     let full = ip_udp(src, dst, payload);
@@ -158,7 +192,14 @@ pub fn udp_fragments(src: SocketAddr, dst: SocketAddr, payload: &[u8], pieces: u
     while offset < transport.len() {
         let end = (offset + piece).min(transport.len());
         let more = end < transport.len();
-        let packet = fragment_packet(src.ip(), dst.ip(), opts.ip_id, offset, more, &transport[offset..end]);
+        let packet = fragment_packet(
+            src.ip(),
+            dst.ip(),
+            opts.ip_id,
+            offset,
+            more,
+            &transport[offset..end],
+        );
         frames.push(wrap(packet, src.ip(), dst.ip(), opts));
         offset = end;
     }
@@ -167,7 +208,13 @@ pub fn udp_fragments(src: SocketAddr, dst: SocketAddr, payload: &[u8], pieces: u
 
 /// `payload` as TCP segments of at most `mss` bytes from sequence `seq`
 /// (ACK and PSH set), Ethernet framed.
-pub fn tcp_segments(src: SocketAddr, dst: SocketAddr, seq: u32, payload: &[u8], mss: usize) -> Vec<Vec<u8>> {
+pub fn tcp_segments(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seq: u32,
+    payload: &[u8],
+    mss: usize,
+) -> Vec<Vec<u8>> {
     tcp_segments_with(src, dst, seq, payload, mss, &FrameOpts::default())
 }
 
@@ -239,7 +286,8 @@ fn ip_udp(src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Vec<u8> {
 fn ip_header(src: IpAddr, dst: IpAddr, proto: IpNumber, payload_len: usize) -> Vec<u8> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(payload_len as u16, 64, proto, s.octets(), d.octets()).expect("fits ipv4");
+            let mut h = Ipv4Header::new(payload_len as u16, 64, proto, s.octets(), d.octets())
+                .expect("fits ipv4");
             h.header_checksum = h.calc_header_checksum();
             h.to_bytes().to_vec()
         }
@@ -259,11 +307,20 @@ fn ip_header(src: IpAddr, dst: IpAddr, proto: IpNumber, payload_len: usize) -> V
 }
 
 /// One IPv4 or IPv6 fragment of a UDP datagram's IP payload.
-fn fragment_packet(src: IpAddr, dst: IpAddr, id: u32, offset: usize, more: bool, data: &[u8]) -> Vec<u8> {
+fn fragment_packet(
+    src: IpAddr,
+    dst: IpAddr,
+    id: u32,
+    offset: usize,
+    more: bool,
+    data: &[u8],
+) -> Vec<u8> {
     let frag_offset = IpFragOffset::try_new((offset / 8) as u16).expect("fragment offset fits");
     let mut out = match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut h = Ipv4Header::new(data.len() as u16, 64, IpNumber::UDP, s.octets(), d.octets()).expect("fits");
+            let mut h =
+                Ipv4Header::new(data.len() as u16, 64, IpNumber::UDP, s.octets(), d.octets())
+                    .expect("fits");
             h.identification = id as u16;
             h.more_fragments = more;
             h.fragment_offset = frag_offset;
@@ -271,7 +328,12 @@ fn fragment_packet(src: IpAddr, dst: IpAddr, id: u32, offset: usize, more: bool,
             h.to_bytes().to_vec()
         }
         (IpAddr::V6(_), IpAddr::V6(_)) => {
-            let mut out = ip_header(src, dst, IpNumber::IPV6_FRAGMENTATION_HEADER, 8 + data.len());
+            let mut out = ip_header(
+                src,
+                dst,
+                IpNumber::IPV6_FRAGMENTATION_HEADER,
+                8 + data.len(),
+            );
             let f = Ipv6FragmentHeader::new(IpNumber::UDP, frag_offset, more, id);
             out.extend_from_slice(&f.to_bytes());
             out
@@ -282,12 +344,22 @@ fn fragment_packet(src: IpAddr, dst: IpAddr, id: u32, offset: usize, more: bool,
     out
 }
 
-fn ethernet(src_mac: [u8; 6], dst_mac: [u8; 6], vlans: &[u16], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+fn ethernet(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    vlans: &[u16],
+    ether_type: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 4 * vlans.len() + payload.len());
     f.extend_from_slice(&dst_mac);
     f.extend_from_slice(&src_mac);
     for (i, vid) in vlans.iter().enumerate() {
-        let tpid: u16 = if vlans.len() > 1 && i == 0 { 0x88a8 } else { 0x8100 };
+        let tpid: u16 = if vlans.len() > 1 && i == 0 {
+            0x88a8
+        } else {
+            0x8100
+        };
         f.extend_from_slice(&tpid.to_be_bytes());
         f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
     }
@@ -304,15 +376,31 @@ fn ether_type_of(ip: IpAddr) -> u16 {
 fn wrap(packet: Vec<u8>, src: IpAddr, dst: IpAddr, opts: &FrameOpts) -> Vec<u8> {
     let (l3, l3_src, l3_dst) = match &opts.tunnel {
         None => (packet, src, dst),
-        Some(Tunnel::IpIp { outer_src, outer_dst }) => {
-            let proto = if src.is_ipv4() { IpNumber::IPV4 } else { IpNumber::IPV6 };
+        Some(Tunnel::IpIp {
+            outer_src,
+            outer_dst,
+        }) => {
+            let proto = if src.is_ipv4() {
+                IpNumber::IPV4
+            } else {
+                IpNumber::IPV6
+            };
             let mut out = ip_header(*outer_src, *outer_dst, proto, packet.len());
             out.extend_from_slice(&packet);
             (out, *outer_src, *outer_dst)
         }
-        Some(Tunnel::Gre { outer_src, outer_dst, key, seq, ethernet: eth }) => {
+        Some(Tunnel::Gre {
+            outer_src,
+            outer_dst,
+            key,
+            seq,
+            ethernet: eth,
+        }) => {
             let (proto, inner) = if *eth {
-                (0x6558u16, ethernet(mac_for(src), mac_for(dst), &[], ether_type_of(src), &packet))
+                (
+                    0x6558u16,
+                    ethernet(mac_for(src), mac_for(dst), &[], ether_type_of(src), &packet),
+                )
             } else {
                 (ether_type_of(src), packet)
             };
@@ -329,7 +417,12 @@ fn wrap(packet: Vec<u8>, src: IpAddr, dst: IpAddr, opts: &FrameOpts) -> Vec<u8> 
             out.extend_from_slice(&gre);
             (out, *outer_src, *outer_dst)
         }
-        Some(Tunnel::Erspan { outer_src, outer_dst, version, session }) => {
+        Some(Tunnel::Erspan {
+            outer_src,
+            outer_dst,
+            version,
+            session,
+        }) => {
             let inner = ethernet(mac_for(src), mac_for(dst), &[], ether_type_of(src), &packet);
             let proto: u16 = match version {
                 ErspanVersion::II => 0x88BE,

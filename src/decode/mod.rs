@@ -1,6 +1,6 @@
 //! From captured frames to transport payloads.
 //!
-//! Strips link layers (Ethernet, SLL, SLL2, raw IP, BSD loopback), VLAN
+//! Strips link layers (Ethernet, SLL, SLL2, raw IP, BSD loopback, PPPoE), VLAN
 //! tags (802.1Q, Q-in-Q with 0x8100, 0x88a8 and 0x9100) and tunnels
 //! (IP-in-IP, GRE, ERSPAN), reassembles IPv4 and IPv6 fragments
 //! ([`frag`]), and reassembles TCP streams that carry SIP into whole
@@ -93,7 +93,7 @@ pub struct Decoder {
     sip_ports: Vec<u16>,
     frags: frag::FragPool,
     tcp: tcp::TcpReassembler,
-    last_sweep: Timestamp,
+    last_sweep: Option<Timestamp>,
 }
 
 /// Where a frame came from, carried down the layers.
@@ -112,7 +112,7 @@ impl Decoder {
             sip_ports: sip_ports.to_vec(),
             frags: frag::FragPool::new(limits.fragment_bytes, limits.fragment_timeout),
             tcp: tcp::TcpReassembler::new(limits, sip_ports),
-            last_sweep: Timestamp(i64::MIN),
+            last_sweep: None,
         }
     }
 
@@ -126,7 +126,10 @@ impl Decoder {
     /// segment carrying several SIP messages). Never panics on bad input.
     pub fn decode(&mut self, pkt: &Packet<'_>, out: &mut dyn FnMut(Payload<'_>)) {
         self.stats.frames += 1;
-        if pkt.ts.since(self.last_sweep) >= SWEEP_INTERVAL_US {
+        if self
+            .last_sweep
+            .is_none_or(|t| pkt.ts.since(t) >= SWEEP_INTERVAL_US)
+        {
             self.expire(pkt.ts);
         }
         let ctx = Ctx {
@@ -171,7 +174,7 @@ impl Decoder {
 
     /// Drops fragment sets and TCP streams idle since before `now - timeout`.
     pub fn expire(&mut self, now: Timestamp) {
-        self.last_sweep = now;
+        self.last_sweep = Some(now);
         self.frags.expire(now, &mut self.stats);
         self.tcp.expire(now);
     }
@@ -237,6 +240,13 @@ impl Decoder {
         }
         match ether_type {
             tunnel::ETH_IPV4 | tunnel::ETH_IPV6 => self.ip(ctx, data, out),
+            // PPPoE session (RFC 2516): 6-byte header, then the PPP
+            // protocol; DSL access captures carry SIP this way.
+            0x8864 => match data.get(6..8).map(|p| u16::from_be_bytes([p[0], p[1]])) {
+                Some(0x0021 | 0x0057) => self.ip(ctx, &data[8..], out),
+                Some(_) => self.stats.non_ip += 1,
+                None => self.stats.malformed += 1,
+            },
             _ => self.stats.non_ip += 1,
         }
     }
