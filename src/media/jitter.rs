@@ -202,6 +202,8 @@ impl JitterBuffer {
         }
         let k = -delta;
         if k >= SEQ_WINDOW {
+            // Received (so counted) but far too late to place.
+            self.quality.packets += 1;
             self.quality.late += 1;
             return Err(Placed::Late);
         }
