@@ -43,7 +43,10 @@ fn init_log() {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let w = LogWriter(buf.clone());
         let _ = tracing::subscriber::set_global_default(
-            tracing_subscriber::fmt().with_ansi(false).with_writer(move || w.clone()).finish(),
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+                .finish(),
         );
         buf
     });
@@ -122,7 +125,11 @@ fn sha(b: &[u8]) -> String {
 }
 
 fn stem(contract: &str, i: u32) -> String {
-    format!("{contract}/20261121/20261121T09{:02}{:02}_out_0312340001_0312349999_{i:06x}_1", i / 60, i % 60)
+    format!(
+        "{contract}/20261121/20261121T09{:02}{:02}_out_0312340001_0312349999_{i:06x}_1",
+        i / 60,
+        i % 60
+    )
 }
 
 /// Publishes a recording; returns (stem, wav bytes, json bytes).
@@ -169,7 +176,13 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 }
 
 fn mtime_ns(p: &Path) -> u128 {
-    std::fs::metadata(p).unwrap().modified().unwrap().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+    std::fs::metadata(p)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 // ---------- tests ----------
@@ -184,7 +197,11 @@ fn server_down_then_up_delivers_all_in_order() {
     srv.stop();
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    let (cfg, _) = config(dir.path(), &[dest_for(&srv, "acme", "K-0001")], "retry_initial = \"100ms\"\nretry_max = \"400ms\"");
+    let (cfg, _) = config(
+        dir.path(),
+        &[dest_for(&srv, "acme", "K-0001")],
+        "retry_initial = \"100ms\"\nretry_max = \"400ms\"",
+    );
     let mut expect = BTreeMap::new();
     // Published out of time order: delivery must still go by recording time.
     for i in [7u32, 2, 9, 0, 5, 1, 8, 3, 6, 4] {
@@ -196,26 +213,49 @@ fn server_down_then_up_delivers_all_in_order() {
     let st = workers.status("acme").unwrap().clone();
     std::thread::sleep(Duration::from_millis(1500));
     let retries_while_down = st.retries.load(Ordering::Relaxed);
-    assert!(retries_while_down >= 2, "probed while down: {retries_while_down}");
-    assert!(retries_while_down <= 15, "one probe per period, not per file: {retries_while_down}");
+    assert!(
+        retries_while_down >= 2,
+        "probed while down: {retries_while_down}"
+    );
+    assert!(
+        retries_while_down <= 15,
+        "one probe per period, not per file: {retries_while_down}"
+    );
     assert!(remote_files(&srv.incoming).is_empty());
     assert_eq!(spool.list("acme", QueueState::Ready).unwrap().len(), 10);
 
     srv.restart();
     let t0 = Instant::now();
-    assert!(wait_until(Duration::from_secs(30), || st.delivered.load(Ordering::Relaxed) == 10), "not all delivered");
-    eprintln!("backlog of 10 drained {:?} after the server came back", t0.elapsed());
+    assert!(
+        wait_until(Duration::from_secs(30), || st
+            .delivered
+            .load(Ordering::Relaxed)
+            == 10),
+        "not all delivered"
+    );
+    eprintln!(
+        "backlog of 10 drained {:?} after the server came back",
+        t0.elapsed()
+    );
     workers.stop();
 
     let got = remote_files(&srv.incoming);
-    assert_eq!(got.len(), 20, "exactly the WAV and JSON of each: {:?}", got.keys().collect::<Vec<_>>());
+    assert_eq!(
+        got.len(),
+        20,
+        "exactly the WAV and JSON of each: {:?}",
+        got.keys().collect::<Vec<_>>()
+    );
     let mut times = Vec::new();
     for (s, (w, j)) in &expect {
         assert_eq!(sha(&got[&format!("{s}.wav")]), sha(w), "{s}.wav");
         assert_eq!(&got[&format!("{s}.json")], j, "{s}.json");
         times.push(mtime_ns(&srv.incoming.join(format!("{s}.wav"))));
     }
-    assert!(times.windows(2).all(|w| w[0] < w[1]), "delivered oldest first");
+    assert!(
+        times.windows(2).all(|w| w[0] < w[1]),
+        "delivered oldest first"
+    );
     assert_eq!(spool.list("acme", QueueState::Done).unwrap().len(), 10);
     let listing = queue_command(&cfg, QueueCmd::List).unwrap();
     assert!(listing.contains("acme"), "{listing}");
@@ -224,9 +264,17 @@ fn server_down_then_up_delivers_all_in_order() {
 /// The child role of `killed_at_random_points_never_half_publishes`.
 #[test]
 fn child_delivery_role() {
-    let Ok(path) = std::env::var("CALLREC_DELIVERY_CHILD_CONFIG") else { return };
+    let Ok(path) = std::env::var("CALLREC_DELIVERY_CHILD_CONFIG") else {
+        return;
+    };
     let text = std::fs::read_to_string(&path).unwrap();
-    let cfg = load_str(&text, Path::new(&path)).unwrap();
+    let mut cfg = load_str(&text, Path::new(&path)).unwrap();
+    if let Some(rate) = std::env::var("CALLREC_DELIVERY_CHILD_MAX_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        cfg.destinations[0].max_rate = Some(rate);
+    }
     let spool = cfg.recording.spool_dir.clone();
     let _ = deliver_until_empty(&cfg, &spool, Duration::from_secs(60));
 }
@@ -240,13 +288,22 @@ fn killed_at_random_points_never_half_publishes() {
     let Some(srv) = Sshd::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    let (cfg, text) = config(dir.path(), &[dest_for(&srv, "acme", "K-0001")], "retry_initial = \"100ms\"\nretry_max = \"200ms\"");
+    // Throttled so the kills land at every stage of many uploads.
+    const RATE: u64 = 600_000;
+    let mut d = dest_for(&srv, "acme", "K-0001");
+    d.max_rate = Some(RATE);
+    let (cfg, text) = config(
+        dir.path(),
+        &[d],
+        "retry_initial = \"100ms\"\nretry_max = \"200ms\"",
+    );
     let cfg_path = dir.path().join("callrec.toml");
     std::fs::write(&cfg_path, &text).unwrap();
     let mut expect: BTreeMap<String, String> = BTreeMap::new();
-    for i in 0..8u32 {
+    const N: usize = 30;
+    for i in 0..N as u32 {
         let s = stem("K-0001", i);
-        let (w, j) = publish(&spool, "acme", &s, 100 + i as u64, 250_000 + i as usize * 7);
+        let (w, j) = publish(&spool, "acme", &s, 100 + i as u64, 120_000 + i as usize * 7);
         expect.insert(format!("{s}.wav"), sha(&w));
         expect.insert(format!("{s}.json"), sha(&j));
     }
@@ -255,36 +312,64 @@ fn killed_at_random_points_never_half_publishes() {
     let violations = Arc::new(Mutex::new(Vec::<String>::new()));
     let polls = Arc::new(AtomicU64::new(0));
     let watcher = {
-        let (stop, violations, polls, expect, incoming) =
-            (stop.clone(), violations.clone(), polls.clone(), expect.clone(), srv.incoming.clone());
+        let (stop, violations, polls, expect, incoming) = (
+            stop.clone(),
+            violations.clone(),
+            polls.clone(),
+            expect.clone(),
+            srv.incoming.clone(),
+        );
         std::thread::spawn(move || {
+            // Hash each version (name, size, mtime) of a final file once.
+            let mut seen = std::collections::HashSet::new();
             while !stop.load(Ordering::Relaxed) {
                 for (name, bytes) in remote_files(&incoming) {
                     if name.ends_with(".part") {
                         continue;
                     }
+                    let version = (name.clone(), bytes.len(), mtime_ns(&incoming.join(&name)));
+                    if !seen.insert(version) {
+                        continue;
+                    }
                     match expect.get(&name) {
                         Some(h) if *h == sha(&bytes) => {}
-                        Some(_) => violations.lock().unwrap().push(format!("partial or wrong content under {name}")),
-                        None => violations.lock().unwrap().push(format!("unexpected final name {name}")),
+                        Some(_) => violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("partial or wrong content under {name}")),
+                        None => violations
+                            .lock()
+                            .unwrap()
+                            .push(format!("unexpected final name {name}")),
                     }
                 }
                 polls.fetch_add(1, Ordering::Relaxed);
             }
         })
     };
-    let mut seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    let mut seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
     eprintln!("kill schedule seed {seed}");
     let exe = std::env::current_exe().unwrap();
     let mut finished_alone = 0;
+    let mut progress = Vec::new();
     for _ in 0..20 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        let delay = Duration::from_millis(30 + seed % 400);
+        let delay = Duration::from_millis(150 + seed % 1350);
         let mut child = std::process::Command::new(&exe)
-            .args(["child_delivery_role", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "child_delivery_role",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("CALLREC_DELIVERY_CHILD_CONFIG", &cfg_path)
+            .env("CALLREC_DELIVERY_CHILD_MAX_RATE", RATE.to_string())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -295,22 +380,44 @@ fn killed_at_random_points_never_half_publishes() {
         }
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        let parts = remote_files(&srv.incoming)
+            .keys()
+            .filter(|k| k.ends_with(".part"))
+            .count();
+        progress.push((
+            delay.as_millis(),
+            spool.list("acme", QueueState::Done).unwrap().len(),
+            parts,
+        ));
     }
+    eprintln!("(kill after ms, recordings done, part files on the server) per kill: {progress:?}");
     let rep = deliver_until_empty(&cfg, dir.path(), Duration::from_secs(60)).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     watcher.join().unwrap();
-    eprintln!("{} polls of the remote folder; {finished_alone}/20 children finished before the kill; {rep:?}", polls.load(Ordering::Relaxed));
+    eprintln!(
+        "{} polls of the remote folder; {finished_alone}/20 children finished before the kill; {rep:?}",
+        polls.load(Ordering::Relaxed)
+    );
     let v = violations.lock().unwrap();
     assert!(v.is_empty(), "{v:?}");
     assert!(!rep.timed_out);
     let got = remote_files(&srv.incoming);
     let names: Vec<&String> = got.keys().collect();
-    assert_eq!(names, expect.keys().collect::<Vec<_>>(), "each recording exactly once, no part files left");
+    assert_eq!(
+        names,
+        expect.keys().collect::<Vec<_>>(),
+        "each recording exactly once, no part files left"
+    );
     for (name, h) in &expect {
         assert_eq!(&sha(&got[name]), h, "{name}");
     }
-    assert_eq!(spool.list("acme", QueueState::Done).unwrap().len(), 8);
+    assert_eq!(spool.list("acme", QueueState::Done).unwrap().len(), N);
+    // The kills must have hit uploads in progress, not only start-up.
+    assert!(
+        progress.iter().any(|p| p.1 > 0 && p.1 < N),
+        "no kill landed mid-backlog: {progress:?}"
+    );
 }
 
 /// Two destinations, one dead (accepts TCP, never answers): the live one's
@@ -346,24 +453,54 @@ fn dead_destination_does_not_slow_the_live_one() {
                 max_rate: None,
             });
         }
-        let (cfg, _) = config(dir.path(), &dests, "retry_initial = \"100ms\"\nretry_max = \"1s\"");
+        let (cfg, _) = config(
+            dir.path(),
+            &dests,
+            "retry_initial = \"100ms\"\nretry_max = \"1s\"",
+        );
         for i in 0..12u32 {
-            publish(&spool, "live", &stem(&format!("K-L{base}"), i), base + i as u64, 100_000);
+            publish(
+                &spool,
+                "live",
+                &stem(&format!("K-L{base}"), i),
+                base + i as u64,
+                100_000,
+            );
             if with_dead {
-                publish(&spool, "dead", &stem(&dead_contract, i), base + 50 + i as u64, 100_000);
+                publish(
+                    &spool,
+                    "dead",
+                    &stem(&dead_contract, i),
+                    base + 50 + i as u64,
+                    100_000,
+                );
             }
         }
         let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
         let live = workers.status("live").unwrap().clone();
         let t0 = Instant::now();
-        assert!(wait_until(Duration::from_secs(30), || live.delivered.load(Ordering::Relaxed) == 12));
+        assert!(wait_until(Duration::from_secs(30), || live
+            .delivered
+            .load(Ordering::Relaxed)
+            == 12));
         let took = t0.elapsed();
         if with_dead {
             let dead = workers.status("dead").unwrap().clone();
             assert_eq!(dead.delivered.load(Ordering::Relaxed), 0);
-            assert!(wait_until(Duration::from_secs(10), || dead.last_error.lock().unwrap().is_some()));
-            eprintln!("dead destination error: {:?}", dead.last_error.lock().unwrap());
-            assert_eq!(spool.list("dead", QueueState::Ready).unwrap().len() + spool.list("dead", QueueState::Inflight).unwrap().len(), 12);
+            assert!(wait_until(Duration::from_secs(10), || dead
+                .last_error
+                .lock()
+                .unwrap()
+                .is_some()));
+            eprintln!(
+                "dead destination error: {:?}",
+                dead.last_error.lock().unwrap()
+            );
+            assert_eq!(
+                spool.list("dead", QueueState::Ready).unwrap().len()
+                    + spool.list("dead", QueueState::Inflight).unwrap().len(),
+                12
+            );
         }
         workers.stop();
         took
@@ -372,7 +509,10 @@ fn dead_destination_does_not_slow_the_live_one() {
     let beside_dead = run(true, 2000);
     eprintln!("live destination: {alone:?} alone, {beside_dead:?} beside a dead one");
     // A dead line blocks a call for the session timeout (5 s): any coupling shows.
-    assert!(beside_dead < alone + Duration::from_secs(3), "{beside_dead:?} vs {alone:?}");
+    assert!(
+        beside_dead < alone + Duration::from_secs(3),
+        "{beside_dead:?} vs {alone:?}"
+    );
     assert!(beside_dead < Duration::from_secs(5), "{beside_dead:?}");
 }
 
@@ -386,24 +526,48 @@ fn changed_host_key_uploads_nothing_and_alarms() {
     let spool = Spool::open(dir.path()).unwrap();
     let mut d = dest_for(&srv, "pinned-elsewhere", "K-0001");
     d.host_key = srv.other_host_key();
-    let (cfg, _) = config(dir.path(), &[d], "retry_initial = \"100ms\"\nretry_max = \"200ms\"");
+    let (cfg, _) = config(
+        dir.path(),
+        &[d],
+        "retry_initial = \"100ms\"\nretry_max = \"200ms\"",
+    );
     for i in 0..3 {
-        publish(&spool, "pinned-elsewhere", &stem("K-0001", i), i as u64, 10_000);
+        publish(
+            &spool,
+            "pinned-elsewhere",
+            &stem("K-0001", i),
+            i as u64,
+            10_000,
+        );
     }
     let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
     let st = workers.status("pinned-elsewhere").unwrap().clone();
-    assert!(wait_until(Duration::from_secs(10), || st.retries.load(Ordering::Relaxed) >= 3));
+    assert!(wait_until(Duration::from_secs(10), || st
+        .retries
+        .load(Ordering::Relaxed)
+        >= 3));
     workers.stop();
     let err = st.last_error.lock().unwrap().clone().unwrap_or_default();
     assert!(err.contains("HOST KEY MISMATCH"), "{err}");
     assert!(remote_files(&srv.incoming).is_empty(), "nothing uploaded");
-    assert_eq!(spool.list("pinned-elsewhere", QueueState::Ready).unwrap().len(), 3);
+    assert_eq!(
+        spool
+            .list("pinned-elsewhere", QueueState::Ready)
+            .unwrap()
+            .len(),
+        3
+    );
     let log = log_text();
     assert!(
-        log.lines().any(|l| l.contains("ERROR") && l.contains("HOST KEY MISMATCH") && l.contains("pinned-elsewhere")),
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("HOST KEY MISMATCH")
+            && l.contains("pinned-elsewhere")),
         "alarm logged"
     );
-    assert!(!srv.log().contains("Accepted publickey"), "never authenticated to the wrong server");
+    assert!(
+        !srv.log().contains("Accepted publickey"),
+        "never authenticated to the wrong server"
+    );
 }
 
 /// Contract A's recordings go only to A's server, even when one is
@@ -415,7 +579,11 @@ fn recordings_reach_only_their_contracts_server() {
     let Some(b) = Sshd::start() else { return };
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    let (cfg, _) = config(dir.path(), &[dest_for(&a, "a", "K-A"), dest_for(&b, "b", "K-B")], "");
+    let (cfg, _) = config(
+        dir.path(),
+        &[dest_for(&a, "a", "K-A"), dest_for(&b, "b", "K-B")],
+        "",
+    );
     for i in 0..4 {
         publish(&spool, "a", &stem("K-A", i), i as u64, 20_000);
         publish(&spool, "b", &stem("K-B", i), 10 + i as u64, 20_000);
@@ -427,10 +595,25 @@ fn recordings_reach_only_their_contracts_server() {
     let on_b = remote_files(&b.incoming);
     assert_eq!(on_a.len(), 8);
     assert_eq!(on_b.len(), 8);
-    assert!(on_a.keys().all(|k| k.starts_with("K-A/")), "{:?}", on_a.keys());
-    assert!(on_b.keys().all(|k| k.starts_with("K-B/")), "{:?}", on_b.keys());
-    assert_eq!(spool.list("b", QueueState::Quarantine).unwrap(), vec![stem("K-A", 99)]);
-    let rb = rep.destinations.iter().find(|r| r.destination == "b").unwrap();
+    assert!(
+        on_a.keys().all(|k| k.starts_with("K-A/")),
+        "{:?}",
+        on_a.keys()
+    );
+    assert!(
+        on_b.keys().all(|k| k.starts_with("K-B/")),
+        "{:?}",
+        on_b.keys()
+    );
+    assert_eq!(
+        spool.list("b", QueueState::Quarantine).unwrap(),
+        vec![stem("K-A", 99)]
+    );
+    let rb = rep
+        .destinations
+        .iter()
+        .find(|r| r.destination == "b")
+        .unwrap();
     assert_eq!((rb.delivered, rb.failed), (4, 1));
 }
 
@@ -439,10 +622,16 @@ fn recordings_reach_only_their_contracts_server() {
 #[test]
 fn full_remote_disk_keeps_queued_then_delivers() {
     init_log();
-    let Some(srv) = Sshd::start_with_small_disk() else { return };
+    let Some(srv) = Sshd::start_with_small_disk() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
-    let (cfg, _) = config(dir.path(), &[dest_for(&srv, "small", "K-0001")], "retry_initial = \"200ms\"\nretry_max = \"400ms\"");
+    let (cfg, _) = config(
+        dir.path(),
+        &[dest_for(&srv, "small", "K-0001")],
+        "retry_initial = \"200ms\"\nretry_max = \"400ms\"",
+    );
     let mut expect = BTreeMap::new();
     for i in 0..3u32 {
         let s = stem("K-0001", i);
@@ -452,15 +641,27 @@ fn full_remote_disk_keeps_queued_then_delivers() {
     let third = stem("K-0001", 2);
     let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
     let st = workers.status("small").unwrap().clone();
-    assert!(wait_until(Duration::from_secs(20), || st.delivered.load(Ordering::Relaxed) == 2
-        && st.last_error.lock().unwrap().as_deref().is_some_and(|e| e.contains("no space"))));
+    assert!(wait_until(Duration::from_secs(20), || st
+        .delivered
+        .load(Ordering::Relaxed)
+        == 2
+        && st
+            .last_error
+            .lock()
+            .unwrap()
+            .as_deref()
+            .is_some_and(|e| e.contains("no space"))));
     eprintln!("while full: {:?}", st.last_error.lock().unwrap());
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(st.delivered.load(Ordering::Relaxed), 2);
-    assert!(!srv.incoming.join(format!("{third}.wav")).exists(), "no half-published final name");
+    assert!(
+        !srv.incoming.join(format!("{third}.wav")).exists(),
+        "no half-published final name"
+    );
     assert!(!srv.incoming.join(format!("{third}.json")).exists());
     assert_eq!(
-        spool.list("small", QueueState::Ready).unwrap().len() + spool.list("small", QueueState::Inflight).unwrap().len(),
+        spool.list("small", QueueState::Ready).unwrap().len()
+            + spool.list("small", QueueState::Inflight).unwrap().len(),
         1
     );
     // The receiver takes its files away: space again.
@@ -468,11 +669,18 @@ fn full_remote_disk_keeps_queued_then_delivers() {
         let s = stem("K-0001", i);
         std::fs::remove_file(srv.incoming.join(format!("{s}.wav"))).unwrap();
     }
-    assert!(wait_until(Duration::from_secs(20), || st.delivered.load(Ordering::Relaxed) == 3));
+    assert!(wait_until(Duration::from_secs(20), || st
+        .delivered
+        .load(Ordering::Relaxed)
+        == 3));
     workers.stop();
     let got = std::fs::read(srv.incoming.join(format!("{third}.wav"))).unwrap();
     assert_eq!(sha(&got), expect[&third]);
-    assert!(remote_files(&srv.incoming).keys().all(|k| !k.ends_with(".part")));
+    assert!(
+        remote_files(&srv.incoming)
+            .keys()
+            .all(|k| !k.ends_with(".part"))
+    );
 }
 
 /// A full local spool: publish fails cleanly, the WAV goes back to the
@@ -499,12 +707,25 @@ fn full_local_spool_publishes_nothing_half() {
         let tmp = spool.tmp_dir().join("second.wav");
         std::fs::write(&tmp, body(2, 300_000)).unwrap();
         let big_json = vec![b' '; 400_000];
-        let err = spool.publish("acme", &stem("K-0001", 1), &tmp, &big_json).unwrap_err();
+        let err = spool
+            .publish("acme", &stem("K-0001", 1), &tmp, &big_json)
+            .unwrap_err();
         eprintln!("publish on a full spool: {err}");
         assert!(tmp.exists(), "the WAV is back with the recorder");
-        assert_eq!(spool.list("acme", QueueState::Ready).unwrap(), vec![stem("K-0001", 0)]);
-        assert!(!spool.file("acme", QueueState::Ready, &stem("K-0001", 1), "wav").exists());
-        assert!(spool.verify("acme", QueueState::Ready, &stem("K-0001", 0)).is_ok());
+        assert_eq!(
+            spool.list("acme", QueueState::Ready).unwrap(),
+            vec![stem("K-0001", 0)]
+        );
+        assert!(
+            !spool
+                .file("acme", QueueState::Ready, &stem("K-0001", 1), "wav")
+                .exists()
+        );
+        assert!(
+            spool
+                .verify("acme", QueueState::Ready, &stem("K-0001", 0))
+                .is_ok()
+        );
         assert!(spool.bytes_used().unwrap() >= 900_000);
     });
     let _ = std::process::Command::new("umount").arg(&dir).status();
@@ -527,28 +748,53 @@ fn hold_after_holds_and_queue_commands_move() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();
     // Nothing listens on this port: connection refused.
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let d = Dest {
         name: "gone",
         url: format!("sftp://rec@127.0.0.1:{closed}/in"),
         identity: "/nonexistent".into(),
-        host_key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMYiHbMDRP9aiBpSV+Vnvi3HOQ/SdFbsQV27zZlKlQwP".into(),
+        host_key:
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMYiHbMDRP9aiBpSV+Vnvi3HOQ/SdFbsQV27zZlKlQwP"
+                .into(),
         contract: "K-0001",
         max_rate: None,
     };
-    let (cfg, _) = config(dir.path(), &[d], "retry_initial = \"50ms\"\nretry_max = \"100ms\"\nhold_after = \"7d\"");
+    let (cfg, _) = config(
+        dir.path(),
+        &[d],
+        "retry_initial = \"50ms\"\nretry_max = \"100ms\"\nhold_after = \"7d\"",
+    );
     for i in 0..3 {
         publish(&spool, "gone", &stem("K-0001", i), i as u64, 1000);
     }
     let clock = Arc::new(TestClock(Mutex::new(SystemTime::now())));
     let workers = Workers::start(&cfg, &spool, clock.clone()).unwrap();
     let st = workers.status("gone").unwrap().clone();
-    assert!(wait_until(Duration::from_secs(5), || st.retries.load(Ordering::Relaxed) >= 2));
-    assert_eq!(spool.list("gone", QueueState::Held).unwrap().len(), 0, "not yet old");
+    assert!(wait_until(Duration::from_secs(5), || st
+        .retries
+        .load(Ordering::Relaxed)
+        >= 2));
+    assert_eq!(
+        spool.list("gone", QueueState::Held).unwrap().len(),
+        0,
+        "not yet old"
+    );
     *clock.0.lock().unwrap() += Duration::from_secs(7 * 86400 + 1);
-    assert!(wait_until(Duration::from_secs(5), || spool.list("gone", QueueState::Held).unwrap().len() == 3));
+    assert!(wait_until(Duration::from_secs(5), || spool
+        .list("gone", QueueState::Held)
+        .unwrap()
+        .len()
+        == 3));
     workers.stop();
-    assert!(log_text().lines().any(|l| l.contains("ERROR") && l.contains("gone") && l.contains("held")));
+    assert!(
+        log_text()
+            .lines()
+            .any(|l| l.contains("ERROR") && l.contains("gone") && l.contains("held"))
+    );
     let listing = queue_command(&cfg, QueueCmd::List).unwrap();
     eprintln!("{listing}");
     let row = listing.lines().find(|l| l.starts_with("gone")).unwrap();
@@ -556,12 +802,32 @@ fn hold_after_holds_and_queue_commands_move() {
     assert_eq!(&cols[1..6], &["0", "0", "0", "3", "0"], "{row}");
     assert!(row.contains("connect"), "last error shown: {row}");
 
-    queue_command(&cfg, QueueCmd::Release { destination: Some("gone".into()) }).unwrap();
+    queue_command(
+        &cfg,
+        QueueCmd::Release {
+            destination: Some("gone".into()),
+        },
+    )
+    .unwrap();
     assert_eq!(spool.list("gone", QueueState::Ready).unwrap().len(), 3);
     queue_command(&cfg, QueueCmd::Hold { destination: None }).unwrap();
     assert_eq!(spool.list("gone", QueueState::Held).unwrap().len(), 3);
-    queue_command(&cfg, QueueCmd::Retry { destination: Some("gone".into()) }).unwrap();
+    queue_command(
+        &cfg,
+        QueueCmd::Retry {
+            destination: Some("gone".into()),
+        },
+    )
+    .unwrap();
     assert_eq!(spool.list("gone", QueueState::Ready).unwrap().len(), 3);
     assert!(spool.queue_dir("gone").join("retry-now").exists());
-    assert!(queue_command(&cfg, QueueCmd::Hold { destination: Some("nope".into()) }).is_err());
+    assert!(
+        queue_command(
+            &cfg,
+            QueueCmd::Hold {
+                destination: Some("nope".into())
+            }
+        )
+        .is_err()
+    );
 }

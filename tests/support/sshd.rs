@@ -49,28 +49,48 @@ fn keygen(path: &Path) -> std::io::Result<String> {
     if !st.success() {
         return Err(std::io::Error::other("ssh-keygen failed"));
     }
-    Ok(std::fs::read_to_string(path.with_extension("pub"))?.trim().to_string())
+    Ok(std::fs::read_to_string(path.with_extension("pub"))?
+        .trim()
+        .to_string())
 }
 
 fn ensure_user() -> bool {
-    let exists = Command::new("id").arg(USER).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let exists = Command::new("id")
+        .arg(USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     if exists.map(|s| s.success()).unwrap_or(false) {
         return true;
     }
     // '*' (not '!'): a locked password would make sshd refuse even key logins.
     Command::new("useradd")
-        .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "--password", "*", USER])
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+            "--password",
+            "*",
+            USER,
+        ])
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn chown(path: &Path, user: &str) {
-    let _ = Command::new("chown").arg(format!("{user}:")).arg(path).status();
+    let _ = Command::new("chown")
+        .arg(format!("{user}:"))
+        .arg(path)
+        .status();
 }
 
 impl Sshd {
@@ -91,7 +111,11 @@ impl Sshd {
             return None;
         }
         let root = Path::new("/var/lib/callrec-sshd-test");
-        let base = root.join(format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+        let base = root.join(format!(
+            "{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
         let _ = std::fs::remove_dir_all(&base);
         if let Err(e) = std::fs::create_dir_all(&base) {
             eprintln!("SKIP: cannot create {}: {e}", base.display());
@@ -103,7 +127,9 @@ impl Sshd {
         let keys = base.join("keys");
         std::fs::create_dir_all(&keys).ok()?;
         std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).ok()?;
-        let host_pub = keygen(&keys.join("host_ed25519")).map_err(|e| eprintln!("SKIP: ssh-keygen: {e}")).ok()?;
+        let host_pub = keygen(&keys.join("host_ed25519"))
+            .map_err(|e| eprintln!("SKIP: ssh-keygen: {e}"))
+            .ok()?;
         let client_pub = keygen(&keys.join("client_ed25519")).ok()?;
         let auth = base.join("authorized_keys");
         std::fs::write(&auth, format!("{client_pub}\n")).ok()?;
@@ -126,10 +152,17 @@ impl Sshd {
                 ),
             )
         } else {
-            eprintln!("note: cannot create user {USER}; using root with internal-sftp and no chroot");
+            eprintln!(
+                "note: cannot create user {USER}; using root with internal-sftp and no chroot"
+            );
             let incoming = base.join("incoming");
             std::fs::create_dir_all(&incoming).ok()?;
-            ("root".to_string(), incoming.clone(), incoming.display().to_string(), String::new())
+            (
+                "root".to_string(),
+                incoming.clone(),
+                incoming.display().to_string(),
+                String::new(),
+            )
         };
         let mut tmpfs = false;
         if small_disk {
@@ -186,7 +219,10 @@ impl Sshd {
 
     /// `sftp://user@127.0.0.1:PORT/dir` for a `[[destination]]`.
     pub fn url(&self) -> String {
-        format!("sftp://{}@127.0.0.1:{}{}", self.user, self.port, self.remote_dir)
+        format!(
+            "sftp://{}@127.0.0.1:{}{}",
+            self.user, self.port, self.remote_dir
+        )
     }
 
     pub fn log(&self) -> String {
@@ -195,12 +231,17 @@ impl Sshd {
 
     /// A fresh host key that is NOT this server's (for mismatch tests).
     pub fn other_host_key(&self) -> String {
-        let p = self.base.join(format!("other_{}", SEQ.fetch_add(1, Ordering::Relaxed)));
+        let p = self
+            .base
+            .join(format!("other_{}", SEQ.fetch_add(1, Ordering::Relaxed)));
         keygen(&p).expect("ssh-keygen")
     }
 
     fn run(&mut self) -> std::io::Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.base.join("sshd.log"))?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.base.join("sshd.log"))?;
         let child = Command::new(SSHD)
             .args(["-D", "-e", "-f"])
             .arg(&self.config)
@@ -234,7 +275,10 @@ impl Sshd {
             let _ = c.kill();
             let _ = c.wait();
             for pid in pids {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).stderr(Stdio::null()).status();
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
@@ -271,11 +315,21 @@ fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(rd) = std::fs::read_dir("/proc") {
         for e in rd.flatten() {
-            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
             // Fields after the ")" of the command name: state ppid ...
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
-            if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) {
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
+            if let Some(ppid) = rest
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse::<u32>().ok())
+            {
                 parent_of.push((p, ppid));
             }
         }
