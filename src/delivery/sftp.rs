@@ -116,6 +116,7 @@ impl SftpError {
                 | SftpError::NotAllowed { .. }
                 | SftpError::Conflict { .. }
                 | SftpError::AuthRefused { .. }
+                | SftpError::BadSpoolFile { .. }
         )
     }
 }
