@@ -20,10 +20,27 @@ use crate::config::{AnnounceMode, Channels, Config, SegmentPolicy};
 pub fn check_config_report(cfg: &Config) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "configuration {}: OK", cfg.source.display());
-    let _ = writeln!(o, "timezone      {}", fmt_offset(cfg.general.utc_offset_secs));
-    let ifs = if cfg.capture.interfaces.is_empty() { "(none: replay only)".to_string() } else { cfg.capture.interfaces.join(", ") };
-    let ports: Vec<String> = cfg.capture.sip_ports.iter().map(|p| p.to_string()).collect();
-    let _ = writeln!(o, "capture       interfaces {ifs}; SIP ports {} (UDP and TCP)", ports.join(", "));
+    let _ = writeln!(
+        o,
+        "timezone      {}",
+        fmt_offset(cfg.general.utc_offset_secs)
+    );
+    let ifs = if cfg.capture.interfaces.is_empty() {
+        "(none: replay only)".to_string()
+    } else {
+        cfg.capture.interfaces.join(", ")
+    };
+    let ports: Vec<String> = cfg
+        .capture
+        .sip_ports
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    let _ = writeln!(
+        o,
+        "capture       interfaces {ifs}; SIP ports {} (UDP and TCP)",
+        ports.join(", ")
+    );
     let r = &cfg.recording;
     let _ = writeln!(
         o,
@@ -31,7 +48,11 @@ pub fn check_config_report(cfg: &Config) -> String {
         r.spool_dir.display(),
         r.format.as_str(),
         r.max_active_calls,
-        if r.shards == 0 { "auto".to_string() } else { r.shards.to_string() }
+        if r.shards == 0 {
+            "auto".to_string()
+        } else {
+            r.shards.to_string()
+        }
     );
     let _ = writeln!(
         o,
@@ -48,8 +69,17 @@ pub fn check_config_report(cfg: &Config) -> String {
         AnnounceMode::Pcap => "pcap",
         AnnounceMode::Off => "off",
     };
-    let iface = cfg.announce.interface.as_deref().map(|i| format!(" on {i}")).unwrap_or_default();
-    let _ = writeln!(o, "announce      mode {mode}{iface}, prompts in {}", cfg.announce.dir.display());
+    let iface = cfg
+        .announce
+        .interface
+        .as_deref()
+        .map(|i| format!(" on {i}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        o,
+        "announce      mode {mode}{iface}, prompts in {}",
+        cfg.announce.dir.display()
+    );
     let prio = if cfg.overload.priority_numbers.is_empty() {
         "(none; Resource-Priority still counts)".to_string()
     } else {
@@ -61,7 +91,11 @@ pub fn check_config_report(cfg: &Config) -> String {
     let _ = writeln!(
         o,
         "delivery      allowed networks {}; retry {}..{}, hold after {}, keep delivered {}, connect timeout {}, keepalive {}",
-        if nets.is_empty() { "(none: every destination refused)".to_string() } else { nets.join(", ") },
+        if nets.is_empty() {
+            "(none: every destination refused)".to_string()
+        } else {
+            nets.join(", ")
+        },
         fmt_duration(d.retry_initial),
         fmt_duration(d.retry_max),
         fmt_duration(d.hold_after),
@@ -81,8 +115,16 @@ pub fn check_config_report(cfg: &Config) -> String {
         l.max_dialogs,
         fmt_bytes(l.sip_message_bytes as u64)
     );
-    let metrics = cfg.daemon.metrics_listen.map(|a| a.to_string()).unwrap_or_else(|| "off".into());
-    let _ = writeln!(o, "daemon        control socket {}, metrics {metrics}", cfg.daemon.control_socket.display());
+    let metrics = cfg
+        .daemon
+        .metrics_listen
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "off".into());
+    let _ = writeln!(
+        o,
+        "daemon        control socket {}, metrics {metrics}",
+        cfg.daemon.control_socket.display()
+    );
 
     let _ = writeln!(o, "\ndestinations ({})", cfg.destinations.len());
     for d in &cfg.destinations {
@@ -90,9 +132,16 @@ pub fn check_config_report(cfg: &Config) -> String {
             std::net::IpAddr::V6(h) => format!("[{h}]"),
             h => h.to_string(),
         };
-        let rate = d.max_rate.map(|r| format!("{}/s", fmt_bytes(r))).unwrap_or_else(|| "unlimited".into());
-        let users: Vec<&str> =
-            cfg.contracts.iter().filter(|c| c.destination == d.name).map(|c| c.id.as_str()).collect();
+        let rate = d
+            .max_rate
+            .map(fmt_rate)
+            .unwrap_or_else(|| "unlimited".into());
+        let users: Vec<&str> = cfg
+            .contracts
+            .iter()
+            .filter(|c| c.destination == d.name)
+            .map(|c| c.id.as_str())
+            .collect();
         let kind = d.host_key.split_whitespace().next().unwrap_or("?");
         let _ = writeln!(
             o,
@@ -102,7 +151,11 @@ pub fn check_config_report(cfg: &Config) -> String {
             d.port,
             d.remote_dir,
             d.identity.display(),
-            if users.is_empty() { "(none)".to_string() } else { users.join(", ") }
+            if users.is_empty() {
+                "(none)".to_string()
+            } else {
+                users.join(", ")
+            }
         );
     }
 
@@ -113,7 +166,11 @@ pub fn check_config_report(cfg: &Config) -> String {
             _ => "no pause".into(),
         };
         let prompt = cfg.guidance_file(c.guidance);
-        let missing = if cfg.announce.mode != AnnounceMode::Off && !prompt.exists() { " (MISSING)" } else { "" };
+        let missing = if cfg.announce.mode != AnnounceMode::Off && !prompt.exists() {
+            " (MISSING)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             o,
             "  {}  {} (prefix {})  {}  segments {}  guidance {} {}{missing}  {dtmf}  -> {}",
@@ -139,7 +196,11 @@ pub fn check_config_report(cfg: &Config) -> String {
             } else {
                 "outbound with prefix only (inbound to 070/080/090 is not recorded)"
             };
-            let line050 = if class == numbering::DestClass::IpPhone { "; cannot reach 0120/0800/0570" } else { "" };
+            let line050 = if class == numbering::DestClass::IpPhone {
+                "; cannot reach 0120/0800/0570"
+            } else {
+                ""
+            };
             let _ = writeln!(o, "      {n}  {}: {note}{line050}", class.as_str());
         }
     }
@@ -167,6 +228,21 @@ pub fn fmt_duration(d: Duration) -> String {
     format!("{s}s")
 }
 
+/// Bytes per second as the bit rate operators configure: 2_500_000 -> "20Mbit/s".
+pub fn fmt_rate(bytes_per_sec: u64) -> String {
+    let bits = bytes_per_sec.saturating_mul(8);
+    for (unit, n) in [
+        ("Gbit", 1_000_000_000u64),
+        ("Mbit", 1_000_000),
+        ("kbit", 1000),
+    ] {
+        if bits >= n && bits % n == 0 {
+            return format!("{}{unit}/s", bits / n);
+        }
+    }
+    format!("{bits}bit/s")
+}
+
 /// Bytes in the largest exact decimal or binary unit; 0 is "none".
 pub fn fmt_bytes(b: u64) -> String {
     if b == 0 {
@@ -190,9 +266,16 @@ pub fn fmt_bytes(b: u64) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
     #[error("{}: cannot read: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}:{line}: corrupt history line: {reason}", path.display())]
-    Corrupt { path: PathBuf, line: usize, reason: String },
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
     #[error("--{key}: {value:?} is not an RFC 3339 time like 2026-11-21T09:30:00+09:00")]
     BadTime { key: &'static str, value: String },
 }
@@ -282,9 +365,30 @@ pub fn render_calls(spool: &Path, q: &CallsQuery, f: OutFormat) -> Result<String
 
 /// The matching history objects, in file order.
 pub fn select_calls(spool: &Path, q: &CallsQuery) -> Result<Vec<Map<String, Value>>, ReportError> {
-    let since = q.since.as_deref().map(|v| parse_rfc3339(v).ok_or(ReportError::BadTime { key: "since", value: v.into() })).transpose()?;
-    let until = q.until.as_deref().map(|v| parse_rfc3339(v).ok_or(ReportError::BadTime { key: "until", value: v.into() })).transpose()?;
-    let number = q.number.as_deref().map(|n| numbering::normalize(n).unwrap_or_else(|| n.to_string()));
+    let since = q
+        .since
+        .as_deref()
+        .map(|v| {
+            parse_rfc3339(v).ok_or(ReportError::BadTime {
+                key: "since",
+                value: v.into(),
+            })
+        })
+        .transpose()?;
+    let until = q
+        .until
+        .as_deref()
+        .map(|v| {
+            parse_rfc3339(v).ok_or(ReportError::BadTime {
+                key: "until",
+                value: v.into(),
+            })
+        })
+        .transpose()?;
+    let number = q
+        .number
+        .as_deref()
+        .map(|n| numbering::normalize(n).unwrap_or_else(|| n.to_string()));
     let path = spool.join("calls.jsonl");
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
@@ -298,12 +402,28 @@ pub fn select_calls(spool: &Path, q: &CallsQuery) -> Result<Vec<Map<String, Valu
         }
         let obj = match serde_json::from_str::<Value>(line) {
             Ok(Value::Object(m)) => m,
-            Ok(_) => return Err(ReportError::Corrupt { path, line: i + 1, reason: "not a JSON object".into() }),
-            Err(e) => return Err(ReportError::Corrupt { path, line: i + 1, reason: e.to_string() }),
+            Ok(_) => {
+                return Err(ReportError::Corrupt {
+                    path,
+                    line: i + 1,
+                    reason: "not a JSON object".into(),
+                });
+            }
+            Err(e) => {
+                return Err(ReportError::Corrupt {
+                    path,
+                    line: i + 1,
+                    reason: e.to_string(),
+                });
+            }
         };
         let s = |k: &str| obj.get(k).and_then(Value::as_str);
         let eq = |k: &str, want: &Option<String>| want.as_deref().is_none_or(|w| s(k) == Some(w));
-        if !(eq("contract", &q.contract) && eq("direction", &q.direction) && eq("decision", &q.decision) && eq("reason", &q.reason)) {
+        if !(eq("contract", &q.contract)
+            && eq("direction", &q.direction)
+            && eq("decision", &q.decision)
+            && eq("reason", &q.reason))
+        {
             continue;
         }
         if let Some(n) = &number {
@@ -312,7 +432,9 @@ pub fn select_calls(spool: &Path, q: &CallsQuery) -> Result<Vec<Map<String, Valu
             }
         }
         if since.is_some() || until.is_some() {
-            let Some(at) = s("invite_at").and_then(parse_rfc3339) else { continue };
+            let Some(at) = s("invite_at").and_then(parse_rfc3339) else {
+                continue;
+            };
             if since.is_some_and(|t| at < t) || until.is_some_and(|t| at >= t) {
                 continue;
             }
@@ -367,9 +489,15 @@ fn csv_row(fields: impl Iterator<Item = String>) -> String {
 
 fn table(rows: &[Map<String, Value>]) -> String {
     // Control characters would break the alignment (and a terminal).
-    let clean = |s: String| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>();
-    let cells: Vec<Vec<String>> =
-        rows.iter().map(|r| TABLE_COLUMNS.iter().map(|c| clean(cell(r, c))).collect()).collect();
+    let clean = |s: String| {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+    };
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| TABLE_COLUMNS.iter().map(|c| clean(cell(r, c))).collect())
+        .collect();
     let mut width: Vec<usize> = TABLE_COLUMNS.iter().map(|c| c.chars().count()).collect();
     for row in &cells {
         for (w, c) in width.iter_mut().zip(row) {
@@ -393,7 +521,11 @@ fn table(rows: &[Map<String, Value>]) -> String {
     for row in &cells {
         line(&mut row.iter().map(String::as_str));
     }
-    o.push_str(&format!("{} call{}\n", rows.len(), if rows.len() == 1 { "" } else { "s" }));
+    o.push_str(&format!(
+        "{} call{}\n",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" }
+    ));
     o
 }
 
@@ -401,12 +533,22 @@ fn table(rows: &[Map<String, Value>]) -> String {
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let s = s.trim();
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<i64> {
         let t = s.get(r)?;
-        if t.bytes().all(|c| c.is_ascii_digit()) { t.parse().ok() } else { None }
+        if t.bytes().all(|c| c.is_ascii_digit()) {
+            t.parse().ok()
+        } else {
+            None
+        }
     };
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -451,14 +593,25 @@ mod tests {
         for off in [9 * 3600, 0, -5 * 3600] {
             assert_eq!(parse_rfc3339(&t.rfc3339(off)), Some(t.micros()));
         }
-        assert_eq!(parse_rfc3339("2026-11-21T00:30:00Z"), Some(1_795_221_000_000_000));
+        assert_eq!(
+            parse_rfc3339("2026-11-21T00:30:00Z"),
+            Some(1_795_221_000_000_000)
+        );
         assert_eq!(parse_rfc3339("2026-13-21T00:30:00Z"), None);
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
     #[test]
     fn csv_quoting() {
-        let r = csv_row(["a".to_string(), "b,c".into(), "say \"hi\"".into(), "x\ny".into()].into_iter());
+        let r = csv_row(
+            [
+                "a".to_string(),
+                "b,c".into(),
+                "say \"hi\"".into(),
+                "x\ny".into(),
+            ]
+            .into_iter(),
+        );
         assert_eq!(r, "a,\"b,c\",\"say \"\"hi\"\"\",\"x\ny\"\r\n");
     }
 
@@ -487,7 +640,11 @@ mod tests {
     }
 
     fn ids(d: &Path, q: &CallsQuery) -> Vec<String> {
-        select_calls(d, q).unwrap().iter().map(|r| r["call_id"].as_str().unwrap().to_string()).collect()
+        select_calls(d, q)
+            .unwrap()
+            .iter()
+            .map(|r| r["call_id"].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -505,13 +662,28 @@ mod tests {
         assert_eq!(q(&|q| q.decision = Some("skip".into())), ["b2,\"x\"", "c3"]);
         assert_eq!(q(&|q| q.reason = Some("overload".into())), ["b2,\"x\""]);
         // The number filter normalises: +81 finds the national form, caller or callee.
-        assert_eq!(q(&|q| q.number = Some("+81-3-1234-9999".into())), ["a1", "c3"]);
+        assert_eq!(
+            q(&|q| q.number = Some("+81-3-1234-9999".into())),
+            ["a1", "c3"]
+        );
         // 01:00Z is 10:00+09:00: after a1, before c3.
-        assert_eq!(q(&|q| q.since = Some("2026-11-21T09:45:00+09:00".into())), ["b2,\"x\"", "c3"]);
-        assert_eq!(q(&|q| q.until = Some("2026-11-21T01:00:00Z".into())), ["a1"]);
+        assert_eq!(
+            q(&|q| q.since = Some("2026-11-21T09:45:00+09:00".into())),
+            ["b2,\"x\"", "c3"]
+        );
+        assert_eq!(
+            q(&|q| q.until = Some("2026-11-21T01:00:00Z".into())),
+            ["a1"]
+        );
         assert_eq!(q(&|q| q.limit = Some(1)), ["c3"]);
-        let bad = CallsQuery { since: Some("yesterday".into()), ..Default::default() };
-        assert!(matches!(select_calls(d.path(), &bad), Err(ReportError::BadTime { key: "since", .. })));
+        let bad = CallsQuery {
+            since: Some("yesterday".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            select_calls(d.path(), &bad),
+            Err(ReportError::BadTime { key: "since", .. })
+        ));
     }
 
     #[test]
@@ -521,11 +693,24 @@ mod tests {
         let csv = render_calls(d.path(), &q, OutFormat::Csv).unwrap();
         let lines: Vec<&str> = csv.split("\r\n").collect();
         assert_eq!(lines[0], COLUMNS.join(","));
-        assert!(lines[1].starts_with("a1,outbound,K-0001,0312340001,0312349999,007726,record,,"), "{}", lines[1]);
-        assert!(lines[1].ends_with(",bye-subscriber,1,60.000,59.500"), "{}", lines[1]);
-        assert!(lines[2].starts_with("\"b2,\"\"x\"\"\",inbound,"), "{}", lines[2]);
+        assert!(
+            lines[1].starts_with("a1,outbound,K-0001,0312340001,0312349999,007726,record,,"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].ends_with(",bye-subscriber,1,60.000,59.500"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].starts_with("\"b2,\"\"x\"\"\",inbound,"),
+            "{}",
+            lines[2]
+        );
         assert_eq!(lines.len(), 5); // header, 3 rows, empty after the last CRLF
-        let json: Value = serde_json::from_str(&render_calls(d.path(), &q, OutFormat::Json).unwrap()).unwrap();
+        let json: Value =
+            serde_json::from_str(&render_calls(d.path(), &q, OutFormat::Json).unwrap()).unwrap();
         assert_eq!(json.as_array().unwrap().len(), 3);
         let table = render_calls(d.path(), &q, OutFormat::Table).unwrap();
         let rows: Vec<&str> = table.lines().collect();
@@ -536,7 +721,10 @@ mod tests {
         assert_eq!(rows.last(), Some(&"3 calls"));
         // No history yet: empty, not an error.
         let empty = tempfile::tempdir().unwrap();
-        assert_eq!(render_calls(empty.path(), &q, OutFormat::Csv).unwrap(), format!("{}\r\n", COLUMNS.join(",")));
+        assert_eq!(
+            render_calls(empty.path(), &q, OutFormat::Csv).unwrap(),
+            format!("{}\r\n", COLUMNS.join(","))
+        );
     }
 
     #[test]
@@ -558,8 +746,8 @@ mod tests {
             "0312340001  geographic-0abj",
             "05011110001  ip-phone-050",
             "cannot reach 0120/0800/0570",
-            "acme  sftp://rec@192.0.2.10:22/incoming  rate 2500kB/s",
-            "bravo  sftp://callrec@192.0.2.11:22/recordings",
+            "acme  sftp://rec@192.0.2.10:22/incoming  rate 20Mbit/s",
+            "bravo  sftp://callrec@192.0.2.11:22/recordings  rate 500kbit/s",
             "pause *1 / resume *2",
             "priority      0312340099",
         ] {

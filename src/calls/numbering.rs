@@ -50,7 +50,11 @@ pub const PREFIX_FIXED: &str = "007727";
 /// Number from a sip:/sips:/tel: URI or a bare number, in national format:
 /// `+81312345678` -> `0312345678`, separators and `;isub=` removed.
 pub fn normalize(uri_or_number: &str) -> Option<String> {
-    let s = uri_or_number.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let s = uri_or_number
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .trim();
     let user = match s.split_once(':') {
         Some((scheme, rest)) => match scheme.to_ascii_lowercase().as_str() {
             "sip" | "sips" => {
@@ -216,7 +220,10 @@ impl DestClass {
 
     /// Numbers a contract may own and be called on: 0ABJ, 050, 070/080/090.
     pub fn is_subscriber_number(self) -> bool {
-        matches!(self, DestClass::Geographic | DestClass::IpPhone | DestClass::Mobile)
+        matches!(
+            self,
+            DestClass::Geographic | DestClass::IpPhone | DestClass::Mobile
+        )
     }
 
     /// Inbound calls to a contract number of this class are recorded (0ABJ, 050).
@@ -259,7 +266,10 @@ pub fn classify(n: &str) -> DestClass {
                     "0120" => Some((DestClass::Freephone, 10)),
                     "0800" => Some((DestClass::Freephone, 11)),
                     "0570" => Some((DestClass::NaviDial, 10)),
-                    c if c.len() == 4 && c.ends_with('0') && (c.starts_with("01") || c == "0910" || c == "0990") => {
+                    c if c.len() == 4
+                        && c.ends_with('0')
+                        && (c.starts_with("01") || c == "0910" || c == "0990") =>
+                    {
                         return DestClass::OtherNonGeographic;
                     }
                     _ => None,
@@ -274,7 +284,11 @@ pub fn classify(n: &str) -> DestClass {
                     },
                     None => (DestClass::Geographic, 10),
                 };
-                if len == want { class } else { DestClass::WrongLength }
+                if len == want {
+                    class
+                } else {
+                    DestClass::WrongLength
+                }
             }
             _ => DestClass::WrongLength,
         },
@@ -297,17 +311,32 @@ mod tests {
 
     #[test]
     fn normalises_forms() {
-        assert_eq!(normalize("sip:+81-3-1234-5678@192.0.2.1;user=phone").as_deref(), Some("0312345678"));
-        assert_eq!(normalize("tel:+81312345678;isub=12").as_deref(), Some("0312345678"));
-        assert_eq!(normalize("tel:03-1234-5678;phone-context=+81").as_deref(), Some("0312345678"));
-        assert_eq!(normalize("<sip:(03)1234.5678@h>").as_deref(), Some("0312345678"));
+        assert_eq!(
+            normalize("sip:+81-3-1234-5678@192.0.2.1;user=phone").as_deref(),
+            Some("0312345678")
+        );
+        assert_eq!(
+            normalize("tel:+81312345678;isub=12").as_deref(),
+            Some("0312345678")
+        );
+        assert_eq!(
+            normalize("tel:03-1234-5678;phone-context=+81").as_deref(),
+            Some("0312345678")
+        );
+        assert_eq!(
+            normalize("<sip:(03)1234.5678@h>").as_deref(),
+            Some("0312345678")
+        );
         assert_eq!(normalize("+14155550100").as_deref(), Some("01014155550100"));
         assert_eq!(normalize("sip:%238000@h").as_deref(), Some("#8000"));
         assert_eq!(normalize("sip:anonymous@anonymous.invalid"), None);
         assert_eq!(normalize("sip:alice@example.com"), None);
         assert_eq!(normalize(""), None);
         assert_eq!(normalize("sip:@h"), None);
-        assert_eq!(normalize("sip:0312345678@h?Reason=SIP%3Bcause%3D302").as_deref(), Some("0312345678"));
+        assert_eq!(
+            normalize("sip:0312345678@h?Reason=SIP%3Bcause%3D302").as_deref(),
+            Some("0312345678")
+        );
         assert_eq!(normalize("mailto:x@y"), None);
     }
 

@@ -109,7 +109,9 @@ impl std::fmt::Debug for InviteFacts {
 impl InviteFacts {
     pub fn from_message(msg: &Message<'_>) -> InviteFacts {
         let request_user = msg.request_uri().and_then(numbering::normalize);
-        let to_number = msg.header("To").and_then(|v| numbering::normalize(NameAddr::parse(v).uri));
+        let to_number = msg
+            .header("To")
+            .and_then(|v| numbering::normalize(NameAddr::parse(v).uri));
         let from = msg.header("From").map(NameAddr::parse);
         let from_number = from.as_ref().and_then(|f| numbering::normalize(f.uri));
         let from_anonymous = from.as_ref().is_some_and(|f| {
@@ -123,7 +125,12 @@ impl InviteFacts {
             .flat_map(split_list)
             .find_map(|v| numbering::normalize(NameAddr::parse(v).uri));
         let privacy = msg.headers("Privacy").any(|v| {
-            v.split([';', ',']).any(|t| matches!(t.trim().to_ascii_lowercase().as_str(), "id" | "user" | "header"))
+            v.split([';', ',']).any(|t| {
+                matches!(
+                    t.trim().to_ascii_lowercase().as_str(),
+                    "id" | "user" | "header"
+                )
+            })
         });
         // Diversion (RFC 5806) lists the most recent diversion first.
         let mut diverted_from: Vec<String> = Vec::new();
@@ -151,14 +158,18 @@ impl InviteFacts {
             asserted_number,
             withheld: privacy || from_anonymous,
             diverted_from,
-            resource_priority: msg.headers("Resource-Priority").any(|v| !v.trim().is_empty()),
+            resource_priority: msg
+                .headers("Resource-Priority")
+                .any(|v| !v.trim().is_empty()),
         }
     }
 
     /// The caller's real number (asserted identity first). Internal only: a
     /// withheld number must not be copied out of the policy.
     fn caller_number(&self) -> Option<&str> {
-        self.asserted_number.as_deref().or(self.from_number.as_deref())
+        self.asserted_number
+            .as_deref()
+            .or(self.from_number.as_deref())
     }
 }
 
@@ -240,7 +251,11 @@ impl Policy {
             service: None,
             prefix: None,
             caller,
-            callee: facts.request_user.clone().or_else(|| facts.to_number.clone()).unwrap_or_else(|| UNKNOWN.into()),
+            callee: facts
+                .request_user
+                .clone()
+                .or_else(|| facts.to_number.clone())
+                .unwrap_or_else(|| UNKNOWN.into()),
             not_recordable: None,
         };
 
@@ -253,7 +268,11 @@ impl Policy {
             v.direction = Some(Direction::Outbound);
             v.prefix = Some(service.prefix());
             v.service = Some(service);
-            v.callee = if dialled.is_empty() { UNKNOWN.into() } else { dialled.to_string() };
+            v.callee = if dialled.is_empty() {
+                UNKNOWN.into()
+            } else {
+                dialled.to_string()
+            };
             let Some(ci) = caller_contract else {
                 v.reason = Some(SkipReason::NotAContractNumber);
                 return v;
@@ -263,7 +282,8 @@ impl Policy {
                 v.reason = Some(SkipReason::ServiceMismatch);
                 return v;
             }
-            let line_is_050 = caller_real.is_some_and(|n| numbering::classify(n) == DestClass::IpPhone);
+            let line_is_050 =
+                caller_real.is_some_and(|n| numbering::classify(n) == DestClass::IpPhone);
             if let Err(why) = numbering::classify(dialled).recordable(line_is_050) {
                 v.reason = Some(SkipReason::DestinationNotRecordable);
                 v.not_recordable = Some(why);
@@ -279,7 +299,9 @@ impl Policy {
             .chain(facts.diverted_from.iter().map(String::as_str));
         let mut mobile_hit: Option<(usize, &str)> = None;
         for n in called {
-            let Some(ci) = self.contract_of(Some(n)) else { continue };
+            let Some(ci) = self.contract_of(Some(n)) else {
+                continue;
+            };
             if numbering::classify(n).records_inbound() {
                 v.direction = Some(Direction::Inbound);
                 v.contract = Some(ci);
@@ -312,8 +334,15 @@ impl Policy {
     /// A recordable call meets the congestion rule.
     fn admit(&self, mut v: Verdict, facts: &InviteFacts, load: Load) -> Verdict {
         if load.active_calls >= self.max_active_calls || load.spool_full {
-            let priority = facts.resource_priority || facts.caller_number().is_some_and(|n| self.priority.contains(n));
-            v.reason = Some(if priority { SkipReason::PriorityBypass } else { SkipReason::Overload });
+            let priority = facts.resource_priority
+                || facts
+                    .caller_number()
+                    .is_some_and(|n| self.priority.contains(n));
+            v.reason = Some(if priority {
+                SkipReason::PriorityBypass
+            } else {
+                SkipReason::Overload
+            });
             return v;
         }
         v.record = true;

@@ -19,10 +19,18 @@ use toml::Spanned;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{path}: cannot read: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// `line` is 1-based; 0 when the error is not tied to one line.
     #[error("{}:{line}: {key}: {reason}", path.display())]
-    Invalid { path: PathBuf, line: usize, key: String, reason: String },
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        reason: String,
+    },
 }
 
 impl ConfigError {
@@ -42,8 +50,10 @@ impl ConfigError {
 }
 
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|source| ConfigError::Io { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     load_str(&text, path)
 }
 
@@ -227,7 +237,11 @@ pub fn parse_rate(s: &str) -> Option<u64> {
 
 /// Offset -> 1-based line.
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The key path at a byte offset, found from the text (for errors the TOML
@@ -255,7 +269,11 @@ fn key_at(text: &str, offset: usize) -> String {
             key.clear();
         } else if let Some((k, _)) = t.split_once('=') {
             let k = k.trim();
-            if !k.is_empty() && !k.starts_with('#') && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c)) {
+            if !k.is_empty()
+                && !k.starts_with('#')
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c))
+            {
                 key = k.trim_matches('"').to_string();
             }
         }
@@ -276,7 +294,12 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err(&self, span: std::ops::Range<usize>, key: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    fn err(
+        &self,
+        span: std::ops::Range<usize>,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             path: self.path.to_path_buf(),
             line: line_of(self.text, span.start),
@@ -287,14 +310,20 @@ impl Ctx<'_> {
 
     fn from_toml(&self, e: toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
-        let msg = e.message().trim().replace('\n', " ");
+        let msg = e
+            .message()
+            .trim()
+            .replace('\n', " ")
+            .replace("expected i64", "expected an integer");
         let mut key = key_at(self.text, span.start);
         // The parser points at the unknown key itself, or at the table that lacks a key.
         if let Some(rest) = msg.strip_prefix("unknown field `") {
             let name = rest.split('`').next().unwrap_or("");
             let table = key.rsplit_once('.').map(|(t, _)| t.to_string());
             key = match table {
-                Some(t) if !key.ends_with(&format!("].{name}")) || key.starts_with(name) => format!("{t}.{name}"),
+                Some(t) if !key.ends_with(&format!("].{name}")) || key.starts_with(name) => {
+                    format!("{t}.{name}")
+                }
                 _ if key.is_empty() || key == name => name.to_string(),
                 _ => key,
             };
@@ -306,7 +335,11 @@ impl Ctx<'_> {
         if let Some(rest) = msg.strip_prefix("missing field `") {
             let name = rest.split('`').next().unwrap_or("");
             let table = key.split('.').next().unwrap_or("").to_string();
-            let key = if table.is_empty() { name.to_string() } else { format!("{table}.{name}") };
+            let key = if table.is_empty() {
+                name.to_string()
+            } else {
+                format!("{table}.{name}")
+            };
             return self.err(span, key, "required key is missing");
         }
         self.err(span, key, msg)
@@ -323,11 +356,23 @@ impl Ctx<'_> {
         p
     }
 
-    fn duration(&self, key: &str, v: &S<String>, default: Duration) -> Result<Duration, ConfigError> {
+    fn duration(
+        &self,
+        key: &str,
+        v: &S<String>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
-                self.err(s.span(), key, format!("expected a duration like 250ms, 5s, 10m, 24h or 7d, got {:?}", s.get_ref()))
+                self.err(
+                    s.span(),
+                    key,
+                    format!(
+                        "expected a duration like 250ms, 5s, 10m, 24h or 7d, got {:?}",
+                        s.get_ref()
+                    ),
+                )
             }),
         }
     }
@@ -336,15 +381,26 @@ impl Ctx<'_> {
         match v {
             None => Ok(default),
             Some(s) => match s.get_ref() {
-                IntOrStr::Int(n) => u64::try_from(*n).map_err(|_| self.err(s.span(), key, format!("must not be negative, got {n}"))),
+                IntOrStr::Int(n) => u64::try_from(*n)
+                    .map_err(|_| self.err(s.span(), key, format!("must not be negative, got {n}"))),
                 IntOrStr::Str(t) => parse_size(t).ok_or_else(|| {
-                    self.err(s.span(), key, format!("expected a size like 65536, 64kB, 16MiB or 10GB, got {t:?}"))
+                    self.err(
+                        s.span(),
+                        key,
+                        format!("expected a size like 65536, 64kB, 16MiB or 10GB, got {t:?}"),
+                    )
                 }),
             },
         }
     }
 
-    fn int(&self, key: &str, v: &S<i64>, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ConfigError> {
+    fn int(
+        &self,
+        key: &str,
+        v: &S<i64>,
+        default: i64,
+        range: std::ops::RangeInclusive<i64>,
+    ) -> Result<i64, ConfigError> {
         match v {
             None => Ok(default),
             Some(s) => {
@@ -352,18 +408,40 @@ impl Ctx<'_> {
                 if range.contains(&n) {
                     Ok(n)
                 } else {
-                    Err(self.err(s.span(), key, format!("must be {}..{}, got {n}", range.start(), range.end())))
+                    Err(self.err(
+                        s.span(),
+                        key,
+                        format!("must be {}..{}, got {n}", range.start(), range.end()),
+                    ))
                 }
             }
         }
     }
 
-    fn choice<T: Copy>(&self, key: &str, v: &S<String>, default: T, options: &[(&str, T)]) -> Result<T, ConfigError> {
+    fn choice<T: Copy>(
+        &self,
+        key: &str,
+        v: &S<String>,
+        default: T,
+        options: &[(&str, T)],
+    ) -> Result<T, ConfigError> {
         let Some(s) = v else { return Ok(default) };
-        options.iter().find(|(name, _)| *name == s.get_ref().as_str()).map(|(_, t)| *t).ok_or_else(|| {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            self.err(s.span(), key, format!("expected one of {}, got {:?}", names.join(", "), s.get_ref()))
-        })
+        options
+            .iter()
+            .find(|(name, _)| *name == s.get_ref().as_str())
+            .map(|(_, t)| *t)
+            .ok_or_else(|| {
+                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+                self.err(
+                    s.span(),
+                    key,
+                    format!(
+                        "expected one of {}, got {:?}",
+                        names.join(", "),
+                        s.get_ref()
+                    ),
+                )
+            })
     }
 }
 
@@ -373,11 +451,15 @@ fn safe_name(s: &str) -> bool {
         && s.len() <= 64
         && s != "."
         && s != ".."
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn valid_dtmf(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 8 && s.chars().all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
+    !s.is_empty()
+        && s.len() <= 8
+        && s.chars()
+            .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
 }
 
 /// Standard base64 (with padding), for the pinned host key blob.
@@ -416,7 +498,9 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 fn check_host_key(s: &str) -> Result<(), String> {
     let mut parts = s.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err("expected \"TYPE BASE64\" as in known_hosts, e.g. \"ssh-ed25519 AAAAC3Nz...\"".into());
+        return Err(
+            "expected \"TYPE BASE64\" as in known_hosts, e.g. \"ssh-ed25519 AAAAC3Nz...\"".into(),
+        );
     };
     const TYPES: &[&str] = &[
         "ssh-ed25519",
@@ -428,12 +512,19 @@ fn check_host_key(s: &str) -> Result<(), String> {
         "rsa-sha2-512",
     ];
     if !TYPES.contains(&kind) {
-        return Err(format!("unknown key type {kind:?}, expected one of {}", TYPES.join(", ")));
+        return Err(format!(
+            "unknown key type {kind:?}, expected one of {}",
+            TYPES.join(", ")
+        ));
     }
     let raw = base64_decode(blob).ok_or("the key is not valid base64")?;
-    let inner = raw.get(..4).map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
+    let inner = raw
+        .get(..4)
+        .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize);
     let named = inner.and_then(|l| raw.get(4..4 + l));
-    if named != Some(kind.as_bytes()) && !(kind.starts_with("rsa-sha2") && named == Some(b"ssh-rsa")) {
+    if named != Some(kind.as_bytes())
+        && !(kind.starts_with("rsa-sha2") && named == Some(b"ssh-rsa"))
+    {
         return Err(format!("the key blob is not a {kind} key"));
     }
     Ok(())
@@ -441,9 +532,17 @@ fn check_host_key(s: &str) -> Result<(), String> {
 
 /// `sftp://user@IP[:port]/dir` -> (user, host, port, dir).
 fn parse_sftp_url(url: &str) -> Result<(String, std::net::IpAddr, u16, String), String> {
-    let rest = url.strip_prefix("sftp://").ok_or("expected sftp://user@HOST:PORT/dir")?;
-    let (user, rest) = rest.split_once('@').ok_or("no user (expected sftp://user@HOST:PORT/dir)")?;
-    if user.is_empty() || !user.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    let rest = url
+        .strip_prefix("sftp://")
+        .ok_or("expected sftp://user@HOST:PORT/dir")?;
+    let (user, rest) = rest
+        .split_once('@')
+        .ok_or("no user (expected sftp://user@HOST:PORT/dir)")?;
+    if user.is_empty()
+        || !user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(format!("bad user {user:?}"));
     }
     let (hostport, dir) = match rest.find('/') {
@@ -459,11 +558,16 @@ fn parse_sftp_url(url: &str) -> Result<(String, std::net::IpAddr, u16, String), 
             None => (hostport, None),
         }
     };
-    let host: std::net::IpAddr =
-        host.parse().map_err(|_| format!("host {host:?} must be an IP address (the dedicated line has no DNS)"))?;
+    let host: std::net::IpAddr = host.parse().map_err(|_| {
+        format!("host {host:?} must be an IP address (the dedicated line has no DNS)")
+    })?;
     let port = match port {
         None => 22,
-        Some(p) => p.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| format!("bad port {p:?}"))?,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("bad port {p:?}"))?,
     };
     if dir.contains("..") {
         return Err("the remote directory must not contain \"..\"".into());
@@ -484,7 +588,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         utc_offset_secs: match &raw.general.timezone {
             None => 9 * 3600,
             Some(s) => crate::time::parse_offset(s.get_ref()).ok_or_else(|| {
-                cx.err(s.span(), "general.timezone", format!("expected an offset like +09:00, got {:?}", s.get_ref()))
+                cx.err(
+                    s.span(),
+                    "general.timezone",
+                    format!("expected an offset like +09:00, got {:?}", s.get_ref()),
+                )
             })?,
         },
     };
@@ -496,12 +604,23 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         None => sip_ports.push(5060),
         Some(list) => {
             if list.get_ref().is_empty() {
-                return Err(cx.err(list.span(), "capture.sip_ports", "must list at least one port"));
+                return Err(cx.err(
+                    list.span(),
+                    "capture.sip_ports",
+                    "must list at least one port",
+                ));
             }
             for p in list.get_ref() {
-                let n = u16::try_from(*p.get_ref()).ok().filter(|n| *n > 0).ok_or_else(|| {
-                    cx.err(p.span(), "capture.sip_ports", format!("must be 1..65535, got {}", p.get_ref()))
-                })?;
+                let n = u16::try_from(*p.get_ref())
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        cx.err(
+                            p.span(),
+                            "capture.sip_ports",
+                            format!("must be 1..65535, got {}", p.get_ref()),
+                        )
+                    })?;
                 sip_ports.push(n);
             }
         }
@@ -518,9 +637,17 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         interfaces,
         sip_ports,
         snaplen: cx.int("capture.snaplen", &rc.snaplen, 65535, 64..=262_144)? as u32,
-        promiscuous: rc.promiscuous.as_ref().map(|b| *b.get_ref()).unwrap_or(true),
+        promiscuous: rc
+            .promiscuous
+            .as_ref()
+            .map(|b| *b.get_ref())
+            .unwrap_or(true),
         buffer_bytes: u32::try_from(buffer_bytes).map_err(|_| {
-            cx.err(rc.buffer_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0), "capture.buffer_bytes", "must be below 4GiB")
+            cx.err(
+                rc.buffer_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0),
+                "capture.buffer_bytes",
+                "must be below 4GiB",
+            )
         })?,
     };
 
@@ -529,36 +656,83 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let spool_warn_bytes = cx.size("recording.spool_warn_bytes", &rr.spool_warn_bytes, 0)?;
     let spool_max_bytes = cx.size("recording.spool_max_bytes", &rr.spool_max_bytes, 0)?;
     if spool_warn_bytes > 0 && spool_max_bytes > 0 && spool_warn_bytes > spool_max_bytes {
-        let span = rr.spool_warn_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0);
-        return Err(cx.err(span, "recording.spool_warn_bytes", "must not exceed recording.spool_max_bytes"));
+        let span = rr
+            .spool_warn_bytes
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(
+            span,
+            "recording.spool_warn_bytes",
+            "must not exceed recording.spool_max_bytes",
+        ));
     }
     let recording = Recording {
         spool_dir: match &rr.spool_dir {
             None => "/var/spool/callrec".into(),
-            Some(s) if s.get_ref().trim().is_empty() => return Err(cx.err(s.span(), "recording.spool_dir", "empty path")),
+            Some(s) if s.get_ref().trim().is_empty() => {
+                return Err(cx.err(s.span(), "recording.spool_dir", "empty path"));
+            }
             Some(s) => cx.resolve(s.get_ref()),
         },
         format: cx.choice(
             "recording.format",
             &rr.format,
             AudioFormat::Pcm16,
-            &[("pcm16", AudioFormat::Pcm16), ("ulaw", AudioFormat::Ulaw), ("alaw", AudioFormat::Alaw)],
+            &[
+                ("pcm16", AudioFormat::Pcm16),
+                ("ulaw", AudioFormat::Ulaw),
+                ("alaw", AudioFormat::Alaw),
+            ],
         )?,
-        max_active_calls: cx.int("recording.max_active_calls", &rr.max_active_calls, 20_000, 1..=10_000_000)? as usize,
+        max_active_calls: cx.int(
+            "recording.max_active_calls",
+            &rr.max_active_calls,
+            20_000,
+            1..=10_000_000,
+        )? as usize,
         shards: cx.int("recording.shards", &rr.shards, 0, 0..=1024)? as usize,
-        rtp_timeout: cx.duration("recording.rtp_timeout", &rr.rtp_timeout, Duration::from_secs(60))?,
-        max_call_length: cx.duration("recording.max_call_length", &rr.max_call_length, Duration::from_secs(4 * 3600))?,
-        setup_timeout: cx.duration("recording.setup_timeout", &rr.setup_timeout, Duration::from_secs(180))?,
+        rtp_timeout: cx.duration(
+            "recording.rtp_timeout",
+            &rr.rtp_timeout,
+            Duration::from_secs(60),
+        )?,
+        max_call_length: cx.duration(
+            "recording.max_call_length",
+            &rr.max_call_length,
+            Duration::from_secs(4 * 3600),
+        )?,
+        setup_timeout: cx.duration(
+            "recording.setup_timeout",
+            &rr.setup_timeout,
+            Duration::from_secs(180),
+        )?,
         spool_warn_bytes,
         spool_max_bytes,
     };
     for (key, v, d) in [
-        ("recording.rtp_timeout", &rr.rtp_timeout, recording.rtp_timeout),
-        ("recording.max_call_length", &rr.max_call_length, recording.max_call_length),
-        ("recording.setup_timeout", &rr.setup_timeout, recording.setup_timeout),
+        (
+            "recording.rtp_timeout",
+            &rr.rtp_timeout,
+            recording.rtp_timeout,
+        ),
+        (
+            "recording.max_call_length",
+            &rr.max_call_length,
+            recording.max_call_length,
+        ),
+        (
+            "recording.setup_timeout",
+            &rr.setup_timeout,
+            recording.setup_timeout,
+        ),
     ] {
         if d.is_zero() {
-            return Err(cx.err(v.as_ref().map(|s| s.span()).unwrap_or(0..0), key, "must be more than 0"));
+            return Err(cx.err(
+                v.as_ref().map(|s| s.span()).unwrap_or(0..0),
+                key,
+                "must be more than 0",
+            ));
         }
     }
 
@@ -577,7 +751,11 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     )?;
     if mode == AnnounceMode::Inject && ra.interface.is_none() {
         let span = ra.mode.as_ref().map(|s| s.span()).unwrap_or(0..0);
-        return Err(cx.err(span, "announce.interface", "required when announce.mode is \"inject\""));
+        return Err(cx.err(
+            span,
+            "announce.interface",
+            "required when announce.mode is \"inject\"",
+        ));
     }
     let announce = Announce {
         mode,
@@ -590,10 +768,21 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 
     // [overload]
     let mut priority_numbers = Vec::new();
-    for n in raw.overload.priority_numbers.iter().flat_map(|l| l.get_ref()) {
-        let norm = numbering::normalize(n.get_ref()).filter(|x| !x.contains(['#', '*'])).ok_or_else(|| {
-            cx.err(n.span(), "overload.priority_numbers", format!("{:?} is not a telephone number", n.get_ref()))
-        })?;
+    for n in raw
+        .overload
+        .priority_numbers
+        .iter()
+        .flat_map(|l| l.get_ref())
+    {
+        let norm = numbering::normalize(n.get_ref())
+            .filter(|x| !x.contains(['#', '*']))
+            .ok_or_else(|| {
+                cx.err(
+                    n.span(),
+                    "overload.priority_numbers",
+                    format!("{:?} is not a telephone number", n.get_ref()),
+                )
+            })?;
         priority_numbers.push(norm);
     }
 
@@ -602,16 +791,40 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let mut allowed_networks = Vec::new();
     for n in rd.allowed_networks.iter().flat_map(|l| l.get_ref()) {
         allowed_networks.push(IpNet::parse(n.get_ref()).ok_or_else(|| {
-            cx.err(n.span(), "delivery.allowed_networks", format!("{:?} is not a network like 192.0.2.0/24", n.get_ref()))
+            cx.err(
+                n.span(),
+                "delivery.allowed_networks",
+                format!("{:?} is not a network like 192.0.2.0/24", n.get_ref()),
+            )
         })?);
     }
     let delivery = Delivery {
         allowed_networks,
-        retry_initial: cx.duration("delivery.retry_initial", &rd.retry_initial, Duration::from_secs(5))?,
-        retry_max: cx.duration("delivery.retry_max", &rd.retry_max, Duration::from_secs(600))?,
-        hold_after: cx.duration("delivery.hold_after", &rd.hold_after, Duration::from_secs(7 * 86400))?,
-        keep_delivered: cx.duration("delivery.keep_delivered", &rd.keep_delivered, Duration::from_secs(86400))?,
-        connect_timeout: cx.duration("delivery.connect_timeout", &rd.connect_timeout, Duration::from_secs(10))?,
+        retry_initial: cx.duration(
+            "delivery.retry_initial",
+            &rd.retry_initial,
+            Duration::from_secs(5),
+        )?,
+        retry_max: cx.duration(
+            "delivery.retry_max",
+            &rd.retry_max,
+            Duration::from_secs(600),
+        )?,
+        hold_after: cx.duration(
+            "delivery.hold_after",
+            &rd.hold_after,
+            Duration::from_secs(7 * 86400),
+        )?,
+        keep_delivered: cx.duration(
+            "delivery.keep_delivered",
+            &rd.keep_delivered,
+            Duration::from_secs(86400),
+        )?,
+        connect_timeout: cx.duration(
+            "delivery.connect_timeout",
+            &rd.connect_timeout,
+            Duration::from_secs(10),
+        )?,
         keepalive: cx.duration("delivery.keepalive", &rd.keepalive, Duration::from_secs(5))?,
     };
     if delivery.retry_initial.is_zero() {
@@ -619,11 +832,24 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         return Err(cx.err(span, "delivery.retry_initial", "must be more than 0"));
     }
     if delivery.retry_max < delivery.retry_initial {
-        let span = rd.retry_max.as_ref().or(rd.retry_initial.as_ref()).map(|s| s.span()).unwrap_or(0..0);
-        return Err(cx.err(span, "delivery.retry_max", "must not be less than delivery.retry_initial"));
+        let span = rd
+            .retry_max
+            .as_ref()
+            .or(rd.retry_initial.as_ref())
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(
+            span,
+            "delivery.retry_max",
+            "must not be less than delivery.retry_initial",
+        ));
     }
     if delivery.connect_timeout.is_zero() {
-        let span = rd.connect_timeout.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        let span = rd
+            .connect_timeout
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(0..0);
         return Err(cx.err(span, "delivery.connect_timeout", "must be more than 0"));
     }
 
@@ -634,15 +860,27 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let d = d.get_ref();
         let name = d.name.get_ref();
         if !safe_name(name) {
-            return Err(cx.err(d.name.span(), k("name"), format!("{name:?}: use only A-Z a-z 0-9 . _ - (at most 64)")));
+            return Err(cx.err(
+                d.name.span(),
+                k("name"),
+                format!("{name:?}: use only A-Z a-z 0-9 . _ - (at most 64)"),
+            ));
         }
         if destinations.iter().any(|x| &x.name == name) {
-            return Err(cx.err(d.name.span(), k("name"), format!("destination {name:?} is defined twice")));
+            return Err(cx.err(
+                d.name.span(),
+                k("name"),
+                format!("destination {name:?} is defined twice"),
+            ));
         }
         let (user, host, port, remote_dir) =
             parse_sftp_url(d.url.get_ref()).map_err(|r| cx.err(d.url.span(), k("url"), r))?;
         if !delivery.allowed_networks.iter().any(|n| n.contains(host)) {
-            let nets: Vec<String> = delivery.allowed_networks.iter().map(|n| n.to_string()).collect();
+            let nets: Vec<String> = delivery
+                .allowed_networks
+                .iter()
+                .map(|n| n.to_string())
+                .collect();
             return Err(cx.err(
                 d.url.span(),
                 k("url"),
@@ -653,9 +891,14 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ));
         }
         if d.identity.get_ref().trim().is_empty() {
-            return Err(cx.err(d.identity.span(), k("identity"), "a private key path is required"));
+            return Err(cx.err(
+                d.identity.span(),
+                k("identity"),
+                "a private key path is required",
+            ));
         }
-        check_host_key(d.host_key.get_ref()).map_err(|r| cx.err(d.host_key.span(), k("host_key"), r))?;
+        check_host_key(d.host_key.get_ref())
+            .map_err(|r| cx.err(d.host_key.span(), k("host_key"), r))?;
         let max_rate = match &d.max_rate {
             None => None,
             Some(s) => {
@@ -684,7 +927,13 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             port,
             remote_dir,
             identity: cx.resolve(d.identity.get_ref()),
-            host_key: d.host_key.get_ref().split_whitespace().take(2).collect::<Vec<_>>().join(" "),
+            host_key: d
+                .host_key
+                .get_ref()
+                .split_whitespace()
+                .take(2)
+                .collect::<Vec<_>>()
+                .join(" "),
             max_rate,
         });
     }
@@ -700,23 +949,40 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(cx.err(
                 c.id.span(),
                 k("id"),
-                format!("{id:?}: use only A-Z a-z 0-9 . _ - (at most 64); it becomes a directory name"),
+                format!(
+                    "{id:?}: use only A-Z a-z 0-9 . _ - (at most 64); it becomes a directory name"
+                ),
             ));
         }
         if contracts.iter().any(|x| &x.id == id) {
-            return Err(cx.err(c.id.span(), k("id"), format!("contract {id:?} is defined twice")));
+            return Err(cx.err(
+                c.id.span(),
+                k("id"),
+                format!("contract {id:?} is defined twice"),
+            ));
         }
-        let service = cx.choice(&k("service"), &Some(c.service.clone()), Service::Mobile, &[
-            ("mobile", Service::Mobile),
-            ("fixed", Service::Fixed),
-        ])?;
+        let service = cx.choice(
+            &k("service"),
+            &Some(c.service.clone()),
+            Service::Mobile,
+            &[("mobile", Service::Mobile), ("fixed", Service::Fixed)],
+        )?;
         if c.numbers.get_ref().is_empty() {
-            return Err(cx.err(c.numbers.span(), k("numbers"), "a contract needs at least one number"));
+            return Err(cx.err(
+                c.numbers.span(),
+                k("numbers"),
+                "a contract needs at least one number",
+            ));
         }
         let mut numbers = Vec::new();
         for n in c.numbers.get_ref() {
-            let norm = numbering::normalize(n.get_ref())
-                .ok_or_else(|| cx.err(n.span(), k("numbers"), format!("{:?} is not a telephone number", n.get_ref())))?;
+            let norm = numbering::normalize(n.get_ref()).ok_or_else(|| {
+                cx.err(
+                    n.span(),
+                    k("numbers"),
+                    format!("{:?} is not a telephone number", n.get_ref()),
+                )
+            })?;
             let class = numbering::classify(&norm);
             if !class.is_subscriber_number() {
                 return Err(cx.err(
@@ -738,20 +1004,38 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         let g = *c.guidance.get_ref();
         if !(1..=5).contains(&g) {
-            return Err(cx.err(c.guidance.span(), k("guidance"), format!("must be 1..5, got {g}")));
+            return Err(cx.err(
+                c.guidance.span(),
+                k("guidance"),
+                format!("must be 1..5, got {g}"),
+            ));
         }
-        let channels = cx.choice(&k("channels"), &c.channels, Channels::Mono, &[
-            ("mono", Channels::Mono),
-            ("stereo", Channels::Stereo),
-        ])?;
-        let segments = cx.choice(&k("segments"), &c.segments, SegmentPolicy::All, &[
-            ("all", SegmentPolicy::All),
-            ("longest", SegmentPolicy::Longest),
-        ])?;
-        for (f, v) in [("pause_dtmf", &c.pause_dtmf), ("resume_dtmf", &c.resume_dtmf)] {
+        let channels = cx.choice(
+            &k("channels"),
+            &c.channels,
+            Channels::Mono,
+            &[("mono", Channels::Mono), ("stereo", Channels::Stereo)],
+        )?;
+        let segments = cx.choice(
+            &k("segments"),
+            &c.segments,
+            SegmentPolicy::All,
+            &[
+                ("all", SegmentPolicy::All),
+                ("longest", SegmentPolicy::Longest),
+            ],
+        )?;
+        for (f, v) in [
+            ("pause_dtmf", &c.pause_dtmf),
+            ("resume_dtmf", &c.resume_dtmf),
+        ] {
             if let Some(s) = v {
                 if !valid_dtmf(s.get_ref()) {
-                    return Err(cx.err(s.span(), k(f), format!("{:?}: 1 to 8 of 0-9 * # A-D", s.get_ref())));
+                    return Err(cx.err(
+                        s.span(),
+                        k(f),
+                        format!("{:?}: 1 to 8 of 0-9 * # A-D", s.get_ref()),
+                    ));
                 }
             }
         }
@@ -766,13 +1050,29 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                     ));
                 }
             }
-            (Some(p), None) => return Err(cx.err(p.span(), k("resume_dtmf"), "pause_dtmf is set, resume_dtmf is missing")),
-            (None, Some(r)) => return Err(cx.err(r.span(), k("pause_dtmf"), "resume_dtmf is set, pause_dtmf is missing")),
+            (Some(p), None) => {
+                return Err(cx.err(
+                    p.span(),
+                    k("resume_dtmf"),
+                    "pause_dtmf is set, resume_dtmf is missing",
+                ));
+            }
+            (None, Some(r)) => {
+                return Err(cx.err(
+                    r.span(),
+                    k("pause_dtmf"),
+                    "resume_dtmf is set, pause_dtmf is missing",
+                ));
+            }
             (None, None) => {}
         }
         let dest = c.destination.get_ref();
         if !destinations.iter().any(|d| &d.name == dest) {
-            return Err(cx.err(c.destination.span(), k("destination"), format!("no [[destination]] named {dest:?}")));
+            return Err(cx.err(
+                c.destination.span(),
+                k("destination"),
+                format!("no [[destination]] named {dest:?}"),
+            ));
         }
         contracts.push(Contract {
             id: id.clone(),
@@ -792,27 +1092,68 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
     let limits = Limits {
         fragment_bytes: usize_of(cx.size("limits.fragment_bytes", &rl.fragment_bytes, 16 << 20)?),
-        fragment_timeout: cx.duration("limits.fragment_timeout", &rl.fragment_timeout, Duration::from_secs(30))?,
-        tcp_stream_bytes: usize_of(cx.size("limits.tcp_stream_bytes", &rl.tcp_stream_bytes, 256 << 10)?),
-        tcp_streams: cx.int("limits.tcp_streams", &rl.tcp_streams, 65_536, 1..=10_000_000)? as usize,
-        tcp_idle_timeout: cx.duration("limits.tcp_idle_timeout", &rl.tcp_idle_timeout, Duration::from_secs(300))?,
-        max_dialogs: cx.int("limits.max_dialogs", &rl.max_dialogs, 200_000, 1..=100_000_000)? as usize,
-        sip_message_bytes: usize_of(cx.size("limits.sip_message_bytes", &rl.sip_message_bytes, 64 << 10)?),
+        fragment_timeout: cx.duration(
+            "limits.fragment_timeout",
+            &rl.fragment_timeout,
+            Duration::from_secs(30),
+        )?,
+        tcp_stream_bytes: usize_of(cx.size(
+            "limits.tcp_stream_bytes",
+            &rl.tcp_stream_bytes,
+            256 << 10,
+        )?),
+        tcp_streams: cx.int(
+            "limits.tcp_streams",
+            &rl.tcp_streams,
+            65_536,
+            1..=10_000_000,
+        )? as usize,
+        tcp_idle_timeout: cx.duration(
+            "limits.tcp_idle_timeout",
+            &rl.tcp_idle_timeout,
+            Duration::from_secs(300),
+        )?,
+        max_dialogs: cx.int(
+            "limits.max_dialogs",
+            &rl.max_dialogs,
+            200_000,
+            1..=100_000_000,
+        )? as usize,
+        sip_message_bytes: usize_of(cx.size(
+            "limits.sip_message_bytes",
+            &rl.sip_message_bytes,
+            64 << 10,
+        )?),
     };
     if limits.sip_message_bytes < 1024 {
-        let span = rl.sip_message_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0);
+        let span = rl
+            .sip_message_bytes
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(0..0);
         return Err(cx.err(span, "limits.sip_message_bytes", "must be at least 1024"));
     }
 
     // [daemon]
     let rm = &raw.daemon;
     let daemon = Daemon {
-        control_socket: rm.control_socket.as_ref().map(|s| PathBuf::from(s.get_ref())).unwrap_or_else(|| "/run/callrec/control.sock".into()),
+        control_socket: rm
+            .control_socket
+            .as_ref()
+            .map(|s| PathBuf::from(s.get_ref()))
+            .unwrap_or_else(|| "/run/callrec/control.sock".into()),
         metrics_listen: match &rm.metrics_listen {
             None => None,
             Some(s) if s.get_ref() == "off" || s.get_ref().is_empty() => None,
             Some(s) => Some(s.get_ref().parse().map_err(|_| {
-                cx.err(s.span(), "daemon.metrics_listen", format!("expected ADDRESS:PORT like 127.0.0.1:9477 or \"off\", got {:?}", s.get_ref()))
+                cx.err(
+                    s.span(),
+                    "daemon.metrics_listen",
+                    format!(
+                        "expected ADDRESS:PORT like 127.0.0.1:9477 or \"off\", got {:?}",
+                        s.get_ref()
+                    ),
+                )
             })?),
         },
     };
@@ -868,7 +1209,9 @@ mod tests {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut s = String::new();
         for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+            let n = (c[0] as u32) << 16
+                | (*c.get(1).unwrap_or(&0) as u32) << 8
+                | *c.get(2).unwrap_or(&0) as u32;
             for i in 0..4 {
                 if i <= c.len() {
                     s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
@@ -883,9 +1226,15 @@ mod tests {
     #[test]
     fn urls() {
         let (u, h, p, d) = parse_sftp_url("sftp://rec@192.0.2.10:2222/incoming/").unwrap();
-        assert_eq!((u.as_str(), h.to_string(), p, d.as_str()), ("rec", "192.0.2.10".into(), 2222, "/incoming"));
+        assert_eq!(
+            (u.as_str(), h.to_string(), p, d.as_str()),
+            ("rec", "192.0.2.10".into(), 2222, "/incoming")
+        );
         let (_, h, p, d) = parse_sftp_url("sftp://rec@[2001:db8::1]").unwrap();
-        assert_eq!((h.to_string(), p, d.as_str()), ("2001:db8::1".into(), 22, "/"));
+        assert_eq!(
+            (h.to_string(), p, d.as_str()),
+            ("2001:db8::1".into(), 22, "/")
+        );
         assert!(parse_sftp_url("sftp://rec@host.example:22/x").is_err());
         assert!(parse_sftp_url("ftp://rec@192.0.2.1/x").is_err());
     }
