@@ -18,7 +18,9 @@ fn main() {
     let result = match args.get(1).map(String::as_str) {
         Some("--demo") if args.len() == 3 => write(&args[2], &demo()),
         Some("--bench") if args.len() == 5 => {
-            let (Ok(calls), Ok(secs)) = (args[2].parse(), args[3].parse()) else { usage() };
+            let (Ok(calls), Ok(secs)) = (args[2].parse(), args[3].parse()) else {
+                usage()
+            };
             write(&args[4], &bench(calls, secs))
         }
         _ => usage(),
@@ -55,8 +57,10 @@ fn demo() -> Vec<CallSpec> {
     cancelled.ring_ms = 6_000;
     // Inbound from a caller who withheld the number: recorded as "anonymous".
     let mut withheld = CallSpec::simple(5, "anonymous", "05011110001", t(4), 14_000);
-    withheld.invite_headers =
-        vec!["P-Asserted-Identity: <tel:+81398760000>".into(), "Privacy: id".into()];
+    withheld.invite_headers = vec![
+        "P-Asserted-Identity: <tel:+81398760000>".into(),
+        "Privacy: id".into(),
+    ];
     // A prefixed call to an emergency number: never recorded.
     let emergency = CallSpec::simple(6, "0312340001", "007726110", t(5), 3_000);
     vec![out, inbound, noprefix, cancelled, withheld, emergency]
@@ -82,6 +86,10 @@ fn write(path: &str, calls: &[CallSpec]) -> std::io::Result<()> {
         w.write(d.ts, &udp_frame(d.src, d.dst, &d.payload))?;
     }
     w.finish()?;
-    eprintln!("make_capture: {} calls, {} packets -> {path}", calls.len(), all.len());
+    eprintln!(
+        "make_capture: {} calls, {} packets -> {path}",
+        calls.len(),
+        all.len()
+    );
     Ok(())
 }

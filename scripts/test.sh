@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo test --release --all-targets -- --test-threads=2
+cargo test --all-targets --no-fail-fast -- --test-threads=2

@@ -39,7 +39,10 @@ impl HistoryWriter {
     pub fn open(spool: &Path) -> std::io::Result<HistoryWriter> {
         std::fs::create_dir_all(spool)?;
         let path = spool.join("calls.jsonl");
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
         Ok(HistoryWriter { path, file })
     }
 

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "callrec", version, about = "Carrier-side call recording: capture, announce, record, deliver")]
+#[command(
+    name = "callrec",
+    version,
+    about = "Carrier-side call recording: capture, announce, record, deliver"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -116,7 +120,11 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     callrec::daemon::logging::init();
@@ -124,7 +132,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("callrec: {e:#}");
-            if e.downcast_ref::<callrec::config::ConfigError>().is_some() || e.downcast_ref::<UsageError>().is_some() {
+            if e.downcast_ref::<callrec::config::ConfigError>().is_some()
+                || e.downcast_ref::<UsageError>().is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)
@@ -144,14 +154,34 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             callrec::daemon::run::run(cfg)?;
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Replay { config, out, deliver, deliver_timeout, shards, captures } => {
+        Cmd::Replay {
+            config,
+            out,
+            deliver,
+            deliver_timeout,
+            shards,
+            captures,
+        } => {
             let cfg = load_config(&config)?;
-            let timeout = callrec::config::parse_duration(&deliver_timeout)
-                .ok_or_else(|| UsageError(format!("--deliver-timeout: not a duration: {deliver_timeout}")))?;
-            let opts = callrec::daemon::replay::ReplayOptions { out, captures, deliver, deliver_timeout: timeout, shards };
+            let timeout = callrec::config::parse_duration(&deliver_timeout).ok_or_else(|| {
+                UsageError(format!(
+                    "--deliver-timeout: not a duration: {deliver_timeout}"
+                ))
+            })?;
+            let opts = callrec::daemon::replay::ReplayOptions {
+                out,
+                captures,
+                deliver,
+                deliver_timeout: timeout,
+                shards,
+            };
             let report = callrec::daemon::replay::replay(cfg, &opts)?;
             print!("{}", report.summary());
-            Ok(if report.capture_errors.is_empty() && report.delivery_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if report.capture_errors.is_empty() && report.delivery_ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Cmd::CheckConfig { config } => {
             let cfg = load_config(&config)?;
@@ -166,15 +196,43 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{}", callrec::report::check_config_report(&cfg));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Calls { spool, contract, direction, decision, reason, number, since, until, limit, format } => {
+        Cmd::Calls {
+            spool,
+            contract,
+            direction,
+            decision,
+            reason,
+            number,
+            since,
+            until,
+            limit,
+            format,
+        } => {
             let f = match format.as_str() {
                 "table" => callrec::report::OutFormat::Table,
                 "csv" => callrec::report::OutFormat::Csv,
                 "json" => callrec::report::OutFormat::Json,
-                other => return Err(UsageError(format!("--format: expected table, csv or json, got {other}")).into()),
+                other => {
+                    return Err(UsageError(format!(
+                        "--format: expected table, csv or json, got {other}"
+                    ))
+                    .into());
+                }
             };
-            let q = callrec::report::CallsQuery { contract, direction, decision, reason, number, since, until, limit };
-            print!("{}", callrec::report::render_calls(&spool, &q, f).context("reading the call history")?);
+            let q = callrec::report::CallsQuery {
+                contract,
+                direction,
+                decision,
+                reason,
+                number,
+                since,
+                until,
+                limit,
+            };
+            print!(
+                "{}",
+                callrec::report::render_calls(&spool, &q, f).context("reading the call history")?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Queue { config, action } => {
@@ -195,7 +253,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 (None, Some(c)) => load_config(&c)?.daemon.control_socket,
                 (None, None) => "/run/callrec/control.sock".into(),
             };
-            print!("{}", callrec::daemon::control::query(&path, "status").with_context(|| format!("asking the daemon at {}", path.display()))?);
+            print!(
+                "{}",
+                callrec::daemon::control::query(&path, "status")
+                    .with_context(|| format!("asking the daemon at {}", path.display()))?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -64,7 +64,13 @@ pub struct Voice {
 
 impl Voice {
     pub fn tone(hz: f32) -> Voice {
-        Voice { tone_hz: hz, amplitude: 8000.0, starts_ms: 0, gaps_ms: Vec::new(), digits: Vec::new() }
+        Voice {
+            tone_hz: hz,
+            amplitude: 8000.0,
+            starts_ms: 0,
+            gaps_ms: Vec::new(),
+            digits: Vec::new(),
+        }
     }
 }
 
@@ -127,7 +133,8 @@ impl CallSpec {
         self.invite_at.add_micros(self.ring_ms as i64 * 1000)
     }
     pub fn bye_at(&self) -> Option<Timestamp> {
-        self.talk_ms.map(|t| self.answer_at().add_micros(t as i64 * 1000))
+        self.talk_ms
+            .map(|t| self.answer_at().add_micros(t as i64 * 1000))
     }
 
     fn sdp(&self, rtp: SocketAddr, sess: u32) -> String {
@@ -143,7 +150,15 @@ impl CallSpec {
         )
     }
 
-    fn sip(&self, start: &str, cseq: &str, to_tag: bool, via_branch: &str, extra: &[String], body: Option<&str>) -> Vec<u8> {
+    fn sip(
+        &self,
+        start: &str,
+        cseq: &str,
+        to_tag: bool,
+        via_branch: &str,
+        extra: &[String],
+        body: Option<&str>,
+    ) -> Vec<u8> {
         let host = self.b_sip.ip();
         let mut m = format!(
             "{start}\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{via_branch}\r\nMax-Forwards: 70\r\nFrom: <sip:{}@{}>;tag=a-{}\r\nTo: <sip:{}@{host}>{}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\nContact: <sip:{}@{}>\r\n",
@@ -152,7 +167,11 @@ impl CallSpec {
             self.a_sip.ip(),
             short(&self.call_id),
             self.to_user,
-            if to_tag { format!(";tag=b-{}", short(&self.call_id)) } else { String::new() },
+            if to_tag {
+                format!(";tag=b-{}", short(&self.call_id))
+            } else {
+                String::new()
+            },
             self.call_id,
             self.from_user,
             self.a_sip,
@@ -162,7 +181,10 @@ impl CallSpec {
             m.push_str("\r\n");
         }
         match body {
-            Some(b) => m.push_str(&format!("Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}", b.len())),
+            Some(b) => m.push_str(&format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+                b.len()
+            )),
             None => m.push_str("Content-Length: 0\r\n\r\n"),
         }
         m.into_bytes()
@@ -175,33 +197,135 @@ impl CallSpec {
         let offer = self.sdp(self.a_rtp, 1);
         let answer = self.sdp(self.b_rtp, 2);
         let t0 = self.invite_at;
-        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram { ts, src: self.a_sip, dst: self.b_sip, payload: p };
-        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram { ts, src: self.b_sip, dst: self.a_sip, payload: p };
-        out.push(a2b(t0, self.sip(&ruri, "1 INVITE", false, "inv", &self.invite_headers, Some(&offer))));
-        out.push(b2a(t0.add_micros(30_000), self.sip("SIP/2.0 100 Trying", "1 INVITE", false, "inv", &[], None)));
-        out.push(b2a(t0.add_micros(200_000), self.sip("SIP/2.0 180 Ringing", "1 INVITE", true, "inv", &[], None)));
+        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram {
+            ts,
+            src: self.a_sip,
+            dst: self.b_sip,
+            payload: p,
+        };
+        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram {
+            ts,
+            src: self.b_sip,
+            dst: self.a_sip,
+            payload: p,
+        };
+        out.push(a2b(
+            t0,
+            self.sip(
+                &ruri,
+                "1 INVITE",
+                false,
+                "inv",
+                &self.invite_headers,
+                Some(&offer),
+            ),
+        ));
+        out.push(b2a(
+            t0.add_micros(30_000),
+            self.sip("SIP/2.0 100 Trying", "1 INVITE", false, "inv", &[], None),
+        ));
+        out.push(b2a(
+            t0.add_micros(200_000),
+            self.sip("SIP/2.0 180 Ringing", "1 INVITE", true, "inv", &[], None),
+        ));
         let ans = self.answer_at();
         let Some(talk) = self.talk_ms else {
             let cancel = format!("CANCEL sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
-            out.push(a2b(ans, self.sip(&cancel, "1 CANCEL", false, "inv", &[], None)));
-            out.push(b2a(ans.add_micros(20_000), self.sip("SIP/2.0 200 OK", "1 CANCEL", false, "inv", &[], None)));
-            out.push(b2a(ans.add_micros(25_000), self.sip("SIP/2.0 487 Request Terminated", "1 INVITE", true, "inv", &[], None)));
-            out.push(a2b(ans.add_micros(40_000), self.sip(&format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()), "1 ACK", true, "inv", &[], None)));
+            out.push(a2b(
+                ans,
+                self.sip(&cancel, "1 CANCEL", false, "inv", &[], None),
+            ));
+            out.push(b2a(
+                ans.add_micros(20_000),
+                self.sip("SIP/2.0 200 OK", "1 CANCEL", false, "inv", &[], None),
+            ));
+            out.push(b2a(
+                ans.add_micros(25_000),
+                self.sip(
+                    "SIP/2.0 487 Request Terminated",
+                    "1 INVITE",
+                    true,
+                    "inv",
+                    &[],
+                    None,
+                ),
+            ));
+            out.push(a2b(
+                ans.add_micros(40_000),
+                self.sip(
+                    &format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()),
+                    "1 ACK",
+                    true,
+                    "inv",
+                    &[],
+                    None,
+                ),
+            ));
             return out;
         };
-        out.push(b2a(ans, self.sip("SIP/2.0 200 OK", "1 INVITE", true, "inv", &[], Some(&answer))));
-        out.push(a2b(ans.add_micros(20_000), self.sip(&format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()), "1 ACK", true, "ack", &[], None)));
+        out.push(b2a(
+            ans,
+            self.sip(
+                "SIP/2.0 200 OK",
+                "1 INVITE",
+                true,
+                "inv",
+                &[],
+                Some(&answer),
+            ),
+        ));
+        out.push(a2b(
+            ans.add_micros(20_000),
+            self.sip(
+                &format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()),
+                "1 ACK",
+                true,
+                "ack",
+                &[],
+                None,
+            ),
+        ));
         let seed = short(&self.call_id);
-        rtp_stream(&mut out, &self.a_voice, self.law, self.ptime_ms, ans, talk, self.a_rtp, self.b_rtp, seed ^ 0xa);
-        rtp_stream(&mut out, &self.b_voice, self.law, self.ptime_ms, ans, talk, self.b_rtp, self.a_rtp, seed ^ 0xb);
+        rtp_stream(
+            &mut out,
+            &self.a_voice,
+            self.law,
+            self.ptime_ms,
+            ans,
+            talk,
+            self.a_rtp,
+            self.b_rtp,
+            seed ^ 0xa,
+        );
+        rtp_stream(
+            &mut out,
+            &self.b_voice,
+            self.law,
+            self.ptime_ms,
+            ans,
+            talk,
+            self.b_rtp,
+            self.a_rtp,
+            seed ^ 0xb,
+        );
         let bye_at = ans.add_micros(talk as i64 * 1000);
         let bye = format!("BYE sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
         if self.bye_from_a {
             out.push(a2b(bye_at, self.sip(&bye, "2 BYE", true, "bye", &[], None)));
-            out.push(b2a(bye_at.add_micros(20_000), self.sip("SIP/2.0 200 OK", "2 BYE", true, "bye", &[], None)));
+            out.push(b2a(
+                bye_at.add_micros(20_000),
+                self.sip("SIP/2.0 200 OK", "2 BYE", true, "bye", &[], None),
+            ));
         } else {
             // A BYE from B carries B's tag in From: swap the header roles.
-            let m = self.sip(&format!("BYE sip:{}@{} SIP/2.0", self.from_user, self.a_sip.ip()), "1 BYE", true, "byeb", &[], None);
+            let m = self.sip(
+                &format!("BYE sip:{}@{} SIP/2.0", self.from_user, self.a_sip.ip()),
+                "1 BYE",
+                true,
+                "byeb",
+                &[],
+                None,
+            );
             out.push(b2a(bye_at, swap_from_to(&m)));
             let ok = self.sip("SIP/2.0 200 OK", "1 BYE", true, "byeb", &[], None);
             out.push(a2b(bye_at.add_micros(20_000), swap_from_to(&ok)));
@@ -212,7 +336,9 @@ impl CallSpec {
 }
 
 fn short(call_id: &str) -> u32 {
-    call_id.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
+    call_id
+        .bytes()
+        .fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619))
 }
 
 fn swap_from_to(m: &[u8]) -> Vec<u8> {
@@ -227,7 +353,9 @@ fn swap_from_to(m: &[u8]) -> Vec<u8> {
             to = Some(v.to_owned());
         }
     }
-    let (Some(f), Some(t)) = (from, to) else { return m.to_vec() };
+    let (Some(f), Some(t)) = (from, to) else {
+        return m.to_vec();
+    };
     s.split("\r\n")
         .map(|l| {
             if l.starts_with("From: ") {
@@ -277,9 +405,22 @@ fn rtp_stream(
                 for i in 0..steps + 3 {
                     let end = i >= steps;
                     let dur = ((i.min(steps) + 1) * spp).min(u16::MAX as u32) as u16;
-                    let payload = [code, if end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, dur as u8];
-                    let t = answer.add_micros((t_ms + i.min(steps) * ptime_ms) as i64 * 1000 + if end { (i - steps) as i64 * 1000 } else { 0 });
-                    out.push(Datagram { ts: t, src, dst, payload: rtp(101, i == 0, seq, ev_ts, ssrc, &payload) });
+                    let payload = [
+                        code,
+                        if end { 0x80 | 10 } else { 10 },
+                        (dur >> 8) as u8,
+                        dur as u8,
+                    ];
+                    let t = answer.add_micros(
+                        (t_ms + i.min(steps) * ptime_ms) as i64 * 1000
+                            + if end { (i - steps) as i64 * 1000 } else { 0 },
+                    );
+                    out.push(Datagram {
+                        ts: t,
+                        src,
+                        dst,
+                        payload: rtp(101, i == 0, seq, ev_ts, ssrc, &payload),
+                    });
                     seq = seq.wrapping_add(1);
                 }
                 t_ms += steps * ptime_ms;
@@ -291,13 +432,19 @@ fn rtp_stream(
             for i in 0..spp {
                 let n = (t_ms * 8 + i) as f32;
                 let s = if v.tone_hz > 0.0 {
-                    (v.amplitude * (2.0 * std::f32::consts::PI * v.tone_hz * n / 8000.0).sin()) as i16
+                    (v.amplitude * (2.0 * std::f32::consts::PI * v.tone_hz * n / 8000.0).sin())
+                        as i16
                 } else {
                     0
                 };
                 payload.push(law.encode(s));
             }
-            out.push(Datagram { ts: at, src, dst, payload: rtp(law.pt(), first, seq, rtp_ts, ssrc, &payload) });
+            out.push(Datagram {
+                ts: at,
+                src,
+                dst,
+                payload: rtp(law.pt(), first, seq, rtp_ts, ssrc, &payload),
+            });
             first = false;
         }
         seq = seq.wrapping_add(1);
@@ -340,9 +487,18 @@ mod tests {
 
     #[test]
     fn simple_call_has_signalling_and_both_legs() {
-        let c = CallSpec::simple(1, "0312340001", "0077260312349999", Timestamp::from_secs_micros(1_795_221_000, 0), 1000);
+        let c = CallSpec::simple(
+            1,
+            "0312340001",
+            "0077260312349999",
+            Timestamp::from_secs_micros(1_795_221_000, 0),
+            1000,
+        );
         let d = c.datagrams();
-        let sip: Vec<_> = d.iter().filter(|d| d.src.port() == 5060 || d.dst.port() == 5060).collect();
+        let sip: Vec<_> = d
+            .iter()
+            .filter(|d| d.src.port() == 5060 || d.dst.port() == 5060)
+            .collect();
         assert_eq!(sip.len(), 7); // INVITE 100 180 200 ACK BYE 200
         let a = d.iter().filter(|d| d.src == c.a_rtp).count();
         let b = d.iter().filter(|d| d.src == c.b_rtp).count();

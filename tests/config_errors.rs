@@ -520,7 +520,7 @@ fn bundled_example_loads() {
     assert_eq!(cfg.announce.mode, AnnounceMode::Pcap);
     assert_eq!(
         cfg.announce.dir,
-        path.parent().unwrap().join("guidance-audio")
+        path.parent().unwrap().join("../guidance-audio")
     );
     assert_eq!(cfg.recording.spool_dir, PathBuf::from("/var/spool/callrec"));
 }

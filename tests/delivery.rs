@@ -81,10 +81,13 @@ fn config(spool: &Path, dests: &[Dest], extra_delivery: &str) -> (Config, String
             d.host_key
         );
     }
-    for d in dests {
+    // A number belongs to one contract only: number them apart.
+    for (i, d) in dests.iter().enumerate() {
         t += &format!(
-            "\n[[contract]]\nid = {:?}\nservice = \"mobile\"\nnumbers = [\"0312340001\"]\nguidance = 1\ndestination = {:?}\n",
-            d.contract, d.name
+            "\n[[contract]]\nid = {:?}\nservice = \"mobile\"\nnumbers = [\"03123400{:02}\"]\nguidance = 1\ndestination = {:?}\n",
+            d.contract,
+            i + 1,
+            d.name
         );
     }
     let mut cfg = load_str(&t, Path::new("test.toml")).expect("test config loads");

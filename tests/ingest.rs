@@ -821,10 +821,6 @@ const KNOWN_DIFFERENCES: &[(&str, usize, usize)] = &[
     // 8080: WebSocket framing is not followed, so only the 28 UDP ones are
     // found.
     ("heplify_sip_tcp_websocket.pcap", 11, 0),
-    // Two messages (frames 91 and 93) carry non-UTF-8 bytes in their
-    // headers; the decoder delivers them but the first-cut SIP parser
-    // rejects them (SipError::Encoding). Update when the parser accepts them.
-    ("heplify_erspan_sip_refer_hold.pcapng", 0, 2),
 ];
 
 #[test]

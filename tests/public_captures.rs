@@ -59,13 +59,21 @@ fn run(file: &Path) -> (ReplayReport, Vec<serde_json::Value>) {
     };
     let report = replay(config(dir.path()), &opts).expect("replay runs");
     let history = std::fs::read_to_string(out.join("calls.jsonl")).unwrap_or_default();
-    let recs = history.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     (report, recs)
 }
 
 fn tshark(args: &[&str]) -> Option<String> {
-    let o = std::process::Command::new("tshark").args(args).output().ok()?;
-    o.status.success().then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+    let o = std::process::Command::new("tshark")
+        .args(args)
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
 #[test]
@@ -75,7 +83,10 @@ fn every_public_capture_replays() {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
+        })
         .collect();
     names.sort();
     assert!(names.len() >= 20, "corpus looks incomplete: {names:?}");
@@ -87,9 +98,17 @@ fn every_public_capture_replays() {
         if name == "sipnab_c07-sip-r2.cap" {
             // A Microsoft NetMon file: libpcap cannot read it, and the error names it.
             assert_eq!(report.capture_errors.len(), 1, "{name}");
-            assert!(report.capture_errors[0].contains("sipnab_c07-sip-r2.cap"), "{:?}", report.capture_errors);
+            assert!(
+                report.capture_errors[0].contains("sipnab_c07-sip-r2.cap"),
+                "{:?}",
+                report.capture_errors
+            );
         } else {
-            assert!(report.capture_errors.is_empty(), "{name}: {:?}", report.capture_errors);
+            assert!(
+                report.capture_errors.is_empty(),
+                "{name}: {:?}",
+                report.capture_errors
+            );
             assert!(report.decode.frames > 0, "{name}");
         }
     }
@@ -104,10 +123,16 @@ fn failed_and_cancelled_calls_are_never_answered() {
     for r in &recs {
         assert!(r["answered_at"].is_null(), "{r}");
         let end = r["end_reason"].as_str().unwrap();
-        assert!(end == "cancel" || end.starts_with("failed-") || end == "capture-end", "{r}");
+        assert!(
+            end == "cancel" || end.starts_with("failed-") || end == "capture-end",
+            "{r}"
+        );
     }
     // The 407 challenge and the retried INVITE are one call, not two.
-    let ids: BTreeSet<&str> = recs.iter().map(|r| r["call_id"].as_str().unwrap()).collect();
+    let ids: BTreeSet<&str> = recs
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), recs.len());
 }
 
@@ -116,11 +141,29 @@ fn every_dialog_of_the_segmented_tcp_capture_is_tracked() {
     let Some(dir) = corpus() else { return };
     let f = dir.join("heplify_sip_ipv4_tcp_port6060_segmented.pcap");
     let (report, recs) = run(&f);
-    let ours: BTreeSet<String> = recs.iter().map(|r| r["call_id"].as_str().unwrap().to_owned()).collect();
+    let ours: BTreeSet<String> = recs
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap().to_owned())
+        .collect();
     assert!(report.decode.tcp_messages > 200, "{:?}", report.decode);
-    match tshark(&["-r", f.to_str().unwrap(), "-d", "tcp.port==6060,sip", "-Y", "sip.Method==INVITE", "-T", "fields", "-e", "sip.Call-ID"]) {
+    match tshark(&[
+        "-r",
+        f.to_str().unwrap(),
+        "-d",
+        "tcp.port==6060,sip",
+        "-Y",
+        "sip.Method==INVITE",
+        "-T",
+        "fields",
+        "-e",
+        "sip.Call-ID",
+    ]) {
         Some(out) => {
-            let theirs: BTreeSet<String> = out.lines().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty()).collect();
+            let theirs: BTreeSet<String> = out
+                .lines()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
             assert_eq!(ours, theirs, "dialogs differ from tshark's");
         }
         None => {
@@ -135,7 +178,16 @@ fn many_dialogs_and_ipv6_fragments() {
     let Some(dir) = corpus() else { return };
     let (report, _) = run(&dir.join("sipnab_sipp-branch-scenario.pcapng"));
     let f = dir.join("sipnab_sipp-branch-scenario.pcapng");
-    if let Some(out) = tshark(&["-r", f.to_str().unwrap(), "-Y", "sip.Method==INVITE", "-T", "fields", "-e", "sip.Call-ID"]) {
+    if let Some(out) = tshark(&[
+        "-r",
+        f.to_str().unwrap(),
+        "-Y",
+        "sip.Method==INVITE",
+        "-T",
+        "fields",
+        "-e",
+        "sip.Call-ID",
+    ]) {
         let theirs: BTreeSet<&str> = out.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(report.stats.calls as usize, theirs.len());
     }
@@ -145,5 +197,9 @@ fn many_dialogs_and_ipv6_fragments() {
     assert_eq!(recs.len(), 1);
     // SIP inside GRE/ERSPAN.
     let (report, _) = run(&dir.join("heplify_erspan_sip_refer_hold.pcapng"));
-    assert!(report.stats.calls >= 1 && report.stats.sip_messages > 100, "{:?}", report.stats);
+    assert!(
+        report.stats.calls >= 1 && report.stats.sip_messages > 100,
+        "{:?}",
+        report.stats
+    );
 }

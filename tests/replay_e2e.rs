@@ -70,7 +70,11 @@ fn run(dir: &Path, announce: &str, pcap: &Path, out: &str) -> PathBuf {
         shards: Some(2),
     };
     let report = replay(config(dir, announce), &opts).expect("replay runs");
-    assert!(report.capture_errors.is_empty(), "{:?}", report.capture_errors);
+    assert!(
+        report.capture_errors.is_empty(),
+        "{:?}",
+        report.capture_errors
+    );
     out
 }
 
@@ -105,7 +109,10 @@ fn read_pcm(path: &Path) -> (usize, Vec<Vec<i16>>) {
         if id == b"fmt " {
             assert_eq!(u16::from_le_bytes([b[i + 8], b[i + 9]]), 1, "PCM");
             channels = u16::from_le_bytes([b[i + 10], b[i + 11]]) as usize;
-            assert_eq!(u32::from_le_bytes(b[i + 12..i + 16].try_into().unwrap()), 8000);
+            assert_eq!(
+                u32::from_le_bytes(b[i + 12..i + 16].try_into().unwrap()),
+                8000
+            );
         }
         if id == b"data" {
             let data = &b[i + 8..i + 8 + len];
@@ -142,7 +149,13 @@ fn ms_between(a: &str, b: &str) -> i64 {
 }
 
 fn outbound_call() -> CallSpec {
-    let mut c = CallSpec::simple(1, "0312340001", "0077260312349999", Timestamp::from_secs_micros(T0, 0), 25_000);
+    let mut c = CallSpec::simple(
+        1,
+        "0312340001",
+        "0077260312349999",
+        Timestamp::from_secs_micros(T0, 0),
+        25_000,
+    );
     c.a_voice.digits = vec![(12_000, '*'), (12_200, '1'), (16_000, '*'), (16_200, '2')];
     c
 }
@@ -167,29 +180,56 @@ fn stereo_call_with_announcement_and_pause() {
     assert_eq!(meta["guidance"]["played"], true);
     // The recording starts where the announcement ends and ends with the call.
     assert_eq!(meta["segment"]["started_at"], meta["guidance"]["ended_at"]);
-    let expected_ms = ms_between(meta["guidance"]["ended_at"].as_str().unwrap(), meta["ended_at"].as_str().unwrap());
+    let expected_ms = ms_between(
+        meta["guidance"]["ended_at"].as_str().unwrap(),
+        meta["ended_at"].as_str().unwrap(),
+    );
     let (ch, samples) = read_pcm(&wavs[0]);
     assert_eq!(ch, 2);
     let got_ms = samples[0].len() as i64 / 8;
-    assert!((got_ms - expected_ms).abs() <= 60, "length {got_ms} ms vs signalling {expected_ms} ms");
+    assert!(
+        (got_ms - expected_ms).abs() <= 60,
+        "length {got_ms} ms vs signalling {expected_ms} ms"
+    );
     assert_eq!(meta["audio"]["duration_ms"].as_i64().unwrap(), got_ms);
 
     // Left is the subscriber (440 Hz), right the remote party (1000 Hz).
     let (l, r) = (&samples[0][..8000], &samples[1][..8000]);
-    assert!(power(l, 440.0) > 100.0 * power(l, 1000.0), "left channel is not the subscriber's 440 Hz");
-    assert!(power(r, 1000.0) > 100.0 * power(r, 440.0), "right channel is not the remote's 1000 Hz");
+    assert!(
+        power(l, 440.0) > 100.0 * power(l, 1000.0),
+        "left channel is not the subscriber's 440 Hz"
+    );
+    assert!(
+        power(r, 1000.0) > 100.0 * power(r, 440.0),
+        "right channel is not the remote's 1000 Hz"
+    );
 
     // Paused from *1 (12.2 s after answer) to *2 (16.2 s): exact silence,
     // in both channels, at the place the metadata says.
     let pauses = meta["pauses"].as_array().unwrap();
     assert_eq!(pauses.len(), 1, "{pauses:?}");
-    let (from, to) = (pauses[0]["from_ms"].as_i64().unwrap(), pauses[0]["to_ms"].as_i64().unwrap());
-    let prompt_ms = ms_between(meta["answered_at"].as_str().unwrap(), meta["guidance"]["ended_at"].as_str().unwrap());
-    assert!((from - (12_200 + 20 - prompt_ms)).abs() <= 60, "pause starts at {from} ms");
-    assert!((to - (16_200 + 20 - prompt_ms)).abs() <= 60, "pause ends at {to} ms");
+    let (from, to) = (
+        pauses[0]["from_ms"].as_i64().unwrap(),
+        pauses[0]["to_ms"].as_i64().unwrap(),
+    );
+    let prompt_ms = ms_between(
+        meta["answered_at"].as_str().unwrap(),
+        meta["guidance"]["ended_at"].as_str().unwrap(),
+    );
+    assert!(
+        (from - (12_200 + 20 - prompt_ms)).abs() <= 60,
+        "pause starts at {from} ms"
+    );
+    assert!(
+        (to - (16_200 + 20 - prompt_ms)).abs() <= 60,
+        "pause ends at {to} ms"
+    );
     for c in 0..2 {
         let s = &samples[c][(from as usize + 30) * 8..(to as usize - 30) * 8];
-        assert!(s.iter().all(|&v| v == 0), "channel {c} not silent while paused");
+        assert!(
+            s.iter().all(|&v| v == 0),
+            "channel {c} not silent while paused"
+        );
     }
     // Both legs are back after the resume.
     let after = &samples[1][(to as usize + 500) * 8..(to as usize + 1500) * 8];
@@ -204,7 +244,11 @@ fn stereo_call_with_announcement_and_pause() {
 
 #[test]
 fn announcements_pcap_read_by_tshark() {
-    if std::process::Command::new("tshark").arg("-v").output().is_err() {
+    if std::process::Command::new("tshark")
+        .arg("-v")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: tshark is not installed");
         return;
     }
@@ -216,12 +260,28 @@ fn announcements_pcap_read_by_tshark() {
     let o = std::process::Command::new("tshark")
         .args(["-r"])
         .arg(out.join("announcements.pcap"))
-        .args(["-d", "udp.port==10002,rtp", "-T", "fields", "-e", "ip.dst", "-e", "udp.dstport", "-e", "frame.time_epoch", "-e", "rtp.payload"])
+        .args([
+            "-d",
+            "udp.port==10002,rtp",
+            "-T",
+            "fields",
+            "-e",
+            "ip.dst",
+            "-e",
+            "udp.dstport",
+            "-e",
+            "frame.time_epoch",
+            "-e",
+            "rtp.payload",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success());
     let text = String::from_utf8(o.stdout).unwrap();
-    let prompt = callrec::announce::Prompt::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio/guidance2.wav")).unwrap();
+    let prompt = callrec::announce::Prompt::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio/guidance2.wav"),
+    )
+    .unwrap();
     for (to, label) in [(call.a_rtp, "subscriber"), (call.b_rtp, "remote")] {
         let rows: Vec<Vec<&str>> = text
             .lines()
@@ -231,10 +291,25 @@ fn announcements_pcap_read_by_tshark() {
         let expected_packets = prompt.samples().len().div_ceil(160);
         assert_eq!(rows.len(), expected_packets, "{label}: packets");
         let times: Vec<f64> = rows.iter().map(|f| f[2].parse().unwrap()).collect();
-        assert!(times.windows(2).all(|w| ((w[1] - w[0]) - 0.020).abs() < 0.0005), "{label}: not paced at 20 ms");
-        let payload: Vec<u8> = rows.iter().flat_map(|f| hex::decode(f[3].replace(':', "")).unwrap()).collect();
-        let decoded: Vec<i16> = payload.iter().map(|&b| audio_codec_algorithms::decode_ulaw(b)).collect();
-        assert_eq!(&decoded[..prompt.samples().len()], prompt.samples(), "{label}: payload is not the prompt");
+        assert!(
+            times
+                .windows(2)
+                .all(|w| ((w[1] - w[0]) - 0.020).abs() < 0.0005),
+            "{label}: not paced at 20 ms"
+        );
+        let payload: Vec<u8> = rows
+            .iter()
+            .flat_map(|f| hex::decode(f[3].replace(':', "")).unwrap())
+            .collect();
+        let decoded: Vec<i16> = payload
+            .iter()
+            .map(|&b| audio_codec_algorithms::decode_ulaw(b))
+            .collect();
+        assert_eq!(
+            &decoded[..prompt.samples().len()],
+            prompt.samples(),
+            "{label}: payload is not the prompt"
+        );
     }
 }
 
@@ -256,11 +331,21 @@ fn mono_inbound_and_decisions() {
     let (ch, s) = read_pcm(&wavs[0]);
     assert_eq!(ch, 1);
     // Announcements off: recorded from the answer, for the whole call.
-    assert!((s[0].len() as i64 / 8 - 6000).abs() <= 60, "{} ms", s[0].len() / 8);
+    assert!(
+        (s[0].len() as i64 / 8 - 6000).abs() <= 60,
+        "{} ms",
+        s[0].len() / 8
+    );
     let m = &s[0][8000..16000];
-    assert!(power(m, 440.0) > 1e3 * power(m, 1500.0) && power(m, 700.0) > 1e3 * power(m, 1500.0), "mono mix lacks a leg");
+    assert!(
+        power(m, 440.0) > 1e3 * power(m, 1500.0) && power(m, 700.0) > 1e3 * power(m, 1500.0),
+        "mono mix lacks a leg"
+    );
     let history = std::fs::read_to_string(out.join("calls.jsonl")).unwrap();
-    let recs: Vec<serde_json::Value> = history.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let recs: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let by = |id: &str| recs.iter().find(|r| r["call_id"] == id).unwrap().clone();
     assert_eq!(by("call-2@callrec.test")["decision"], "record");
     assert_eq!(by("call-2@callrec.test")["end_reason"], "bye-subscriber");
@@ -273,8 +358,17 @@ fn mono_inbound_and_decisions() {
 fn replay_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("in.pcap");
-    let calls: Vec<CallSpec> =
-        (0..6).map(|i| CallSpec::simple(i, "0312340001", "0077260312349999", Timestamp::from_secs_micros(T0 + i as i64, 0), 9_000)).collect();
+    let calls: Vec<CallSpec> = (0..6)
+        .map(|i| {
+            CallSpec::simple(
+                i,
+                "0312340001",
+                "0077260312349999",
+                Timestamp::from_secs_micros(T0 + i as i64, 0),
+                9_000,
+            )
+        })
+        .collect();
     write_capture(&pcap, &calls);
     let a = run(dir.path(), "pcap", &pcap, "a");
     let b = run(dir.path(), "pcap", &pcap, "b");
@@ -284,7 +378,14 @@ fn replay_is_deterministic() {
         v.extend(files(root, "jsonl"));
         v.extend(files(root, "pcap"));
         v.sort();
-        v.into_iter().map(|p| (p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap())).collect()
+        v.into_iter()
+            .map(|p| {
+                (
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                )
+            })
+            .collect()
     };
     let (la, lb) = (list(&a), list(&b));
     assert_eq!(la.len(), 6 * 2 + 2);

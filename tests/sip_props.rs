@@ -27,16 +27,42 @@ fn exercise(data: &[u8]) {
     let _ = sip::looks_like_sip(data);
     let _ = sip::message_len(data);
     if let Ok(m) = sip::parse(data) {
-        let _ = (m.is_request(), m.method(), m.status(), m.request_uri(), m.call_id(), m.cseq());
+        let _ = (
+            m.is_request(),
+            m.method(),
+            m.status(),
+            m.request_uri(),
+            m.call_id(),
+            m.cseq(),
+        );
         let _ = (m.from().map(|f| f.tag()), m.to().map(|t| t.parsed_uri()));
-        let _ = (m.content_type(), m.content_length(), m.body_truncated(), m.skipped_lines());
+        let _ = (
+            m.content_type(),
+            m.content_length(),
+            m.body_truncated(),
+            m.skipped_lines(),
+        );
         for (n, v) in m.all_headers() {
-            let _ = (m.header_params(n), sip::split_list(v), sip::NameAddr::parse(v));
+            let _ = (
+                m.header_params(n),
+                sip::split_list(v),
+                sip::NameAddr::parse(v),
+            );
             let _ = sip::Uri::parse(v).map(|u| (u.header("Replaces"), u.host_ip(), u.is_phone()));
             let _ = sip::uri_user(v);
         }
-        let _ = (m.vias(), m.asserted_identities(), m.privacy(), m.diversions(), m.resource_priorities());
-        let _ = m.history_info().iter().map(|h| (h.cause(), h.index_path())).count();
+        let _ = (
+            m.vias(),
+            m.asserted_identities(),
+            m.privacy(),
+            m.diversions(),
+            m.resource_priorities(),
+        );
+        let _ = m
+            .history_info()
+            .iter()
+            .map(|h| (h.cause(), h.index_path()))
+            .count();
         let _ = (m.replaces(), m.refer_to_replaces(), m.referred_by());
         if let Some(body) = m.sdp() {
             exercise_sdp(body);
@@ -48,7 +74,12 @@ fn exercise_sdp(data: &[u8]) {
     if let Ok(s) = sdp::parse(data) {
         let _ = (s.audio(), s.t38());
         for m in &s.media {
-            let _ = (m.is_hold(), m.effective_direction(), m.rtcp(), m.encoding(0));
+            let _ = (
+                m.is_hold(),
+                m.effective_direction(),
+                m.rtcp(),
+                m.encoding(0),
+            );
         }
     }
 }
@@ -65,7 +96,13 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     let n = INVITE.len();
     prop_oneof![
         (0..n, any::<u8>()).prop_map(|(i, b)| Mutation::Set(i, b)),
-        (0..n, prop::collection::vec(prop::sample::select(b"\r\n:;,<>\"\\ \t%\x00\xff=/".to_vec()), 1..4))
+        (
+            0..n,
+            prop::collection::vec(
+                prop::sample::select(b"\r\n:;,<>\"\\ \t%\x00\xff=/".to_vec()),
+                1..4
+            )
+        )
             .prop_map(|(i, v)| Mutation::Insert(i, v)),
         (0..n, 1usize..20).prop_map(|(i, l)| Mutation::Remove(i, l)),
         (0..n).prop_map(Mutation::Truncate),
@@ -90,7 +127,13 @@ fn apply(data: &mut Vec<u8>, m: &Mutation) {
 fn random_case(s: &str, flips: &[bool]) -> String {
     s.chars()
         .zip(flips.iter().cycle())
-        .map(|(c, &up)| if up { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+        .map(|(c, &up)| {
+            if up {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect()
 }
 

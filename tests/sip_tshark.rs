@@ -34,7 +34,10 @@ fn captures() -> Option<Vec<PathBuf>> {
     }
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng" || e == "cap"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "pcap" || e == "pcapng" || e == "cap")
+        })
         .collect();
     v.sort();
     Some(v)
@@ -42,7 +45,16 @@ fn captures() -> Option<Vec<PathBuf>> {
 
 fn tshark_rows(file: &Path) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(file).args(["-Y", "sip && udp", "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]);
+    cmd.arg("-r").arg(file).args([
+        "-Y",
+        "sip && udp",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+    ]);
     for f in FIELDS {
         cmd.args(["-e", f]);
     }
@@ -65,7 +77,20 @@ fn parser_agrees_with_tshark_on_public_captures() {
     for file in &files {
         let name = file.file_name().unwrap().to_string_lossy().to_string();
         for row in tshark_rows(file) {
-            let [frame, payload, method, status, call_id, seq, cseq_method, ports, addrs] = &row[..] else { continue };
+            let [
+                frame,
+                payload,
+                method,
+                status,
+                call_id,
+                seq,
+                cseq_method,
+                ports,
+                addrs,
+            ] = &row[..]
+            else {
+                continue;
+            };
             // A datagram carrying several SIP messages, or a tunnel with two
             // UDP layers, shows aggregated values: take the innermost payload
             // and skip rows that hold more than one message.
@@ -75,10 +100,15 @@ fn parser_agrees_with_tshark_on_public_captures() {
             }
             let where_ = format!("{name} frame {frame}");
             let bytes = hex::decode(payload).unwrap_or_else(|e| panic!("{where_}: bad hex: {e}"));
-            let m = sip::parse(&bytes).unwrap_or_else(|e| panic!("{where_}: tshark reads SIP, we fail: {e}"));
+            let m = sip::parse(&bytes)
+                .unwrap_or_else(|e| panic!("{where_}: tshark reads SIP, we fail: {e}"));
             messages += 1;
             if method.is_empty() {
-                assert_eq!(m.status().map(|s| s.to_string()).as_deref(), Some(status.as_str()), "{where_}: status");
+                assert_eq!(
+                    m.status().map(|s| s.to_string()).as_deref(),
+                    Some(status.as_str()),
+                    "{where_}: status"
+                );
             } else {
                 assert!(m.is_request(), "{where_}");
                 assert_eq!(m.method(), Some(method.as_str()), "{where_}: method");
@@ -94,18 +124,33 @@ fn parser_agrees_with_tshark_on_public_captures() {
             if ports.is_empty() {
                 continue;
             }
-            let body = m.sdp().unwrap_or_else(|| panic!("{where_}: tshark finds SDP, we do not"));
+            let body = m
+                .sdp()
+                .unwrap_or_else(|| panic!("{where_}: tshark finds SDP, we do not"));
             let s = sdp::parse(body).unwrap_or_else(|e| panic!("{where_}: SDP: {e}"));
             with_sdp += 1;
-            let theirs: Vec<u16> = ports.split(',').filter_map(|p| p.trim().parse().ok()).collect();
+            let theirs: Vec<u16> = ports
+                .split(',')
+                .filter_map(|p| p.trim().parse().ok())
+                .collect();
             let ours: Vec<u16> = s.media.iter().map(|m| m.port).collect();
             assert_eq!(ours, theirs, "{where_}: media ports");
             let theirs: BTreeSet<IpAddr> = addrs.split(',').filter_map(addr).collect();
-            let ours: BTreeSet<IpAddr> = s.connection.into_iter().chain(s.media.iter().filter_map(|m| m.addr)).collect();
+            let ours: BTreeSet<IpAddr> = s
+                .connection
+                .into_iter()
+                .chain(s.media.iter().filter_map(|m| m.addr))
+                .collect();
             assert_eq!(ours, theirs, "{where_}: connection addresses");
         }
     }
-    eprintln!("{} captures, {messages} SIP messages agree with tshark, {with_sdp} with SDP", files.len());
-    assert!(messages > 1000, "expected the public captures to hold SIP over UDP, found {messages}");
+    eprintln!(
+        "{} captures, {messages} SIP messages agree with tshark, {with_sdp} with SDP",
+        files.len()
+    );
+    assert!(
+        messages > 1000,
+        "expected the public captures to hold SIP over UDP, found {messages}"
+    );
     assert!(with_sdp > 50, "expected SDP bodies, found {with_sdp}");
 }

@@ -61,15 +61,28 @@ pub struct Played {
 
 impl Announcer {
     /// None when announcements are off. `pcap_path` is where mode "pcap" writes.
-    pub fn from_config(cfg: &Config, pcap_path: &Path) -> Result<Option<Announcer>, AnnouncerError> {
+    pub fn from_config(
+        cfg: &Config,
+        pcap_path: &Path,
+    ) -> Result<Option<Announcer>, AnnouncerError> {
         if cfg.announce.mode == AnnounceMode::Off {
             return Ok(None);
         }
         let prompts = Prompts::load(&cfg.announce.dir)?;
-        let sink = crate::announce::sink::open(cfg.announce.mode, cfg.announce.interface.as_deref(), pcap_path)?;
+        let sink = crate::announce::sink::open(
+            cfg.announce.mode,
+            cfg.announce.interface.as_deref(),
+            pcap_path,
+        )?;
         // A fixed seed: SSRCs and sequence numbers look random to the
         // endpoints, yet a replay writes the same announcements.pcap.
-        Ok(Some(Announcer { prompts, player: Player::new(0x6361_6c6c_7265_63), sink, macs: HashMap::new(), stats: AnnounceStats::default() }))
+        Ok(Some(Announcer {
+            prompts,
+            player: Player::new(0x6361_6c6c_7265_63),
+            sink,
+            macs: HashMap::new(),
+            stats: AnnounceStats::default(),
+        }))
     }
 
     pub fn stats(&self) -> &AnnounceStats {
@@ -91,12 +104,23 @@ impl Announcer {
     fn l2_for(&self, from: IpAddr, to: IpAddr) -> Option<L2Info> {
         let src_mac = self.macs.get(&from)?.as_src?;
         let dst = self.macs.get(&to)?;
-        Some(L2Info { src_mac, dst_mac: dst.as_dst?, vlans: dst.vlans })
+        Some(L2Info {
+            src_mac,
+            dst_mac: dst.as_dst?,
+            vlans: dst.vlans,
+        })
     }
 
     /// Starts guidance `id` towards both parties at `now`. None when it
     /// cannot be played; the caller then records from the answer.
-    pub fn start(&mut self, call: CallKey, short_id: &str, now: Timestamp, id: u8, legs: &MediaLegs) -> Option<Played> {
+    pub fn start(
+        &mut self,
+        call: CallKey,
+        short_id: &str,
+        now: Timestamp,
+        id: u8,
+        legs: &MediaLegs,
+    ) -> Option<Played> {
         let (Some(sub), Some(rem)) = (&legs.subscriber, &legs.remote) else {
             return self.fail(short_id, "the SDP of one party is missing");
         };
@@ -107,8 +131,18 @@ impl Announcer {
             return self.fail(short_id, "no such guidance prompt");
         };
         let targets = [
-            Target { to: sub.addr, from: rem.addr, pt: sub_pt, l2: self.l2_for(rem.addr.ip(), sub.addr.ip()) },
-            Target { to: rem.addr, from: sub.addr, pt: rem_pt, l2: self.l2_for(sub.addr.ip(), rem.addr.ip()) },
+            Target {
+                to: sub.addr,
+                from: rem.addr,
+                pt: sub_pt,
+                l2: self.l2_for(rem.addr.ip(), sub.addr.ip()),
+            },
+            Target {
+                to: rem.addr,
+                from: sub.addr,
+                pt: rem_pt,
+                l2: self.l2_for(sub.addr.ip(), rem.addr.ip()),
+            },
         ];
         let times = match self.player.start(call, now, prompt, targets) {
             Ok(t) => t,
@@ -132,7 +166,10 @@ impl Announcer {
             return self.fail(short_id, &e);
         }
         self.stats.played += 1;
-        Some(Played { started_at: times.started_at, ended_at: times.ended_at })
+        Some(Played {
+            started_at: times.started_at,
+            ended_at: times.ended_at,
+        })
     }
 
     fn fail(&mut self, short_id: &str, why: &str) -> Option<Played> {

@@ -36,10 +36,16 @@ pub struct Endpoint {
 impl Endpoint {
     /// The first audio codec the party offered that we can play or record.
     pub fn g711_pt(&self) -> Option<u8> {
-        self.payloads.iter().find(|(_, e)| e == "PCMU" || e == "PCMA").map(|(pt, _)| *pt)
+        self.payloads
+            .iter()
+            .find(|(_, e)| e == "PCMU" || e == "PCMA")
+            .map(|(pt, _)| *pt)
     }
     pub fn telephone_event_pt(&self) -> Option<u8> {
-        self.payloads.iter().find(|(_, e)| e == "TELEPHONE-EVENT").map(|(pt, _)| *pt)
+        self.payloads
+            .iter()
+            .find(|(_, e)| e == "TELEPHONE-EVENT")
+            .map(|(pt, _)| *pt)
     }
 }
 
@@ -53,18 +59,45 @@ pub struct MediaLegs {
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallEvent {
     /// The policy decided on a new call (recorded or not).
-    Decided { key: CallKey, call_id: String, short_id: String, verdict: Verdict },
+    Decided {
+        key: CallKey,
+        call_id: String,
+        short_id: String,
+        verdict: Verdict,
+    },
     /// A recorded call was answered (2xx to the initial INVITE).
-    Answered { key: CallKey, invite_at: Timestamp, at: Timestamp, legs: MediaLegs },
+    Answered {
+        key: CallKey,
+        invite_at: Timestamp,
+        at: Timestamp,
+        legs: MediaLegs,
+    },
     /// A recorded call's media moved (re-INVITE, UPDATE, late answer, hold).
-    MediaChanged { key: CallKey, at: Timestamp, legs: MediaLegs },
+    MediaChanged {
+        key: CallKey,
+        at: Timestamp,
+        legs: MediaLegs,
+    },
     /// A recorded call was transferred: a new segment starts at `at`.
-    NewSegment { key: CallKey, at: Timestamp, cause: &'static str },
+    NewSegment {
+        key: CallKey,
+        at: Timestamp,
+        cause: &'static str,
+    },
     /// A DTMF digit sent by SIP INFO from the subscriber.
-    InfoDigit { key: CallKey, at: Timestamp, digit: char },
+    InfoDigit {
+        key: CallKey,
+        at: Timestamp,
+        digit: char,
+    },
     /// A call ended; `record` is its history line (billing_start filled in
     /// by whoever played the announcement).
-    Ended { key: CallKey, at: Timestamp, recorded: bool, record: CallRecord },
+    Ended {
+        key: CallKey,
+        at: Timestamp,
+        recorded: bool,
+        record: CallRecord,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,7 +151,10 @@ impl Dialog {
             Side::A => (&self.a_media, &self.b_media),
             Side::B => (&self.b_media, &self.a_media),
         };
-        MediaLegs { subscriber: s.clone(), remote: r.clone() }
+        MediaLegs {
+            subscriber: s.clone(),
+            remote: r.clone(),
+        }
     }
     /// Which side sent `msg`. Requests come from the side whose tag is in
     /// From; responses from the other one.
@@ -214,10 +250,20 @@ impl Tracker {
     }
 
     /// Feeds one SIP message. `src` is where it came from.
-    pub fn on_message(&mut self, at: Timestamp, src: SocketAddr, msg: &Message<'_>, out: &mut Vec<CallEvent>) {
+    pub fn on_message(
+        &mut self,
+        at: Timestamp,
+        src: SocketAddr,
+        msg: &Message<'_>,
+        out: &mut Vec<CallEvent>,
+    ) {
         self.stats.sip_messages += 1;
-        let Some(call_id) = msg.call_id().map(str::trim).filter(|c| !c.is_empty()) else { return };
-        let Some((cseq, cseq_method)) = msg.cseq() else { return };
+        let Some(call_id) = msg.call_id().map(str::trim).filter(|c| !c.is_empty()) else {
+            return;
+        };
+        let Some((cseq, cseq_method)) = msg.cseq() else {
+            return;
+        };
         let method = msg.method().unwrap_or("").to_ascii_uppercase();
         let to_tag = msg.to().and_then(|t| t.tag().map(str::to_owned));
 
@@ -259,12 +305,19 @@ impl Tracker {
                                 // Old-style hold (c=0.0.0.0) keeps the address the
                                 // party last announced; only the direction changes.
                                 let ep = match (slot.as_ref(), ep.addr.ip().is_unspecified()) {
-                                    (Some(prev), true) => Endpoint { addr: prev.addr, ..ep },
+                                    (Some(prev), true) => Endpoint {
+                                        addr: prev.addr,
+                                        ..ep
+                                    },
                                     _ => ep,
                                 };
                                 *slot = Some(ep);
                                 if changed && d.state == State::Confirmed && d.verdict.record {
-                                    out.push(CallEvent::MediaChanged { key, at, legs: d.legs() });
+                                    out.push(CallEvent::MediaChanged {
+                                        key,
+                                        at,
+                                        legs: d.legs(),
+                                    });
                                 }
                             }
                         }
@@ -295,8 +348,10 @@ impl Tracker {
                 self.stats.retransmissions += 1;
                 return;
             }
-            if !d.ended && d.state == State::Challenged {
-                // The same call retried with credentials: keep its identity.
+            if !d.ended && d.state != State::Confirmed {
+                // The same call tried again with a higher CSeq (with
+                // credentials after a 401/407, whether or not the challenge
+                // was captured): keep its identity.
                 d.invite_cseq = cseq;
                 d.state = State::Proceeding;
                 d.last_activity = at;
@@ -312,7 +367,10 @@ impl Tracker {
             self.dialogs.remove(call_id);
         }
         let facts = InviteFacts::from_message(msg);
-        let load = Load { active_calls: self.active_recorded, spool_full: self.spool_full };
+        let load = Load {
+            active_calls: self.active_recorded,
+            spool_full: self.spool_full,
+        };
         let verdict = self.policy.decide(&facts, load);
         let key = self.next_key;
         self.next_key += 1;
@@ -336,7 +394,10 @@ impl Tracker {
             short_id: short_id.clone(),
             verdict: verdict.clone(),
         });
-        let a_media = msg.sdp().and_then(|b| sdp::parse(b).ok()).and_then(|s| endpoint_from_sdp(&s));
+        let a_media = msg
+            .sdp()
+            .and_then(|b| sdp::parse(b).ok())
+            .and_then(|s| endpoint_from_sdp(&s));
         let _ = src;
         let d = Dialog {
             key,
@@ -376,16 +437,29 @@ impl Tracker {
         msg: &Message<'_>,
         out: &mut Vec<CallEvent>,
     ) {
-        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return;
+        };
         let is_initial_invite = cseq_method.eq_ignore_ascii_case("INVITE") && cseq == d.invite_cseq;
         if !is_initial_invite || d.state == State::Confirmed {
-            if is_initial_invite && (200..300).contains(&code) && to_tag.is_some() && to_tag != d.b_tag {
+            if is_initial_invite
+                && (200..300).contains(&code)
+                && to_tag.is_some()
+                && to_tag != d.b_tag
+            {
                 self.stats.forked_answers += 1;
             }
-            if cseq_method.eq_ignore_ascii_case("REFER") && (200..300).contains(&code) && d.verdict.record {
+            if cseq_method.eq_ignore_ascii_case("REFER")
+                && (200..300).contains(&code)
+                && d.verdict.record
+            {
                 // The transferee accepted: the far party is about to change.
                 d.segments += 1;
-                out.push(CallEvent::NewSegment { key: d.key, at, cause: "refer" });
+                out.push(CallEvent::NewSegment {
+                    key: d.key,
+                    at,
+                    cause: "refer",
+                });
             }
             return;
         }
@@ -396,7 +470,8 @@ impl Tracker {
                 d.answered_at = Some(at);
                 d.b_tag = to_tag.clone();
                 if msg.sdp().is_none() {
-                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref()) {
+                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
+                    {
                         d.b_media = Some(ep.clone());
                     }
                 }
@@ -404,12 +479,21 @@ impl Tracker {
                 d.remote_identity = asserted_identity(msg);
                 if d.verdict.record {
                     d.segments = 1;
-                    out.push(CallEvent::Answered { key: d.key, invite_at: d.invite_at, at, legs: d.legs() });
+                    out.push(CallEvent::Answered {
+                        key: d.key,
+                        invite_at: d.invite_at,
+                        at,
+                        legs: d.legs(),
+                    });
                 }
             }
             401 | 407 => d.state = State::Challenged,
             _ => {
-                let reason = if code == 487 { "cancel".to_owned() } else { format!("failed-{code}") };
+                let reason = if code == 487 {
+                    "cancel".to_owned()
+                } else {
+                    format!("failed-{code}")
+                };
                 self.end(call_id, at, &reason, out);
             }
         }
@@ -424,11 +508,21 @@ impl Tracker {
         msg: &Message<'_>,
         out: &mut Vec<CallEvent>,
     ) {
-        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return;
+        };
         match method {
             "BYE" => {
-                let who = if sender == d.subscriber_side() { "bye-subscriber" } else { "bye-remote" };
-                let reason = if d.state == State::Confirmed { who } else { "cancel" };
+                let who = if sender == d.subscriber_side() {
+                    "bye-subscriber"
+                } else {
+                    "bye-remote"
+                };
+                let reason = if d.state == State::Confirmed {
+                    who
+                } else {
+                    "cancel"
+                };
                 self.end(call_id, at, reason, out);
             }
             "CANCEL" if d.state != State::Confirmed => self.end(call_id, at, "cancel", out),
@@ -439,15 +533,27 @@ impl Tracker {
                     if let Some(id) = asserted_identity(msg) {
                         if d.remote_identity.as_ref().is_some_and(|old| *old != id) {
                             d.segments += 1;
-                            out.push(CallEvent::NewSegment { key: d.key, at, cause: "identity-change" });
+                            out.push(CallEvent::NewSegment {
+                                key: d.key,
+                                at,
+                                cause: "identity-change",
+                            });
                         }
                         d.remote_identity = Some(id);
                     }
                 }
             }
-            "INFO" if d.state == State::Confirmed && d.verdict.record && sender == d.subscriber_side() => {
+            "INFO"
+                if d.state == State::Confirmed
+                    && d.verdict.record
+                    && sender == d.subscriber_side() =>
+            {
                 if let Some(digit) = info_digit(msg) {
-                    out.push(CallEvent::InfoDigit { key: d.key, at, digit });
+                    out.push(CallEvent::InfoDigit {
+                        key: d.key,
+                        at,
+                        digit,
+                    });
                 }
             }
             _ => {}
@@ -485,7 +591,12 @@ impl Tracker {
             } else if d.state == State::Confirmed {
                 let answered = d.answered_at.unwrap_or(d.invite_at);
                 if now.since(answered) >= self.max_call_length {
-                    expired.push((d.key, d.call_id.clone(), answered.add_micros(self.max_call_length), "max-call-length"));
+                    expired.push((
+                        d.key,
+                        d.call_id.clone(),
+                        answered.add_micros(self.max_call_length),
+                        "max-call-length",
+                    ));
                 } else if now.since(d.last_activity) >= self.rtp_timeout {
                     expired.push((d.key, d.call_id.clone(), d.last_activity, "rtp-timeout"));
                 }
@@ -504,8 +615,12 @@ impl Tracker {
 
     /// Ends every call still open (end of a replayed capture, shutdown).
     pub fn finish(&mut self, at: Timestamp, reason: &str, out: &mut Vec<CallEvent>) {
-        let mut open: Vec<(CallKey, String)> =
-            self.dialogs.values().filter(|d| !d.ended).map(|d| (d.key, d.call_id.clone())).collect();
+        let mut open: Vec<(CallKey, String)> = self
+            .dialogs
+            .values()
+            .filter(|d| !d.ended)
+            .map(|d| (d.key, d.call_id.clone()))
+            .collect();
         open.sort();
         for (_, call_id) in open {
             self.end(&call_id, at, reason, out);
@@ -517,8 +632,14 @@ impl Tracker {
     /// Memory bound: the oldest unanswered dialog goes first.
     fn evict(&mut self, at: Timestamp, out: &mut Vec<CallEvent>) {
         while self.dialogs.len() > self.max_dialogs {
-            let Some((_, call_id, key)) = self.pending.pop_front() else { break };
-            if self.dialogs.get(&call_id).is_some_and(|d| d.key == key && d.state != State::Confirmed) {
+            let Some((_, call_id, key)) = self.pending.pop_front() else {
+                break;
+            };
+            if self
+                .dialogs
+                .get(&call_id)
+                .is_some_and(|d| d.key == key && d.state != State::Confirmed)
+            {
                 self.stats.evicted += 1;
                 self.end(&call_id, at, "evicted", out);
                 self.dialogs.remove(&call_id);
@@ -527,7 +648,9 @@ impl Tracker {
     }
 
     fn end(&mut self, call_id: &str, at: Timestamp, reason: &str, out: &mut Vec<CallEvent>) {
-        let Some(d) = self.dialogs.get_mut(call_id) else { return };
+        let Some(d) = self.dialogs.get_mut(call_id) else {
+            return;
+        };
         if d.ended {
             return;
         }
@@ -565,7 +688,12 @@ impl Tracker {
             end_reason: Some(reason.to_owned()),
             segments: if recorded { d.segments.max(1) } else { 0 },
         };
-        out.push(CallEvent::Ended { key: d.key, at, recorded, record });
+        out.push(CallEvent::Ended {
+            key: d.key,
+            at,
+            recorded,
+            record,
+        });
     }
 }
 
@@ -587,8 +715,17 @@ fn endpoint_from_sdp(s: &sdp::Sdp) -> Option<Endpoint> {
         .iter()
         .map(|&pt| (pt, m.encoding(pt).unwrap_or("").to_ascii_uppercase()))
         .collect();
-    let direction = if ip.is_unspecified() { sdp::Direction::Inactive } else { m.direction };
-    Some(Endpoint { addr: SocketAddr::new(ip, m.port), payloads, ptime: m.ptime, direction })
+    let direction = if ip.is_unspecified() {
+        sdp::Direction::Inactive
+    } else {
+        m.direction
+    };
+    Some(Endpoint {
+        addr: SocketAddr::new(ip, m.port),
+        payloads,
+        ptime: m.ptime,
+        direction,
+    })
 }
 
 fn asserted_identity(msg: &Message<'_>) -> Option<String> {

@@ -31,16 +31,22 @@ where
     // A socket left by a previous run would make bind fail.
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
-    std::thread::Builder::new().name("callrec-control".into()).spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut line = String::new();
-            if BufReader::new(&conn).take(4096).read_line(&mut line).is_err() {
-                continue;
+    std::thread::Builder::new()
+        .name("callrec-control".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut line = String::new();
+                if BufReader::new(&conn)
+                    .take(4096)
+                    .read_line(&mut line)
+                    .is_err()
+                {
+                    continue;
+                }
+                let reply = answer(line.trim());
+                let _ = conn.write_all(reply.as_bytes());
             }
-            let reply = answer(line.trim());
-            let _ = conn.write_all(reply.as_bytes());
-        }
-    })
+        })
 }

@@ -6,12 +6,12 @@
 //! schedules and control messages for the shards. Time is the frame's
 //! capture time throughout.
 
+use crate::announce::announcer::Announcer;
 use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::daemon::media::{CallSetup, MediaCtl};
 use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
-use crate::announce::announcer::Announcer;
 use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::history::{CallRecord, HistoryWriter};
 use crate::time::Timestamp;
@@ -132,7 +132,8 @@ impl Engine {
         self.first_ts.get_or_insert(pkt.ts);
         // The decoder borrows itself mutably while handing out payloads, so
         // the per-payload work happens in a function over the other fields.
-        let mut sip_payloads: Vec<(Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>)> = Vec::new();
+        let mut sip_payloads: Vec<(Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>)> =
+            Vec::new();
         let mut ctx = RouteCtx {
             sip_ports: &self.cfg.capture.sip_ports,
             by_dst: &self.by_dst,
@@ -191,7 +192,12 @@ impl Engine {
 
     fn on_event(&mut self, ev: CallEvent) {
         match ev {
-            CallEvent::Decided { key, call_id, short_id, verdict } => {
+            CallEvent::Decided {
+                key,
+                call_id,
+                short_id,
+                verdict,
+            } => {
                 self.stats.calls += 1;
                 if verdict.record {
                     self.short_ids.insert(key, short_id);
@@ -199,9 +205,20 @@ impl Engine {
                     self.pending.insert(key, verdict);
                 }
             }
-            CallEvent::Answered { key, invite_at, at, legs } => {
-                let Some(verdict) = self.pending.remove(&key) else { return };
-                let Some(contract) = verdict.contract.and_then(|i| self.cfg.contracts.get(i)).cloned() else {
+            CallEvent::Answered {
+                key,
+                invite_at,
+                at,
+                legs,
+            } => {
+                let Some(verdict) = self.pending.remove(&key) else {
+                    return;
+                };
+                let Some(contract) = verdict
+                    .contract
+                    .and_then(|i| self.cfg.contracts.get(i))
+                    .cloned()
+                else {
                     return;
                 };
                 let shard = (key as usize) % self.shards.len();
@@ -209,7 +226,10 @@ impl Engine {
                 let short_id = self.short_ids.get(&key).cloned().unwrap_or_default();
                 // The recording starts when the prompt ends, so the prompt
                 // itself is never recorded.
-                let played = self.announcer.as_mut().and_then(|a| a.start(key, &short_id, at, contract.guidance, &legs));
+                let played = self
+                    .announcer
+                    .as_mut()
+                    .and_then(|a| a.start(key, &short_id, at, contract.guidance, &legs));
                 let guidance = Some(crate::daemon::media::Guidance {
                     id: contract.guidance,
                     played: played.is_some(),
@@ -217,7 +237,8 @@ impl Engine {
                     ended_at: played.map_or(at, |p| p.ended_at),
                 });
                 let record_start = played.map_or(at, |p| p.ended_at);
-                self.billing.insert(key, played.map_or(at, |p| p.started_at));
+                self.billing
+                    .insert(key, played.map_or(at, |p| p.started_at));
                 let setup = Arc::new(CallSetup {
                     key,
                     call_id: call_id.clone(),
@@ -243,7 +264,8 @@ impl Engine {
                     },
                 );
                 self.install_routes(key, &legs);
-                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Start { setup, legs })));
+                self.shards.senders[shard]
+                    .send(ShardMsg::Ctl(Box::new(MediaCtl::Start { setup, legs })));
             }
             CallEvent::MediaChanged { key, at, legs } => {
                 if !self.calls.contains_key(&key) {
@@ -251,24 +273,44 @@ impl Engine {
                 }
                 self.install_routes(key, &legs);
                 let shard = self.calls[&key].shard;
-                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Media { key, at, legs })));
+                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Media {
+                    key,
+                    at,
+                    legs,
+                })));
             }
             CallEvent::NewSegment { key, at, cause } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Segment { key, at, cause })));
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Segment {
+                        key,
+                        at,
+                        cause,
+                    })));
                 }
             }
             CallEvent::InfoDigit { key, at, digit } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit { key, at, digit })));
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit {
+                        key,
+                        at,
+                        digit,
+                    })));
                 }
             }
-            CallEvent::Ended { key, at, recorded, mut record } => {
+            CallEvent::Ended {
+                key,
+                at,
+                recorded,
+                mut record,
+            } => {
                 self.pending.remove(&key);
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
-                record.billing_start = self.billing.remove(&key).map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
+                record.billing_start = self
+                    .billing
+                    .remove(&key)
+                    .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
                 if let Some(c) = self.calls.remove(&key) {
@@ -279,12 +321,20 @@ impl Engine {
                         self.by_src.remove(a);
                     }
                     let reason = record.end_reason.clone().unwrap_or_default();
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::End { key, at, reason })));
+                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::End {
+                        key,
+                        at,
+                        reason,
+                    })));
                 }
                 if recorded {
                     self.stats.recorded += 1;
                 } else {
-                    *self.stats.skipped.entry(record.reason.clone().unwrap_or_default()).or_default() += 1;
+                    *self
+                        .stats
+                        .skipped
+                        .entry(record.reason.clone().unwrap_or_default())
+                        .or_default() += 1;
                 }
                 self.write_history(&record);
             }
@@ -296,7 +346,9 @@ impl Engine {
     }
 
     fn install_routes(&mut self, key: CallKey, legs: &MediaLegs) {
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         for a in call.dst_routes.drain(..) {
             self.by_dst.remove(&a);
         }
@@ -306,14 +358,38 @@ impl Engine {
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
         if let Some(r) = &legs.remote {
-            self.by_dst.insert(r.addr, Route { key, leg: Leg::Subscriber });
-            self.by_src.insert(r.addr, Route { key, leg: Leg::Remote });
+            self.by_dst.insert(
+                r.addr,
+                Route {
+                    key,
+                    leg: Leg::Subscriber,
+                },
+            );
+            self.by_src.insert(
+                r.addr,
+                Route {
+                    key,
+                    leg: Leg::Remote,
+                },
+            );
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
-            self.by_dst.insert(s.addr, Route { key, leg: Leg::Remote });
-            self.by_src.insert(s.addr, Route { key, leg: Leg::Subscriber });
+            self.by_dst.insert(
+                s.addr,
+                Route {
+                    key,
+                    leg: Leg::Remote,
+                },
+            );
+            self.by_src.insert(
+                s.addr,
+                Route {
+                    key,
+                    leg: Leg::Subscriber,
+                },
+            );
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
         }
@@ -358,7 +434,9 @@ impl RouteCtx<'_> {
             self.stats.other_udp += 1;
             return;
         };
-        let Some(call) = self.calls.get_mut(&key) else { return };
+        let Some(call) = self.calls.get_mut(&key) else {
+            return;
+        };
         self.stats.rtp_routed += 1;
         // Keep the call alive against the RTP timeout, cheaply: at most
         // once a second per call.
@@ -377,5 +455,7 @@ fn is_sip(ports: &[u16], p: &Payload<'_>) -> bool {
     }
     // On a SIP port anything is taken as SIP (and counted when it does not
     // parse); elsewhere only what starts like a SIP message.
-    ports.contains(&p.dst.port()) || ports.contains(&p.src.port()) || crate::sip::looks_like_sip(p.data)
+    ports.contains(&p.dst.port())
+        || ports.contains(&p.src.port())
+        || crate::sip::looks_like_sip(p.data)
 }

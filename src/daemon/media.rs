@@ -2,16 +2,18 @@
 //! metadata, and publication into the spool.
 
 use crate::calls::policy::Verdict;
+use crate::calls::tracker::Endpoint;
 use crate::calls::tracker::{CallKey, MediaLegs};
 use crate::config::{AudioFormat, Contract};
-use crate::time::Timestamp;
-use crate::calls::tracker::Endpoint;
 use crate::config::{Channels, Config, SegmentPolicy};
 use crate::daemon::shard::{Leg, ShardHandler};
 use crate::delivery::spool::Spool;
 use crate::media::codec::Codec;
-use crate::recording::metadata::{self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta};
+use crate::recording::metadata::{
+    self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta,
+};
 use crate::recording::recorder::{CallRecorder, RecorderParams, RecordingSummary};
+use crate::time::Timestamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -42,13 +44,31 @@ pub struct Guidance {
 }
 
 pub enum MediaCtl {
-    Start { setup: Arc<CallSetup>, legs: MediaLegs },
-    Media { key: CallKey, at: Timestamp, legs: MediaLegs },
-    Segment { key: CallKey, at: Timestamp, cause: &'static str },
-    Digit { key: CallKey, at: Timestamp, digit: char },
-    End { key: CallKey, at: Timestamp, reason: String },
+    Start {
+        setup: Arc<CallSetup>,
+        legs: MediaLegs,
+    },
+    Media {
+        key: CallKey,
+        at: Timestamp,
+        legs: MediaLegs,
+    },
+    Segment {
+        key: CallKey,
+        at: Timestamp,
+        cause: &'static str,
+    },
+    Digit {
+        key: CallKey,
+        at: Timestamp,
+        digit: char,
+    },
+    End {
+        key: CallKey,
+        at: Timestamp,
+        reason: String,
+    },
 }
-
 
 /// A segment whose WAV is complete in `tmp/` but not yet published.
 struct Finished {
@@ -88,7 +108,12 @@ impl MediaWorker {
                 None
             }
         };
-        MediaWorker { cfg, shard, spool, calls: HashMap::new() }
+        MediaWorker {
+            cfg,
+            shard,
+            spool,
+            calls: HashMap::new(),
+        }
     }
 
     fn tmp_path(&self, setup: &CallSetup, index: u32) -> PathBuf {
@@ -132,7 +157,14 @@ impl MediaWorker {
         let path = self.tmp_path(&c.setup, c.index);
         let end = at.max(c.seg_start);
         match rec.finish(end) {
-            Ok(summary) => Some(Finished { index: c.index, started: c.seg_start, ended: end, cause: c.cause, path, summary }),
+            Ok(summary) => Some(Finished {
+                index: c.index,
+                started: c.seg_start,
+                ended: end,
+                cause: c.cause,
+                path,
+                summary,
+            }),
             Err(e) => {
                 tracing::error!(call = %c.setup.short_id, error = %e, "cannot finish the recording; left in tmp/ for recovery");
                 None
@@ -140,14 +172,29 @@ impl MediaWorker {
         }
     }
 
-    fn publish(&self, setup: &CallSetup, f: &Finished, count: u32, ended_at: Timestamp, end_reason: &str) {
+    fn publish(
+        &self,
+        setup: &CallSetup,
+        f: &Finished,
+        count: u32,
+        ended_at: Timestamp,
+        end_reason: &str,
+    ) {
         let off = setup.utc_offset_secs;
         let v = &setup.verdict;
         let dir = match v.direction {
             Some(crate::calls::policy::Direction::Inbound) => "in",
             _ => "out",
         };
-        let stem = metadata::stem(&setup.contract.id, f.started.stem_parts(off), dir, &v.caller, &v.callee, &setup.short_id, f.index);
+        let stem = metadata::stem(
+            &setup.contract.id,
+            f.started.stem_parts(off),
+            dir,
+            &v.caller,
+            &v.callee,
+            &setup.short_id,
+            f.index,
+        );
         let file = format!("{}.wav", stem.rsplit('/').next().unwrap_or(&stem));
         let stereo = setup.contract.channels == Channels::Stereo;
         let g = setup.guidance.as_ref();
@@ -181,13 +228,22 @@ impl MediaWorker {
                 file,
                 format: setup.format.as_str().into(),
                 channels: if stereo { 2 } else { 1 },
-                channel_map: if stereo { vec!["subscriber".into(), "remote".into()] } else { vec!["mixed".into()] },
+                channel_map: if stereo {
+                    vec!["subscriber".into(), "remote".into()]
+                } else {
+                    vec!["mixed".into()]
+                },
                 sample_rate: 8000,
                 duration_ms: f.summary.duration_ms,
                 sha256: f.summary.sha256.clone(),
                 bytes: f.summary.bytes,
             },
-            pauses: f.summary.pauses.iter().map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms }).collect(),
+            pauses: f
+                .summary
+                .pauses
+                .iter()
+                .map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms })
+                .collect(),
             quality: QualityMeta {
                 subscriber: serde_json::to_value(&f.summary.quality[0]).unwrap_or_default(),
                 remote: serde_json::to_value(&f.summary.quality[1]).unwrap_or_default(),
@@ -195,13 +251,19 @@ impl MediaWorker {
         };
         let Some(spool) = &self.spool else { return };
         match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
-            Ok(()) => tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued"),
-            Err(e) => tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery"),
+            Ok(()) => {
+                tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
+            }
+            Err(e) => {
+                tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery")
+            }
         }
     }
 
     fn end_call(&mut self, key: CallKey, at: Timestamp, reason: &str) {
-        let Some(mut c) = self.calls.remove(&key) else { return };
+        let Some(mut c) = self.calls.remove(&key) else {
+            return;
+        };
         if let Some(f) = self.close_segment(&mut c, at) {
             c.held.push(f);
         }
@@ -210,7 +272,12 @@ impl MediaWorker {
         if c.setup.contract.segments == SegmentPolicy::Longest && segs.len() > 1 {
             // Keep the longest (the earliest of equals); the others were
             // never finished recordings for this contract.
-            let best = segs.iter().enumerate().max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i))).map(|(i, _)| i).unwrap_or(0);
+            let best = segs
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i)))
+                .map(|(i, _)| i)
+                .unwrap_or(0);
             for (i, f) in segs.iter().enumerate() {
                 if i != best {
                     let _ = std::fs::remove_file(&f.path);
@@ -227,7 +294,9 @@ impl MediaWorker {
 /// The telephone-event PT used by packets going *to* `receiver` (the
 /// receiver's SDP names it), falling back to the sender's.
 fn te_pt(receiver: Option<&Endpoint>, sender: Option<&Endpoint>) -> Option<u8> {
-    receiver.and_then(Endpoint::telephone_event_pt).or_else(|| sender.and_then(Endpoint::telephone_event_pt))
+    receiver
+        .and_then(Endpoint::telephone_event_pt)
+        .or_else(|| sender.and_then(Endpoint::telephone_event_pt))
 }
 
 fn codec_map(primary: Option<&Endpoint>, other: Option<&Endpoint>) -> Vec<(u8, Codec)> {
@@ -252,15 +321,23 @@ fn codec_map(primary: Option<&Endpoint>, other: Option<&Endpoint>) -> Vec<(u8, C
 /// Packets a party sends are labelled with the payload types the *other*
 /// party declared (it is the receiver's SDP that binds dynamic types).
 fn apply_payloads(r: &mut CallRecorder, legs: &MediaLegs) {
-    r.set_payload_map(Leg::Subscriber, &codec_map(legs.remote.as_ref(), legs.subscriber.as_ref()));
-    r.set_payload_map(Leg::Remote, &codec_map(legs.subscriber.as_ref(), legs.remote.as_ref()));
+    r.set_payload_map(
+        Leg::Subscriber,
+        &codec_map(legs.remote.as_ref(), legs.subscriber.as_ref()),
+    );
+    r.set_payload_map(
+        Leg::Remote,
+        &codec_map(legs.subscriber.as_ref(), legs.remote.as_ref()),
+    );
 }
 
 impl ShardHandler for MediaWorker {
     type Ctl = MediaCtl;
 
     fn on_rtp(&mut self, key: CallKey, leg: Leg, ts: Timestamp, rtp: &[u8]) {
-        let Some(c) = self.calls.get_mut(&key) else { return };
+        let Some(c) = self.calls.get_mut(&key) else {
+            return;
+        };
         if let Some(r) = c.rec.as_mut() {
             if let Some(ev) = r.on_rtp(leg, ts, rtp) {
                 tracing::info!(call = %c.setup.short_id, event = ?ev, "recording pause state changed");
@@ -273,7 +350,15 @@ impl ShardHandler for MediaWorker {
             MediaCtl::Start { setup, legs } => {
                 let key = setup.key;
                 let start = setup.record_start;
-                let mut c = CallMedia { setup, legs, rec: None, index: 1, seg_start: start, cause: "answer", held: Vec::new() };
+                let mut c = CallMedia {
+                    setup,
+                    legs,
+                    rec: None,
+                    index: 1,
+                    seg_start: start,
+                    cause: "answer",
+                    held: Vec::new(),
+                };
                 self.open_segment(&mut c, start);
                 self.calls.insert(key, c);
             }
@@ -286,7 +371,9 @@ impl ShardHandler for MediaWorker {
                 }
             }
             MediaCtl::Segment { key, at, cause } => {
-                let Some(mut c) = self.calls.remove(&key) else { return };
+                let Some(mut c) = self.calls.remove(&key) else {
+                    return;
+                };
                 // A transfer during the announcement: nothing recorded yet.
                 if at > c.seg_start {
                     if let Some(f) = self.close_segment(&mut c, at) {
@@ -317,7 +404,11 @@ impl ShardHandler for MediaWorker {
         keys.sort();
         for k in keys {
             let at = self.calls[&k].seg_start;
-            tracing::warn!(shard = self.shard, call = k, "call still open at shutdown; recording closed");
+            tracing::warn!(
+                shard = self.shard,
+                call = k,
+                "call still open at shutdown; recording closed"
+            );
             self.end_call(k, at, "shutdown");
         }
     }

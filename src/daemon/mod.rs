@@ -25,13 +25,19 @@ pub fn deliver_after_replay(cfg: &Config, spool: &Path, timeout: Duration) -> (b
                     d.delivered,
                     d.failed,
                     d.remaining,
-                    d.last_error.as_deref().map(|e| format!("  last error: {e}")).unwrap_or_default()
+                    d.last_error
+                        .as_deref()
+                        .map(|e| format!("  last error: {e}"))
+                        .unwrap_or_default()
                 ));
             }
             if r.timed_out {
                 text.push_str("delivery: timed out with recordings still queued\n");
             }
-            let ok = !r.timed_out && r.destinations.iter().all(|d| d.failed == 0 && d.remaining == 0);
+            let ok = !r.timed_out
+                && r.destinations
+                    .iter()
+                    .all(|d| d.failed == 0 && d.remaining == 0);
             (ok, text)
         }
         Err(e) => (false, format!("delivery: {e}\n")),

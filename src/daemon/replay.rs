@@ -29,7 +29,10 @@ pub struct ReplayOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("announcements: {0}")]
     Announce(#[from] crate::announce::announcer::AnnouncerError),
 }
@@ -62,7 +65,13 @@ impl ReplayReport {
         let _ = writeln!(
             s,
             "packets {}  malformed {}  non-ip {}  fragments {} (reassembled {}, dropped {})  tcp-sip {}",
-            d.frames, d.malformed, d.non_ip, d.fragments, d.reassembled, d.fragments_dropped, d.tcp_messages
+            d.frames,
+            d.malformed,
+            d.non_ip,
+            d.fragments,
+            d.reassembled,
+            d.fragments_dropped,
+            d.tcp_messages
         );
         let _ = writeln!(
             s,
@@ -70,15 +79,28 @@ impl ReplayReport {
             st.sip_messages, st.sip_malformed, st.rtp_routed, st.other_udp
         );
         let skipped: u64 = st.skipped.values().sum();
-        let _ = writeln!(s, "calls {}  recorded {}  skipped {}", st.calls, st.recorded, skipped);
+        let _ = writeln!(
+            s,
+            "calls {}  recorded {}  skipped {}",
+            st.calls, st.recorded, skipped
+        );
         for (reason, n) in &st.skipped {
             let _ = writeln!(s, "  skipped {reason}: {n}");
         }
         if let Some(a) = &self.announce {
-            let _ = writeln!(s, "announcements played {}  failed {}  packets {}  send errors {}", a.played, a.failed, a.packets, a.send_errors);
+            let _ = writeln!(
+                s,
+                "announcements played {}  failed {}  packets {}  send errors {}",
+                a.played, a.failed, a.packets, a.send_errors
+            );
         }
         let secs = self.elapsed.as_secs_f64().max(1e-9);
-        let _ = writeln!(s, "elapsed {:.3} s  ({:.0} packets/s)", secs, d.frames as f64 / secs);
+        let _ = writeln!(
+            s,
+            "elapsed {:.3} s  ({:.0} packets/s)",
+            secs,
+            d.frames as f64 / secs
+        );
         if let Some(dl) = &self.delivery {
             s.push_str(dl);
         }
@@ -89,8 +111,15 @@ impl ReplayReport {
 /// Media shard threads to use: as asked, else as configured, else one per
 /// core beside the capture thread.
 pub fn shard_count(cfg: &Config, asked: Option<usize>) -> usize {
-    let auto = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).saturating_sub(1).max(1);
-    asked.filter(|&n| n > 0).or((cfg.recording.shards > 0).then_some(cfg.recording.shards)).unwrap_or(auto)
+    let auto = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .saturating_sub(1)
+        .max(1);
+    asked
+        .filter(|&n| n > 0)
+        .or((cfg.recording.shards > 0).then_some(cfg.recording.shards))
+        .unwrap_or(auto)
 }
 
 pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, ReplayError> {
@@ -102,8 +131,12 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let cfg = Arc::new(cfg);
     let n = shard_count(&cfg, opts.shards);
-    let pool = ShardPool::start(n, 16_384, true, |i| MediaWorker::new(cfg.clone(), i)).map_err(io(&opts.out))?;
-    let announcer = crate::announce::announcer::Announcer::from_config(&cfg, &opts.out.join("announcements.pcap"))?;
+    let pool = ShardPool::start(n, 16_384, true, |i| MediaWorker::new(cfg.clone(), i))
+        .map_err(io(&opts.out))?;
+    let announcer = crate::announce::announcer::Announcer::from_config(
+        &cfg,
+        &opts.out.join("announcements.pcap"),
+    )?;
     let mut engine = Engine::new(cfg.clone(), &opts.out, pool, announcer).map_err(io(&opts.out))?;
     let mut report = ReplayReport::default();
     let started = Instant::now();

@@ -20,8 +20,19 @@ pub const INLINE: usize = 256;
 pub use crate::recording::recorder::Leg;
 
 pub enum ShardMsg<C> {
-    Rtp { key: CallKey, leg: Leg, ts: Timestamp, len: u16, data: [u8; INLINE] },
-    RtpLarge { key: CallKey, leg: Leg, ts: Timestamp, data: Box<[u8]> },
+    Rtp {
+        key: CallKey,
+        leg: Leg,
+        ts: Timestamp,
+        len: u16,
+        data: [u8; INLINE],
+    },
+    RtpLarge {
+        key: CallKey,
+        leg: Leg,
+        ts: Timestamp,
+        data: Box<[u8]>,
+    },
     Ctl(Box<C>),
 }
 
@@ -30,9 +41,20 @@ impl<C> ShardMsg<C> {
         if payload.len() <= INLINE {
             let mut data = [0u8; INLINE];
             data[..payload.len()].copy_from_slice(payload);
-            ShardMsg::Rtp { key, leg, ts, len: payload.len() as u16, data }
+            ShardMsg::Rtp {
+                key,
+                leg,
+                ts,
+                len: payload.len() as u16,
+                data,
+            }
         } else {
-            ShardMsg::RtpLarge { key, leg, ts, data: payload.into() }
+            ShardMsg::RtpLarge {
+                key,
+                leg,
+                ts,
+                data: payload.into(),
+            }
         }
     }
 }
@@ -103,7 +125,12 @@ pub struct ShardPool<C> {
 
 impl<C: Send + 'static> ShardPool<C> {
     /// Starts `n` workers, each with its own handler and a ring of `slots`.
-    pub fn start<H, F>(n: usize, slots: usize, block_when_full: bool, mut make: F) -> std::io::Result<ShardPool<C>>
+    pub fn start<H, F>(
+        n: usize,
+        slots: usize,
+        block_when_full: bool,
+        mut make: F,
+    ) -> std::io::Result<ShardPool<C>>
     where
         H: ShardHandler<Ctl = C>,
         F: FnMut(usize) -> H,
@@ -117,36 +144,53 @@ impl<C: Send + 'static> ShardPool<C> {
             let mut handler = make(i);
             let done2 = done.clone();
             let counters2 = counters.clone();
-            let join = std::thread::Builder::new().name(format!("callrec-shard{i}")).spawn(move || {
-                loop {
-                    let mut worked = false;
-                    while let Ok(msg) = rx.pop() {
-                        worked = true;
-                        match msg {
-                            ShardMsg::Rtp { key, leg, ts, len, data } => {
-                                counters2.packets.fetch_add(1, Ordering::Relaxed);
-                                handler.on_rtp(key, leg, ts, &data[..len as usize]);
+            let join = std::thread::Builder::new()
+                .name(format!("callrec-shard{i}"))
+                .spawn(move || {
+                    loop {
+                        let mut worked = false;
+                        while let Ok(msg) = rx.pop() {
+                            worked = true;
+                            match msg {
+                                ShardMsg::Rtp {
+                                    key,
+                                    leg,
+                                    ts,
+                                    len,
+                                    data,
+                                } => {
+                                    counters2.packets.fetch_add(1, Ordering::Relaxed);
+                                    handler.on_rtp(key, leg, ts, &data[..len as usize]);
+                                }
+                                ShardMsg::RtpLarge { key, leg, ts, data } => {
+                                    counters2.packets.fetch_add(1, Ordering::Relaxed);
+                                    handler.on_rtp(key, leg, ts, &data);
+                                }
+                                ShardMsg::Ctl(c) => handler.on_ctl(*c),
                             }
-                            ShardMsg::RtpLarge { key, leg, ts, data } => {
-                                counters2.packets.fetch_add(1, Ordering::Relaxed);
-                                handler.on_rtp(key, leg, ts, &data);
+                        }
+                        if !worked {
+                            if done2.load(Ordering::Acquire) && rx.is_empty() {
+                                break;
                             }
-                            ShardMsg::Ctl(c) => handler.on_ctl(*c),
+                            std::thread::park_timeout(std::time::Duration::from_millis(2));
                         }
                     }
-                    if !worked {
-                        if done2.load(Ordering::Acquire) && rx.is_empty() {
-                            break;
-                        }
-                        std::thread::park_timeout(std::time::Duration::from_millis(2));
-                    }
-                }
-                handler.shutdown();
-            })?;
-            senders.push(ShardSender { tx, block_when_full, counters, worker: join.thread().clone() });
+                    handler.shutdown();
+                })?;
+            senders.push(ShardSender {
+                tx,
+                block_when_full,
+                counters,
+                worker: join.thread().clone(),
+            });
             joins.push(join);
         }
-        Ok(ShardPool { senders, joins, done })
+        Ok(ShardPool {
+            senders,
+            joins,
+            done,
+        })
     }
 
     pub fn len(&self) -> usize {

@@ -81,7 +81,15 @@ impl Metadata {
 
 /// The file stem: `K-0001/20261121/20261121T093000_out_0312340001_0312349999_3fa9c2_1`.
 /// Built only from `[A-Za-z0-9._-]` whatever the SIP said.
-pub fn stem(contract: &str, start_local: (String, String), dir: &str, caller: &str, callee: &str, short_id: &str, seg: u32) -> String {
+pub fn stem(
+    contract: &str,
+    start_local: (String, String),
+    dir: &str,
+    caller: &str,
+    callee: &str,
+    short_id: &str,
+    seg: u32,
+) -> String {
     let (day, full) = start_local;
     format!(
         "{}/{day}/{full}_{dir}_{}_{}_{}_{seg}",
@@ -95,8 +103,16 @@ pub fn stem(contract: &str, start_local: (String, String), dir: &str, caller: &s
 /// Keeps `[A-Za-z0-9._-]`, maps anything else to `_`, never empty, never a
 /// dot-only name.
 pub fn safe(s: &str) -> String {
-    let mut out: String =
-        s.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' }).collect();
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
     if out.is_empty() || out.chars().all(|c| c == '.') {
         out = format!("_{out}");
     }
@@ -119,7 +135,10 @@ mod tests {
             "3fa9c2",
             1,
         );
-        assert_eq!(s, "K-0001/20261121/20261121T093000_out_03_.._.._etc_0312_349999_3fa9c2_1");
+        assert_eq!(
+            s,
+            "K-0001/20261121/20261121T093000_out_03_.._.._etc_0312_349999_3fa9c2_1"
+        );
         assert_eq!(safe(".."), "_..");
         assert_eq!(safe(""), "_");
     }
