@@ -39,17 +39,30 @@ fn invite() -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let (s, d): (SocketAddr, SocketAddr) = ("192.0.2.10:5060".parse().unwrap(), "198.51.100.20:5060".parse().unwrap());
+    let (s, d): (SocketAddr, SocketAddr) = (
+        "192.0.2.10:5060".parse().unwrap(),
+        "198.51.100.20:5060".parse().unwrap(),
+    );
     let mut rtp = vec![0x80, 8, 0, 1, 0, 0, 0, 160, 0, 0, 0, 1];
     rtp.resize(12 + 160, 0xd5);
-    let rtp_frame = pcapgen::udp_frame("192.0.2.10:40000".parse().unwrap(), "198.51.100.20:50000".parse().unwrap(), &rtp);
+    let rtp_frame = pcapgen::udp_frame(
+        "192.0.2.10:40000".parse().unwrap(),
+        "198.51.100.20:50000".parse().unwrap(),
+        &rtp,
+    );
     let invite_frame = pcapgen::udp_frame(s, d, &invite());
     let mut g = c.benchmark_group("decode_sip");
 
     g.throughput(Throughput::Elements(1));
     g.bench_function("rtp_udp_frame", |b| {
         let mut dec = Decoder::new(&limits(), &[5060]);
-        let p = Packet { index: 1, ts: Timestamp(0), link: LinkType::Ethernet, data: &rtp_frame, orig_len: 0 };
+        let p = Packet {
+            index: 1,
+            ts: Timestamp(0),
+            link: LinkType::Ethernet,
+            data: &rtp_frame,
+            orig_len: 0,
+        };
         b.iter(|| {
             let mut n = 0;
             dec.decode(black_box(&p), &mut |pl| n += pl.data.len());
@@ -58,10 +71,18 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("sip_invite_frame", |b| {
         let mut dec = Decoder::new(&limits(), &[5060]);
-        let p = Packet { index: 1, ts: Timestamp(0), link: LinkType::Ethernet, data: &invite_frame, orig_len: 0 };
+        let p = Packet {
+            index: 1,
+            ts: Timestamp(0),
+            link: LinkType::Ethernet,
+            data: &invite_frame,
+            orig_len: 0,
+        };
         b.iter(|| {
             let mut ok = false;
-            dec.decode(black_box(&p), &mut |pl| ok = callrec::sip::parse(pl.data).is_ok());
+            dec.decode(black_box(&p), &mut |pl| {
+                ok = callrec::sip::parse(pl.data).is_ok()
+            });
             assert!(ok);
         })
     });
@@ -71,10 +92,25 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             // A fresh datagram id each time so every run reassembles.
             id = id.wrapping_add(1);
-            let frags = pcapgen::udp_fragments(s, d, &invite(), 3, &FrameOpts { ip_id: id & 0xffff, ..Default::default() });
+            let frags = pcapgen::udp_fragments(
+                s,
+                d,
+                &invite(),
+                3,
+                &FrameOpts {
+                    ip_id: id & 0xffff,
+                    ..Default::default()
+                },
+            );
             let mut ok = false;
             for f in &frags {
-                let p = Packet { index: 1, ts: Timestamp(0), link: LinkType::Ethernet, data: f, orig_len: 0 };
+                let p = Packet {
+                    index: 1,
+                    ts: Timestamp(0),
+                    link: LinkType::Ethernet,
+                    data: f,
+                    orig_len: 0,
+                };
                 dec.decode(&p, &mut |pl| ok = callrec::sip::parse(pl.data).is_ok());
             }
             assert!(ok);
