@@ -186,7 +186,7 @@ pub fn udp_fragments(
     let full = ip_udp(src, dst, payload);
     let header_len = if src.is_ipv4() { 20 } else { 40 };
     let transport = &full[header_len..];
-    let piece = (transport.len().div_ceil(pieces.max(1)) + 7) / 8 * 8;
+    let piece = transport.len().div_ceil(pieces.max(1)).div_ceil(8) * 8;
     let mut frames = Vec::new();
     let mut offset = 0;
     while offset < transport.len() {

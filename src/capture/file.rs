@@ -5,7 +5,6 @@
 //! first and then one [`CaptureError::Corrupt`] naming the last good packet.
 
 use super::{CaptureError, LinkType, Packet, PacketSource};
-use crate::time::Timestamp;
 use std::path::Path;
 
 /// Frames from a pcap or pcapng file, numbered from 1.
@@ -58,10 +57,7 @@ impl PacketSource for FileSource {
                 *index += 1;
                 Ok(Some(Packet {
                     index: *index,
-                    ts: Timestamp::from_secs_micros(
-                        p.header.ts.tv_sec as i64,
-                        p.header.ts.tv_usec as i64,
-                    ),
+                    ts: super::header_time(p.header),
                     link: self.link,
                     data: p.data,
                     orig_len: p.header.len,

@@ -5,7 +5,6 @@
 //! thread wakes regularly to check for shutdown even on a silent link.
 
 use super::{CaptureError, LinkType, Packet, PacketSource};
-use crate::time::Timestamp;
 
 /// Read timeout: how long `next_packet` may wait before returning `Ok(None)`.
 pub const READ_TIMEOUT_MS: i32 = 100;
@@ -86,10 +85,7 @@ impl PacketSource for LiveSource {
                 *index += 1;
                 Ok(Some(Packet {
                     index: *index,
-                    ts: Timestamp::from_secs_micros(
-                        p.header.ts.tv_sec as i64,
-                        p.header.ts.tv_usec as i64,
-                    ),
+                    ts: super::header_time(p.header),
                     link: self.link,
                     data: p.data,
                     orig_len: p.header.len,

@@ -62,6 +62,13 @@ impl LinkType {
     }
 }
 
+/// A libpcap record time as packet time. `time_t` and `suseconds_t` are
+/// 32 or 64 bits depending on the platform, hence the conversion.
+#[allow(clippy::useless_conversion)]
+pub(crate) fn header_time(h: &pcap::PacketHeader) -> Timestamp {
+    Timestamp::from_secs_micros(i64::from(h.ts.tv_sec), i64::from(h.ts.tv_usec))
+}
+
 /// One captured frame, borrowed from its source until the next call.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {

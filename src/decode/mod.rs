@@ -229,10 +229,11 @@ impl Decoder {
                 return;
             }
             let vid = u16::from_be_bytes([data[0], data[1]]) & 0x0fff;
-            if record && tags < 2 {
-                if let Some(l2) = ctx.l2.as_mut() {
-                    l2.vlans[tags] = vid;
-                }
+            if record
+                && tags < 2
+                && let Some(l2) = ctx.l2.as_mut()
+            {
+                l2.vlans[tags] = vid;
             }
             tags += 1;
             ether_type = u16::from_be_bytes([data[2], data[3]]);
