@@ -54,7 +54,10 @@ fn power(x: &[i16], f: f64) -> f64 {
 }
 
 fn dominant(x: &[i16]) -> f64 {
-    (10..=350).map(|k| k as f64 * 10.0).max_by(|a, b| power(x, *a).total_cmp(&power(x, *b))).unwrap()
+    (10..=350)
+        .map(|k| k as f64 * 10.0)
+        .max_by(|a, b| power(x, *a).total_cmp(&power(x, *b)))
+        .unwrap()
 }
 
 /// One leg's packets: 20 ms μ-law (subscriber) or A-law (remote) tone
@@ -74,15 +77,24 @@ fn leg_packets(
         .map(|i| {
             let t = from_ms + 20 * i;
             let n0 = t * 8;
-            let p = build_rtp(pt, seq0.wrapping_add(i as u16), ts0.wrapping_add(160 * i as u32), ssrc, i == 0, &tone(freq, n0, alaw));
-            (at_ms(t) , leg, p)
+            let p = build_rtp(
+                pt,
+                seq0.wrapping_add(i as u16),
+                ts0.wrapping_add(160 * i as u32),
+                ssrc,
+                i == 0,
+                &tone(freq, n0, alaw),
+            );
+            (at_ms(t), leg, p)
         })
         .collect()
 }
 
 fn run(rec: &mut CallRecorder, mut pkts: Vec<(Timestamp, Leg, Vec<u8>)>) -> Vec<RecorderEvent> {
     pkts.sort_by_key(|p| p.0);
-    pkts.iter().filter_map(|(t, leg, p)| rec.on_rtp(*leg, *t, p)).collect()
+    pkts.iter()
+        .filter_map(|(t, leg, p)| rec.on_rtp(*leg, *t, p))
+        .collect()
 }
 
 fn secs(x: &[i16], from_ms: i64, to_ms: i64) -> &[i16] {
@@ -96,9 +108,28 @@ fn stereo_and_mono_tones_land_on_their_channels() {
         let path = dir.path().join("call.wav");
         let mut rec = CallRecorder::create(params(&path, channels)).unwrap();
         let mut pkts = leg_packets(Leg::Subscriber, 440.0, 0, 3000, 0x1111, 100, 5000);
-        pkts.extend(leg_packets(Leg::Remote, 1000.0, 0, 3000, 0x2222, 60000, 4_000_000_000));
+        pkts.extend(leg_packets(
+            Leg::Remote,
+            1000.0,
+            0,
+            3000,
+            0x2222,
+            60000,
+            4_000_000_000,
+        ));
         // Announcement-time packets before the start must not be recorded.
-        pkts.push((at_ms(-10), Leg::Remote, build_rtp(8, 59999, 3_999_999_840, 0x2222, false, &tone(3000.0, 0, true))));
+        pkts.push((
+            at_ms(-10),
+            Leg::Remote,
+            build_rtp(
+                8,
+                59999,
+                3_999_999_840,
+                0x2222,
+                false,
+                &tone(3000.0, 0, true),
+            ),
+        ));
         run(&mut rec, pkts);
         let s = rec.finish(at_ms(3000)).unwrap();
         assert_eq!(s.duration_ms, 3000);
@@ -110,13 +141,22 @@ fn stereo_and_mono_tones_land_on_their_channels() {
             assert_eq!(dominant(secs(&w.samples[0], 500, 2500)), 440.0);
             assert_eq!(dominant(secs(&w.samples[1], 500, 2500)), 1000.0);
             // Nothing of the remote tone on the left.
-            assert!(power(secs(&w.samples[0], 500, 2500), 1000.0) < power(secs(&w.samples[0], 500, 2500), 440.0) / 1000.0);
+            assert!(
+                power(secs(&w.samples[0], 500, 2500), 1000.0)
+                    < power(secs(&w.samples[0], 500, 2500), 440.0) / 1000.0
+            );
         } else {
             assert_eq!(w.channels, 1);
             let m = secs(&w.samples[0], 500, 2500);
             let (p440, p1000, p700) = (power(m, 440.0), power(m, 1000.0), power(m, 700.0));
-            assert!(p440 > 100.0 * p700 && p1000 > 100.0 * p700, "{p440} {p1000} {p700}");
-            assert!(power(m, 3000.0) < p440 / 1000.0, "announcement-time audio leaked");
+            assert!(
+                p440 > 100.0 * p700 && p1000 > 100.0 * p700,
+                "{p440} {p1000} {p700}"
+            );
+            assert!(
+                power(m, 3000.0) < p440 / 1000.0,
+                "announcement-time audio leaked"
+            );
         }
         assert_eq!((s.quality[0].packets, s.quality[0].lost), (150, 0));
         assert_eq!(s.quality[1].packets, 150);
@@ -149,7 +189,11 @@ fn impaired_leg_keeps_its_timeline() {
         (seq, ts) = (seq.wrapping_add(1), ts.wrapping_add(160));
         // Network jitter of 0..15 ms, except on the packets that anchor a
         // timeline (first, SSRC change, jump), which arrive on time.
-        let jitter = if [0, 100, 150].contains(&i) { 0 } else { (i * 7919 % 16) as i64 };
+        let jitter = if [0, 100, 150].contains(&i) {
+            0
+        } else {
+            (i * 7919 % 16) as i64
+        };
         match i {
             30 | 31 | 120 => lost.push(i),
             40 => pkts.push((at_ms(t + 45), Leg::Subscriber, p)),
@@ -168,7 +212,10 @@ fn impaired_leg_keeps_its_timeline() {
         if lost.contains(&i) {
             assert!(got.iter().all(|&x| x == 0), "lost packet {i} not silent");
         } else {
-            let want: Vec<i16> = tone(440.0, i * 160, false).iter().map(|&b| ULAW_DECODE[b as usize]).collect();
+            let want: Vec<i16> = tone(440.0, i * 160, false)
+                .iter()
+                .map(|&b| ULAW_DECODE[b as usize])
+                .collect();
             assert_eq!(got, &want[..], "packet {i} misplaced");
         }
     }
@@ -191,11 +238,17 @@ fn remote_leg_starting_late_is_not_shifted() {
     let w = read_wav(&path).unwrap();
     let right = &w.samples[1];
     let onset = right.iter().position(|&x| x != 0).unwrap();
-    assert!((onset as i64 - 16000).abs() <= 160, "remote starts at sample {onset}");
+    assert!(
+        (onset as i64 - 16000).abs() <= 160,
+        "remote starts at sample {onset}"
+    );
     assert_eq!(dominant(secs(right, 2100, 3900)), 1000.0);
     // And the subscriber is intact from the start.
     assert_eq!(dominant(secs(&w.samples[0], 0, 1900)), 440.0);
-    let want: Vec<i16> = tone(1000.0, 16000, true).iter().map(|&b| ALAW_DECODE[b as usize]).collect();
+    let want: Vec<i16> = tone(1000.0, 16000, true)
+        .iter()
+        .map(|&b| ALAW_DECODE[b as usize])
+        .collect();
     assert_eq!(&right[16000..16160], &want[..]);
 }
 
@@ -207,8 +260,17 @@ fn key(pkts: &mut Vec<(Timestamp, Leg, Vec<u8>)>, event: u8, t_ms: i64, seq: u16
     for k in 0..7i64 {
         let end = k >= 4;
         let dur = (160 * (k.min(4) + 1)) as u16;
-        let pl = [event, if end { 0x80 | 10 } else { 10 }, (dur >> 8) as u8, dur as u8];
-        pkts.push((at_ms(t_ms + 20 * k.min(4)), Leg::Subscriber, build_rtp(TE, seq + k as u16, ts, 0x5151, k == 0, &pl)));
+        let pl = [
+            event,
+            if end { 0x80 | 10 } else { 10 },
+            (dur >> 8) as u8,
+            dur as u8,
+        ];
+        pkts.push((
+            at_ms(t_ms + 20 * k.min(4)),
+            Leg::Subscriber,
+            build_rtp(TE, seq + k as u16, ts, 0x5151, k == 0, &pl),
+        ));
     }
 }
 
@@ -224,7 +286,18 @@ fn pause_and_resume_by_dtmf() {
         .filter(|i| !keys.iter().any(|&(_, t)| (t..t + 100).contains(&(20 * i))))
         .map(|i| {
             let t = 20 * i;
-            (at_ms(t), Leg::Subscriber, build_rtp(0, 10_000 + i as u16, 1000 + 160 * i as u32, 0x5151, false, &tone(440.0, t * 8, false)))
+            (
+                at_ms(t),
+                Leg::Subscriber,
+                build_rtp(
+                    0,
+                    10_000 + i as u16,
+                    1000 + 160 * i as u32,
+                    0x5151,
+                    false,
+                    &tone(440.0, t * 8, false),
+                ),
+            )
         })
         .collect();
     for (j, &(ev, t)) in keys.iter().enumerate() {
@@ -232,7 +305,13 @@ fn pause_and_resume_by_dtmf() {
     }
     pkts.extend(leg_packets(Leg::Remote, 600.0, 0, 4000, 0x6262, 1, 1));
     let events = run(&mut rec, pkts);
-    assert_eq!(events, vec![RecorderEvent::Paused { at_ms: 1200 }, RecorderEvent::Resumed { at_ms: 2200 }]);
+    assert_eq!(
+        events,
+        vec![
+            RecorderEvent::Paused { at_ms: 1200 },
+            RecorderEvent::Resumed { at_ms: 2200 }
+        ]
+    );
     let s = rec.finish(at_ms(4000)).unwrap();
     assert_eq!(s.pauses, vec![(1200, 2200)]);
     let w = read_wav(&path).unwrap();
@@ -248,7 +327,12 @@ fn pause_and_resume_by_dtmf() {
     // nothing of it on the subscriber channel (silent there: a keypress).
     // (The beep and the remote tone have the same level.)
     let beep = secs(r, 2200, 2400);
-    assert!(power(beep, 1000.0) > 0.5 * power(beep, 600.0), "{} {}", power(beep, 1000.0), power(beep, 600.0));
+    assert!(
+        power(beep, 1000.0) > 0.5 * power(beep, 600.0),
+        "{} {}",
+        power(beep, 1000.0),
+        power(beep, 600.0)
+    );
     assert!(power(beep, 1000.0) > 1000.0 * power(beep, 1500.0));
     assert!(secs(l, 2200, 2300).iter().all(|&x| x == 0));
     assert!(power(secs(r, 2450, 3900), 1000.0) < power(secs(r, 2450, 3900), 600.0) / 1000.0);
@@ -276,7 +360,10 @@ fn control_pause_in_mono_beeps_in_the_mix() {
         rec.on_rtp(*leg, *t, p);
     }
     let s = rec.finish(at_ms(2900)).unwrap();
-    assert_eq!((s.duration_ms, s.pauses.clone()), (2900, vec![(1000, 2000)]));
+    assert_eq!(
+        (s.duration_ms, s.pauses.clone()),
+        (2900, vec![(1000, 2000)])
+    );
     let m = &read_wav(&path).unwrap().samples[0];
     assert_eq!(m.len(), 2900 * 8);
     assert!(secs(m, 1000, 2000).iter().all(|&x| x == 0));
@@ -297,7 +384,10 @@ fn length_is_end_minus_start_whatever_the_packets() {
     assert_eq!(read_wav(&path).unwrap().samples[1].len(), 1234 * 8);
     // Packets running past the end are cut.
     let mut rec = CallRecorder::create(params(&path, Channels::Mono)).unwrap();
-    run(&mut rec, leg_packets(Leg::Subscriber, 440.0, 0, 3000, 1, 1, 1));
+    run(
+        &mut rec,
+        leg_packets(Leg::Subscriber, 440.0, 0, 3000, 1, 1, 1),
+    );
     assert_eq!(rec.finish(at_ms(1500)).unwrap().duration_ms, 1500);
     assert_eq!(read_wav(&path).unwrap().samples[0].len(), 1500 * 8);
 }
@@ -376,13 +466,31 @@ fn flood_of_new_ssrcs_and_jumps_keeps_length_and_memory() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let p = build_rtp(0, x as u16, (x >> 16) as u32, (x >> 48) as u32 | i as u32, false, &payload);
-        rec.on_rtp(if i % 2 == 0 { Leg::Subscriber } else { Leg::Remote }, at_ms(i as i64 / 20), &p);
+        let p = build_rtp(
+            0,
+            x as u16,
+            (x >> 16) as u32,
+            (x >> 48) as u32 | i as u32,
+            false,
+            &payload,
+        );
+        rec.on_rtp(
+            if i % 2 == 0 {
+                Leg::Subscriber
+            } else {
+                Leg::Remote
+            },
+            at_ms(i as i64 / 20),
+            &p,
+        );
     }
     let s = rec.finish(at_ms(10_000)).unwrap();
     assert_eq!(s.duration_ms, 10_000);
     let q = &s.quality;
-    assert_eq!(q[0].packets + q[1].packets + q[0].duplicates + q[1].duplicates, 200_000);
+    assert_eq!(
+        q[0].packets + q[1].packets + q[0].duplicates + q[1].duplicates,
+        200_000
+    );
     assert_eq!(read_wav(&path).unwrap().samples[0].len(), 80_000);
 }
 
@@ -391,7 +499,10 @@ fn crashed_recording_is_recovered() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.wav");
     let mut rec = CallRecorder::create(params(&path, Channels::Stereo)).unwrap();
-    run(&mut rec, leg_packets(Leg::Subscriber, 440.0, 0, 3000, 1, 1, 1));
+    run(
+        &mut rec,
+        leg_packets(Leg::Subscriber, 440.0, 0, 3000, 1, 1, 1),
+    );
     // The process dies: finish() never runs (dropping flushes the buffer,
     // as the page cache would have kept what was written).
     drop(rec);
@@ -406,5 +517,8 @@ fn crashed_recording_is_recovered() {
     assert_eq!(w.samples[0].len() as u64, info.frames);
     assert_eq!(dominant(secs(&w.samples[0], 100, 900)), 440.0);
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize + 8, bytes.len());
+    assert_eq!(
+        u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize + 8,
+        bytes.len()
+    );
 }

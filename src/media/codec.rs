@@ -93,7 +93,11 @@ const fn linear14_to_ulaw(v: i32) -> u8 {
 /// A-law from a 13-bit linear value (the input's top 13 bits).
 const fn linear13_to_alaw(v: i32) -> u8 {
     const SEG_END: [i32; 8] = [0x1f, 0x3f, 0x7f, 0xff, 0x1ff, 0x3ff, 0x7ff, 0xfff];
-    let (v, mask) = if v >= 0 { (v, 0xd5u8) } else { (-v - 1, 0x55u8) };
+    let (v, mask) = if v >= 0 {
+        (v, 0xd5u8)
+    } else {
+        (-v - 1, 0x55u8)
+    };
     let mut seg = 0;
     while seg < 8 && v > SEG_END[seg] {
         seg += 1;
@@ -101,7 +105,11 @@ const fn linear13_to_alaw(v: i32) -> u8 {
     if seg >= 8 {
         return 0x7f ^ mask;
     }
-    let q = if seg < 2 { (v >> 1) & 0x0f } else { (v >> seg) & 0x0f };
+    let q = if seg < 2 {
+        (v >> 1) & 0x0f
+    } else {
+        (v >> seg) & 0x0f
+    };
     (((seg as i32) << 4) | q) as u8 ^ mask
 }
 
@@ -109,7 +117,11 @@ const fn build_decode(alaw: bool) -> [i16; 256] {
     let mut t = [0i16; 256];
     let mut i = 0;
     while i < 256 {
-        t[i] = if alaw { alaw_to_linear(i as u8) } else { ulaw_to_linear(i as u8) };
+        t[i] = if alaw {
+            alaw_to_linear(i as u8)
+        } else {
+            ulaw_to_linear(i as u8)
+        };
         i += 1;
     }
     t
@@ -209,7 +221,10 @@ mod tests {
     #[test]
     fn names() {
         assert_eq!(Codec::from_encoding("pcmu"), Some(Codec::Pcmu));
-        assert_eq!(Codec::from_encoding("telephone-event"), Some(Codec::TelephoneEvent));
+        assert_eq!(
+            Codec::from_encoding("telephone-event"),
+            Some(Codec::TelephoneEvent)
+        );
         assert_eq!(Codec::from_encoding("G729"), None);
         assert_eq!(Codec::from_static_pt(13), Some(Codec::ComfortNoise));
     }

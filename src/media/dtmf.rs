@@ -27,7 +27,12 @@ impl TelephoneEvent {
         let [event, b1, d0, d1, ..] = *payload else {
             return Err(EventError(payload.len()));
         };
-        Ok(TelephoneEvent { event, end: b1 & 0x80 != 0, volume: b1 & 0x3f, duration: u16::from_be_bytes([d0, d1]) })
+        Ok(TelephoneEvent {
+            event,
+            end: b1 & 0x80 != 0,
+            volume: b1 & 0x3f,
+            duration: u16::from_be_bytes([d0, d1]),
+        })
     }
 
     /// The keypad character, if the event is a DTMF key.
@@ -66,7 +71,13 @@ impl DtmfDetector {
 
     /// Feeds one telephone-event packet; returns the digit the first time a
     /// keypress (its SSRC and RTP timestamp) is seen.
-    pub fn on_event(&mut self, at: Timestamp, ssrc: u32, rtp_ts: u32, ev: &TelephoneEvent) -> Option<Digit> {
+    pub fn on_event(
+        &mut self,
+        at: Timestamp,
+        ssrc: u32,
+        rtp_ts: u32,
+        ev: &TelephoneEvent,
+    ) -> Option<Digit> {
         let key = (ssrc, rtp_ts);
         if self.recent.contains(&Some(key)) {
             return None;
@@ -102,10 +113,20 @@ mod tests {
         let mut got = Vec::new();
         let t = Timestamp::from_millis(1000);
         // '*' at ts 1000: 3 progress packets, 3 end packets; then '1' at 3000.
-        for (i, (e, end, ts)) in
-            [(10, false, 1000), (10, false, 1000), (10, false, 1000), (10, true, 1000), (10, true, 1000), (10, true, 1000), (1, false, 3000), (1, true, 3000), (1, true, 3000), (1, true, 3000)]
-                .into_iter()
-                .enumerate()
+        for (i, (e, end, ts)) in [
+            (10, false, 1000),
+            (10, false, 1000),
+            (10, false, 1000),
+            (10, true, 1000),
+            (10, true, 1000),
+            (10, true, 1000),
+            (1, false, 3000),
+            (1, true, 3000),
+            (1, true, 3000),
+            (1, true, 3000),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let p = TelephoneEvent::parse(&ev(e, end, 800)).unwrap();
             if let Some(dg) = d.on_event(t.add_micros(i as i64 * 20_000), 7, ts, &p) {

@@ -47,11 +47,18 @@ pub fn sample_index(start: Timestamp, t: Timestamp) -> i64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed<'a> {
     /// Decoded into the timeline at `pos` (`samples` long).
-    Audio { pos: i64, samples: usize },
+    Audio {
+        pos: i64,
+        samples: usize,
+    },
     /// Comfort noise or an empty payload: silence.
     Silence,
     /// RFC 4733 event: not audio; hand it to the DTMF detector.
-    Event { ssrc: u32, rtp_ts: u32, payload: &'a [u8] },
+    Event {
+        ssrc: u32,
+        rtp_ts: u32,
+        payload: &'a [u8],
+    },
     Duplicate,
     /// Its place in the timeline was already played out.
     Late,
@@ -133,7 +140,8 @@ impl JitterBuffer {
             Ok(v) => v,
             Err(p) => return p,
         };
-        self.quality.on_packet(self.stream.map_or(0, |s| s.max_seq), now.micros(), pos);
+        self.quality
+            .on_packet(self.stream.map_or(0, |s| s.max_seq), now.micros(), pos);
         if !new && pos > cap_pos + MAX_AHEAD {
             // A straggler from before a timestamp jump: its old timeline is gone.
             self.quality.late += 1;
@@ -147,11 +155,18 @@ impl JitterBuffer {
                 if let [_, _, d0, d1, ..] = *pkt.payload {
                     let dur = u16::from_be_bytes([d0, d1]) as i64;
                     let end = pos + dur.max(1);
-                    self.event_span =
-                        if self.event_span.0 == pos { (pos, end.max(self.event_span.1)) } else { (pos, end) };
+                    self.event_span = if self.event_span.0 == pos {
+                        (pos, end.max(self.event_span.1))
+                    } else {
+                        (pos, end)
+                    };
                     self.silence(pos, end);
                 }
-                Placed::Event { ssrc: pkt.ssrc, rtp_ts: pkt.ts, payload: pkt.payload }
+                Placed::Event {
+                    ssrc: pkt.ssrc,
+                    rtp_ts: pkt.ts,
+                    payload: pkt.payload,
+                }
             }
             None => {
                 self.quality.unknown_pt += 1;
@@ -162,7 +177,11 @@ impl JitterBuffer {
 
     /// Sequence and timestamp bookkeeping: the packet's timeline position
     /// and whether it is the newest of its stream so far.
-    fn sequence<'a>(&mut self, cap_pos: i64, pkt: &RtpPacket<'a>) -> Result<(i64, bool), Placed<'a>> {
+    fn sequence<'a>(
+        &mut self,
+        cap_pos: i64,
+        pkt: &RtpPacket<'a>,
+    ) -> Result<(i64, bool), Placed<'a>> {
         let restart = match &self.stream {
             None => true,
             Some(s) if s.ssrc != pkt.ssrc => true,
@@ -184,7 +203,9 @@ impl JitterBuffer {
             self.quality.new_stream(seq);
             return Ok((cap_pos, true));
         }
-        let Some(s) = self.stream.as_mut() else { return Ok((cap_pos, true)) };
+        let Some(s) = self.stream.as_mut() else {
+            return Ok((cap_pos, true));
+        };
         let delta = pkt.seq.wrapping_sub(s.max_seq as u16) as i16 as i64;
         let ts = s.max_ts + pkt.ts.wrapping_sub(s.max_ts as u32) as i32 as i64;
         if delta > 0 {
@@ -308,7 +329,11 @@ mod tests {
         (0..n)
             .map(|_| {
                 jb.pop(&mut out);
-                assert!(out.iter().all(|&s| s == out[0]), "block not aligned: {:?}", &out[..8]);
+                assert!(
+                    out.iter().all(|&s| s == out[0]),
+                    "block not aligned: {:?}",
+                    &out[..8]
+                );
                 (out[0] != 0).then_some(out[0])
             })
             .collect()
@@ -325,7 +350,16 @@ mod tests {
         let order = [0, 1, 2, 4, 6, 5, 7, 7, 8, 9];
         for (k, &i) in order.iter().enumerate() {
             let at = 20 * k as i64 + if i == 5 { 5 } else { 0 };
-            push(&mut jb, at, &pkt(100 + i as u16, 5000 + 160 * i as u32, 1, 100 * (i as i16 + 1)));
+            push(
+                &mut jb,
+                at,
+                &pkt(
+                    100 + i as u16,
+                    5000 + 160 * i as u32,
+                    1,
+                    100 * (i as i16 + 1),
+                ),
+            );
         }
         let b = blocks(&mut jb, 10);
         let want: Vec<Option<i16>> = (0..10).map(|i| (i != 3).then(|| lv(i))).collect();
@@ -349,7 +383,16 @@ mod tests {
     fn sequence_wrap_is_not_loss() {
         let mut jb = JitterBuffer::new(START, None);
         for i in 0..10u16 {
-            push(&mut jb, 20 * i as i64, &pkt(65530u16.wrapping_add(i), (u32::MAX - 800).wrapping_add(160 * i as u32), 9, 300));
+            push(
+                &mut jb,
+                20 * i as i64,
+                &pkt(
+                    65530u16.wrapping_add(i),
+                    (u32::MAX - 800).wrapping_add(160 * i as u32),
+                    9,
+                    300,
+                ),
+            );
         }
         assert_eq!(blocks(&mut jb, 10), vec![Some(lv(2)); 10]);
         let q = jb.quality.snapshot();
@@ -362,17 +405,31 @@ mod tests {
         // 0..5 on SSRC 1; a new SSRC with random seq/ts from 100 ms; then a
         // 2^31 timestamp jump at 200 ms; all must land at capture time.
         for i in 0..5u32 {
-            push(&mut jb, 20 * i as i64, &pkt(10 + i as u16, 1000 + 160 * i, 1, 100));
+            push(
+                &mut jb,
+                20 * i as i64,
+                &pkt(10 + i as u16, 1000 + 160 * i, 1, 100),
+            );
         }
         for i in 0..5u32 {
-            push(&mut jb, 100 + 20 * i as i64, &pkt(40000 + i as u16, 777_777 + 160 * i, 2, 200));
+            push(
+                &mut jb,
+                100 + 20 * i as i64,
+                &pkt(40000 + i as u16, 777_777 + 160 * i, 2, 200),
+            );
         }
         for i in 0..5u32 {
             let ts = 777_777u32.wrapping_add(1 << 31).wrapping_add(160 * (5 + i));
-            push(&mut jb, 200 + 20 * i as i64, &pkt(40005 + i as u16, ts, 2, 300));
+            push(
+                &mut jb,
+                200 + 20 * i as i64,
+                &pkt(40005 + i as u16, ts, 2, 300),
+            );
         }
         let b = blocks(&mut jb, 15);
-        let want: Vec<Option<i16>> = (0..15).map(|i| Some([lv(0), lv(1), lv(2)][i / 5])).collect();
+        let want: Vec<Option<i16>> = (0..15)
+            .map(|i| Some([lv(0), lv(1), lv(2)][i / 5]))
+            .collect();
         assert_eq!(b, want);
         assert_eq!(jb.quality.snapshot().lost, 0);
     }
@@ -381,9 +438,19 @@ mod tests {
     fn before_start_unknown_cn_event() {
         let mut jb = JitterBuffer::new(START, Some(101));
         assert_eq!(push(&mut jb, -20, &pkt(1, 0, 1, 100)), "BeforeStart");
-        assert_eq!(push(&mut jb, 0, &build_rtp(18, 2, 160, 1, false, &[1; 20])), "UnknownPt");
-        assert_eq!(push(&mut jb, 20, &build_rtp(13, 3, 320, 1, false, &[40])), "Silence");
-        let ev = push(&mut jb, 40, &build_rtp(101, 4, 480, 1, true, &[1, 10, 0, 160]));
+        assert_eq!(
+            push(&mut jb, 0, &build_rtp(18, 2, 160, 1, false, &[1; 20])),
+            "UnknownPt"
+        );
+        assert_eq!(
+            push(&mut jb, 20, &build_rtp(13, 3, 320, 1, false, &[40])),
+            "Silence"
+        );
+        let ev = push(
+            &mut jb,
+            40,
+            &build_rtp(101, 4, 480, 1, true, &[1, 10, 0, 160]),
+        );
         assert!(ev.starts_with("Event"), "{ev}");
         push(&mut jb, 60, &pkt(5, 640, 1, 100));
         assert_eq!(blocks(&mut jb, 4), vec![None, None, None, Some(lv(0))]);
@@ -396,7 +463,11 @@ mod tests {
         let mut out = [0i16; 160];
         for i in 0..100_000u32 {
             let at = i as i64 / 10;
-            push(&mut jb, at, &pkt(i as u16, i.wrapping_mul(2_654_435_761), i, 100));
+            push(
+                &mut jb,
+                at,
+                &pkt(i as u16, i.wrapping_mul(2_654_435_761), i, 100),
+            );
             let upto = sample_index(START, START.add_micros(at * 1000)) - PLAYOUT_DELAY;
             while jb.read_pos() + 160 <= upto {
                 jb.pop(&mut out);

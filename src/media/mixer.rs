@@ -36,7 +36,12 @@ pub struct Mixer {
 
 impl Mixer {
     pub fn new(channels: Channels) -> Self {
-        Mixer { channels, pauses: Vec::new(), cursor: 0, beep_at: None }
+        Mixer {
+            channels,
+            pauses: Vec::new(),
+            cursor: 0,
+            beep_at: None,
+        }
     }
 
     pub fn paused(&self) -> bool {
@@ -53,7 +58,11 @@ impl Mixer {
                 last.1 = None;
             }
         } else {
-            let from = self.pauses.last().and_then(|p| p.1).map_or(pos, |end| pos.max(end));
+            let from = self
+                .pauses
+                .last()
+                .and_then(|p| p.1)
+                .map_or(pos, |end| pos.max(end));
             self.pauses.push((from, None));
         }
         true
@@ -61,7 +70,9 @@ impl Mixer {
 
     /// Ends the pause at `pos` and schedules the beep there.
     pub fn resume(&mut self, pos: i64) -> bool {
-        let Some(last) = self.pauses.last_mut() else { return false };
+        let Some(last) = self.pauses.last_mut() else {
+            return false;
+        };
         if last.1.is_some() {
             return false;
         }
@@ -81,7 +92,12 @@ impl Mixer {
     }
 
     /// Writes frames from the legs' read position up to `upto` (exclusive).
-    pub fn render(&mut self, legs: &mut [JitterBuffer; 2], upto: i64, wav: &mut WavWriter) -> io::Result<()> {
+    pub fn render(
+        &mut self,
+        legs: &mut [JitterBuffer; 2],
+        upto: i64,
+        wav: &mut WavWriter,
+    ) -> io::Result<()> {
         let mut a = [0i16; BLOCK];
         let mut b = [0i16; BLOCK];
         let mut out = [0i16; 2 * BLOCK];

@@ -80,7 +80,10 @@ impl QualityTracker {
         if let Some(prev) = self.last_arrival_us {
             self.max_gap_us = self.max_gap_us.max(arrival_us - prev);
         }
-        self.last_arrival_us = Some(self.last_arrival_us.map_or(arrival_us, |p| p.max(arrival_us)));
+        self.last_arrival_us = Some(
+            self.last_arrival_us
+                .map_or(arrival_us, |p| p.max(arrival_us)),
+        );
         // Arrival in RTP units (8 kHz: 125 µs per unit).
         let transit = arrival_us.div_euclid(125) - rtp_ts;
         if let Some(last) = self.last_transit {
@@ -97,10 +100,19 @@ impl QualityTracker {
     }
 
     pub fn snapshot(&self) -> LegQuality {
-        let lost = self.lost_closed + if self.have_stream { self.stream_lost() } else { 0 };
+        let lost = self.lost_closed
+            + if self.have_stream {
+                self.stream_lost()
+            } else {
+                0
+            };
         let jitter_ms = self.jitter_q4 as f64 / 16.0 / 8.0;
         let expected = self.packets + lost;
-        let loss_pct = if expected == 0 { 0.0 } else { 100.0 * lost as f64 / expected as f64 };
+        let loss_pct = if expected == 0 {
+            0.0
+        } else {
+            100.0 * lost as f64 / expected as f64
+        };
         LegQuality {
             packets: self.packets,
             lost,
@@ -108,7 +120,11 @@ impl QualityTracker {
             late: self.late,
             jitter_ms: (jitter_ms * 100.0).round() / 100.0,
             max_gap_ms: (self.max_gap_us.max(0) / 1000) as u64,
-            mos: if self.packets == 0 { 0.0 } else { (mos_g711(loss_pct, jitter_ms) * 100.0).round() / 100.0 },
+            mos: if self.packets == 0 {
+                0.0
+            } else {
+                (mos_g711(loss_pct, jitter_ms) * 100.0).round() / 100.0
+            },
             malformed: self.malformed,
             unknown_pt: self.unknown_pt,
         }
@@ -164,7 +180,15 @@ mod tests {
         assert_eq!(s.max_gap_ms, 30);
         assert_eq!(s.lost, 0);
         let json = serde_json::to_value(&s).unwrap();
-        for k in ["packets", "lost", "duplicates", "late", "jitter_ms", "max_gap_ms", "mos"] {
+        for k in [
+            "packets",
+            "lost",
+            "duplicates",
+            "late",
+            "jitter_ms",
+            "max_gap_ms",
+            "mos",
+        ] {
             assert!(json.get(k).is_some(), "{k}");
         }
     }

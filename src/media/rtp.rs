@@ -26,8 +26,14 @@ pub enum RtpError {
     Truncated { len: usize },
     #[error("RTP CSRC count {count} runs past the end ({len} bytes)")]
     CsrcPastEnd { count: u8, len: usize },
-    #[error("RTP header extension of {words} words at offset {offset} runs past the end ({len} bytes)")]
-    ExtensionPastEnd { offset: usize, words: u16, len: usize },
+    #[error(
+        "RTP header extension of {words} words at offset {offset} runs past the end ({len} bytes)"
+    )]
+    ExtensionPastEnd {
+        offset: usize,
+        words: u16,
+        len: usize,
+    },
     #[error("RTP padding length {pad} exceeds the {available} bytes after the header")]
     PaddingPastEnd { pad: u8, available: usize },
 }
@@ -57,16 +63,27 @@ impl<'a> RtpPacket<'a> {
         let csrc_count = b0 & 0x0f;
         let mut offset = FIXED_HEADER + 4 * csrc_count as usize;
         if offset > data.len() {
-            return Err(RtpError::CsrcPastEnd { count: csrc_count, len: data.len() });
+            return Err(RtpError::CsrcPastEnd {
+                count: csrc_count,
+                len: data.len(),
+            });
         }
         if extension {
             if offset + 4 > data.len() {
-                return Err(RtpError::ExtensionPastEnd { offset, words: 0, len: data.len() });
+                return Err(RtpError::ExtensionPastEnd {
+                    offset,
+                    words: 0,
+                    len: data.len(),
+                });
             }
             let words = u16::from_be_bytes([data[offset + 2], data[offset + 3]]);
             let end = offset + 4 + 4 * words as usize;
             if end > data.len() {
-                return Err(RtpError::ExtensionPastEnd { offset, words, len: data.len() });
+                return Err(RtpError::ExtensionPastEnd {
+                    offset,
+                    words,
+                    len: data.len(),
+                });
             }
             offset = end;
         }
@@ -97,7 +114,15 @@ impl<'a> RtpPacket<'a> {
 
 /// Encodes a plain RTP packet (no CSRC, extension or padding) into `out`,
 /// which is cleared first, so a caller can reuse one buffer per stream.
-pub fn write_rtp(out: &mut Vec<u8>, pt: u8, seq: u16, ts: u32, ssrc: u32, marker: bool, payload: &[u8]) {
+pub fn write_rtp(
+    out: &mut Vec<u8>,
+    pt: u8,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    marker: bool,
+    payload: &[u8],
+) {
     out.clear();
     out.reserve(FIXED_HEADER + payload.len());
     out.push(0x80);
@@ -130,7 +155,10 @@ mod tests {
     fn round_trip() {
         let p = build_rtp(8, 65535, 0xdead_beef, 0x1234_5678, true, &[1, 2, 3]);
         let r = RtpPacket::parse(&p).unwrap();
-        assert_eq!((r.pt, r.seq, r.ts, r.ssrc, r.marker), (8, 65535, 0xdead_beef, 0x1234_5678, true));
+        assert_eq!(
+            (r.pt, r.seq, r.ts, r.ssrc, r.marker),
+            (8, 65535, 0xdead_beef, 0x1234_5678, true)
+        );
         assert_eq!(r.payload, &[1, 2, 3]);
         assert!(!is_rtcp(&p));
     }
@@ -149,31 +177,49 @@ mod tests {
     #[test]
     fn bad_inputs() {
         let good = build_rtp(0, 1, 2, 3, false, &[0xff; 4]);
-        assert_eq!(RtpPacket::parse(&good[..5]), Err(RtpError::Truncated { len: 5 }));
+        assert_eq!(
+            RtpPacket::parse(&good[..5]),
+            Err(RtpError::Truncated { len: 5 })
+        );
         assert_eq!(RtpPacket::parse(&[]), Err(RtpError::Truncated { len: 0 }));
         let mut v1 = good.clone();
         v1[0] = 0x40;
         assert_eq!(RtpPacket::parse(&v1), Err(RtpError::Version(1)));
         let mut cc = good.clone();
         cc[0] = 0x8f;
-        assert!(matches!(RtpPacket::parse(&cc), Err(RtpError::CsrcPastEnd { count: 15, .. })));
+        assert!(matches!(
+            RtpPacket::parse(&cc),
+            Err(RtpError::CsrcPastEnd { count: 15, .. })
+        ));
         let mut pad = good.clone();
         pad[0] |= 0x20;
         *pad.last_mut().unwrap() = 200;
-        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::PaddingPastEnd { pad: 200, .. })));
+        assert!(matches!(
+            RtpPacket::parse(&pad),
+            Err(RtpError::PaddingPastEnd { pad: 200, .. })
+        ));
         *pad.last_mut().unwrap() = 0;
-        assert!(matches!(RtpPacket::parse(&pad), Err(RtpError::PaddingPastEnd { pad: 0, .. })));
+        assert!(matches!(
+            RtpPacket::parse(&pad),
+            Err(RtpError::PaddingPastEnd { pad: 0, .. })
+        ));
         let mut ext = good.clone();
         ext[0] |= 0x10;
         ext[14] = 0;
         ext[15] = 9;
-        assert!(matches!(RtpPacket::parse(&ext), Err(RtpError::ExtensionPastEnd { words: 9, .. })));
+        assert!(matches!(
+            RtpPacket::parse(&ext),
+            Err(RtpError::ExtensionPastEnd { words: 9, .. })
+        ));
         let ext_short = {
             let mut e = good[..13].to_vec();
             e[0] |= 0x10;
             e
         };
-        assert!(matches!(RtpPacket::parse(&ext_short), Err(RtpError::ExtensionPastEnd { .. })));
+        assert!(matches!(
+            RtpPacket::parse(&ext_short),
+            Err(RtpError::ExtensionPastEnd { .. })
+        ));
     }
 
     #[test]

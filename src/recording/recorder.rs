@@ -114,17 +114,27 @@ impl CallRecorder {
         let channels = if p.channels == Channels::Stereo { 2 } else { 1 };
         let seq = |s: Option<String>| -> Vec<u8> {
             // Longer than the tail could never match; keep the last 16.
-            let v: Vec<u8> = s.unwrap_or_default().bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+            let v: Vec<u8> = s
+                .unwrap_or_default()
+                .bytes()
+                .filter(|b| !b.is_ascii_whitespace())
+                .collect();
             v[v.len().saturating_sub(16)..].to_vec()
         };
         Ok(CallRecorder {
             start: p.start,
-            legs: [JitterBuffer::new(p.start, p.telephone_event_pt[0]), JitterBuffer::new(p.start, p.telephone_event_pt[1])],
+            legs: [
+                JitterBuffer::new(p.start, p.telephone_event_pt[0]),
+                JitterBuffer::new(p.start, p.telephone_event_pt[1]),
+            ],
             dtmf: DtmfDetector::new(),
             mixer: Mixer::new(p.channels),
             wav: WavWriter::create(&p.path, p.format, channels)?,
             newest: 0,
-            digits: DigitTail { buf: [0; 16], len: 0 },
+            digits: DigitTail {
+                buf: [0; 16],
+                len: 0,
+            },
             pause_seq: seq(p.pause_dtmf),
             resume_seq: seq(p.resume_dtmf),
             rtcp: 0,
@@ -168,7 +178,11 @@ impl CallRecorder {
             }
         };
         match jb.push(ts, &pkt) {
-            Placed::Event { ssrc, rtp_ts, payload } if leg == Leg::Subscriber => {
+            Placed::Event {
+                ssrc,
+                rtp_ts,
+                payload,
+            } if leg == Leg::Subscriber => {
                 let ev = TelephoneEvent::parse(payload).ok()?;
                 let digit = self.dtmf.on_event(ts, ssrc, rtp_ts, &ev)?;
                 self.on_digit(digit.digit, digit.at)
@@ -214,14 +228,18 @@ impl CallRecorder {
     pub fn pause(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
         self.digits.clear();
-        self.mixer.pause(pos).then(|| RecorderEvent::Paused { at_ms: ms(pos) })
+        self.mixer
+            .pause(pos)
+            .then(|| RecorderEvent::Paused { at_ms: ms(pos) })
     }
 
     /// Ends the pause at `ts`; a 200 ms beep marks the spot.
     pub fn resume(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
         self.digits.clear();
-        self.mixer.resume(pos).then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
+        self.mixer
+            .resume(pos)
+            .then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
     }
 
     pub fn is_paused(&self) -> bool {
@@ -250,8 +268,16 @@ impl CallRecorder {
             duration_ms: ms(total),
             sha256: wav.sha256,
             bytes: wav.bytes,
-            pauses: self.mixer.pauses(total).into_iter().map(|(a, b)| (ms(a), ms(b))).collect(),
-            quality: [self.legs[0].quality.snapshot(), self.legs[1].quality.snapshot()],
+            pauses: self
+                .mixer
+                .pauses(total)
+                .into_iter()
+                .map(|(a, b)| (ms(a), ms(b)))
+                .collect(),
+            quality: [
+                self.legs[0].quality.snapshot(),
+                self.legs[1].quality.snapshot(),
+            ],
         })
     }
 }

@@ -101,14 +101,30 @@ impl WavWriter {
     /// Creates (truncates) `path` and writes the header.
     pub fn create(path: &Path, format: AudioFormat, channels: u16) -> io::Result<WavWriter> {
         if !(1..=2).contains(&channels) {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{channels} channels: 1 or 2 supported")));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{channels} channels: 1 or 2 supported"),
+            ));
         }
         // Read access too: finish() hashes the file it just wrote.
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
         let mut out = BufWriter::with_capacity(BUF_BYTES, file);
         let (h, fact_at, data_size_at) = header(format, channels);
         out.write_all(&h)?;
-        Ok(WavWriter { out, format, channels, header_len: h.len() as u64, fact_at, data_size_at, samples: 0 })
+        Ok(WavWriter {
+            out,
+            format,
+            channels,
+            header_len: h.len() as u64,
+            fact_at,
+            data_size_at,
+            samples: 0,
+        })
     }
 
     pub fn channels(&self) -> u16 {
@@ -133,7 +149,11 @@ impl WavWriter {
                 }
             }
             AudioFormat::Ulaw | AudioFormat::Alaw => {
-                let enc: fn(i16) -> u8 = if self.format == AudioFormat::Ulaw { encode_ulaw } else { encode_alaw };
+                let enc: fn(i16) -> u8 = if self.format == AudioFormat::Ulaw {
+                    encode_ulaw
+                } else {
+                    encode_alaw
+                };
                 for chunk in samples.chunks(1024) {
                     for (b, &s) in buf.iter_mut().zip(chunk) {
                         *b = enc(s);
@@ -170,10 +190,21 @@ impl WavWriter {
             file.seek(SeekFrom::End(0))?;
             file.write_all(&[0])?;
         }
-        patch(&mut file, self.header_len, self.fact_at, self.data_size_at, data_len, frames)?;
+        patch(
+            &mut file,
+            self.header_len,
+            self.fact_at,
+            self.data_size_at,
+            data_len,
+            frames,
+        )?;
         file.sync_all()?;
         let (bytes, sha256) = hash_file(&mut file)?;
-        Ok(WavSummary { frames, bytes, sha256 })
+        Ok(WavSummary {
+            frames,
+            bytes,
+            sha256,
+        })
     }
 }
 
@@ -265,8 +296,13 @@ fn parse_layout(h: &[u8], path: &Path) -> io::Result<Layout> {
                 let rate = u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
                 let block = u16::from_le_bytes([f[12], f[13]]);
                 let bits = u16::from_le_bytes([f[14], f[15]]);
-                if channels == 0 || block != channels * bits / 8 || bits != bytes_per_sample(format) * 8 {
-                    return Err(invalid(format!("{p}: inconsistent fmt chunk (channels {channels}, block {block}, bits {bits})")));
+                if channels == 0
+                    || block != channels * bits / 8
+                    || bits != bytes_per_sample(format) * 8
+                {
+                    return Err(invalid(format!(
+                        "{p}: inconsistent fmt chunk (channels {channels}, block {block}, bits {bits})"
+                    )));
                 }
                 fmt = Some((format, channels, rate, block));
             }
@@ -275,13 +311,25 @@ fn parse_layout(h: &[u8], path: &Path) -> io::Result<Layout> {
                 let Some((format, channels, rate, block)) = fmt else {
                     return Err(invalid(format!("{p}: data chunk before fmt")));
                 };
-                return Ok(Layout { format, channels, rate, block, fact_at, data_size_at: at + 4, data_at: body, data_size: size });
+                return Ok(Layout {
+                    format,
+                    channels,
+                    rate,
+                    block,
+                    fact_at,
+                    data_size_at: at + 4,
+                    data_at: body,
+                    data_size: size,
+                });
             }
             _ => {}
         }
         at = body + size as usize + size as usize % 2;
     }
-    Err(invalid(format!("{p}: no data chunk in the first {} bytes", h.len())))
+    Err(invalid(format!(
+        "{p}: no data chunk in the first {} bytes",
+        h.len()
+    )))
 }
 
 fn read_head(file: &mut File) -> io::Result<Vec<u8>> {
@@ -316,7 +364,14 @@ pub fn recover(path: &Path) -> io::Result<RecoveredInfo> {
     let frames = data_len / block;
     let keep = l.data_at as u64 + data_len + data_len % 2;
     file.set_len(keep)?;
-    patch(&mut file, l.data_at as u64, l.fact_at, l.data_size_at, data_len, frames)?;
+    patch(
+        &mut file,
+        l.data_at as u64,
+        l.fact_at,
+        l.data_size_at,
+        data_len,
+        frames,
+    )?;
     file.sync_all()?;
     Ok(RecoveredInfo {
         format: l.format,
@@ -346,7 +401,11 @@ pub fn read_wav(path: &Path) -> io::Result<WavData> {
     file.read_to_end(&mut all)?;
     let l = parse_layout(&all[..all.len().min(4096)], path)?;
     let avail = all.len() - l.data_at;
-    let size = if l.data_size == PLACEHOLDER { avail } else { (l.data_size as usize).min(avail) };
+    let size = if l.data_size == PLACEHOLDER {
+        avail
+    } else {
+        (l.data_size as usize).min(avail)
+    };
     let data = &all[l.data_at..l.data_at + size / l.block as usize * l.block as usize];
     let ch = l.channels as usize;
     let mut samples = vec![Vec::with_capacity(data.len() / l.block as usize); ch];
@@ -357,13 +416,22 @@ pub fn read_wav(path: &Path) -> io::Result<WavData> {
             }
         }
         AudioFormat::Ulaw | AudioFormat::Alaw => {
-            let t = if l.format == AudioFormat::Ulaw { &ULAW_DECODE } else { &ALAW_DECODE };
+            let t = if l.format == AudioFormat::Ulaw {
+                &ULAW_DECODE
+            } else {
+                &ALAW_DECODE
+            };
             for (i, &b) in data.iter().enumerate() {
                 samples[i % ch].push(t[b as usize]);
             }
         }
     }
-    Ok(WavData { format: l.format, channels: l.channels, rate: l.rate, samples })
+    Ok(WavData {
+        format: l.format,
+        channels: l.channels,
+        rate: l.rate,
+        samples,
+    })
 }
 
 #[cfg(test)]
@@ -371,7 +439,9 @@ mod tests {
     use super::*;
 
     fn ramp(n: usize, ch: usize) -> Vec<i16> {
-        (0..n * ch).map(|i| ((i * 37) % 20000) as i16 - 10000).collect()
+        (0..n * ch)
+            .map(|i| ((i * 37) % 20000) as i16 - 10000)
+            .collect()
     }
 
     #[test]
@@ -394,7 +464,10 @@ mod tests {
                     let want = s[i * ch as usize + ch as usize - 1];
                     match format {
                         AudioFormat::Pcm16 => assert_eq!(v, want),
-                        _ => assert!((v as i32 - want as i32).abs() <= (want as i32).abs() / 16 + 16, "{v} vs {want}"),
+                        _ => assert!(
+                            (v as i32 - want as i32).abs() <= (want as i32).abs() / 16 + 16,
+                            "{v} vs {want}"
+                        ),
                     }
                 }
                 // The RIFF size says exactly the file length.
@@ -453,7 +526,12 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("g.wav");
-        for junk in [&b""[..], b"RIFF", b"RIFF\0\0\0\0WAVEfmt \x02\0\0\0", b"RIFF\xff\xff\xff\xffWAVEdata\0\0\0\0"] {
+        for junk in [
+            &b""[..],
+            b"RIFF",
+            b"RIFF\0\0\0\0WAVEfmt \x02\0\0\0",
+            b"RIFF\xff\xff\xff\xffWAVEdata\0\0\0\0",
+        ] {
             std::fs::write(&p, junk).unwrap();
             assert!(recover(&p).is_err());
             assert!(read_wav(&p).is_err());
