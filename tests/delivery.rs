@@ -834,3 +834,58 @@ fn hold_after_holds_and_queue_commands_move() {
         .is_err()
     );
 }
+
+/// A final name already on the server: same content counts as delivered
+/// (a re-send after a crash); other content is held with an alarm and the
+/// server's file is left alone.
+#[test]
+fn existing_final_name_same_is_delivered_different_is_held() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (cfg, _) = config(dir.path(), &[dest_for(&srv, "exists", "K-0001")], "");
+    let (same, other) = (stem("K-0001", 1), stem("K-0001", 2));
+    let (w1, _) = publish(&spool, "exists", &same, 1, 30_000);
+    publish(&spool, "exists", &other, 2, 30_000);
+    let day = srv.incoming.join("K-0001/20261121");
+    std::fs::create_dir_all(&day).unwrap();
+    let _ = std::process::Command::new("chown")
+        .args(["-R", &format!("{}:", srv.user)])
+        .arg(srv.incoming.join("K-0001"))
+        .status();
+    std::fs::write(srv.incoming.join(format!("{same}.wav")), &w1).unwrap();
+    std::fs::write(srv.incoming.join(format!("{other}.wav")), body(999, 30_000)).unwrap();
+    let rep = deliver_until_empty(&cfg, dir.path(), Duration::from_secs(20)).unwrap();
+    let r = &rep.destinations[0];
+    assert_eq!((r.delivered, r.failed, r.remaining), (1, 1, 0), "{rep:?}");
+    assert_eq!(
+        spool.list("exists", QueueState::Done).unwrap(),
+        vec![same.clone()]
+    );
+    assert_eq!(
+        spool.list("exists", QueueState::Held).unwrap(),
+        vec![other.clone()]
+    );
+    assert!(srv.incoming.join(format!("{same}.json")).exists());
+    assert!(
+        !srv.incoming.join(format!("{other}.json")).exists(),
+        "JSON never published for a conflict"
+    );
+    assert_eq!(
+        std::fs::read(srv.incoming.join(format!("{other}.wav"))).unwrap(),
+        body(999, 30_000),
+        "server's file untouched"
+    );
+    let files = remote_files(&srv.incoming);
+    assert!(
+        files.keys().all(|k| !k.ends_with(".part")),
+        "{:?}",
+        files.keys()
+    );
+    assert!(
+        log_text().lines().any(|l| l.contains("ERROR")
+            && l.contains("exists")
+            && l.contains("different content"))
+    );
+}

@@ -385,6 +385,24 @@ impl Remote {
         })
     }
 
+    /// Publishes one file as `remote_dir/name` (temporary name, fsync, size
+    /// check, rename); true when it was already there with the same content.
+    /// [`Remote::publish`] is this for the WAV and then the JSON.
+    pub fn upload_file(
+        &mut self,
+        local: &Path,
+        name: &str,
+        sha256: &str,
+    ) -> Result<bool, SftpError> {
+        let remote = format!("{}/{}", self.remote_dir, name);
+        if let Some((dir, _)) = remote.rsplit_once('/') {
+            self.make_dirs(dir)?;
+        }
+        let r = self.put(local, &remote, sha256);
+        self.last_traffic = Instant::now();
+        r
+    }
+
     /// Uploads one file to `remote` through `remote.part`; true when it was
     /// already there with the same content.
     fn put(&mut self, local: &Path, remote: &str, sha256: &str) -> Result<bool, SftpError> {
@@ -394,9 +412,8 @@ impl Remote {
             msg: e.to_string(),
         };
         let size = std::fs::metadata(local).map_err(bad_local)?.len();
-        if self.already_there(remote, size, sha256)? {
-            return Ok(true);
-        }
+        // No existence check up front (one round trip less per file): the
+        // rename refuses an existing final name, and only then do we compare.
         let part = format!("{remote}.part");
         let result = self.upload_part(local, &part, size);
         if let Err(e) = result {
@@ -409,13 +426,19 @@ impl Remote {
         match self.sftp.rename(Path::new(&part), Path::new(remote), None) {
             Ok(()) => Ok(false),
             Err(e) => {
-                // Someone (a previous attempt whose reply we lost) may have
-                // published it meanwhile: the content decides.
-                if self.already_there(remote, size, sha256)? {
-                    let _ = self.sftp.unlink(Path::new(&part));
-                    Ok(true)
-                } else {
-                    Err(self.classify("rename", remote, e))
+                // Already published (a re-send after a crash, or a previous
+                // attempt whose reply was lost): the content decides.
+                match self.already_there(remote, size, sha256) {
+                    Ok(true) => {
+                        let _ = self.sftp.unlink(Path::new(&part));
+                        Ok(true)
+                    }
+                    Ok(false) => Err(self.classify("rename", remote, e)),
+                    Err(c @ SftpError::Conflict { .. }) => {
+                        let _ = self.sftp.unlink(Path::new(&part));
+                        Err(c)
+                    }
+                    Err(other) => Err(other),
                 }
             }
         }

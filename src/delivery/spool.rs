@@ -197,10 +197,10 @@ impl Spool {
         let mut out = Vec::new();
         for e in fs::read_dir(self.root.join("queue"))? {
             let e = e?;
-            if e.file_type()?.is_dir() {
-                if let Some(n) = e.file_name().to_str() {
-                    out.push(n.to_string());
-                }
+            if e.file_type()?.is_dir()
+                && let Some(n) = e.file_name().to_str()
+            {
+                out.push(n.to_string());
             }
         }
         out.sort();
@@ -579,10 +579,10 @@ fn walk_files(dir: &Path, f: &mut dyn FnMut(&str)) -> io::Result<()> {
             let p = e.path();
             if ft.is_dir() {
                 rec(base, &p, f)?;
-            } else if ft.is_file() {
-                if let Some(rel) = p.strip_prefix(base).ok().and_then(|r| r.to_str()) {
-                    f(rel);
-                }
+            } else if ft.is_file()
+                && let Some(rel) = p.strip_prefix(base).ok().and_then(|r| r.to_str())
+            {
+                f(rel);
             }
         }
         Ok(())

@@ -233,10 +233,10 @@ impl Worker {
         let snap = self.status.snapshot(self.clock.now());
         let dir = self.qdir();
         let tmp = dir.join(".status.json.tmp");
-        if let Ok(bytes) = serde_json::to_vec_pretty(&snap) {
-            if std::fs::write(&tmp, bytes).is_ok() {
-                let _ = std::fs::rename(&tmp, dir.join(STATUS_FILE));
-            }
+        if let Ok(bytes) = serde_json::to_vec_pretty(&snap)
+            && std::fs::write(&tmp, bytes).is_ok()
+        {
+            let _ = std::fs::rename(&tmp, dir.join(STATUS_FILE));
         }
     }
 
@@ -383,12 +383,12 @@ impl Worker {
                 }
             };
             if ready.is_empty() {
-                if let Some(r) = remote.as_mut() {
-                    if let Err(e) = r.keepalive() {
-                        self.alarm(&e);
-                        remote = None;
-                        self.status.connected.store(false, Ordering::Relaxed);
-                    }
+                if let Some(r) = remote.as_mut()
+                    && let Err(e) = r.keepalive()
+                {
+                    self.alarm(&e);
+                    remote = None;
+                    self.status.connected.store(false, Ordering::Relaxed);
                 }
                 self.refresh(&ready);
                 self.sleep(self.poll);
