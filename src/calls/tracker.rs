@@ -281,6 +281,17 @@ impl Tracker {
         }
         let key = d.key;
         let sender = d.sender(msg);
+        // Once answered, the dialog is the one with the answering fork's
+        // tag; anything else (another fork's late 2xx) is not this call.
+        if d.state == State::Confirmed && d.b_tag.is_some() {
+            let from_tag = msg.from().and_then(|f| f.tag().map(str::to_owned));
+            if to_tag != d.b_tag && from_tag != d.b_tag {
+                if msg.status().is_some_and(|c| (200..300).contains(&c)) {
+                    self.stats.forked_answers += 1;
+                }
+                return;
+            }
+        }
 
         // SDP may come in INVITE, 18x, 2xx, ACK, UPDATE and their answers.
         if let Some(body) = msg.sdp() {
@@ -754,5 +765,335 @@ fn info_digit(msg: &Message<'_>) -> Option<char> {
         '0'..='9' | '*' | '#' | 'A'..='D' => Some(c),
         'a'..='d' => Some(c.to_ascii_uppercase()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = r#"
+[delivery]
+allowed_networks = ["192.0.2.0/24"]
+[[destination]]
+name = "acme"
+url = "sftp://rec@192.0.2.10:22/in"
+identity = "/k"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
+[[contract]]
+id = "K-1"
+service = "mobile"
+numbers = ["0312340001"]
+guidance = 1
+destination = "acme"
+"#;
+
+    fn tracker() -> Tracker {
+        Tracker::new(&crate::config::load_str(CFG, std::path::Path::new("t.toml")).unwrap())
+    }
+
+    fn sdp(ip: &str, port: u16) -> String {
+        format!(
+            "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 0\r\n"
+        )
+    }
+
+    /// A message from A (caller) or B; `to_tag` None for the initial INVITE.
+    fn msg(
+        start: &str,
+        cseq: &str,
+        to_tag: Option<&str>,
+        from_b: bool,
+        extra: &str,
+        body: Option<String>,
+    ) -> Vec<u8> {
+        let (from, to) = (
+            "<sip:0312340001@192.0.2.1>;tag=aaa".to_string(),
+            format!(
+                "<sip:0077260312349999@203.0.113.1>{}",
+                to_tag.map(|t| format!(";tag={t}")).unwrap_or_default()
+            ),
+        );
+        let (f, t) = if from_b { (to, from) } else { (from, to) };
+        let body = body.unwrap_or_default();
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!("{start}\r\nCall-ID: c1\r\nCSeq: {cseq}\r\nFrom: {f}\r\nTo: {t}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    }
+
+    fn feed(t: &mut Tracker, ms: i64, m: &[u8]) -> Vec<CallEvent> {
+        let mut out = Vec::new();
+        let parsed = crate::sip::parse(m).unwrap();
+        t.on_message(
+            Timestamp::from_millis(1_795_221_000_000 + ms),
+            "192.0.2.1:5060".parse().unwrap(),
+            &parsed,
+            &mut out,
+        );
+        out
+    }
+
+    const INVITE: &str = "INVITE sip:0077260312349999@203.0.113.1 SIP/2.0";
+
+    #[test]
+    fn reinvite_moves_media_without_a_new_segment() {
+        let mut t = tracker();
+        let ev = feed(
+            &mut t,
+            0,
+            &msg(
+                INVITE,
+                "1 INVITE",
+                None,
+                false,
+                "",
+                Some(sdp("192.0.2.1", 4000)),
+            ),
+        );
+        assert!(matches!(&ev[0], CallEvent::Decided { verdict, .. } if verdict.record));
+        let ev = feed(
+            &mut t,
+            900,
+            &msg(
+                "SIP/2.0 200 OK",
+                "1 INVITE",
+                Some("bbb"),
+                false,
+                "",
+                Some(sdp("198.51.100.1", 5000)),
+            ),
+        );
+        let CallEvent::Answered { legs, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            legs.subscriber.as_ref().unwrap().addr,
+            "192.0.2.1:4000".parse().unwrap()
+        );
+        assert_eq!(
+            legs.remote.as_ref().unwrap().addr,
+            "198.51.100.1:5000".parse().unwrap()
+        );
+        // The far side (a B2BUA) re-anchors media: same party, new address.
+        let ev = feed(
+            &mut t,
+            5000,
+            &msg(
+                INVITE,
+                "7 INVITE",
+                Some("bbb"),
+                true,
+                "",
+                Some(sdp("198.51.100.9", 6000)),
+            ),
+        );
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        let CallEvent::MediaChanged { legs, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            legs.remote.as_ref().unwrap().addr,
+            "198.51.100.9:6000".parse().unwrap()
+        );
+        // Retransmitted re-INVITE: nothing new.
+        assert!(
+            feed(
+                &mut t,
+                5100,
+                &msg(
+                    INVITE,
+                    "7 INVITE",
+                    Some("bbb"),
+                    true,
+                    "",
+                    Some(sdp("198.51.100.9", 6000))
+                )
+            )
+            .is_empty()
+        );
+        // Hold (sendonly from the subscriber) keeps recording: no event but media.
+        let ev = feed(
+            &mut t,
+            6000,
+            &msg(
+                "BYE sip:x@192.0.2.1 SIP/2.0",
+                "2 BYE",
+                Some("bbb"),
+                false,
+                "",
+                None,
+            ),
+        );
+        let CallEvent::Ended {
+            record, recorded, ..
+        } = &ev[0]
+        else {
+            panic!("{ev:?}")
+        };
+        assert!(recorded);
+        assert_eq!(record.end_reason.as_deref(), Some("bye-subscriber"));
+        assert_eq!(record.segments, 1);
+    }
+
+    #[test]
+    fn forked_answer_takes_the_early_sdp_of_the_answering_branch() {
+        let mut t = tracker();
+        feed(
+            &mut t,
+            0,
+            &msg(
+                INVITE,
+                "1 INVITE",
+                None,
+                false,
+                "",
+                Some(sdp("192.0.2.1", 4000)),
+            ),
+        );
+        feed(
+            &mut t,
+            100,
+            &msg(
+                "SIP/2.0 183 Session Progress",
+                "1 INVITE",
+                Some("fork1"),
+                false,
+                "",
+                Some(sdp("198.51.100.1", 5000)),
+            ),
+        );
+        feed(
+            &mut t,
+            120,
+            &msg(
+                "SIP/2.0 183 Session Progress",
+                "1 INVITE",
+                Some("fork2"),
+                false,
+                "",
+                Some(sdp("198.51.100.2", 5002)),
+            ),
+        );
+        let ev = feed(
+            &mut t,
+            900,
+            &msg("SIP/2.0 200 OK", "1 INVITE", Some("fork2"), false, "", None),
+        );
+        let CallEvent::Answered { legs, .. } = &ev[0] else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            legs.remote.as_ref().unwrap().addr,
+            "198.51.100.2:5002".parse().unwrap()
+        );
+        // The other fork answers too: counted, ignored.
+        assert!(
+            feed(
+                &mut t,
+                950,
+                &msg(
+                    "SIP/2.0 200 OK",
+                    "1 INVITE",
+                    Some("fork1"),
+                    false,
+                    "",
+                    Some(sdp("198.51.100.1", 5000))
+                )
+            )
+            .is_empty()
+        );
+        assert_eq!(t.stats().forked_answers, 1);
+    }
+
+    #[test]
+    fn refer_and_new_identity_start_segments() {
+        let mut t = tracker();
+        feed(
+            &mut t,
+            0,
+            &msg(
+                INVITE,
+                "1 INVITE",
+                None,
+                false,
+                "",
+                Some(sdp("192.0.2.1", 4000)),
+            ),
+        );
+        feed(
+            &mut t,
+            900,
+            &msg(
+                "SIP/2.0 200 OK",
+                "1 INVITE",
+                Some("bbb"),
+                false,
+                "P-Asserted-Identity: <sip:0312349999@203.0.113.1>\r\n",
+                Some(sdp("198.51.100.1", 5000)),
+            ),
+        );
+        feed(
+            &mut t,
+            2000,
+            &msg(
+                "REFER sip:x@192.0.2.1 SIP/2.0",
+                "5 REFER",
+                Some("bbb"),
+                true,
+                "Refer-To: <sip:0312348888@203.0.113.1>\r\n",
+                None,
+            ),
+        );
+        let ev = feed(
+            &mut t,
+            2050,
+            &msg(
+                "SIP/2.0 202 Accepted",
+                "5 REFER",
+                Some("bbb"),
+                true,
+                "",
+                None,
+            ),
+        );
+        assert!(
+            matches!(ev[..], [CallEvent::NewSegment { cause: "refer", .. }]),
+            "{ev:?}"
+        );
+        let ev = feed(
+            &mut t,
+            3000,
+            &msg(
+                INVITE,
+                "6 INVITE",
+                Some("bbb"),
+                true,
+                "P-Asserted-Identity: <sip:0312347777@203.0.113.1>\r\n",
+                Some(sdp("198.51.100.1", 5000)),
+            ),
+        );
+        assert!(
+            matches!(
+                ev[..],
+                [CallEvent::NewSegment {
+                    cause: "identity-change",
+                    ..
+                }]
+            ),
+            "{ev:?}"
+        );
+        let mut out = Vec::new();
+        t.finish(
+            Timestamp::from_millis(1_795_221_009_000),
+            "capture-end",
+            &mut out,
+        );
+        let CallEvent::Ended { record, .. } = &out[0] else {
+            panic!()
+        };
+        assert_eq!(record.segments, 3);
     }
 }
