@@ -462,8 +462,9 @@ fn valid_dtmf(s: &str) -> bool {
             .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
 }
 
-/// Standard base64 (with padding), for the pinned host key blob.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+/// Standard base64 (with padding), for the pinned host key blob (also
+/// used by the SFTP client to compare it with the server's key).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     if s.is_empty() || s.len() % 4 != 0 {
         return None;
     }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod load;
-pub use load::{ConfigError, load, load_str, parse_duration};
+pub use load::{ConfigError, base64_decode, load, load_str, parse_duration};
 
 #[derive(Clone, Debug)]
 pub struct Config {
