@@ -7,6 +7,7 @@
 //! datagrams a mirror port would see. Framing them into a capture is the
 //! job of [`crate::pcapgen`]. Everything is deterministic.
 
+use crate::media::rtp::build_rtp;
 use crate::time::Timestamp;
 use std::net::SocketAddr;
 
@@ -31,8 +32,8 @@ impl Law {
     }
     pub fn encode(self, s: i16) -> u8 {
         match self {
-            Law::Pcmu => audio_codec_algorithms::encode_ulaw(s),
-            Law::Pcma => audio_codec_algorithms::encode_alaw(s),
+            Law::Pcmu => crate::media::codec::encode_ulaw(s),
+            Law::Pcma => crate::media::codec::encode_alaw(s),
         }
     }
 }
@@ -419,7 +420,7 @@ fn rtp_stream(
                         ts: t,
                         src,
                         dst,
-                        payload: rtp(101, i == 0, seq, ev_ts, ssrc, &payload),
+                        payload: build_rtp(101, seq, ev_ts, ssrc, i == 0, &payload),
                     });
                     seq = seq.wrapping_add(1);
                 }
@@ -443,7 +444,7 @@ fn rtp_stream(
                 ts: at,
                 src,
                 dst,
-                payload: rtp(law.pt(), first, seq, rtp_ts, ssrc, &payload),
+                payload: build_rtp(law.pt(), seq, rtp_ts, ssrc, first, &payload),
             });
             first = false;
         }
@@ -460,18 +461,6 @@ fn dtmf_code(d: char) -> u8 {
         'A'..='D' => 12 + (d as u8 - b'A'),
         _ => 0,
     }
-}
-
-/// A 12-byte RTP header and payload.
-pub fn rtp(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(12 + payload.len());
-    p.push(0x80);
-    p.push(pt | if marker { 0x80 } else { 0 });
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
 }
 
 /// Merges several calls' datagrams into one time-ordered list.

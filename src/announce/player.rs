@@ -241,12 +241,12 @@ impl Player {
                 // The last frame is padded with silence to a full 20 ms.
                 body.resize(FRAME_SAMPLES, play.codecs[i].encode(0));
                 let target = &play.targets[i];
-                let rtp = rtp_packet(
+                let rtp = crate::media::rtp::build_rtp(
                     target.pt,
-                    k == 0,
                     stream.next_seq,
                     stream.ts_base.wrapping_add(ts_offset),
                     stream.ssrc,
+                    k == 0,
                     &body,
                 );
                 stream.next_seq = stream.next_seq.wrapping_add(1);
@@ -294,19 +294,6 @@ fn new_stream(seed: u64, call: u64, index: u64) -> Stream {
         next_seq: a as u16,
         ts_base: (b >> 32) as u32,
     }
-}
-
-/// A 12-byte RTP header (version 2, no padding, extension or CSRCs) and
-/// the payload.
-pub fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(12 + payload.len());
-    p.push(0x80);
-    p.push((pt & 0x7f) | if marker { 0x80 } else { 0 });
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(&ts.to_be_bytes());
-    p.extend_from_slice(&ssrc.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
 }
 
 /// Sine tones (frequency Hz, milliseconds; 0 Hz = silence) at -10 dBFS with

@@ -6,7 +6,7 @@
 //! and what is wrong. Samples are kept decoded (16-bit linear) and encoded
 //! to PCMU and PCMA once, so the player only copies bytes.
 
-use audio_codec_algorithms::{decode_alaw, decode_ulaw, encode_alaw, encode_ulaw};
+use crate::media::codec::{decode_alaw, decode_ulaw, encode_alaw, encode_ulaw};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,11 +21,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+#[cfg(test)]
 use sha2::{Digest, Sha256};
 
 /// Delivery states, one folder each.
@@ -122,17 +123,7 @@ pub fn stem_order_key(stem: &str) -> (&str, &str) {
 
 /// SHA-256 of a file, lowercase hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
+    crate::recording::wav::sha256_file(path).map(|(_, hash)| hash)
 }
 
 /// `audio.sha256` of a recording's metadata, if present.
