@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::DeliveryError;
 use super::spool::{QueueState, Spool};
-use super::worker::{RETRY_NOW, STATUS_FILE, StatusSnapshot, SystemClock, Workers};
+use super::worker::{DestStatus, RETRY_NOW, STATUS_FILE, StatusSnapshot, SystemClock, Workers};
 use crate::config::Config;
 
 /// A queue command; `None` as destination means every destination.
@@ -247,7 +247,11 @@ pub fn deliver_until_empty(
         destinations: Vec::new(),
         timed_out,
     };
-    for st in workers.statuses() {
+    // A worker moves a file out of ready/inflight before it updates its
+    // counters: read them only once every worker has stopped.
+    let statuses: Vec<Arc<DestStatus>> = workers.statuses().to_vec();
+    workers.stop();
+    for st in &statuses {
         let snap = st.snapshot(SystemTime::now());
         report.destinations.push(DestinationReport {
             destination: snap.destination.clone(),
@@ -257,7 +261,6 @@ pub fn deliver_until_empty(
             last_error: snap.last_error,
         });
     }
-    workers.stop();
     for r in &mut report.destinations {
         r.remaining = pending(&r.destination);
     }
