@@ -144,10 +144,17 @@ impl Engine {
             stats: &mut self.stats,
         };
         self.decoder.decode(pkt, &mut |p| {
-            if is_sip(ctx.sip_ports, &p) {
+            // Media of recorded calls is most of the traffic: the route
+            // lookup comes before the text sniffing, which only looks at
+            // what no call claims.
+            let sip = on_sip_port(ctx.sip_ports, &p)
+                || !ctx.route_rtp(&p) && {
+                    let sip = crate::sip::looks_like_sip(p.data);
+                    ctx.stats.other_udp += u64::from(!sip);
+                    sip
+                };
+            if sip {
                 sip_payloads.push((p.ts, p.src, p.dst, p.l2, p.data.to_vec()));
-            } else {
-                ctx.route_rtp(&p);
             }
         });
         for (ts, src, dst, l2, data) in sip_payloads {
@@ -428,14 +435,15 @@ struct RouteCtx<'e> {
 }
 
 impl RouteCtx<'_> {
-    fn route_rtp(&mut self, p: &Payload<'_>) {
+    /// Hands a recorded call's media to its shard; false when no call
+    /// claims the payload.
+    fn route_rtp(&mut self, p: &Payload<'_>) -> bool {
         let route = self.by_dst.get(&p.dst).or_else(|| self.by_src.get(&p.src));
         let Some(&Route { key, leg }) = route else {
-            self.stats.other_udp += 1;
-            return;
+            return false;
         };
         let Some(call) = self.calls.get_mut(&key) else {
-            return;
+            return true;
         };
         self.stats.rtp_routed += 1;
         // Keep the call alive against the RTP timeout, cheaply: at most
@@ -446,16 +454,13 @@ impl RouteCtx<'_> {
         }
         let _ = call.started;
         self.shards.senders[call.shard].send(ShardMsg::rtp(key, leg, p.ts, p.data));
+        true
     }
 }
 
-fn is_sip(ports: &[u16], p: &Payload<'_>) -> bool {
-    if p.transport == Transport::Tcp {
-        return true;
-    }
-    // On a SIP port anything is taken as SIP (and counted when it does not
-    // parse); elsewhere only what starts like a SIP message.
-    ports.contains(&p.dst.port())
-        || ports.contains(&p.src.port())
-        || crate::sip::looks_like_sip(p.data)
+/// Stream reassembly only hands out SIP over TCP, and on a SIP port
+/// anything is taken as SIP (and counted when it does not parse);
+/// elsewhere only what starts like a SIP message is.
+fn on_sip_port(ports: &[u16], p: &Payload<'_>) -> bool {
+    p.transport == Transport::Tcp || ports.contains(&p.dst.port()) || ports.contains(&p.src.port())
 }

@@ -1,18 +1,17 @@
-//! What a shard worker does with a recorded call: recorder per segment,
-//! metadata, and publication into the spool.
+//! What a shard worker does with a recorded call: a recorder per segment,
+//! fed the call's RTP; closed segments go to the shard's
+//! [finisher](crate::daemon::finisher) for the file work.
 
 use crate::calls::policy::Verdict;
 use crate::calls::tracker::Endpoint;
 use crate::calls::tracker::{CallKey, MediaLegs};
 use crate::config::{AudioFormat, Contract};
-use crate::config::{Channels, Config, SegmentPolicy};
+use crate::config::{Config, SegmentPolicy};
+use crate::daemon::finisher::{FinishJob, Finisher, Publish};
 use crate::daemon::shard::{Leg, ShardHandler};
 use crate::delivery::spool::Spool;
 use crate::media::codec::Codec;
-use crate::recording::metadata::{
-    self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta,
-};
-use crate::recording::recorder::{CallRecorder, RecorderParams, RecordingSummary};
+use crate::recording::recorder::{CallRecorder, RecorderParams};
 use crate::time::Timestamp;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -70,16 +69,6 @@ pub enum MediaCtl {
     },
 }
 
-/// A segment whose WAV is complete in `tmp/` but not yet published.
-struct Finished {
-    index: u32,
-    started: Timestamp,
-    ended: Timestamp,
-    cause: &'static str,
-    path: PathBuf,
-    summary: RecordingSummary,
-}
-
 struct CallMedia {
     setup: Arc<CallSetup>,
     legs: MediaLegs,
@@ -87,8 +76,6 @@ struct CallMedia {
     index: u32,
     seg_start: Timestamp,
     cause: &'static str,
-    /// Segments kept back until the call ends (`segments = "longest"`).
-    held: Vec<Finished>,
 }
 
 /// The shard handler for recorded calls.
@@ -97,6 +84,9 @@ pub struct MediaWorker {
     shard: usize,
     spool: Option<Spool>,
     calls: HashMap<CallKey, CallMedia>,
+    /// Closing a segment (fsync, hash, metadata, publication) waits on the
+    /// disk; it runs on this shard's finisher so the media never does.
+    finisher: Option<Finisher>,
 }
 
 impl MediaWorker {
@@ -108,11 +98,19 @@ impl MediaWorker {
                 None
             }
         };
+        let finisher = Finisher::start(shard, spool.clone());
         MediaWorker {
             cfg,
             shard,
             spool,
             calls: HashMap::new(),
+            finisher: Some(finisher),
+        }
+    }
+
+    fn finish(&self, job: FinishJob) {
+        if let Some(f) = &self.finisher {
+            f.send(job);
         }
     }
 
@@ -152,142 +150,38 @@ impl MediaWorker {
         }
     }
 
-    fn close_segment(&self, c: &mut CallMedia, at: Timestamp) -> Option<Finished> {
-        let rec = c.rec.take()?;
-        let path = self.tmp_path(&c.setup, c.index);
-        let end = at.max(c.seg_start);
-        match rec.finish(end) {
-            Ok(summary) => Some(Finished {
-                index: c.index,
-                started: c.seg_start,
-                ended: end,
-                cause: c.cause,
-                path,
-                summary,
-            }),
-            Err(e) => {
-                tracing::error!(call = %c.setup.short_id, error = %e, "cannot finish the recording; left in tmp/ for recovery");
-                None
-            }
-        }
-    }
-
-    fn publish(
-        &self,
-        setup: &CallSetup,
-        f: &Finished,
-        count: u32,
-        ended_at: Timestamp,
-        end_reason: &str,
-    ) {
-        let off = setup.utc_offset_secs;
-        let v = &setup.verdict;
-        let dir = match v.direction {
-            Some(crate::calls::policy::Direction::Inbound) => "in",
-            _ => "out",
-        };
-        let stem = metadata::stem(
-            &setup.contract.id,
-            f.started.stem_parts(off),
-            dir,
-            &v.caller,
-            &v.callee,
-            &setup.short_id,
-            f.index,
-        );
-        let file = format!("{}.wav", stem.rsplit('/').next().unwrap_or(&stem));
-        let stereo = setup.contract.channels == Channels::Stereo;
-        let g = setup.guidance.as_ref();
-        let meta = Metadata {
-            schema: 1,
-            call_id: setup.call_id.clone(),
-            contract: setup.contract.id.clone(),
-            service: setup.contract.service.as_str().into(),
-            direction: v.direction.map(|d| d.as_str()).unwrap_or("outbound").into(),
-            prefix: v.prefix.map(str::to_owned),
-            caller: v.caller.clone(),
-            callee: v.callee.clone(),
-            invite_at: setup.invite_at.rfc3339(off),
-            answered_at: setup.answered_at.rfc3339(off),
-            guidance: GuidanceMeta {
-                id: setup.contract.guidance,
-                played: g.is_some_and(|g| g.played),
-                started_at: g.filter(|g| g.played).map(|g| g.started_at.rfc3339(off)),
-                ended_at: g.filter(|g| g.played).map(|g| g.ended_at.rfc3339(off)),
-            },
-            ended_at: ended_at.rfc3339(off),
-            end_reason: end_reason.into(),
-            segment: SegmentMeta {
-                index: f.index,
-                count,
-                started_at: f.started.rfc3339(off),
-                ended_at: f.ended.rfc3339(off),
-                cause: f.cause.into(),
-            },
-            audio: AudioMeta {
-                file,
-                format: setup.format.as_str().into(),
-                channels: if stereo { 2 } else { 1 },
-                channel_map: if stereo {
-                    vec!["subscriber".into(), "remote".into()]
-                } else {
-                    vec!["mixed".into()]
-                },
-                sample_rate: 8000,
-                duration_ms: f.summary.duration_ms,
-                sha256: f.summary.sha256.clone(),
-                bytes: f.summary.bytes,
-            },
-            pauses: f
-                .summary
-                .pauses
-                .iter()
-                .map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms })
-                .collect(),
-            quality: QualityMeta {
-                subscriber: serde_json::to_value(&f.summary.quality[0]).unwrap_or_default(),
-                remote: serde_json::to_value(&f.summary.quality[1]).unwrap_or_default(),
-            },
-        };
-        let Some(spool) = &self.spool else { return };
-        match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
-            Ok(()) => {
-                tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
-            }
-            Err(e) => {
-                tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery")
-            }
-        }
+    /// Hands the open segment, if any, to the finisher; `publish` says
+    /// whether it is published at once (and as what) or held until the
+    /// call ends.
+    fn close_segment(&self, c: &mut CallMedia, at: Timestamp, publish: Option<Publish>) {
+        let Some(rec) = c.rec.take() else { return };
+        self.finish(FinishJob::Segment {
+            key: c.setup.key,
+            setup: c.setup.clone(),
+            rec,
+            path: self.tmp_path(&c.setup, c.index),
+            index: c.index,
+            started: c.seg_start,
+            ended: at.max(c.seg_start),
+            cause: c.cause,
+            publish,
+        });
     }
 
     fn end_call(&mut self, key: CallKey, at: Timestamp, reason: &str) {
         let Some(mut c) = self.calls.remove(&key) else {
             return;
         };
-        if let Some(f) = self.close_segment(&mut c, at) {
-            c.held.push(f);
-        }
-        let count = c.index;
-        let mut segs = std::mem::take(&mut c.held);
-        if c.setup.contract.segments == SegmentPolicy::Longest && segs.len() > 1 {
-            // Keep the longest (the earliest of equals); the others were
-            // never finished recordings for this contract.
-            let best = segs
-                .iter()
-                .enumerate()
-                .max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i)))
-                .map(|(i, _)| i)
-                .unwrap_or(0);
-            for (i, f) in segs.iter().enumerate() {
-                if i != best {
-                    let _ = std::fs::remove_file(&f.path);
-                }
-            }
-            segs = vec![segs.swap_remove(best)];
-        }
-        for f in &segs {
-            self.publish(&c.setup, f, count, at, reason);
-        }
+        self.close_segment(&mut c, at, None);
+        self.finish(FinishJob::CallEnd {
+            key,
+            setup: c.setup.clone(),
+            publish: Publish {
+                count: c.index,
+                ended_at: at,
+                reason: reason.to_owned(),
+            },
+        });
     }
 }
 
@@ -357,7 +251,6 @@ impl ShardHandler for MediaWorker {
                     index: 1,
                     seg_start: start,
                     cause: "answer",
-                    held: Vec::new(),
                 };
                 self.open_segment(&mut c, start);
                 self.calls.insert(key, c);
@@ -376,14 +269,15 @@ impl ShardHandler for MediaWorker {
                 };
                 // A transfer during the announcement: nothing recorded yet.
                 if at > c.seg_start {
-                    if let Some(f) = self.close_segment(&mut c, at) {
-                        if c.setup.contract.segments == SegmentPolicy::All {
-                            let count = f.index;
-                            self.publish(&c.setup, &f, count, at, "transfer");
-                        } else {
-                            c.held.push(f);
-                        }
-                    }
+                    // With every segment kept, this one is complete as it
+                    // stands; with only the longest, the call's end decides.
+                    let publish =
+                        (c.setup.contract.segments == SegmentPolicy::All).then(|| Publish {
+                            count: c.index,
+                            ended_at: at,
+                            reason: "transfer".to_owned(),
+                        });
+                    self.close_segment(&mut c, at, publish);
                     c.index += 1;
                     c.cause = cause;
                     self.open_segment(&mut c, at);
@@ -410,6 +304,11 @@ impl ShardHandler for MediaWorker {
                 "call still open at shutdown; recording closed"
             );
             self.end_call(k, at, "shutdown");
+        }
+        // Every recording is on disk and published before the shard is
+        // reported done.
+        if let Some(f) = self.finisher.take() {
+            f.join();
         }
     }
 }

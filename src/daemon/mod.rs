@@ -2,6 +2,7 @@
 
 pub mod control;
 pub mod engine;
+pub mod finisher;
 pub mod logging;
 pub mod media;
 pub mod replay;

@@ -15,7 +15,7 @@
 //! jitter buffer could explain (a 2^31 jump, a sender restart). So neither
 //! an SSRC change nor a timestamp jump shifts the leg in time.
 
-use crate::media::codec::{ALAW_DECODE, Codec, ULAW_DECODE};
+use crate::media::codec::{ALAW_DECODE, Codec, ULAW_DECODE, decode_into};
 use crate::media::quality::QualityTracker;
 use crate::media::rtp::RtpPacket;
 use crate::time::Timestamp;
@@ -258,8 +258,8 @@ impl JitterBuffer {
             let src = &payload[(from - pos) as usize..(to - pos) as usize];
             let a = (from & MASK) as usize;
             let first = src.len().min(RING - a);
-            decode(table, &src[..first], &mut self.ring[a..a + first]);
-            decode(table, &src[first..], &mut self.ring[..src.len() - first]);
+            decode_into(table, &src[..first], &mut self.ring[a..a + first]);
+            decode_into(table, &src[first..], &mut self.ring[..src.len() - first]);
         }
         if from > pos {
             // Partly played out already: the head is lost, the tail kept.
@@ -281,6 +281,26 @@ impl JitterBuffer {
         }
     }
 
+    /// The next `n` samples from the read position, in place, for the
+    /// mixer to read (and mark: beep, mute) without copying them out. `n`
+    /// must not reach past the end of the ring: see [`JitterBuffer::contiguous`].
+    pub fn window_mut(&mut self, n: usize) -> &mut [i16] {
+        let a = (self.read_pos & MASK) as usize;
+        &mut self.ring[a..a + n]
+    }
+
+    /// How many samples from the read position lie before the ring wraps.
+    pub fn contiguous(&self) -> usize {
+        RING - (self.read_pos & MASK) as usize
+    }
+
+    /// Plays out `n` samples already read through [`JitterBuffer::window_mut`]:
+    /// they become silence for the next lap of the ring.
+    pub fn advance(&mut self, n: usize) {
+        self.window_mut(n).fill(0);
+        self.read_pos += n as i64;
+    }
+
     /// Plays out the next `out.len()` samples (silence where nothing
     /// arrived) and advances the window.
     pub fn pop(&mut self, out: &mut [i16]) {
@@ -294,13 +314,6 @@ impl JitterBuffer {
             done += n;
             self.read_pos += n as i64;
         }
-    }
-}
-
-#[inline]
-fn decode(table: &[i16; 256], src: &[u8], dst: &mut [i16]) {
-    for (d, &b) in dst.iter_mut().zip(src) {
-        *d = table[b as usize];
     }
 }
 

@@ -7,7 +7,8 @@
 //! left and the remote party on the right. Pauses (muted intervals) and
 //! the resume beep are applied here, as the frames are written, so a pause
 //! decided while its audio is still in the jitter window mutes it too.
-//! Scratch space is on the stack; the only state is the pause list.
+//! Samples are worked on where they lie in the jitter buffers; the only
+//! state is the pause list.
 
 use std::io;
 
@@ -15,8 +16,8 @@ use crate::config::Channels;
 use crate::media::jitter::JitterBuffer;
 use crate::recording::wav::WavWriter;
 
-/// Frames rendered per step.
-const BLOCK: usize = 256;
+/// Frames rendered per step at most.
+const BLOCK: usize = 1024;
 /// Resume beep: 200 ms of 1 kHz. At 8 kHz one period is exactly 8 samples,
 /// so the tone is a fixed table: 8000 * sin(2πk/8), about -12 dBFS.
 pub const BEEP_SAMPLES: i64 = 1600;
@@ -92,29 +93,29 @@ impl Mixer {
     }
 
     /// Writes frames from the legs' read position up to `upto` (exclusive).
+    /// The samples are marked and encoded where they lie in the jitter
+    /// buffers' rings, then released; nothing is copied on the way.
     pub fn render(
         &mut self,
         legs: &mut [JitterBuffer; 2],
         upto: i64,
         wav: &mut WavWriter,
     ) -> io::Result<()> {
-        let mut a = [0i16; BLOCK];
-        let mut b = [0i16; BLOCK];
-        let mut out = [0i16; 2 * BLOCK];
+        let stereo = self.channels == Channels::Stereo;
         loop {
             let pos = legs[0].read_pos();
             debug_assert_eq!(pos, legs[1].read_pos());
             if pos >= upto {
                 return Ok(());
             }
-            let n = ((upto - pos) as usize).min(BLOCK);
-            legs[0].pop(&mut a[..n]);
-            legs[1].pop(&mut b[..n]);
-            let stereo = self.channels == Channels::Stereo;
+            // Both rings wrap at the same position: they move in lockstep.
+            let n = ((upto - pos) as usize).min(BLOCK).min(legs[0].contiguous());
+            let [l0, l1] = legs;
+            let (a, b) = (l0.window_mut(n), l1.window_mut(n));
             if let Some(at) = self.beep_at {
                 // In stereo the beep goes to the remote side only, so the
                 // subscriber channel stays exactly the subscriber.
-                let target = if stereo { &mut b } else { &mut a };
+                let target = if stereo { &mut *b } else { &mut *a };
                 let from = at.max(pos);
                 let to = (at + BEEP_SAMPLES).min(pos + n as i64);
                 for p in from..to {
@@ -125,19 +126,17 @@ impl Mixer {
                     self.beep_at = None;
                 }
             }
-            self.mute(pos, n, &mut a, &mut b);
+            self.mute(pos, n, a, b);
             if stereo {
-                for i in 0..n {
-                    out[2 * i] = a[i];
-                    out[2 * i + 1] = b[i];
-                }
-                wav.write_samples(&out[..2 * n])?;
+                wav.write_stereo(a, b)?;
             } else {
-                for i in 0..n {
-                    out[i] = a[i].saturating_add(b[i]);
+                for (x, &y) in a.iter_mut().zip(&*b) {
+                    *x = x.saturating_add(y);
                 }
-                wav.write_samples(&out[..n])?;
+                wav.write_samples(a)?;
             }
+            l0.advance(n);
+            l1.advance(n);
         }
     }
 

@@ -9,7 +9,7 @@
 //! placeholder sizes (and perhaps half a frame) into a valid one in place.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -87,7 +87,12 @@ pub struct WavSummary {
 }
 
 pub struct WavWriter {
-    out: BufWriter<File>,
+    file: File,
+    /// Encoded bytes not yet written. The mixer encodes straight into it
+    /// (no intermediate sample buffers): on the media path every copy of a
+    /// sample costs as much as the decoding.
+    buf: Box<[u8; BUF_BYTES]>,
+    buffered: usize,
     format: AudioFormat,
     channels: u16,
     header_len: u64,
@@ -113,11 +118,13 @@ impl WavWriter {
             .create(true)
             .truncate(true)
             .open(path)?;
-        let mut out = BufWriter::with_capacity(BUF_BYTES, file);
         let (h, fact_at, data_size_at) = header(format, channels);
-        out.write_all(&h)?;
+        let mut buf = Box::new([0u8; BUF_BYTES]);
+        buf[..h.len()].copy_from_slice(&h);
         Ok(WavWriter {
-            out,
+            file,
+            buf,
+            buffered: h.len(),
             format,
             channels,
             header_len: h.len() as u64,
@@ -138,51 +145,83 @@ impl WavWriter {
 
     /// Appends interleaved samples (left, right, left, ... in stereo).
     pub fn write_samples(&mut self, samples: &[i16]) -> io::Result<()> {
-        let mut buf = [0u8; 1024];
-        match self.format {
+        let format = self.format;
+        self.put(samples.len(), |dst, i| match format {
             AudioFormat::Pcm16 => {
-                for chunk in samples.chunks(512) {
-                    for (b, s) in buf.chunks_exact_mut(2).zip(chunk) {
-                        b.copy_from_slice(&s.to_le_bytes());
-                    }
-                    self.out.write_all(&buf[..chunk.len() * 2])?;
+                for (d, s) in dst.chunks_exact_mut(2).zip(&samples[i..]) {
+                    d.copy_from_slice(&s.to_le_bytes());
                 }
             }
-            AudioFormat::Ulaw | AudioFormat::Alaw => {
-                let enc: fn(i16) -> u8 = if self.format == AudioFormat::Ulaw {
-                    encode_ulaw
-                } else {
-                    encode_alaw
-                };
-                for chunk in samples.chunks(1024) {
-                    for (b, &s) in buf.iter_mut().zip(chunk) {
-                        *b = enc(s);
+            AudioFormat::Ulaw => encode_law(dst, &samples[i..], encode_ulaw),
+            AudioFormat::Alaw => encode_law(dst, &samples[i..], encode_alaw),
+        })
+    }
+
+    /// Appends stereo frames from the two channels' samples (same length),
+    /// interleaving as it encodes.
+    pub fn write_stereo(&mut self, left: &[i16], right: &[i16]) -> io::Result<()> {
+        debug_assert_eq!(self.channels, 2);
+        let n = left.len().min(right.len());
+        let format = self.format;
+        self.put(2 * n, |dst, i| {
+            let (l, r) = (&left[i / 2..], &right[i / 2..]);
+            match format {
+                AudioFormat::Pcm16 => {
+                    for ((d, a), b) in dst.chunks_exact_mut(4).zip(l).zip(r) {
+                        d[..2].copy_from_slice(&a.to_le_bytes());
+                        d[2..].copy_from_slice(&b.to_le_bytes());
                     }
-                    self.out.write_all(&buf[..chunk.len()])?;
                 }
+                AudioFormat::Ulaw => encode_law2(dst, l, r, encode_ulaw),
+                AudioFormat::Alaw => encode_law2(dst, l, r, encode_alaw),
             }
+        })
+    }
+
+    /// Encodes `samples` samples into the buffer in pieces that fit,
+    /// writing the buffer out whenever it is full. `fill(dst, i)` encodes
+    /// samples from index `i` on into `dst` (whole frames).
+    fn put(&mut self, samples: usize, mut fill: impl FnMut(&mut [u8], usize)) -> io::Result<()> {
+        let bps = bytes_per_sample(self.format) as usize;
+        let frame = bps * self.channels as usize;
+        let mut i = 0;
+        while i < samples {
+            let room = (BUF_BYTES - self.buffered) / frame * frame;
+            if room == 0 {
+                self.flush_buf()?;
+                continue;
+            }
+            let bytes = room.min((samples - i) * bps);
+            fill(&mut self.buf[self.buffered..self.buffered + bytes], i);
+            self.buffered += bytes;
+            i += bytes / bps;
         }
-        self.samples += samples.len() as u64;
+        self.samples += samples as u64;
         Ok(())
+    }
+
+    fn flush_buf(&mut self) -> io::Result<()> {
+        let n = std::mem::take(&mut self.buffered);
+        self.file.write_all(&self.buf[..n])
     }
 
     /// Pads with silence or cuts to exactly `frames` frames (when given),
     /// patches the header, fsyncs, and hashes the final file.
-    pub fn finish(self, frames: Option<u64>) -> io::Result<WavSummary> {
+    pub fn finish(mut self, frames: Option<u64>) -> io::Result<WavSummary> {
         let block = (self.channels * bytes_per_sample(self.format)) as u64;
         let have = self.samples / self.channels as u64;
         let frames = frames.unwrap_or(have);
-        let mut out = self.out;
+        self.flush_buf()?;
+        let file = &mut self.file;
         if frames > have {
             let fill = [silence_byte(self.format); 1024];
             let mut left = (frames - have) * block;
             while left > 0 {
                 let n = left.min(fill.len() as u64) as usize;
-                out.write_all(&fill[..n])?;
+                file.write_all(&fill[..n])?;
                 left -= n as u64;
             }
         }
-        let mut file = out.into_inner().map_err(|e| e.into_error())?;
         let data_len = frames * block;
         file.set_len(self.header_len + data_len)?;
         if data_len % 2 == 1 {
@@ -191,7 +230,7 @@ impl WavWriter {
             file.write_all(&[0])?;
         }
         patch(
-            &mut file,
+            file,
             self.header_len,
             self.fact_at,
             self.data_size_at,
@@ -199,12 +238,27 @@ impl WavWriter {
             frames,
         )?;
         file.sync_all()?;
-        let (bytes, sha256) = hash_file(&mut file)?;
+        let (bytes, sha256) = hash_file(file)?;
         Ok(WavSummary {
             frames,
             bytes,
             sha256,
         })
+    }
+}
+
+#[inline]
+fn encode_law(dst: &mut [u8], samples: &[i16], enc: fn(i16) -> u8) {
+    for (d, &s) in dst.iter_mut().zip(samples) {
+        *d = enc(s);
+    }
+}
+
+#[inline]
+fn encode_law2(dst: &mut [u8], left: &[i16], right: &[i16], enc: fn(i16) -> u8) {
+    for ((d, &a), &b) in dst.chunks_exact_mut(2).zip(left).zip(right) {
+        d[0] = enc(a);
+        d[1] = enc(b);
     }
 }
 
@@ -444,6 +498,42 @@ mod tests {
             .collect()
     }
 
+    /// The mixer's direct stereo path writes the same bytes as interleaved
+    /// samples would, across buffer boundaries (odd piece sizes force
+    /// partial frames of room at the end of the buffer).
+    #[test]
+    fn stereo_frames_equal_interleaved_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        for format in [AudioFormat::Pcm16, AudioFormat::Ulaw, AudioFormat::Alaw] {
+            let (l, r) = (
+                ramp(20_011, 1),
+                ramp(20_011, 1).iter().map(|s| s / 3).collect::<Vec<_>>(),
+            );
+            let a = dir.path().join("a.wav");
+            let b = dir.path().join("b.wav");
+            let mut wa = WavWriter::create(&a, format, 2).unwrap();
+            let mut wb = WavWriter::create(&b, format, 2).unwrap();
+            let mut i = 0;
+            for piece in [1usize, 7, 1023, 4096, 333].iter().cycle() {
+                if i >= l.len() {
+                    break;
+                }
+                let j = (i + piece).min(l.len());
+                wa.write_stereo(&l[i..j], &r[i..j]).unwrap();
+                let inter: Vec<i16> = (i..j).flat_map(|k| [l[k], r[k]]).collect();
+                wb.write_samples(&inter).unwrap();
+                i = j;
+            }
+            let (sa, sb) = (wa.finish(None).unwrap(), wb.finish(None).unwrap());
+            assert_eq!(sa, sb, "{format:?}");
+            assert_eq!(sa.frames, l.len() as u64);
+            let rd = read_wav(&a).unwrap();
+            if format == AudioFormat::Pcm16 {
+                assert_eq!((&rd.samples[0], &rd.samples[1]), (&l, &r));
+            }
+        }
+    }
+
     #[test]
     fn round_trip_all_formats() {
         let dir = tempfile::tempdir().unwrap();
@@ -503,7 +593,8 @@ mod tests {
             w.write_samples(&ramp(5000, 2)).unwrap();
             // Simulate the crash: the buffered bytes reach the disk but
             // finish() never runs; then half a frame is cut off.
-            let file = w.out.into_inner().unwrap();
+            w.flush_buf().unwrap();
+            let file = w.file;
             let len = file.metadata().unwrap().len();
             file.set_len(len - 1).unwrap();
             drop(file);

@@ -95,6 +95,12 @@ fn keepalive_len(data: &[u8]) -> usize {
 /// Quick test used to find SIP on ports not configured for it.
 pub fn looks_like_sip(data: &[u8]) -> bool {
     let data = &data[keepalive_len(data)..];
+    // Every request line starts with a method token and every status line
+    // with "SIP/2.0": a letter. Media (RTP starts 0x80) is rejected here
+    // without scanning for a line end.
+    if !data.first().is_some_and(u8::is_ascii_alphabetic) {
+        return false;
+    }
     let line_end = data
         .iter()
         .position(|&b| b == b'\r' || b == b'\n')

@@ -1,0 +1,261 @@
+//! Closing recordings off the media path.
+//!
+//! Ending a segment means rendering its last samples, patching the WAV
+//! header, fsync, hashing the file, writing the metadata and publishing
+//! both into the spool (more fsyncs and renames). That waits on the disk
+//! for milliseconds, and a shard that waited would stop draining its ring:
+//! in live capture the ring overflows and packets of every other call on
+//! the shard are lost. So each shard hands finished segments to its own
+//! finisher thread and goes straight back to the media.
+//!
+//! One finisher per shard, fed in order over a bounded channel: a call's
+//! segments and its end arrive in the order the shard saw them, so
+//! `segments = "longest"` is decided on complete information, and a disk
+//! that falls far behind slows the shard down (back-pressure) instead of
+//! growing memory without bound. The channel is not on the per-packet path:
+//! one message per segment.
+
+use crate::calls::tracker::CallKey;
+use crate::config::{Channels, SegmentPolicy};
+use crate::daemon::media::CallSetup;
+use crate::delivery::spool::Spool;
+use crate::recording::metadata::{
+    self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta,
+};
+use crate::recording::recorder::{CallRecorder, RecordingSummary};
+use crate::time::Timestamp;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+/// Segments a shard may close ahead of its finisher before it waits.
+const QUEUE: usize = 1024;
+
+/// How a published segment describes the end of its call.
+#[derive(Clone, Debug)]
+pub struct Publish {
+    /// Segments of the call so far (the metadata's `segment.count`).
+    pub count: u32,
+    pub ended_at: Timestamp,
+    pub reason: String,
+}
+
+pub enum FinishJob {
+    /// A segment ended: finish its file; publish it now when `publish` is
+    /// given, else hold it until the call's end.
+    Segment {
+        key: CallKey,
+        setup: Arc<CallSetup>,
+        rec: CallRecorder,
+        path: PathBuf,
+        index: u32,
+        started: Timestamp,
+        ended: Timestamp,
+        cause: &'static str,
+        publish: Option<Publish>,
+    },
+    /// The call ended: publish what was held (only the longest segment
+    /// for `segments = "longest"`).
+    CallEnd {
+        key: CallKey,
+        setup: Arc<CallSetup>,
+        publish: Publish,
+    },
+}
+
+/// A segment whose WAV is complete in `tmp/` but not yet published.
+struct Finished {
+    index: u32,
+    started: Timestamp,
+    ended: Timestamp,
+    cause: &'static str,
+    path: PathBuf,
+    summary: RecordingSummary,
+}
+
+/// The shard's handle on its finisher thread.
+pub struct Finisher {
+    tx: SyncSender<FinishJob>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Finisher {
+    pub fn start(shard: usize, spool: Option<Spool>) -> Finisher {
+        let (tx, rx) = sync_channel(QUEUE);
+        let join = std::thread::Builder::new()
+            .name(format!("callrec-finish{shard}"))
+            .spawn(move || run(rx, spool));
+        let join = match join {
+            Ok(j) => Some(j),
+            Err(e) => {
+                // Without a thread, jobs are lost with the channel: say so
+                // loudly; the files stay in tmp/ for recovery at next start.
+                tracing::error!(shard, error = %e, "cannot start the finisher thread");
+                None
+            }
+        };
+        Finisher { tx, join }
+    }
+
+    pub fn send(&self, job: FinishJob) {
+        if self.tx.send(job).is_err() {
+            tracing::error!("finisher gone: segment left in tmp/ for recovery");
+        }
+    }
+
+    /// Waits until every job sent so far is done.
+    pub fn join(self) {
+        let Finisher { tx, join } = self;
+        drop(tx);
+        if let Some(j) = join {
+            let _ = j.join();
+        }
+    }
+}
+
+fn run(rx: Receiver<FinishJob>, spool: Option<Spool>) {
+    let mut held: HashMap<CallKey, Vec<Finished>> = HashMap::new();
+    for job in rx {
+        match job {
+            FinishJob::Segment {
+                key,
+                setup,
+                rec,
+                path,
+                index,
+                started,
+                ended,
+                cause,
+                publish,
+            } => {
+                let summary = match rec.finish(ended) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(call = %setup.short_id, error = %e, "cannot finish the recording; left in tmp/ for recovery");
+                        continue;
+                    }
+                };
+                let f = Finished {
+                    index,
+                    started,
+                    ended,
+                    cause,
+                    path,
+                    summary,
+                };
+                match publish {
+                    Some(p) => publish_segment(spool.as_ref(), &setup, &f, &p),
+                    None => held.entry(key).or_default().push(f),
+                }
+            }
+            FinishJob::CallEnd {
+                key,
+                setup,
+                publish,
+            } => {
+                let mut segs = held.remove(&key).unwrap_or_default();
+                if setup.contract.segments == SegmentPolicy::Longest && segs.len() > 1 {
+                    // Keep the longest (the earliest of equals); the others
+                    // were never finished recordings for this contract.
+                    let best = segs
+                        .iter()
+                        .enumerate()
+                        .max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i)))
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    for (i, f) in segs.iter().enumerate() {
+                        if i != best {
+                            let _ = std::fs::remove_file(&f.path);
+                        }
+                    }
+                    segs = vec![segs.swap_remove(best)];
+                }
+                for f in &segs {
+                    publish_segment(spool.as_ref(), &setup, f, &publish);
+                }
+            }
+        }
+    }
+}
+
+fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) {
+    let off = setup.utc_offset_secs;
+    let v = &setup.verdict;
+    let dir = match v.direction {
+        Some(crate::calls::policy::Direction::Inbound) => "in",
+        _ => "out",
+    };
+    let stem = metadata::stem(
+        &setup.contract.id,
+        f.started.stem_parts(off),
+        dir,
+        &v.caller,
+        &v.callee,
+        &setup.short_id,
+        f.index,
+    );
+    let file = format!("{}.wav", stem.rsplit('/').next().unwrap_or(&stem));
+    let stereo = setup.contract.channels == Channels::Stereo;
+    let g = setup.guidance.as_ref();
+    let meta = Metadata {
+        schema: 1,
+        call_id: setup.call_id.clone(),
+        contract: setup.contract.id.clone(),
+        service: setup.contract.service.as_str().into(),
+        direction: v.direction.map(|d| d.as_str()).unwrap_or("outbound").into(),
+        prefix: v.prefix.map(str::to_owned),
+        caller: v.caller.clone(),
+        callee: v.callee.clone(),
+        invite_at: setup.invite_at.rfc3339(off),
+        answered_at: setup.answered_at.rfc3339(off),
+        guidance: GuidanceMeta {
+            id: setup.contract.guidance,
+            played: g.is_some_and(|g| g.played),
+            started_at: g.filter(|g| g.played).map(|g| g.started_at.rfc3339(off)),
+            ended_at: g.filter(|g| g.played).map(|g| g.ended_at.rfc3339(off)),
+        },
+        ended_at: p.ended_at.rfc3339(off),
+        end_reason: p.reason.clone(),
+        segment: SegmentMeta {
+            index: f.index,
+            count: p.count,
+            started_at: f.started.rfc3339(off),
+            ended_at: f.ended.rfc3339(off),
+            cause: f.cause.into(),
+        },
+        audio: AudioMeta {
+            file,
+            format: setup.format.as_str().into(),
+            channels: if stereo { 2 } else { 1 },
+            channel_map: if stereo {
+                vec!["subscriber".into(), "remote".into()]
+            } else {
+                vec!["mixed".into()]
+            },
+            sample_rate: 8000,
+            duration_ms: f.summary.duration_ms,
+            sha256: f.summary.sha256.clone(),
+            bytes: f.summary.bytes,
+        },
+        pauses: f
+            .summary
+            .pauses
+            .iter()
+            .map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms })
+            .collect(),
+        quality: QualityMeta {
+            subscriber: serde_json::to_value(&f.summary.quality[0]).unwrap_or_default(),
+            remote: serde_json::to_value(&f.summary.quality[1]).unwrap_or_default(),
+        },
+    };
+    let Some(spool) = spool else { return };
+    match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
+        Ok(()) => {
+            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
+        }
+        Err(e) => {
+            tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery")
+        }
+    }
+}
