@@ -61,6 +61,12 @@ pub struct Voice {
     pub gaps_ms: Vec<(u32, u32)>,
     /// RFC 4733 digits keyed at (ms after answer, digit).
     pub digits: Vec<(u32, char)>,
+    /// From (ms after answer) on, the tone is this frequency instead (a
+    /// different person after a transfer, hold music ...).
+    pub tone_changes: Vec<(u32, f32)>,
+    /// At (ms after answer) the stream starts afresh: new SSRC, sequence
+    /// and timestamp base, as when another endpoint takes over the leg.
+    pub new_stream_at: Vec<u32>,
 }
 
 impl Voice {
@@ -71,8 +77,33 @@ impl Voice {
             starts_ms: 0,
             gaps_ms: Vec::new(),
             digits: Vec::new(),
+            tone_changes: Vec::new(),
+            new_stream_at: Vec::new(),
         }
     }
+}
+
+/// An in-dialog event after the answer, at `at_ms` after it. Requests are
+/// answered 20 ms later and INVITEs acknowledged 40 ms later.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MidCall {
+    /// The callee's side (B) sends a REFER to `refer_to`; A accepts it
+    /// with 202 (a transfer carried out inside this dialog, as a B2BUA
+    /// does towards the subscriber).
+    ReferFromB { at_ms: u32, refer_to: String },
+    /// B sends a re-INVITE with `identity` as P-Asserted-Identity (None:
+    /// no such header) and, when `media` is set, a new SDP address: from
+    /// then on B's RTP is sent from and to it. A answers 200 with its SDP.
+    ReinviteFromB {
+        at_ms: u32,
+        identity: Option<String>,
+        media: Option<SocketAddr>,
+    },
+    /// A puts the call on hold (re-INVITE with a=sendonly; B answers
+    /// a=recvonly and sends no RTP) for `for_ms`, then takes it off hold
+    /// with a=sendrecv. What A sends meanwhile is A's voice (set a tone
+    /// change for hold music).
+    HoldByA { at_ms: u32, for_ms: u32 },
 }
 
 #[derive(Clone, Debug)]
@@ -84,6 +115,9 @@ pub struct CallSpec {
     pub to_user: String,
     /// Extra header lines for the INVITE, e.g. "Privacy: id".
     pub invite_headers: Vec<String>,
+    /// Extra header lines for the 200 answering the INVITE, e.g. the
+    /// callee's "P-Asserted-Identity: <sip:...>".
+    pub answer_headers: Vec<String>,
     /// Signalling addresses of the caller's side (A) and the callee's side (B).
     pub a_sip: SocketAddr,
     pub b_sip: SocketAddr,
@@ -101,6 +135,8 @@ pub struct CallSpec {
     pub bye_from_a: bool,
     pub a_voice: Voice,
     pub b_voice: Voice,
+    /// In-dialog events after the answer, in time order.
+    pub mid_call: Vec<MidCall>,
 }
 
 impl CallSpec {
@@ -115,6 +151,7 @@ impl CallSpec {
             from_user: from.into(),
             to_user: to.into(),
             invite_headers: Vec::new(),
+            answer_headers: Vec::new(),
             a_sip: (a_ip, 5060).into(),
             b_sip: ([203, 0, 113, 1], 5060).into(),
             a_rtp: (a_ip, port).into(),
@@ -127,6 +164,7 @@ impl CallSpec {
             bye_from_a: true,
             a_voice: Voice::tone(440.0),
             b_voice: Voice::tone(1000.0),
+            mid_call: Vec::new(),
         }
     }
 
@@ -139,10 +177,15 @@ impl CallSpec {
     }
 
     fn sdp(&self, rtp: SocketAddr, sess: u32) -> String {
+        self.sdp_with(rtp, sess, 1, "sendrecv")
+    }
+
+    /// SDP with a session version and a direction attribute.
+    fn sdp_with(&self, rtp: SocketAddr, sess: u32, version: u32, direction: &str) -> String {
         let ip = rtp.ip();
         let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
         format!(
-            "v=0\r\no=- {sess} 1 IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {} 101\r\na=rtpmap:{} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:{}\r\na=sendrecv\r\n",
+            "v=0\r\no=- {sess} {version} IN {fam} {ip}\r\ns=-\r\nc=IN {fam} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {} 101\r\na=rtpmap:{} {}/8000\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\na=ptime:{}\r\na={direction}\r\n",
             rtp.port(),
             self.law.pt(),
             self.law.pt(),
@@ -271,7 +314,7 @@ impl CallSpec {
                 "1 INVITE",
                 true,
                 "inv",
-                &[],
+                &self.answer_headers,
                 Some(&answer),
             ),
         ));
@@ -309,6 +352,7 @@ impl CallSpec {
             self.a_rtp,
             seed ^ 0xb,
         );
+        self.mid_call_datagrams(&mut out, ans);
         let bye_at = ans.add_micros(talk as i64 * 1000);
         let bye = format!("BYE sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
         if self.bye_from_a {
@@ -333,6 +377,143 @@ impl CallSpec {
         }
         out.sort_by_key(|d| d.ts);
         out
+    }
+}
+
+impl CallSpec {
+    /// The in-dialog requests of `mid_call`, and their effect on the RTP
+    /// already in `out`: a media move readdresses B's packets, a hold
+    /// removes B's (recvonly sends nothing).
+    fn mid_call_datagrams(&self, out: &mut Vec<Datagram>, ans: Timestamp) {
+        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram {
+            ts,
+            src: self.a_sip,
+            dst: self.b_sip,
+            payload: p,
+        };
+        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram {
+            ts,
+            src: self.b_sip,
+            dst: self.a_sip,
+            payload: p,
+        };
+        let to_a = |method: &str| {
+            format!(
+                "{method} sip:{}@{} SIP/2.0",
+                self.from_user,
+                self.a_sip.ip()
+            )
+        };
+        let to_b =
+            |method: &str| format!("{method} sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
+        let mut b_media = self.b_rtp;
+        for (k, ev) in self.mid_call.iter().enumerate() {
+            let cseq = 10 + k as u32;
+            let branch = format!("mid{k}");
+            // SDP versions only need to grow; two per event is enough.
+            let version = 2 + 2 * k as u32;
+            let at_ms = match ev {
+                MidCall::ReferFromB { at_ms, .. }
+                | MidCall::ReinviteFromB { at_ms, .. }
+                | MidCall::HoldByA { at_ms, .. } => *at_ms,
+            };
+            let t = ans.add_micros(at_ms as i64 * 1000);
+            let later = |ms: i64| t.add_micros(ms * 1000);
+            // Requests from B carry B's tag in From; so do A's answers to them.
+            let from_b = |start: &str, cs: &str, extra: &[String], body: Option<&str>| {
+                swap_from_to(&self.sip(start, cs, true, &branch, extra, body))
+            };
+            match ev {
+                MidCall::ReferFromB { refer_to, .. } => {
+                    let cs = format!("{cseq} REFER");
+                    let hdrs = [
+                        format!("Refer-To: <{refer_to}>"),
+                        format!("Referred-By: <sip:{}@{}>", self.to_user, self.b_sip.ip()),
+                    ];
+                    out.push(b2a(t, from_b(&to_a("REFER"), &cs, &hdrs, None)));
+                    out.push(a2b(
+                        later(20),
+                        from_b("SIP/2.0 202 Accepted", &cs, &[], None),
+                    ));
+                }
+                MidCall::ReinviteFromB {
+                    identity, media, ..
+                } => {
+                    let new = media.unwrap_or(b_media);
+                    let cs = format!("{cseq} INVITE");
+                    let hdrs: Vec<String> = identity
+                        .iter()
+                        .map(|i| format!("P-Asserted-Identity: <{i}>"))
+                        .collect();
+                    let offer = self.sdp_with(new, 2, version, "sendrecv");
+                    let answer = self.sdp_with(self.a_rtp, 1, version + 1, "sendrecv");
+                    out.push(b2a(t, from_b(&to_a("INVITE"), &cs, &hdrs, Some(&offer))));
+                    out.push(a2b(
+                        later(20),
+                        from_b("SIP/2.0 200 OK", &cs, &[], Some(&answer)),
+                    ));
+                    let ack = format!("{cseq} ACK");
+                    out.push(b2a(later(40), from_b(&to_a("ACK"), &ack, &[], None)));
+                    if new != b_media {
+                        // Both ends switch once the offer is out: B sends
+                        // from, and A sends to, the new address.
+                        for d in out.iter_mut().filter(|d| d.ts > t) {
+                            if d.src == b_media {
+                                d.src = new;
+                            }
+                            if d.dst == b_media {
+                                d.dst = new;
+                            }
+                        }
+                        b_media = new;
+                    }
+                }
+                MidCall::HoldByA { for_ms, .. } => {
+                    let resume = t.add_micros(*for_ms as i64 * 1000);
+                    for (n, (at, a_dir, b_dir)) in [
+                        (t, "sendonly", "recvonly"),
+                        (resume, "sendrecv", "sendrecv"),
+                    ]
+                    .into_iter()
+                    .enumerate()
+                    {
+                        let cs = format!("{} INVITE", cseq * 10 + n as u32);
+                        let br = format!("{branch}h{n}");
+                        let v = version + n as u32;
+                        let offer = self.sdp_with(self.a_rtp, 1, v, a_dir);
+                        let answer = self.sdp_with(b_media, 2, v, b_dir);
+                        out.push(a2b(
+                            at,
+                            self.sip(&to_b("INVITE"), &cs, true, &br, &[], Some(&offer)),
+                        ));
+                        out.push(b2a(
+                            at.add_micros(20_000),
+                            self.sip("SIP/2.0 200 OK", &cs, true, &br, &[], Some(&answer)),
+                        ));
+                        let ack = format!("{} ACK", cseq * 10 + n as u32);
+                        out.push(a2b(
+                            at.add_micros(40_000),
+                            self.sip(&to_b("ACK"), &ack, true, &br, &[], None),
+                        ));
+                    }
+                    let held = |d: &Datagram| d.src == b_media && d.ts >= t && d.ts < resume;
+                    let skipped = out.iter().filter(|d| held(d)).count() as u16;
+                    out.retain(|d| !held(d));
+                    // A sender that stops sending does not use up sequence
+                    // numbers: B resumes right after its last one.
+                    for d in out
+                        .iter_mut()
+                        .filter(|d| d.src == b_media && d.ts >= resume)
+                    {
+                        if d.payload.len() >= 4 {
+                            let seq = u16::from_be_bytes([d.payload[2], d.payload[3]]);
+                            d.payload[2..4]
+                                .copy_from_slice(&seq.wrapping_sub(skipped).to_be_bytes());
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -385,56 +566,72 @@ fn rtp_stream(
     seed: u32,
 ) {
     let spp = 8 * ptime_ms; // samples per packet at 8 kHz
-    let ssrc = seed.wrapping_mul(2654435761);
+    let mut ssrc = seed.wrapping_mul(2654435761);
     let mut seq = (seed & 0x7fff) as u16;
-    let ts0 = seed.wrapping_mul(40503);
+    let mut ts0 = seed.wrapping_mul(40503);
     let mut t_ms = v.starts_ms;
     let mut digit_iter = v.digits.iter().peekable();
     let mut first = true;
+    let mut streams = 0u32;
     while t_ms + ptime_ms <= talk_ms {
         let at = answer.add_micros(t_ms as i64 * 1000);
+        // Another endpoint takes over: its own SSRC, sequence and clock.
+        let restarts = v.new_stream_at.iter().filter(|&&r| r <= t_ms).count() as u32;
+        if restarts > streams {
+            streams = restarts;
+            let s2 = seed ^ streams.wrapping_mul(0x9e37_79b9);
+            ssrc = s2.wrapping_mul(2654435761);
+            seq = (s2 & 0x7fff) as u16 ^ 0x4000;
+            ts0 = s2.wrapping_mul(40503);
+            first = true;
+        }
+        let tone_hz = v
+            .tone_changes
+            .iter()
+            .filter(|&&(from, _)| from <= t_ms)
+            .max_by_key(|&&(from, _)| from)
+            .map_or(v.tone_hz, |&(_, hz)| hz);
         let rtp_ts = ts0.wrapping_add(t_ms * 8);
         let in_gap = v.gaps_ms.iter().any(|&(a, b)| t_ms >= a && t_ms < b);
-        if let Some(&&(d_ms, digit)) = digit_iter.peek() {
-            if t_ms >= d_ms {
-                // A digit: 100 ms of events then three end packets, all with
-                // the event's start timestamp (RFC 4733 2.5.1).
-                digit_iter.next();
-                let code = dtmf_code(digit);
-                let ev_ts = rtp_ts;
-                let steps = 100 / ptime_ms.max(1);
-                for i in 0..steps + 3 {
-                    let end = i >= steps;
-                    let dur = ((i.min(steps) + 1) * spp).min(u16::MAX as u32) as u16;
-                    let payload = [
-                        code,
-                        if end { 0x80 | 10 } else { 10 },
-                        (dur >> 8) as u8,
-                        dur as u8,
-                    ];
-                    let t = answer.add_micros(
-                        (t_ms + i.min(steps) * ptime_ms) as i64 * 1000
-                            + if end { (i - steps) as i64 * 1000 } else { 0 },
-                    );
-                    out.push(Datagram {
-                        ts: t,
-                        src,
-                        dst,
-                        payload: build_rtp(101, seq, ev_ts, ssrc, i == 0, &payload),
-                    });
-                    seq = seq.wrapping_add(1);
-                }
-                t_ms += steps * ptime_ms;
-                continue;
+        if let Some(&&(d_ms, digit)) = digit_iter.peek()
+            && t_ms >= d_ms
+        {
+            // A digit: 100 ms of events then three end packets, all with
+            // the event's start timestamp (RFC 4733 2.5.1).
+            digit_iter.next();
+            let code = dtmf_code(digit);
+            let ev_ts = rtp_ts;
+            let steps = 100 / ptime_ms.max(1);
+            for i in 0..steps + 3 {
+                let end = i >= steps;
+                let dur = ((i.min(steps) + 1) * spp).min(u16::MAX as u32) as u16;
+                let payload = [
+                    code,
+                    if end { 0x80 | 10 } else { 10 },
+                    (dur >> 8) as u8,
+                    dur as u8,
+                ];
+                let t = answer.add_micros(
+                    (t_ms + i.min(steps) * ptime_ms) as i64 * 1000
+                        + if end { (i - steps) as i64 * 1000 } else { 0 },
+                );
+                out.push(Datagram {
+                    ts: t,
+                    src,
+                    dst,
+                    payload: build_rtp(101, seq, ev_ts, ssrc, i == 0, &payload),
+                });
+                seq = seq.wrapping_add(1);
             }
+            t_ms += steps * ptime_ms;
+            continue;
         }
         if !in_gap {
             let mut payload = Vec::with_capacity(spp as usize);
             for i in 0..spp {
                 let n = (t_ms * 8 + i) as f32;
-                let s = if v.tone_hz > 0.0 {
-                    (v.amplitude * (2.0 * std::f32::consts::PI * v.tone_hz * n / 8000.0).sin())
-                        as i16
+                let s = if tone_hz > 0.0 {
+                    (v.amplitude * (2.0 * std::f32::consts::PI * tone_hz * n / 8000.0).sin()) as i16
                 } else {
                     0
                 };
@@ -493,5 +690,70 @@ mod tests {
         let b = d.iter().filter(|d| d.src == c.b_rtp).count();
         assert_eq!((a, b), (50, 50));
         assert!(d.windows(2).all(|w| w[0].ts <= w[1].ts));
+    }
+
+    #[test]
+    fn mid_call_events_shape_signalling_and_media() {
+        let mut c = CallSpec::simple(
+            2,
+            "0312340001",
+            "0077260312349999",
+            Timestamp::from_secs_micros(1_795_221_000, 0),
+            3000,
+        );
+        let moved: SocketAddr = "198.51.100.99:40000".parse().unwrap();
+        c.mid_call = vec![
+            MidCall::ReferFromB {
+                at_ms: 500,
+                refer_to: "sip:x@203.0.113.1".into(),
+            },
+            MidCall::ReinviteFromB {
+                at_ms: 1000,
+                identity: None,
+                media: Some(moved),
+            },
+            MidCall::HoldByA {
+                at_ms: 2000,
+                for_ms: 400,
+            },
+        ];
+        c.b_voice.new_stream_at = vec![500];
+        let d = c.datagrams();
+        let text = |d: &Datagram| String::from_utf8_lossy(&d.payload).into_owned();
+        let starts: Vec<String> = d
+            .iter()
+            .filter(|d| d.src.port() == 5060)
+            .map(|d| text(d).lines().next().unwrap().to_owned())
+            .collect();
+        // INVITE 100 180 200 ACK, REFER 202, re-INVITE 200 ACK, two holds
+        // of 3 each, BYE 200.
+        assert_eq!(starts.len(), 5 + 2 + 3 + 6 + 2, "{starts:?}");
+        // The REFER comes from B with B's tag in From.
+        let refer = d.iter().find(|d| text(d).starts_with("REFER")).unwrap();
+        assert_eq!(refer.src, c.b_sip);
+        assert!(text(refer).contains("From: <sip:0077260312349999@"));
+        // B's media moved after 1 s, both directions; silent on hold.
+        let b_rtp: Vec<&Datagram> = d
+            .iter()
+            .filter(|x| x.src == c.b_rtp || x.src == moved)
+            .collect();
+        assert!(
+            b_rtp
+                .iter()
+                .all(|x| (x.src == moved) == (x.ts > c.answer_at().add_micros(1_000_000)))
+        );
+        assert!(d.iter().filter(|x| x.dst == moved).count() > 50);
+        assert_eq!(b_rtp.len(), 150 - 20);
+        // One new SSRC at 500 ms; sequence numbers continue across the hold.
+        let ssrc = |x: &Datagram| u32::from_be_bytes(x.payload[8..12].try_into().unwrap());
+        let seq = |x: &Datagram| u16::from_be_bytes([x.payload[2], x.payload[3]]);
+        let after: Vec<&&Datagram> = b_rtp.iter().skip(25).collect();
+        assert_ne!(ssrc(b_rtp[0]), ssrc(after[0]));
+        assert!(after.iter().all(|x| ssrc(x) == ssrc(after[0])));
+        assert!(
+            after
+                .windows(2)
+                .all(|w| seq(w[1]) == seq(w[0]).wrapping_add(1))
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use callrec::config::{AudioFormat, Channels};
 use callrec::media::codec::{ALAW_DECODE, ULAW_DECODE, encode_alaw, encode_ulaw};
+use callrec::media::jitter::PLAYOUT_DELAY;
 use callrec::media::rtp::build_rtp;
 use callrec::recording::recorder::{CallRecorder, Leg, RecorderEvent, RecorderParams};
 use callrec::recording::wav::{read_wav, recover};
@@ -192,7 +193,7 @@ fn impaired_leg_keeps_its_timeline() {
         let jitter = if [0, 100, 150].contains(&i) {
             0
         } else {
-            (i * 7919 % 16) as i64
+            i * 7919 % 16
         };
         match i {
             30 | 31 | 120 => lost.push(i),
@@ -521,4 +522,120 @@ fn crashed_recording_is_recovered() {
         u32::from_le_bytes(bytes[4..8].try_into().unwrap()) as usize + 8,
         bytes.len()
     );
+}
+
+/// 160 distinct μ-law bytes for packet `i` (so each packet can be found in
+/// the recording by content; a pure tone repeats every few packets).
+fn noise(i: u32) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ (i as u64 + 1).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (0..160)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Avoid the two codes that decode to 0, so silence is never audio.
+            match x as u8 {
+                0xff | 0x7f => 0x80,
+                b => b,
+            }
+        })
+        .collect()
+}
+
+/// Where each packet's samples sit in `ch`: whole, in order, not overlapping.
+/// Panics naming the first packet that is missing or cut.
+fn find_in_order(ch: &[i16], payloads: &[Vec<u8>]) -> Vec<usize> {
+    let mut floor = 0;
+    payloads
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let want: Vec<i16> = p.iter().map(|&b| ULAW_DECODE[b as usize]).collect();
+            let at = (floor..=ch.len().saturating_sub(want.len()))
+                .find(|&q| ch[q..q + want.len()] == want[..])
+                .unwrap_or_else(|| panic!("packet {i} is not in the recording whole"));
+            floor = at + want.len();
+            at
+        })
+        .collect()
+}
+
+/// A sender whose RTP clock runs 16% slow (isa_inbound_call.pcap has one):
+/// 160 samples of audio per 23.2 ms of capture time. Its RTP time falls
+/// behind capture by the playout delay every 1.25 s; every packet must
+/// still be recorded whole (the buffer used to drop them as late until the
+/// leg was a full second behind), each within the playout delay of its
+/// capture time.
+#[test]
+fn slow_sender_clock_loses_no_packets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("slow.wav");
+    let mut rec = CallRecorder::create(params(&path, Channels::Stereo)).unwrap();
+    let payloads: Vec<Vec<u8>> = (0..250).map(noise).collect();
+    let cap_us = |i: usize| i as i64 * 23_200;
+    for (i, p) in payloads.iter().enumerate() {
+        let pkt = build_rtp(0, 100 + i as u16, 9000 + 160 * i as u32, 7, i == 0, p);
+        rec.on_rtp(Leg::Subscriber, START.add_micros(cap_us(i)), &pkt);
+    }
+    let s = rec.finish(START.add_micros(cap_us(250) + 100_000)).unwrap();
+    let q = &s.quality[0];
+    assert_eq!((q.packets, q.lost, q.late), (250, 0, 0), "{q:?}");
+    let left = &read_wav(&path).unwrap().samples[0];
+    let at = find_in_order(left, &payloads);
+    for (i, &a) in at.iter().enumerate() {
+        let cap = cap_us(i) / 125;
+        assert!(
+            a as i64 <= cap && cap - a as i64 <= PLAYOUT_DELAY,
+            "packet {i} at sample {a}, captured at {cap}"
+        );
+    }
+}
+
+/// A sender whose RTP clock runs 4% fast, talking in 4 s talkspurts with
+/// 600 ms pauses (timestamps advance over the pauses as they should). It
+/// gets 160 ms ahead of capture time in each talkspurt, past MAX_AHEAD.
+/// No packet may be overwritten and none moved apart from the previous
+/// one inside a talkspurt (the buffer used to jump back mid-talkspurt onto
+/// speech not yet played out, as on heplify_rtp_rtcp_sip_ipv4_udp.pcap);
+/// the drift is taken up in the pauses, so every talkspurt starts at its
+/// capture time.
+#[test]
+fn fast_sender_clock_overwrites_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fast.wav");
+    let mut rec = CallRecorder::create(params(&path, Channels::Stereo)).unwrap();
+    let mut payloads = Vec::new();
+    let mut spurt_starts = Vec::new();
+    let (mut cap_us, mut rtp) = (0i64, 5000u32);
+    for spurt in 0..3 {
+        spurt_starts.push((payloads.len(), cap_us));
+        for k in 0..200 {
+            let i = payloads.len() as u32;
+            let p = noise(i);
+            let pkt = build_rtp(0, i as u16, rtp, 9, k == 0, &p);
+            rec.on_rtp(Leg::Remote, START.add_micros(cap_us), &pkt);
+            payloads.push(p);
+            rtp = rtp.wrapping_add(160);
+            cap_us += 19_200; // 20 ms of audio every 19.2 ms
+        }
+        if spurt < 2 {
+            rtp = rtp.wrapping_add(600 * 8);
+            cap_us += 600_000;
+        }
+    }
+    let s = rec.finish(START.add_micros(cap_us + 500_000)).unwrap();
+    let q = &s.quality[1];
+    assert_eq!((q.packets, q.lost, q.late), (600, 0, 0), "{q:?}");
+    let right = &read_wav(&path).unwrap().samples[1];
+    let at = find_in_order(right, &payloads);
+    for (n, &(first, cap)) in spurt_starts.iter().enumerate() {
+        assert_eq!(at[first] as i64, cap / 125, "talkspurt {n} start");
+        for i in first + 1..first + 200 {
+            assert_eq!(
+                at[i],
+                at[i - 1] + 160,
+                "packet {i} moved within talkspurt {n}"
+            );
+        }
+    }
 }

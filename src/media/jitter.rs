@@ -12,8 +12,13 @@
 //! anchor pairs a capture-time position with an RTP timestamp; it is set by
 //! the first packet of each SSRC (or sequence restart) and reset whenever a
 //! new packet's timestamp disagrees with its capture time by more than a
-//! jitter buffer could explain (a 2^31 jump, a sender restart). So neither
-//! an SSRC change nor a timestamp jump shifts the leg in time.
+//! jitter buffer could explain (a 2^31 jump, a sender restart), or would
+//! otherwise be played out before it arrived. So neither an SSRC change nor
+//! a timestamp jump shifts the leg in time. A sender whose RTP clock drifts
+//! from capture time is re-anchored the same way, but never backwards onto
+//! audio it already placed: running slow costs a short silence when the
+//! drift reaches the playout delay; running fast is taken up in the next
+//! silence (and trimmed only when the window is full).
 
 use crate::media::codec::{ALAW_DECODE, Codec, ULAW_DECODE, decode_into};
 use crate::media::quality::QualityTracker;
@@ -79,6 +84,8 @@ struct Stream {
     max_ts: i64,
     anchor_pos: i64,
     anchor_ts: i64,
+    /// Timeline end of the newest packet's payload.
+    end: i64,
 }
 
 pub struct JitterBuffer {
@@ -142,8 +149,9 @@ impl JitterBuffer {
         };
         self.quality
             .on_packet(self.stream.map_or(0, |s| s.max_seq), now.micros(), pos);
-        if !new && pos > cap_pos + MAX_AHEAD {
-            // A straggler from before a timestamp jump: its old timeline is gone.
+        if !new && self.stream.is_some_and(|s| pos >= s.end) {
+            // An older packet placed after the newest one: a straggler from
+            // before a timestamp jump, whose old timeline is gone.
             self.quality.late += 1;
             return Placed::Late;
         }
@@ -199,6 +207,7 @@ impl JitterBuffer {
                 max_ts: ts,
                 anchor_pos: cap_pos,
                 anchor_ts: ts,
+                end: cap_pos + pkt.payload.len() as i64,
             });
             self.quality.new_stream(seq);
             return Ok((cap_pos, true));
@@ -213,12 +222,34 @@ impl JitterBuffer {
             s.max_seq += delta;
             s.max_ts = ts;
             let mut pos = s.anchor_pos + (ts - s.anchor_ts);
-            if pos - cap_pos > MAX_AHEAD || cap_pos - pos > MAX_BEHIND {
-                s.anchor_pos = cap_pos;
-                s.anchor_ts = ts;
-                pos = cap_pos;
-                self.quality.reset_transit();
+            // The newest packet would be (partly) late: its stream's RTP
+            // clock fell behind capture time by the whole playout delay. A
+            // sender whose clock runs slow does that steadily, and waiting
+            // for MAX_BEHIND dropped every packet in between as late (148
+            // of 206 on isa_inbound_call.pcap, a sender 16% slow).
+            let behind_playout = pos < self.read_pos;
+            if pos - cap_pos > MAX_AHEAD || cap_pos - pos > MAX_BEHIND || behind_playout {
+                // Back to capture time; but when moving back, never onto
+                // samples this stream placed and the window still holds:
+                // a sender whose clock runs fast gets ahead by the drift
+                // mid-talkspurt, and jumping back there overwrote speech
+                // (seen on heplify_rtp_rtcp_sip_ipv4_udp.pcap, 1.2% fast).
+                // The drift is then taken up at the next silence, or as far
+                // as the window forces.
+                let target = if pos > cap_pos {
+                    let window_end = self.read_pos + RING as i64 - MAX_PAYLOAD as i64;
+                    cap_pos.max(s.end.min(window_end))
+                } else {
+                    cap_pos
+                };
+                if target != pos {
+                    s.anchor_pos = target;
+                    s.anchor_ts = ts;
+                    pos = target;
+                    self.quality.reset_transit();
+                }
             }
+            s.end = pos + pkt.payload.len() as i64;
             return Ok((pos, true));
         }
         let k = -delta;
