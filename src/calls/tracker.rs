@@ -84,6 +84,9 @@ pub enum CallEvent {
         at: Timestamp,
         cause: &'static str,
     },
+    /// A recorded call now continues in another dialog (an INVITE with
+    /// Replaces was answered): its media keep-alive follows `call_id`.
+    Replaced { key: CallKey, call_id: String },
     /// A DTMF digit sent by SIP INFO from the subscriber.
     InfoDigit {
         key: CallKey,
@@ -119,6 +122,15 @@ enum Side {
 struct Dialog {
     key: CallKey,
     call_id: String,
+    /// The Call-ID the history knows the call by: this dialog's, or for a
+    /// dialog that replaced a recorded one (RFC 3891), the original's.
+    history_call_id: String,
+    /// Which side is the contract's subscriber (the left channel).
+    sub_side: Side,
+    /// Set while this dialog is an unanswered INVITE with Replaces aimed at
+    /// a recorded dialog (that dialog's Call-ID): until answered it is only
+    /// an attempt, and its failure ends nothing.
+    takes_over: Option<String>,
     short_id: String,
     verdict: Verdict,
     state: State,
@@ -141,10 +153,7 @@ struct Dialog {
 
 impl Dialog {
     fn subscriber_side(&self) -> Side {
-        match self.verdict.direction {
-            Some(Direction::Inbound) => Side::B,
-            _ => Side::A,
-        }
+        self.sub_side
     }
     fn legs(&self) -> MediaLegs {
         let (s, r) = match self.subscriber_side() {
@@ -377,6 +386,9 @@ impl Tracker {
             // Call-ID reused after the old call ended: a new call.
             self.dialogs.remove(call_id);
         }
+        if self.replacing_invite(at, call_id, cseq, msg) {
+            return;
+        }
         let facts = InviteFacts::from_message(msg);
         let load = Load {
             active_calls: self.active_recorded,
@@ -410,9 +422,16 @@ impl Tracker {
             .and_then(|b| sdp::parse(b).ok())
             .and_then(|s| endpoint_from_sdp(&s));
         let _ = src;
+        let sub_side = match verdict.direction {
+            Some(Direction::Inbound) => Side::B,
+            _ => Side::A,
+        };
         let d = Dialog {
             key,
             call_id: call_id.to_owned(),
+            history_call_id: call_id.to_owned(),
+            sub_side,
+            takes_over: None,
             short_id,
             verdict,
             state: State::Proceeding,
@@ -434,6 +453,83 @@ impl Tracker {
         if self.dialogs.len() > self.max_dialogs {
             self.evict(at, out);
         }
+    }
+
+    /// An INVITE with Replaces (RFC 3891) aimed at a confirmed recorded
+    /// dialog: an attended transfer hands that call to a new dialog. The
+    /// new dialog joins the recorded call (same key, same history line) and,
+    /// once answered, takes over from the old one with a new segment. The
+    /// party that stays keeps its channel; the newcomer takes the channel
+    /// of the party it replaces. Returns false when the INVITE is not such
+    /// a takeover (it is then an ordinary new call).
+    fn replacing_invite(
+        &mut self,
+        at: Timestamp,
+        call_id: &str,
+        cseq: u32,
+        msg: &Message<'_>,
+    ) -> bool {
+        let Some(r) = msg.replaces() else {
+            return false;
+        };
+        let Some(old) = self.dialogs.get(r.call_id.as_ref()) else {
+            return false;
+        };
+        if old.ended || old.state != State::Confirmed || !old.verdict.record || r.early_only {
+            return false;
+        }
+        // The to-tag is the tag of the dialog's party receiving this INVITE
+        // (the one that stays); both tags must name the old dialog.
+        let side_of = |tag: Option<&str>| match tag {
+            Some(t) if old.a_tag.as_deref() == Some(t) => Some(Side::A),
+            Some(t) if old.b_tag.as_deref() == Some(t) => Some(Side::B),
+            _ => None,
+        };
+        let (Some(stays), Some(leaves)) =
+            (side_of(r.to_tag.as_deref()), side_of(r.from_tag.as_deref()))
+        else {
+            return false;
+        };
+        if stays == leaves {
+            return false;
+        }
+        // In the new dialog the staying party answers (B) and the newcomer
+        // calls (A).
+        let sub_side = if stays == old.sub_side {
+            Side::B
+        } else {
+            Side::A
+        };
+        tracing::info!(call = %old.short_id, "recorded call being replaced by a new dialog (attended transfer)");
+        let d = Dialog {
+            key: old.key,
+            call_id: call_id.to_owned(),
+            history_call_id: old.history_call_id.clone(),
+            sub_side,
+            takes_over: Some(old.call_id.clone()),
+            short_id: old.short_id.clone(),
+            verdict: old.verdict.clone(),
+            state: State::Proceeding,
+            invite_at: old.invite_at,
+            invite_cseq: cseq,
+            a_tag: msg.from().and_then(|f| f.tag().map(str::to_owned)),
+            b_tag: None,
+            a_media: msg
+                .sdp()
+                .and_then(|b| sdp::parse(b).ok())
+                .and_then(|s| endpoint_from_sdp(&s)),
+            b_media: None,
+            early: Vec::new(),
+            answered_at: old.answered_at,
+            last_activity: at,
+            segments: old.segments,
+            remote_identity: None,
+            ended: false,
+        };
+        self.dialogs.insert(call_id.to_owned(), d);
+        self.pending
+            .push_back((at, call_id.to_owned(), self.dialogs[call_id].key));
+        true
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -478,8 +574,35 @@ impl Tracker {
             100..=199 => {}
             200..=299 => {
                 d.state = State::Confirmed;
-                d.answered_at = Some(at);
                 d.b_tag = to_tag.clone();
+                if let Some(old) = d.takes_over.take() {
+                    if msg.sdp().is_none() {
+                        if let Some((_, ep)) =
+                            d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
+                        {
+                            d.b_media = Some(ep.clone());
+                        }
+                    }
+                    d.early.clear();
+                    d.remote_identity = asserted_identity(msg);
+                    d.segments += 1;
+                    let (key, legs) = (d.key, d.legs());
+                    out.push(CallEvent::Replaced {
+                        key,
+                        call_id: call_id.to_owned(),
+                    });
+                    out.push(CallEvent::NewSegment {
+                        key,
+                        at,
+                        cause: "replaces",
+                    });
+                    out.push(CallEvent::MediaChanged { key, at, legs });
+                    // The old dialog is over without ending the call: its
+                    // BYE, when it comes, finds nothing.
+                    self.dialogs.remove(&old);
+                    return;
+                }
+                d.answered_at = Some(at);
                 if msg.sdp().is_none() {
                     if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
                     {
@@ -667,6 +790,11 @@ impl Tracker {
         }
         d.ended = true;
         d.last_activity = at;
+        if d.takes_over.is_some() {
+            // A takeover that never happened: the recorded call goes on in
+            // its own dialog.
+            return;
+        }
         if d.verdict.record {
             self.active_recorded = self.active_recorded.saturating_sub(1);
         }
@@ -682,7 +810,7 @@ impl Tracker {
         };
         let ts = |t: Timestamp| t.rfc3339(self.offset);
         let record = CallRecord {
-            call_id: d.call_id.clone(),
+            call_id: d.history_call_id.clone(),
             short_id: d.short_id.clone(),
             direction: v.direction.map(|x| x.as_str().to_owned()),
             contract: v.contract.and_then(|i| self.contract_ids.get(i)).cloned(),
@@ -837,6 +965,174 @@ destination = "acme"
     }
 
     const INVITE: &str = "INVITE sip:0077260312349999@203.0.113.1 SIP/2.0";
+
+    /// A message of another dialog, between the subscriber (A of `c1`,
+    /// tag `aaa` there) and a third party T.
+    fn msg3(
+        call_id: &str,
+        start: &str,
+        cseq: &str,
+        from: &str,
+        to: &str,
+        extra: &str,
+        body: Option<String>,
+    ) -> Vec<u8> {
+        let body = body.unwrap_or_default();
+        let ct = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!("{start}\r\nCall-ID: {call_id}\r\nCSeq: {cseq}\r\nFrom: {from}\r\nTo: {to}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    }
+
+    #[test]
+    fn replaces_hands_the_recorded_call_to_the_new_dialog() {
+        let mut t = tracker();
+        feed(
+            &mut t,
+            0,
+            &msg(
+                INVITE,
+                "1 INVITE",
+                None,
+                false,
+                "",
+                Some(sdp("192.0.2.1", 4000)),
+            ),
+        );
+        let ev = feed(
+            &mut t,
+            900,
+            &msg(
+                "SIP/2.0 200 OK",
+                "1 INVITE",
+                Some("bbb"),
+                false,
+                "",
+                Some(sdp("198.51.100.1", 5000)),
+            ),
+        );
+        assert!(matches!(ev[..], [CallEvent::Answered { .. }]), "{ev:?}");
+        let (tp, sub) = ("<sip:0312345555@203.0.113.9>", "<sip:0312340001@192.0.2.1>");
+        // A takeover attempt that fails changes nothing.
+        let ev = feed(
+            &mut t,
+            1500,
+            &msg3(
+                "c3",
+                "INVITE sip:0312340001@192.0.2.1 SIP/2.0",
+                "1 INVITE",
+                &format!("{tp};tag=x3"),
+                sub,
+                "Replaces: c1;to-tag=aaa;from-tag=bbb\r\n",
+                Some(sdp("203.0.113.9", 7100)),
+            ),
+        );
+        assert!(ev.is_empty(), "no new call decided: {ev:?}");
+        let ev = feed(
+            &mut t,
+            1600,
+            &msg3(
+                "c3",
+                "SIP/2.0 486 Busy Here",
+                "1 INVITE",
+                &format!("{tp};tag=x3"),
+                &format!("{sub};tag=a3"),
+                "",
+                None,
+            ),
+        );
+        assert!(ev.is_empty(), "a failed takeover ends nothing: {ev:?}");
+        // T calls the subscriber to take over B's dialog (B transferred).
+        let ev = feed(
+            &mut t,
+            2000,
+            &msg3(
+                "c2",
+                "INVITE sip:0312340001@192.0.2.1 SIP/2.0",
+                "1 INVITE",
+                &format!("{tp};tag=ttt"),
+                sub,
+                "Replaces: c1;to-tag=aaa;from-tag=bbb\r\n",
+                Some(sdp("203.0.113.9", 7000)),
+            ),
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+        let ev = feed(
+            &mut t,
+            2100,
+            &msg3(
+                "c2",
+                "SIP/2.0 200 OK",
+                "1 INVITE",
+                &format!("{tp};tag=ttt"),
+                &format!("{sub};tag=a2"),
+                "",
+                Some(sdp("192.0.2.1", 4002)),
+            ),
+        );
+        let [
+            CallEvent::Replaced { key: k1, call_id },
+            CallEvent::NewSegment {
+                key: k2,
+                cause: "replaces",
+                ..
+            },
+            CallEvent::MediaChanged { key: k3, legs, .. },
+        ] = &ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!((k1, k2, k3, call_id.as_str()), (&1, &1, &1, "c2"));
+        // The subscriber stays on the left channel; T is the remote party.
+        assert_eq!(
+            legs.subscriber.as_ref().unwrap().addr,
+            "192.0.2.1:4002".parse().unwrap()
+        );
+        assert_eq!(
+            legs.remote.as_ref().unwrap().addr,
+            "203.0.113.9:7000".parse().unwrap()
+        );
+        // The replaced dialog's BYE ends nothing; the new dialog's does.
+        let ev = feed(
+            &mut t,
+            2200,
+            &msg("BYE sip:x SIP/2.0", "2 BYE", Some("bbb"), true, "", None),
+        );
+        assert!(ev.is_empty(), "{ev:?}");
+        let ev = feed(
+            &mut t,
+            5000,
+            &msg3(
+                "c2",
+                "BYE sip:0312340001@192.0.2.1 SIP/2.0",
+                "2 BYE",
+                &format!("{tp};tag=ttt"),
+                &format!("{sub};tag=a2"),
+                "",
+                None,
+            ),
+        );
+        let [
+            CallEvent::Ended {
+                key: 1,
+                recorded: true,
+                record,
+                ..
+            },
+        ] = &ev[..]
+        else {
+            panic!("{ev:?}")
+        };
+        assert_eq!(
+            record.call_id, "c1",
+            "history keeps the recorded call's Call-ID"
+        );
+        assert_eq!(record.segments, 2);
+        assert_eq!(record.end_reason.as_deref(), Some("bye-remote"));
+        assert_eq!(t.active_recorded(), 0);
+    }
 
     #[test]
     fn reinvite_moves_media_without_a_new_segment() {

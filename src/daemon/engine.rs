@@ -295,6 +295,11 @@ impl Engine {
                     })));
                 }
             }
+            CallEvent::Replaced { key, call_id } => {
+                if let Some(c) = self.calls.get_mut(&key) {
+                    c.call_id = call_id;
+                }
+            }
             CallEvent::InfoDigit { key, at, digit } => {
                 if let Some(c) = self.calls.get(&key) {
                     self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit {
