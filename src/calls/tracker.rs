@@ -575,16 +575,15 @@ impl Tracker {
             200..=299 => {
                 d.state = State::Confirmed;
                 d.b_tag = to_tag.clone();
-                if let Some(old) = d.takes_over.take() {
-                    if msg.sdp().is_none() {
-                        if let Some((_, ep)) =
-                            d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
-                        {
-                            d.b_media = Some(ep.clone());
-                        }
+                if msg.sdp().is_none() {
+                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
+                    {
+                        d.b_media = Some(ep.clone());
                     }
-                    d.early.clear();
-                    d.remote_identity = asserted_identity(msg);
+                }
+                d.early.clear();
+                d.remote_identity = asserted_identity(msg);
+                if let Some(old) = d.takes_over.take() {
                     d.segments += 1;
                     let (key, legs) = (d.key, d.legs());
                     out.push(CallEvent::Replaced {
@@ -603,14 +602,6 @@ impl Tracker {
                     return;
                 }
                 d.answered_at = Some(at);
-                if msg.sdp().is_none() {
-                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
-                    {
-                        d.b_media = Some(ep.clone());
-                    }
-                }
-                d.early.clear();
-                d.remote_identity = asserted_identity(msg);
                 if d.verdict.record {
                     d.segments = 1;
                     out.push(CallEvent::Answered {
