@@ -15,7 +15,10 @@ use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
 use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::history::{CallRecord, HistoryWriter};
 use crate::time::Timestamp;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+// Per-packet lookups: foldhash is several times cheaper than SipHash and
+// still seeded per process, so colliding keys cannot be precomputed.
+use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 

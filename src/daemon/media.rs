@@ -13,7 +13,8 @@ use crate::delivery::spool::Spool;
 use crate::media::codec::Codec;
 use crate::recording::recorder::{CallRecorder, RecorderParams};
 use crate::time::Timestamp;
-use std::collections::HashMap;
+// Looked up per packet: see the engine on the hasher.
+use foldhash::{HashMap, HashMapExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 
