@@ -80,6 +80,9 @@ fn config(spool: &Path, dests: &[Dest], extra_delivery: &str) -> (Config, String
             d.identity.display().to_string(),
             d.host_key
         );
+        if let Some(r) = d.max_rate {
+            t += &format!("max_rate = {r}\n");
+        }
     }
     // A number belongs to one contract only: number them apart.
     for (i, d) in dests.iter().enumerate() {
@@ -93,9 +96,6 @@ fn config(spool: &Path, dests: &[Dest], extra_delivery: &str) -> (Config, String
     let mut cfg = load_str(&t, Path::new("test.toml")).expect("test config loads");
     cfg.delivery.keepalive = Duration::from_secs(1);
     cfg.delivery.connect_timeout = Duration::from_secs(2);
-    for (c, d) in cfg.destinations.iter_mut().zip(dests) {
-        c.max_rate = d.max_rate;
-    }
     (cfg, t)
 }
 
@@ -178,6 +178,95 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Checks what a receiver can see at one moment against the queue order
+/// (`order`: stems, oldest first): the recordings visible under their final
+/// names are a prefix of the order (nothing overtook an older one), and a
+/// JSON is only there with its WAV.
+fn order_violation(present: &[String], order: &[String]) -> Option<String> {
+    let has = |s: &str, ext: &str| present.iter().any(|p| *p == format!("{s}.{ext}"));
+    let mut gap: Option<&String> = None;
+    for s in order {
+        let (w, j) = (has(s, "wav"), has(s, "json"));
+        if j && !w {
+            return Some(format!("{s}.json visible without its WAV"));
+        }
+        if w || j {
+            if let Some(g) = gap {
+                return Some(format!("{s} visible before the older {g}"));
+            }
+        } else if gap.is_none() {
+            gap = Some(s);
+        }
+    }
+    None
+}
+
+/// Watches a server folder until `stop`: every listing must pass
+/// [`order_violation`] (WAVs of the recording being published may lead its
+/// JSON, never the other way round). Returns (violations, listings).
+fn watch_order(
+    incoming: PathBuf,
+    order: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, u64)> {
+    std::thread::spawn(move || {
+        let mut bad = Vec::new();
+        let mut polls = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let present: Vec<String> = remote_names(&incoming)
+                .into_iter()
+                .filter(|n| !n.ends_with(".part"))
+                .collect();
+            if let Some(v) = order_violation(&present, &order) {
+                bad.push(v);
+            }
+            polls += 1;
+        }
+        (bad, polls)
+    })
+}
+
+/// Names (relative paths) of the files below `dir`, without reading them.
+fn remote_names(dir: &Path) -> Vec<String> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rec(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn order_violation_sees_overtaking_and_lone_json() {
+    let order: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    let v = |names: &[&str]| {
+        order_violation(
+            &names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &order,
+        )
+    };
+    assert_eq!(v(&[]), None);
+    assert_eq!(v(&["s0.wav"]), None);
+    assert_eq!(v(&["s0.wav", "s0.json", "s1.wav"]), None);
+    assert!(v(&["s1.wav"]).is_some(), "overtook s0");
+    assert!(v(&["s0.wav", "s0.json", "s2.wav", "s2.json"]).is_some());
+    assert!(v(&["s0.json"]).is_some(), "JSON before its WAV");
+}
+
+fn ctime_ns(p: &Path) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
 fn mtime_ns(p: &Path) -> u128 {
     std::fs::metadata(p)
         .unwrap()
@@ -227,6 +316,12 @@ fn server_down_then_up_delivers_all_in_order() {
     assert!(remote_files(&srv.incoming).is_empty());
     assert_eq!(spool.list("acme", QueueState::Ready).unwrap().len(), 10);
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_order(
+        srv.incoming.clone(),
+        expect.keys().cloned().collect(),
+        stop.clone(),
+    );
     srv.restart();
     let t0 = Instant::now();
     assert!(
@@ -241,6 +336,13 @@ fn server_down_then_up_delivers_all_in_order() {
         t0.elapsed()
     );
     workers.stop();
+    stop.store(true, Ordering::Relaxed);
+    let (bad, polls) = watcher.join().unwrap();
+    assert!(bad.is_empty(), "arrival order broken: {bad:?}");
+    assert!(
+        polls > 10,
+        "the watcher looked while files arrived: {polls}"
+    );
 
     let got = remote_files(&srv.incoming);
     assert_eq!(
@@ -253,11 +355,13 @@ fn server_down_then_up_delivers_all_in_order() {
     for (s, (w, j)) in &expect {
         assert_eq!(sha(&got[&format!("{s}.wav")]), sha(w), "{s}.wav");
         assert_eq!(&got[&format!("{s}.json")], j, "{s}.json");
-        times.push(mtime_ns(&srv.incoming.join(format!("{s}.wav"))));
+        // The ctime is the rename's (link + unlink of the .part); the
+        // kernel's coarse clock can give neighbours the same value.
+        times.push(ctime_ns(&srv.incoming.join(format!("{s}.json"))));
     }
     assert!(
-        times.windows(2).all(|w| w[0] < w[1]),
-        "delivered oldest first"
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "published oldest first: {times:?}"
     );
     assert_eq!(spool.list("acme", QueueState::Done).unwrap().len(), 10);
     let listing = queue_command(&cfg, QueueCmd::List).unwrap();
@@ -284,7 +388,9 @@ fn child_delivery_role() {
 
 /// SIGKILL of a delivering process at random points, 20 times: every
 /// recording ends up exactly once under its final name with the right hash,
-/// and no final name ever shows a partial file.
+/// no final name ever shows a partial file, and recordings become visible
+/// in queue order (never one before an older one, never a JSON before its
+/// WAV), although several connections upload at once.
 #[test]
 fn killed_at_random_points_never_half_publishes() {
     init_log();
@@ -322,10 +428,23 @@ fn killed_at_random_points_never_half_publishes() {
             expect.clone(),
             srv.incoming.clone(),
         );
+        let order: Vec<String> = expect
+            .keys()
+            .filter_map(|k| k.strip_suffix(".wav"))
+            .map(str::to_string)
+            .collect();
         std::thread::spawn(move || {
             // Hash each version (name, size, mtime) of a final file once.
             let mut seen = std::collections::HashSet::new();
             while !stop.load(Ordering::Relaxed) {
+                // Names first (one directory read), then contents.
+                let names: Vec<String> = remote_names(&incoming)
+                    .into_iter()
+                    .filter(|n| !n.ends_with(".part"))
+                    .collect();
+                if let Some(v) = order_violation(&names, &order) {
+                    violations.lock().unwrap().push(v);
+                }
                 for (name, bytes) in remote_files(&incoming) {
                     if name.ends_with(".part") {
                         continue;
@@ -421,6 +540,47 @@ fn killed_at_random_points_never_half_publishes() {
         progress.iter().any(|p| p.1 > 0 && p.1 < N),
         "no kill landed mid-backlog: {progress:?}"
     );
+}
+
+/// `max_rate` limits the destination as a whole, however many connections
+/// it uploads on: the backlog cannot arrive faster than the rate allows
+/// after the bucket's initial burst (a lower bound, which cannot be flaky;
+/// one bucket per connection would finish in a third of the time).
+#[test]
+fn max_rate_limits_the_whole_destination() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    const RATE: u64 = 500_000;
+    let mut d = dest_for(&srv, "slow", "K-0001");
+    d.max_rate = Some(RATE);
+    let (cfg, text) = config(dir.path(), &[d], "");
+    assert!(text.contains("max_rate = 500000"), "through the loader");
+    assert_eq!(cfg.destinations[0].max_rate, Some(RATE));
+    assert!(
+        cfg.destinations[0].connections > 1,
+        "{:?}",
+        cfg.destinations[0]
+    );
+    let mut total = 0u64;
+    for i in 0..6u32 {
+        let (w, j) = publish(&spool, "slow", &stem("K-0001", i), 40 + i as u64, 200_000);
+        total += (w.len() + j.len()) as u64;
+    }
+    let t0 = Instant::now();
+    let rep = deliver_until_empty(&cfg, dir.path(), Duration::from_secs(60)).unwrap();
+    let took = t0.elapsed();
+    assert!(!rep.timed_out, "{rep:?}");
+    assert_eq!(rep.destinations[0].delivered, 6, "{rep:?}");
+    let burst = (RATE / 10).max(32 * 1024);
+    let floor = Duration::from_secs_f64((total - burst) as f64 / RATE as f64);
+    eprintln!(
+        "{total} bytes at max_rate {RATE} B/s took {took:?} (floor {floor:?}, {:.0} B/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    assert!(took >= floor, "{took:?} < {floor:?}: faster than max_rate");
+    assert_eq!(remote_files(&srv.incoming).len(), 12);
 }
 
 /// Two destinations, one dead (accepts TCP, never answers): the live one's

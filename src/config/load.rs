@@ -149,6 +149,7 @@ struct RawDestination {
     identity: Spanned<String>,
     host_key: Spanned<String>,
     max_rate: S<IntOrStr>,
+    connections: S<i64>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -936,6 +937,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .collect::<Vec<_>>()
                 .join(" "),
             max_rate,
+            connections: cx.int(&k("connections"), &d.connections, 3, 1..=16)? as usize,
         });
     }
 

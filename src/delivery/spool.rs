@@ -280,6 +280,17 @@ impl Spool {
         from: QueueState,
         to: QueueState,
     ) -> io::Result<()> {
+        self.rename_state(dest, stem, from, to, true)
+    }
+
+    fn rename_state(
+        &self,
+        dest: &str,
+        stem: &str,
+        from: QueueState,
+        to: QueueState,
+        durable: bool,
+    ) -> io::Result<()> {
         validate_stem(stem)?;
         let src_json = self.file(dest, from, stem, "json");
         if !src_json.exists() {
@@ -300,6 +311,9 @@ impl Spool {
             Err(e) => return Err(e),
         }
         fs::rename(&src_json, &dst_json)?;
+        if !durable {
+            return Ok(());
+        }
         if let Some(p) = dst_json.parent() {
             fsync_dir(p)?;
         }
@@ -307,6 +321,22 @@ impl Spool {
             fsync_dir(p)?;
         }
         Ok(())
+    }
+
+    /// [`Spool::move_to`] without the folder fsyncs, for the moves whose
+    /// loss in a power cut only repeats work that is idempotent anyway
+    /// (ready to inflight, inflight back to ready, inflight to done: at
+    /// worst the recording is sent again and found already delivered).
+    /// Folder fsyncs cost milliseconds each and would otherwise dominate
+    /// the delivery of short recordings.
+    pub fn shift(
+        &self,
+        dest: &str,
+        stem: &str,
+        from: QueueState,
+        to: QueueState,
+    ) -> io::Result<()> {
+        self.rename_state(dest, stem, from, to, false)
     }
 
     /// Start-up recovery of one destination's queue, or of all when `None`:
