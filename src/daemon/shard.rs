@@ -19,6 +19,9 @@ pub const INLINE: usize = 256;
 /// Which party's voice a packet carries.
 pub use crate::recording::recorder::Leg;
 
+// Small RTP travels inline on purpose: no allocation per packet on the
+// capture thread; the ring's slots are sized for it.
+#[allow(clippy::large_enum_variant)]
 pub enum ShardMsg<C> {
     Rtp {
         key: CallKey,
@@ -74,6 +77,8 @@ pub struct ShardCounters {
     pub packets: AtomicU64,
     /// Packets dropped because the ring was full (live capture only).
     pub ring_drops: AtomicU64,
+    /// Messages handled to the end, updated each time the ring runs empty.
+    pub handled: AtomicU64,
 }
 
 /// The producer side, held by the capture thread.
@@ -84,6 +89,8 @@ pub struct ShardSender<C> {
     block_when_full: bool,
     counters: Arc<ShardCounters>,
     worker: std::thread::Thread,
+    /// Messages pushed into the ring.
+    sent: u64,
 }
 
 impl<C: Send + 'static> ShardSender<C> {
@@ -92,6 +99,7 @@ impl<C: Send + 'static> ShardSender<C> {
         loop {
             match self.tx.push(msg) {
                 Ok(()) => {
+                    self.sent += 1;
                     if self.tx.slots() < self.tx.buffer().capacity() / 2 {
                         self.worker.unpark();
                     }
@@ -147,10 +155,12 @@ impl<C: Send + 'static> ShardPool<C> {
             let join = std::thread::Builder::new()
                 .name(format!("callrec-shard{i}"))
                 .spawn(move || {
+                    let mut handled = 0u64;
                     loop {
                         let mut worked = false;
                         while let Ok(msg) = rx.pop() {
                             worked = true;
+                            handled += 1;
                             match msg {
                                 ShardMsg::Rtp {
                                     key,
@@ -169,7 +179,9 @@ impl<C: Send + 'static> ShardPool<C> {
                                 ShardMsg::Ctl(c) => handler.on_ctl(*c),
                             }
                         }
-                        if !worked {
+                        if worked {
+                            counters2.handled.store(handled, Ordering::Release);
+                        } else {
                             if done2.load(Ordering::Acquire) && rx.is_empty() {
                                 break;
                             }
@@ -183,6 +195,7 @@ impl<C: Send + 'static> ShardPool<C> {
                 block_when_full,
                 counters,
                 worker: join.thread().clone(),
+                sent: 0,
             });
             joins.push(join);
         }
@@ -198,6 +211,19 @@ impl<C: Send + 'static> ShardPool<C> {
     }
     pub fn is_empty(&self) -> bool {
         self.senders.is_empty()
+    }
+
+    /// Waits until every worker has handled everything sent so far (a
+    /// replay uses this to take decisions that depend on the workers'
+    /// output, such as the spool's size, at the same point every time).
+    pub fn sync(&self) {
+        for (s, j) in self.senders.iter().zip(&self.joins) {
+            // A worker that died will never catch up.
+            while s.counters.handled.load(Ordering::Acquire) < s.sent && !j.is_finished() {
+                s.worker.unpark();
+                std::thread::park_timeout(std::time::Duration::from_micros(200));
+            }
+        }
     }
 
     /// Lets every worker drain its ring and finish, then waits for them.

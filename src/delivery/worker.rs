@@ -499,11 +499,12 @@ impl Worker {
             if self.stop.load(Ordering::Relaxed) || b.aborted() {
                 return;
             }
-            let i = b.next.fetch_add(1, Ordering::SeqCst);
-            let Some(stem) = b.stems.get(i) else { return };
+            // Before claiming: a claimed index must always reach its turn.
             let Some(remote) = lane.remote.as_mut() else {
                 return;
             };
+            let i = b.next.fetch_add(1, Ordering::SeqCst);
+            let Some(stem) = b.stems.get(i) else { return };
             let mut guard = TurnGuard {
                 batch: b,
                 worker: self,
