@@ -1049,3 +1049,197 @@ fn existing_final_name_same_is_delivered_different_is_held() {
             && l.contains("different content"))
     );
 }
+
+/// A key the server does not accept, and a folder the user may not write:
+/// each a clear error-level line naming the destination, the recordings
+/// stay in ready (never held or lost), nothing reaches the server.
+#[test]
+fn refused_key_and_permission_denied_stay_queued() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let stranger = dir.path().join("stranger_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut refused = dest_for(&srv, "refused", "K-R");
+    refused.identity = stranger;
+    // A folder owned by root, not writable by the chrooted user.
+    let ro = srv.incoming.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mut denied = dest_for(&srv, "denied", "K-D");
+    denied.url = format!("{}/ro", srv.url());
+    let chrooted = srv.user != "root";
+    let mut dests = vec![refused];
+    if chrooted {
+        dests.push(denied);
+    } else {
+        eprintln!("SKIP (permission part): the server runs as root, which may write anywhere");
+    }
+    let (cfg, _) = config(
+        dir.path(),
+        &dests,
+        "retry_initial = \"100ms\"\nretry_max = \"200ms\"",
+    );
+    for d in &dests {
+        for i in 0..2 {
+            publish(&spool, d.name, &stem(d.contract, i), i as u64, 5_000);
+        }
+    }
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    for d in &dests {
+        let st = workers.status(d.name).unwrap().clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || st
+                .retries
+                .load(Ordering::Relaxed)
+                >= 2),
+            "{} retried",
+            d.name
+        );
+    }
+    workers.stop();
+    let log = log_text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("destination refused")
+            && l.contains("authentication refused")),
+        "refused key logged"
+    );
+    if chrooted {
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains("destination denied")
+                && l.contains("permission denied")),
+            "permission denied logged"
+        );
+    }
+    for d in &dests {
+        assert_eq!(spool.list(d.name, QueueState::Ready).unwrap().len(), 2);
+        assert!(spool.list(d.name, QueueState::Held).unwrap().is_empty());
+    }
+    assert!(remote_files(&srv.incoming).is_empty(), "nothing uploaded");
+}
+
+/// The server goes away in the middle of uploads (every session killed
+/// while several files are half-sent), then comes back: every recording
+/// arrives whole, exactly once, in order, and no partial file is ever
+/// visible under a final name.
+#[test]
+fn connection_cut_mid_file_then_delivered_whole() {
+    init_log();
+    let Some(mut srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = dest_for(&srv, "cut", "K-0001");
+    // Slow enough that the cut lands mid-file on every lane.
+    d.max_rate = Some(400_000);
+    let (cfg, _) = config(
+        dir.path(),
+        &[d],
+        "retry_initial = \"200ms\"\nretry_max = \"400ms\"",
+    );
+    let mut expect = BTreeMap::new();
+    for i in 0..4u32 {
+        let s = stem("K-0001", i);
+        let (w, j) = publish(&spool, "cut", &s, 300 + i as u64, 400_000);
+        expect.insert(s, (sha(&w), sha(&j)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_order(
+        srv.incoming.clone(),
+        expect.keys().cloned().collect(),
+        stop.clone(),
+    );
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    let st = workers.status("cut").unwrap().clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    srv.stop();
+    let parts_at_cut: Vec<String> = remote_names(&srv.incoming)
+        .into_iter()
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    eprintln!("at the cut: {parts_at_cut:?}");
+    assert!(!parts_at_cut.is_empty(), "the cut landed mid-file");
+    assert!(wait_until(Duration::from_secs(10), || st
+        .retries
+        .load(Ordering::Relaxed)
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    srv.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || st
+            .delivered
+            .load(Ordering::Relaxed)
+            == 4),
+        "all delivered after the cut: {:?}",
+        st.last_error.lock().unwrap()
+    );
+    workers.stop();
+    stop.store(true, Ordering::Relaxed);
+    let (bad, _) = watcher.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let got = remote_files(&srv.incoming);
+    assert_eq!(got.len(), 8, "{:?}", got.keys().collect::<Vec<_>>());
+    for (s, (w, j)) in &expect {
+        assert_eq!(&sha(&got[&format!("{s}.wav")]), w, "{s}.wav");
+        assert_eq!(&sha(&got[&format!("{s}.json")]), j, "{s}.json");
+    }
+    assert!(
+        log_text()
+            .lines()
+            .any(|l| l.contains("destination cut") && l.contains("connection lost")),
+        "the cut is logged"
+    );
+}
+
+/// A queued WAV damaged on disk while the worker runs (no start-up check in
+/// between): it is quarantined with an error-level line naming it, never
+/// sent, its files kept; the others are delivered.
+#[test]
+fn damaged_spool_file_is_quarantined_not_sent() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (cfg, _) = config(dir.path(), &[dest_for(&srv, "rot", "K-0001")], "");
+    for i in 0..3 {
+        publish(&spool, "rot", &stem("K-0001", i), 70 + i as u64, 20_000);
+    }
+    let bad = stem("K-0001", 1);
+    let wav = spool.file("rot", QueueState::Ready, &bad, "wav");
+    let mut bytes = std::fs::read(&wav).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&wav, &bytes).unwrap();
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    let st = workers.status("rot").unwrap().clone();
+    assert!(wait_until(Duration::from_secs(20), || st
+        .delivered
+        .load(Ordering::Relaxed)
+        == 2
+        && st.failed.load(Ordering::Relaxed) == 1));
+    workers.stop();
+    assert_eq!(
+        spool.list("rot", QueueState::Quarantine).unwrap(),
+        vec![bad.clone()]
+    );
+    assert_eq!(
+        std::fs::read(spool.file("rot", QueueState::Quarantine, &bad, "wav")).unwrap(),
+        bytes,
+        "kept as found"
+    );
+    let got = remote_files(&srv.incoming);
+    assert_eq!(got.len(), 4);
+    assert!(got.keys().all(|k| !k.starts_with(&bad)), "{:?}", got.keys());
+    assert!(
+        log_text().lines().any(|l| l.contains("ERROR")
+            && l.contains(&bad)
+            && l.contains("does not match metadata")
+            && l.contains("quarantined")),
+        "clear line for the damaged file"
+    );
+}

@@ -118,6 +118,7 @@ impl SftpError {
                 | SftpError::NotAllowed { .. }
                 | SftpError::Conflict { .. }
                 | SftpError::AuthRefused { .. }
+                | SftpError::PermissionDenied { .. }
                 | SftpError::BadSpoolFile { .. }
         )
     }
