@@ -4,7 +4,7 @@
 //! `cargo bench --bench sftp_throughput` (needs /usr/sbin/sshd and sftp;
 //! skips with a message otherwise). `CALLREC_BENCH_ROUNDS` (default 7)
 //! sets the rounds per size, `CALLREC_BENCH_CONNECTIONS` overrides the
-//! destination's `connections` (default 3).
+//! destination's `connections` (default 4).
 //!
 //! callrec is measured end to end through the daemon's own path: the
 //! recordings are published into a fresh spool (untimed: that is the

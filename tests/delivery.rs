@@ -545,7 +545,7 @@ fn killed_at_random_points_never_half_publishes() {
 /// `max_rate` limits the destination as a whole, however many connections
 /// it uploads on: the backlog cannot arrive faster than the rate allows
 /// after the bucket's initial burst (a lower bound, which cannot be flaky;
-/// one bucket per connection would finish in a third of the time).
+/// one bucket per connection would finish in a fraction of the time).
 #[test]
 fn max_rate_limits_the_whole_destination() {
     init_log();

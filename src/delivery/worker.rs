@@ -634,6 +634,7 @@ impl Worker {
         let mut backoff = self.delivery.retry_initial;
         let mut next_try = Instant::now();
         let mut last_expire = Instant::now() - Duration::from_secs(3600);
+        let mut last_refresh = (Instant::now() - Duration::from_secs(3600), usize::MAX);
         while !self.stop.load(Ordering::Relaxed) {
             if self.take_retry_marker() {
                 backoff = self.delivery.retry_initial;
@@ -673,8 +674,19 @@ impl Worker {
             self.status
                 .connected
                 .store(connected(&lanes), Ordering::Relaxed);
+            // Waiting (idle, or backing off): recount the folders (a walk of
+            // done/, which holds a day of recordings) and rewrite status.json
+            // only when the backlog changed or every few seconds, not every poll.
+            let mut refresh_if_due = |ready: &[String]| {
+                if ready.len() != last_refresh.1
+                    || last_refresh.0.elapsed() >= Duration::from_secs(5)
+                {
+                    self.refresh(ready);
+                    last_refresh = (Instant::now(), ready.len());
+                }
+            };
             if ready.is_empty() {
-                self.refresh(&ready);
+                refresh_if_due(&ready);
                 self.sleep(self.poll);
                 continue;
             }
@@ -682,7 +694,7 @@ impl Worker {
                 let now = Instant::now();
                 if now < next_try {
                     self.hold_old(&mut ready);
-                    self.refresh(&ready);
+                    refresh_if_due(&ready);
                     self.sleep((next_try - now).min(self.poll));
                     continue;
                 }
@@ -711,6 +723,8 @@ impl Worker {
                 }
             }
             self.refresh(&ready);
+            // Recount once the batch has moved things.
+            last_refresh.1 = usize::MAX;
             if self.deliver_batch(&mut lanes, &ready) {
                 // The destination failed: every lane starts over after the backoff.
                 for l in &mut lanes {
