@@ -145,11 +145,12 @@ pub fn check_config_report(cfg: &Config) -> String {
         let kind = d.host_key.split_whitespace().next().unwrap_or("?");
         let _ = writeln!(
             o,
-            "  {}  sftp://{}@{host}:{}{}  rate {rate}  identity {}  host key {kind} (pinned)  contracts: {}",
+            "  {}  sftp://{}@{host}:{}{}  rate {rate}  connections {}  identity {}  host key {kind} (pinned)  contracts: {}",
             d.name,
             d.user,
             d.port,
             d.remote_dir,
+            d.connections,
             d.identity.display(),
             if users.is_empty() {
                 "(none)".to_string()

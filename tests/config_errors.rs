@@ -227,6 +227,27 @@ fn durations_rates_networks() {
         "20Mbit",
     );
     expect(
+        "max_rate",
+        0,
+        "connections = 0",
+        "destination[0].connections",
+        "1..16",
+    );
+    expect(
+        "retry_max",
+        0,
+        r#"keepalive = "soon""#,
+        "delivery.keepalive",
+        "duration",
+    );
+    expect(
+        "retry_max",
+        0,
+        r#"connect_timeout = "0s""#,
+        "delivery.connect_timeout",
+        "more than 0",
+    );
+    expect(
         "allowed_networks",
         0,
         r#"allowed_networks = ["192.0.2.0/33"]"#,

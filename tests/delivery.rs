@@ -80,6 +80,9 @@ fn config(spool: &Path, dests: &[Dest], extra_delivery: &str) -> (Config, String
             d.identity.display().to_string(),
             d.host_key
         );
+        if let Some(r) = d.max_rate {
+            t += &format!("max_rate = {r}\n");
+        }
     }
     // A number belongs to one contract only: number them apart.
     for (i, d) in dests.iter().enumerate() {
@@ -93,9 +96,6 @@ fn config(spool: &Path, dests: &[Dest], extra_delivery: &str) -> (Config, String
     let mut cfg = load_str(&t, Path::new("test.toml")).expect("test config loads");
     cfg.delivery.keepalive = Duration::from_secs(1);
     cfg.delivery.connect_timeout = Duration::from_secs(2);
-    for (c, d) in cfg.destinations.iter_mut().zip(dests) {
-        c.max_rate = d.max_rate;
-    }
     (cfg, t)
 }
 
@@ -178,6 +178,95 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
+/// Checks what a receiver can see at one moment against the queue order
+/// (`order`: stems, oldest first): the recordings visible under their final
+/// names are a prefix of the order (nothing overtook an older one), and a
+/// JSON is only there with its WAV.
+fn order_violation(present: &[String], order: &[String]) -> Option<String> {
+    let has = |s: &str, ext: &str| present.iter().any(|p| *p == format!("{s}.{ext}"));
+    let mut gap: Option<&String> = None;
+    for s in order {
+        let (w, j) = (has(s, "wav"), has(s, "json"));
+        if j && !w {
+            return Some(format!("{s}.json visible without its WAV"));
+        }
+        if w || j {
+            if let Some(g) = gap {
+                return Some(format!("{s} visible before the older {g}"));
+            }
+        } else if gap.is_none() {
+            gap = Some(s);
+        }
+    }
+    None
+}
+
+/// Watches a server folder until `stop`: every listing must pass
+/// [`order_violation`] (WAVs of the recording being published may lead its
+/// JSON, never the other way round). Returns (violations, listings).
+fn watch_order(
+    incoming: PathBuf,
+    order: Vec<String>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(Vec<String>, u64)> {
+    std::thread::spawn(move || {
+        let mut bad = Vec::new();
+        let mut polls = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let present: Vec<String> = remote_names(&incoming)
+                .into_iter()
+                .filter(|n| !n.ends_with(".part"))
+                .collect();
+            if let Some(v) = order_violation(&present, &order) {
+                bad.push(v);
+            }
+            polls += 1;
+        }
+        (bad, polls)
+    })
+}
+
+/// Names (relative paths) of the files below `dir`, without reading them.
+fn remote_names(dir: &Path) -> Vec<String> {
+    fn rec(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                rec(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    rec(dir, dir, &mut out);
+    out
+}
+
+#[test]
+fn order_violation_sees_overtaking_and_lone_json() {
+    let order: Vec<String> = (0..3).map(|i| format!("s{i}")).collect();
+    let v = |names: &[&str]| {
+        order_violation(
+            &names.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            &order,
+        )
+    };
+    assert_eq!(v(&[]), None);
+    assert_eq!(v(&["s0.wav"]), None);
+    assert_eq!(v(&["s0.wav", "s0.json", "s1.wav"]), None);
+    assert!(v(&["s1.wav"]).is_some(), "overtook s0");
+    assert!(v(&["s0.wav", "s0.json", "s2.wav", "s2.json"]).is_some());
+    assert!(v(&["s0.json"]).is_some(), "JSON before its WAV");
+}
+
+fn ctime_ns(p: &Path) -> i128 {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).unwrap();
+    m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128
+}
+
 fn mtime_ns(p: &Path) -> u128 {
     std::fs::metadata(p)
         .unwrap()
@@ -227,6 +316,12 @@ fn server_down_then_up_delivers_all_in_order() {
     assert!(remote_files(&srv.incoming).is_empty());
     assert_eq!(spool.list("acme", QueueState::Ready).unwrap().len(), 10);
 
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_order(
+        srv.incoming.clone(),
+        expect.keys().cloned().collect(),
+        stop.clone(),
+    );
     srv.restart();
     let t0 = Instant::now();
     assert!(
@@ -241,6 +336,13 @@ fn server_down_then_up_delivers_all_in_order() {
         t0.elapsed()
     );
     workers.stop();
+    stop.store(true, Ordering::Relaxed);
+    let (bad, polls) = watcher.join().unwrap();
+    assert!(bad.is_empty(), "arrival order broken: {bad:?}");
+    assert!(
+        polls > 10,
+        "the watcher looked while files arrived: {polls}"
+    );
 
     let got = remote_files(&srv.incoming);
     assert_eq!(
@@ -253,11 +355,13 @@ fn server_down_then_up_delivers_all_in_order() {
     for (s, (w, j)) in &expect {
         assert_eq!(sha(&got[&format!("{s}.wav")]), sha(w), "{s}.wav");
         assert_eq!(&got[&format!("{s}.json")], j, "{s}.json");
-        times.push(mtime_ns(&srv.incoming.join(format!("{s}.wav"))));
+        // The ctime is the rename's (link + unlink of the .part); the
+        // kernel's coarse clock can give neighbours the same value.
+        times.push(ctime_ns(&srv.incoming.join(format!("{s}.json"))));
     }
     assert!(
-        times.windows(2).all(|w| w[0] < w[1]),
-        "delivered oldest first"
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "published oldest first: {times:?}"
     );
     assert_eq!(spool.list("acme", QueueState::Done).unwrap().len(), 10);
     let listing = queue_command(&cfg, QueueCmd::List).unwrap();
@@ -284,7 +388,9 @@ fn child_delivery_role() {
 
 /// SIGKILL of a delivering process at random points, 20 times: every
 /// recording ends up exactly once under its final name with the right hash,
-/// and no final name ever shows a partial file.
+/// no final name ever shows a partial file, and recordings become visible
+/// in queue order (never one before an older one, never a JSON before its
+/// WAV), although several connections upload at once.
 #[test]
 fn killed_at_random_points_never_half_publishes() {
     init_log();
@@ -322,10 +428,23 @@ fn killed_at_random_points_never_half_publishes() {
             expect.clone(),
             srv.incoming.clone(),
         );
+        let order: Vec<String> = expect
+            .keys()
+            .filter_map(|k| k.strip_suffix(".wav"))
+            .map(str::to_string)
+            .collect();
         std::thread::spawn(move || {
             // Hash each version (name, size, mtime) of a final file once.
             let mut seen = std::collections::HashSet::new();
             while !stop.load(Ordering::Relaxed) {
+                // Names first (one directory read), then contents.
+                let names: Vec<String> = remote_names(&incoming)
+                    .into_iter()
+                    .filter(|n| !n.ends_with(".part"))
+                    .collect();
+                if let Some(v) = order_violation(&names, &order) {
+                    violations.lock().unwrap().push(v);
+                }
                 for (name, bytes) in remote_files(&incoming) {
                     if name.ends_with(".part") {
                         continue;
@@ -421,6 +540,47 @@ fn killed_at_random_points_never_half_publishes() {
         progress.iter().any(|p| p.1 > 0 && p.1 < N),
         "no kill landed mid-backlog: {progress:?}"
     );
+}
+
+/// `max_rate` limits the destination as a whole, however many connections
+/// it uploads on: the backlog cannot arrive faster than the rate allows
+/// after the bucket's initial burst (a lower bound, which cannot be flaky;
+/// one bucket per connection would finish in a fraction of the time).
+#[test]
+fn max_rate_limits_the_whole_destination() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    const RATE: u64 = 500_000;
+    let mut d = dest_for(&srv, "slow", "K-0001");
+    d.max_rate = Some(RATE);
+    let (cfg, text) = config(dir.path(), &[d], "");
+    assert!(text.contains("max_rate = 500000"), "through the loader");
+    assert_eq!(cfg.destinations[0].max_rate, Some(RATE));
+    assert!(
+        cfg.destinations[0].connections > 1,
+        "{:?}",
+        cfg.destinations[0]
+    );
+    let mut total = 0u64;
+    for i in 0..6u32 {
+        let (w, j) = publish(&spool, "slow", &stem("K-0001", i), 40 + i as u64, 200_000);
+        total += (w.len() + j.len()) as u64;
+    }
+    let t0 = Instant::now();
+    let rep = deliver_until_empty(&cfg, dir.path(), Duration::from_secs(60)).unwrap();
+    let took = t0.elapsed();
+    assert!(!rep.timed_out, "{rep:?}");
+    assert_eq!(rep.destinations[0].delivered, 6, "{rep:?}");
+    let burst = (RATE / 10).max(32 * 1024);
+    let floor = Duration::from_secs_f64((total - burst) as f64 / RATE as f64);
+    eprintln!(
+        "{total} bytes at max_rate {RATE} B/s took {took:?} (floor {floor:?}, {:.0} B/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    assert!(took >= floor, "{took:?} < {floor:?}: faster than max_rate");
+    assert_eq!(remote_files(&srv.incoming).len(), 12);
 }
 
 /// Two destinations, one dead (accepts TCP, never answers): the live one's
@@ -887,5 +1047,199 @@ fn existing_final_name_same_is_delivered_different_is_held() {
         log_text().lines().any(|l| l.contains("ERROR")
             && l.contains("exists")
             && l.contains("different content"))
+    );
+}
+
+/// A key the server does not accept, and a folder the user may not write:
+/// each a clear error-level line naming the destination, the recordings
+/// stay in ready (never held or lost), nothing reaches the server.
+#[test]
+fn refused_key_and_permission_denied_stay_queued() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let stranger = dir.path().join("stranger_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&stranger)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut refused = dest_for(&srv, "refused", "K-R");
+    refused.identity = stranger;
+    // A folder owned by root, not writable by the chrooted user.
+    let ro = srv.incoming.join("ro");
+    std::fs::create_dir_all(&ro).unwrap();
+    let mut denied = dest_for(&srv, "denied", "K-D");
+    denied.url = format!("{}/ro", srv.url());
+    let chrooted = srv.user != "root";
+    let mut dests = vec![refused];
+    if chrooted {
+        dests.push(denied);
+    } else {
+        eprintln!("SKIP (permission part): the server runs as root, which may write anywhere");
+    }
+    let (cfg, _) = config(
+        dir.path(),
+        &dests,
+        "retry_initial = \"100ms\"\nretry_max = \"200ms\"",
+    );
+    for d in &dests {
+        for i in 0..2 {
+            publish(&spool, d.name, &stem(d.contract, i), i as u64, 5_000);
+        }
+    }
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    for d in &dests {
+        let st = workers.status(d.name).unwrap().clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || st
+                .retries
+                .load(Ordering::Relaxed)
+                >= 2),
+            "{} retried",
+            d.name
+        );
+    }
+    workers.stop();
+    let log = log_text();
+    assert!(
+        log.lines().any(|l| l.contains("ERROR")
+            && l.contains("destination refused")
+            && l.contains("authentication refused")),
+        "refused key logged"
+    );
+    if chrooted {
+        assert!(
+            log.lines().any(|l| l.contains("ERROR")
+                && l.contains("destination denied")
+                && l.contains("permission denied")),
+            "permission denied logged"
+        );
+    }
+    for d in &dests {
+        assert_eq!(spool.list(d.name, QueueState::Ready).unwrap().len(), 2);
+        assert!(spool.list(d.name, QueueState::Held).unwrap().is_empty());
+    }
+    assert!(remote_files(&srv.incoming).is_empty(), "nothing uploaded");
+}
+
+/// The server goes away in the middle of uploads (every session killed
+/// while several files are half-sent), then comes back: every recording
+/// arrives whole, exactly once, in order, and no partial file is ever
+/// visible under a final name.
+#[test]
+fn connection_cut_mid_file_then_delivered_whole() {
+    init_log();
+    let Some(mut srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let mut d = dest_for(&srv, "cut", "K-0001");
+    // Slow enough that the cut lands mid-file on every lane.
+    d.max_rate = Some(400_000);
+    let (cfg, _) = config(
+        dir.path(),
+        &[d],
+        "retry_initial = \"200ms\"\nretry_max = \"400ms\"",
+    );
+    let mut expect = BTreeMap::new();
+    for i in 0..4u32 {
+        let s = stem("K-0001", i);
+        let (w, j) = publish(&spool, "cut", &s, 300 + i as u64, 400_000);
+        expect.insert(s, (sha(&w), sha(&j)));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_order(
+        srv.incoming.clone(),
+        expect.keys().cloned().collect(),
+        stop.clone(),
+    );
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    let st = workers.status("cut").unwrap().clone();
+    std::thread::sleep(Duration::from_millis(1500));
+    srv.stop();
+    let parts_at_cut: Vec<String> = remote_names(&srv.incoming)
+        .into_iter()
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    eprintln!("at the cut: {parts_at_cut:?}");
+    assert!(!parts_at_cut.is_empty(), "the cut landed mid-file");
+    assert!(wait_until(Duration::from_secs(10), || st
+        .retries
+        .load(Ordering::Relaxed)
+        >= 1));
+    std::thread::sleep(Duration::from_millis(500));
+    srv.restart();
+    assert!(
+        wait_until(Duration::from_secs(30), || st
+            .delivered
+            .load(Ordering::Relaxed)
+            == 4),
+        "all delivered after the cut: {:?}",
+        st.last_error.lock().unwrap()
+    );
+    workers.stop();
+    stop.store(true, Ordering::Relaxed);
+    let (bad, _) = watcher.join().unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    let got = remote_files(&srv.incoming);
+    assert_eq!(got.len(), 8, "{:?}", got.keys().collect::<Vec<_>>());
+    for (s, (w, j)) in &expect {
+        assert_eq!(&sha(&got[&format!("{s}.wav")]), w, "{s}.wav");
+        assert_eq!(&sha(&got[&format!("{s}.json")]), j, "{s}.json");
+    }
+    assert!(
+        log_text()
+            .lines()
+            .any(|l| l.contains("destination cut") && l.contains("connection lost")),
+        "the cut is logged"
+    );
+}
+
+/// A queued WAV damaged on disk while the worker runs (no start-up check in
+/// between): it is quarantined with an error-level line naming it, never
+/// sent, its files kept; the others are delivered.
+#[test]
+fn damaged_spool_file_is_quarantined_not_sent() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (cfg, _) = config(dir.path(), &[dest_for(&srv, "rot", "K-0001")], "");
+    for i in 0..3 {
+        publish(&spool, "rot", &stem("K-0001", i), 70 + i as u64, 20_000);
+    }
+    let bad = stem("K-0001", 1);
+    let wav = spool.file("rot", QueueState::Ready, &bad, "wav");
+    let mut bytes = std::fs::read(&wav).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(&wav, &bytes).unwrap();
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    let st = workers.status("rot").unwrap().clone();
+    assert!(wait_until(Duration::from_secs(20), || st
+        .delivered
+        .load(Ordering::Relaxed)
+        == 2
+        && st.failed.load(Ordering::Relaxed) == 1));
+    workers.stop();
+    assert_eq!(
+        spool.list("rot", QueueState::Quarantine).unwrap(),
+        vec![bad.clone()]
+    );
+    assert_eq!(
+        std::fs::read(spool.file("rot", QueueState::Quarantine, &bad, "wav")).unwrap(),
+        bytes,
+        "kept as found"
+    );
+    let got = remote_files(&srv.incoming);
+    assert_eq!(got.len(), 4);
+    assert!(got.keys().all(|k| !k.starts_with(&bad)), "{:?}", got.keys());
+    assert!(
+        log_text().lines().any(|l| l.contains("ERROR")
+            && l.contains(&bad)
+            && l.contains("does not match metadata")
+            && l.contains("quarantined")),
+        "clear line for the damaged file"
     );
 }

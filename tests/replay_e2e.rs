@@ -224,8 +224,8 @@ fn stereo_call_with_announcement_and_pause() {
         (to - (16_200 + 20 - prompt_ms)).abs() <= 60,
         "pause ends at {to} ms"
     );
-    for c in 0..2 {
-        let s = &samples[c][(from as usize + 30) * 8..(to as usize - 30) * 8];
+    for (c, ch) in samples.iter().enumerate() {
+        let s = &ch[(from as usize + 30) * 8..(to as usize - 30) * 8];
         assert!(
             s.iter().all(|&v| v == 0),
             "channel {c} not silent while paused"
@@ -394,4 +394,132 @@ fn replay_is_deterministic() {
         assert_eq!(pa, pb);
         assert!(da == db, "{} differs between two replays", pa.display());
     }
+}
+
+/// Log lines of every test in this binary (only the spool test asserts on them).
+fn captured_log() -> &'static std::sync::Arc<std::sync::Mutex<Vec<u8>>> {
+    use std::sync::{Arc, Mutex, OnceLock};
+    static LOG: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOG.get_or_init(|| {
+        #[derive(Clone)]
+        struct W(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for W {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = W(buf.clone());
+        let _ = tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || w.clone())
+                .finish(),
+        );
+        buf
+    })
+}
+
+/// A spool over its alarm level logs an alarm; at its limit new calls go
+/// unrecorded with reason "overload" in the history, and nothing already
+/// recorded is touched. The same capture gives the same decisions every
+/// time (the replay lets the shards finish before each spool check).
+#[test]
+fn full_spool_alarms_then_new_calls_go_unrecorded() {
+    let log = captured_log();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    // Eight 3 s stereo calls, one every 8 s: each recording is about 97 kB.
+    let calls: Vec<CallSpec> = (0..8)
+        .map(|i| {
+            CallSpec::simple(
+                i,
+                "0312340001",
+                "0077260312349999",
+                Timestamp::from_secs_micros(T0 + 8 * i as i64, 0),
+                3_000,
+            )
+        })
+        .collect();
+    write_capture(&pcap, &calls);
+    let limited = |out: &str| {
+        let mut cfg = config(dir.path(), "off");
+        cfg.recording.spool_warn_bytes = 50_000;
+        cfg.recording.spool_max_bytes = 150_000;
+        let out = dir.path().join(out);
+        let opts = ReplayOptions {
+            out: out.clone(),
+            captures: vec![pcap.clone()],
+            deliver: false,
+            deliver_timeout: Duration::from_secs(1),
+            shards: Some(2),
+        };
+        let report = replay(cfg, &opts).expect("replay runs");
+        (out, report)
+    };
+    let (out, report) = limited("a");
+    assert_eq!(report.stats.recorded, 2, "{:?}", report.stats);
+    assert_eq!(report.stats.skipped.get("overload"), Some(&6));
+
+    // The history: the first two recorded, every later call "overload".
+    let history = std::fs::read_to_string(out.join("calls.jsonl")).unwrap();
+    let recs: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 8);
+    for i in 0..8 {
+        let r = recs
+            .iter()
+            .find(|r| r["call_id"] == format!("call-{i}@callrec.test"))
+            .unwrap();
+        if i < 2 {
+            assert_eq!(r["decision"], "record", "{r}");
+        } else {
+            assert_eq!(
+                (&r["decision"], &r["reason"]),
+                (&"skip".into(), &"overload".into()),
+                "{r}"
+            );
+        }
+    }
+
+    // Nothing recorded was deleted: both recordings are queued, whole.
+    let spool = callrec::delivery::Spool::open(&out).unwrap();
+    let ready = spool
+        .list("acme", callrec::delivery::QueueState::Ready)
+        .unwrap();
+    assert_eq!(ready.len(), 2, "{ready:?}");
+    for stem in &ready {
+        spool
+            .verify("acme", callrec::delivery::QueueState::Ready, stem)
+            .expect("recording intact");
+    }
+    assert!(spool.bytes_used().unwrap() >= 150_000);
+
+    // The alarm came first, then the overload, each once.
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    let alarm = text
+        .lines()
+        .position(|l| l.contains("ERROR") && l.contains("SPOOL ALARM"));
+    let full = text
+        .lines()
+        .position(|l| l.contains("ERROR") && l.contains("SPOOL FULL"));
+    assert!(
+        alarm.is_some() && full.is_some(),
+        "alarm lines missing:\n{text}"
+    );
+    assert!(alarm < full, "alarm before overload");
+    assert_eq!(text.matches("SPOOL FULL").count(), 1, "once per crossing");
+
+    // Deterministic: a second replay decides the same.
+    let (out_b, _) = limited("b");
+    assert_eq!(
+        std::fs::read_to_string(out_b.join("calls.jsonl")).unwrap(),
+        history
+    );
 }

@@ -149,6 +149,7 @@ struct RawDestination {
     identity: Spanned<String>,
     host_key: Spanned<String>,
     max_rate: S<IntOrStr>,
+    connections: S<i64>,
 }
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -465,7 +466,7 @@ fn valid_dtmf(s: &str) -> bool {
 /// Standard base64 (with padding), for the pinned host key blob (also
 /// used by the SFTP client to compare it with the server's key).
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || s.len() % 4 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(4) {
         return None;
     }
     let val = |c: u8| -> Option<u32> {
@@ -936,6 +937,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .collect::<Vec<_>>()
                 .join(" "),
             max_rate,
+            connections: cx.int(&k("connections"), &d.connections, 4, 1..=16)? as usize,
         });
     }
 
@@ -1030,14 +1032,14 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             ("pause_dtmf", &c.pause_dtmf),
             ("resume_dtmf", &c.resume_dtmf),
         ] {
-            if let Some(s) = v {
-                if !valid_dtmf(s.get_ref()) {
-                    return Err(cx.err(
-                        s.span(),
-                        k(f),
-                        format!("{:?}: 1 to 8 of 0-9 * # A-D", s.get_ref()),
-                    ));
-                }
+            if let Some(s) = v
+                && !valid_dtmf(s.get_ref())
+            {
+                return Err(cx.err(
+                    s.span(),
+                    k(f),
+                    format!("{:?}: 1 to 8 of 0-9 * # A-D", s.get_ref()),
+                ));
             }
         }
         match (&c.pause_dtmf, &c.resume_dtmf) {

@@ -125,6 +125,9 @@ pub struct Destination {
     pub host_key: String,
     /// Bytes per second; None = unlimited.
     pub max_rate: Option<u64>,
+    /// Parallel SSH connections ("upload lanes"); files still appear under
+    /// their final names one at a time, in queue order.
+    pub connections: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::daemon::media::{CallSetup, MediaCtl};
 use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
 use crate::decode::{Decoder, L2Info, Payload, Transport};
+use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
@@ -36,6 +37,10 @@ pub struct EngineStats {
     pub skipped: BTreeMap<String, u64>,
 }
 
+/// A SIP message copied out of the frame: time, source, destination, link
+/// layer (for MAC learning), bytes.
+type SipCopy = (Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>);
+
 /// Where a media address leads: a recorded call and whose voice it carries.
 #[derive(Clone, Copy, Debug)]
 struct Route {
@@ -51,6 +56,22 @@ struct ActiveCall {
     src_routes: Vec<SocketAddr>,
     last_touch: Timestamp,
     started: bool,
+}
+
+/// The spool's limits, checked at most once per second of capture time
+/// against the running byte count the shards and delivery keep.
+struct SpoolGuard {
+    usage: SpoolUsage,
+    /// Alarm level (`spool_warn_bytes`); 0 = none.
+    warn: u64,
+    /// New calls go unrecorded from here (`spool_max_bytes`); 0 = no limit.
+    max: u64,
+    next_check: Timestamp,
+    alarmed: bool,
+    full: bool,
+    /// Replay: let the shards finish what they were sent before each check,
+    /// so the decisions fall on the same packets in every run.
+    sync_shards: bool,
 }
 
 pub struct Engine {
@@ -76,6 +97,7 @@ pub struct Engine {
     stats: EngineStats,
     now: Timestamp,
     first_ts: Option<Timestamp>,
+    spool_guard: SpoolGuard,
 }
 
 impl Engine {
@@ -84,8 +106,18 @@ impl Engine {
         spool: &std::path::Path,
         shards: ShardPool<MediaCtl>,
         announcer: Option<Announcer>,
+        spool_usage: SpoolUsage,
     ) -> std::io::Result<Engine> {
         Ok(Engine {
+            spool_guard: SpoolGuard {
+                usage: spool_usage,
+                warn: cfg.recording.spool_warn_bytes,
+                max: cfg.recording.spool_max_bytes,
+                next_check: Timestamp::ZERO,
+                alarmed: false,
+                full: false,
+                sync_shards: false,
+            },
             decoder: Decoder::new(&cfg.limits, &cfg.capture.sip_ports),
             tracker: Tracker::new(&cfg),
             by_dst: HashMap::new(),
@@ -104,6 +136,13 @@ impl Engine {
             first_ts: None,
             cfg,
         })
+    }
+
+    /// Replay: before each spool check, wait for the shards to finish what
+    /// they were sent (their recordings are then counted), so a replay
+    /// makes the same overload decisions every time it runs.
+    pub fn sync_shards_before_spool_checks(&mut self) {
+        self.spool_guard.sync_shards = true;
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -133,10 +172,12 @@ impl Engine {
             self.now = pkt.ts;
         }
         self.first_ts.get_or_insert(pkt.ts);
+        if self.now >= self.spool_guard.next_check {
+            self.check_spool();
+        }
         // The decoder borrows itself mutably while handing out payloads, so
         // the per-payload work happens in a function over the other fields.
-        let mut sip_payloads: Vec<(Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>)> =
-            Vec::new();
+        let mut sip_payloads: Vec<SipCopy> = Vec::new();
         let mut ctx = RouteCtx {
             sip_ports: &self.cfg.capture.sip_ports,
             by_dst: &self.by_dst,
@@ -172,6 +213,58 @@ impl Engine {
         }
         if let Some(a) = self.announcer.as_mut() {
             a.poll(self.now);
+        }
+    }
+
+    /// Compares the spool with its limits: above the alarm level an alarm
+    /// is logged; at the limit new calls go unrecorded ("overload") until
+    /// deliveries and expiry bring it down. Nothing is ever deleted here.
+    fn check_spool(&mut self) {
+        let g = &mut self.spool_guard;
+        g.next_check = self.now.add_micros(1_000_000);
+        if g.warn == 0 && g.max == 0 {
+            return;
+        }
+        if g.sync_shards {
+            self.shards.sync();
+            // The shards have handed every ended segment to their
+            // finishers; wait until those are published and counted.
+            while g.usage.in_flight() > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        }
+        let used = g.usage.bytes();
+        let alarm = g.warn > 0 && used >= g.warn;
+        if alarm && !g.alarmed {
+            tracing::error!(
+                alarm = true,
+                spool_bytes = used,
+                spool_warn_bytes = g.warn,
+                spool_max_bytes = g.max,
+                "SPOOL ALARM: the spool holds {used} bytes, over recording.spool_warn_bytes ({}); at recording.spool_max_bytes new calls go unrecorded",
+                g.warn
+            );
+        }
+        g.alarmed = alarm;
+        let full = g.max > 0 && used >= g.max;
+        if full != g.full {
+            if full {
+                tracing::error!(
+                    alarm = true,
+                    spool_bytes = used,
+                    spool_max_bytes = g.max,
+                    "SPOOL FULL: the spool holds {used} bytes, at recording.spool_max_bytes ({}); new calls go unrecorded with reason \"overload\" (nothing undelivered is deleted)",
+                    g.max
+                );
+            } else {
+                tracing::warn!(
+                    spool_bytes = used,
+                    spool_max_bytes = g.max,
+                    "spool below recording.spool_max_bytes again; new calls are recorded"
+                );
+            }
+            g.full = full;
+            self.tracker.set_spool_full(full);
         }
     }
 

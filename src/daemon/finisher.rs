@@ -18,7 +18,7 @@
 use crate::calls::tracker::CallKey;
 use crate::config::{Channels, SegmentPolicy};
 use crate::daemon::media::CallSetup;
-use crate::delivery::spool::Spool;
+use crate::delivery::spool::{Spool, SpoolUsage};
 use crate::recording::metadata::{
     self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta,
 };
@@ -78,14 +78,18 @@ struct Finished {
 pub struct Finisher {
     tx: SyncSender<FinishJob>,
     join: Option<std::thread::JoinHandle<()>>,
+    /// Counts jobs in flight, so a replay can wait for the spool's size to
+    /// settle before comparing it with the limits.
+    usage: SpoolUsage,
 }
 
 impl Finisher {
-    pub fn start(shard: usize, spool: Option<Spool>) -> Finisher {
+    pub fn start(shard: usize, spool: Option<Spool>, usage: SpoolUsage) -> Finisher {
         let (tx, rx) = sync_channel(QUEUE);
+        let u = usage.clone();
         let join = std::thread::Builder::new()
             .name(format!("callrec-finish{shard}"))
-            .spawn(move || run(rx, spool));
+            .spawn(move || run(rx, spool, u));
         let join = match join {
             Ok(j) => Some(j),
             Err(e) => {
@@ -95,18 +99,20 @@ impl Finisher {
                 None
             }
         };
-        Finisher { tx, join }
+        Finisher { tx, join, usage }
     }
 
     pub fn send(&self, job: FinishJob) {
+        self.usage.begin();
         if self.tx.send(job).is_err() {
+            self.usage.end();
             tracing::error!("finisher gone: segment left in tmp/ for recovery");
         }
     }
 
     /// Waits until every job sent so far is done.
     pub fn join(self) {
-        let Finisher { tx, join } = self;
+        let Finisher { tx, join, .. } = self;
         drop(tx);
         if let Some(j) = join {
             let _ = j.join();
@@ -114,66 +120,71 @@ impl Finisher {
     }
 }
 
-fn run(rx: Receiver<FinishJob>, spool: Option<Spool>) {
+fn run(rx: Receiver<FinishJob>, spool: Option<Spool>, usage: SpoolUsage) {
     let mut held: HashMap<CallKey, Vec<Finished>> = HashMap::new();
     for job in rx {
-        match job {
-            FinishJob::Segment {
-                key,
-                setup,
-                rec,
-                path,
+        handle(job, spool.as_ref(), &mut held);
+        usage.end();
+    }
+}
+
+fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec<Finished>>) {
+    match job {
+        FinishJob::Segment {
+            key,
+            setup,
+            rec,
+            path,
+            index,
+            started,
+            ended,
+            cause,
+            publish,
+        } => {
+            let summary = match rec.finish(ended) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(call = %setup.short_id, error = %e, "cannot finish the recording; left in tmp/ for recovery");
+                    return;
+                }
+            };
+            let f = Finished {
                 index,
                 started,
                 ended,
                 cause,
-                publish,
-            } => {
-                let summary = match rec.finish(ended) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(call = %setup.short_id, error = %e, "cannot finish the recording; left in tmp/ for recovery");
-                        continue;
-                    }
-                };
-                let f = Finished {
-                    index,
-                    started,
-                    ended,
-                    cause,
-                    path,
-                    summary,
-                };
-                match publish {
-                    Some(p) => publish_segment(spool.as_ref(), &setup, &f, &p),
-                    None => held.entry(key).or_default().push(f),
-                }
+                path,
+                summary,
+            };
+            match publish {
+                Some(p) => publish_segment(spool, &setup, &f, &p),
+                None => held.entry(key).or_default().push(f),
             }
-            FinishJob::CallEnd {
-                key,
-                setup,
-                publish,
-            } => {
-                let mut segs = held.remove(&key).unwrap_or_default();
-                if setup.contract.segments == SegmentPolicy::Longest && segs.len() > 1 {
-                    // Keep the longest (the earliest of equals); the others
-                    // were never finished recordings for this contract.
-                    let best = segs
-                        .iter()
-                        .enumerate()
-                        .max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i)))
-                        .map(|(i, _)| i)
-                        .unwrap_or(0);
-                    for (i, f) in segs.iter().enumerate() {
-                        if i != best {
-                            let _ = std::fs::remove_file(&f.path);
-                        }
+        }
+        FinishJob::CallEnd {
+            key,
+            setup,
+            publish,
+        } => {
+            let mut segs = held.remove(&key).unwrap_or_default();
+            if setup.contract.segments == SegmentPolicy::Longest && segs.len() > 1 {
+                // Keep the longest (the earliest of equals); the others
+                // were never finished recordings for this contract.
+                let best = segs
+                    .iter()
+                    .enumerate()
+                    .max_by_key(|(i, f)| (f.summary.duration_ms, std::cmp::Reverse(*i)))
+                    .map(|(i, _)| i)
+                    .unwrap_or(0);
+                for (i, f) in segs.iter().enumerate() {
+                    if i != best {
+                        let _ = std::fs::remove_file(&f.path);
                     }
-                    segs = vec![segs.swap_remove(best)];
                 }
-                for f in &segs {
-                    publish_segment(spool.as_ref(), &setup, f, &publish);
-                }
+                segs = vec![segs.swap_remove(best)];
+            }
+            for f in &segs {
+                publish_segment(spool, &setup, f, &publish);
             }
         }
     }

@@ -9,7 +9,7 @@ use crate::config::{AudioFormat, Contract};
 use crate::config::{Config, SegmentPolicy};
 use crate::daemon::finisher::{FinishJob, Finisher, Publish};
 use crate::daemon::shard::{Leg, ShardHandler};
-use crate::delivery::spool::Spool;
+use crate::delivery::spool::{Spool, SpoolUsage};
 use crate::media::codec::Codec;
 use crate::recording::recorder::{CallRecorder, RecorderParams};
 use crate::time::Timestamp;
@@ -91,15 +91,16 @@ pub struct MediaWorker {
 }
 
 impl MediaWorker {
-    pub fn new(cfg: Arc<Config>, shard: usize) -> MediaWorker {
+    /// `usage`: the spool's running byte count, which each publication adds to.
+    pub fn new(cfg: Arc<Config>, shard: usize, usage: SpoolUsage) -> MediaWorker {
         let spool = match Spool::open(&cfg.recording.spool_dir) {
-            Ok(s) => Some(s),
+            Ok(s) => Some(s.with_usage(usage.clone())),
             Err(e) => {
                 tracing::error!(error = %e, spool = %cfg.recording.spool_dir.display(), "cannot open the spool: recordings will fail");
                 None
             }
         };
-        let finisher = Finisher::start(shard, spool.clone());
+        let finisher = Finisher::start(shard, spool.clone(), usage);
         MediaWorker {
             cfg,
             shard,
@@ -233,10 +234,10 @@ impl ShardHandler for MediaWorker {
         let Some(c) = self.calls.get_mut(&key) else {
             return;
         };
-        if let Some(r) = c.rec.as_mut() {
-            if let Some(ev) = r.on_rtp(leg, ts, rtp) {
-                tracing::info!(call = %c.setup.short_id, event = ?ev, "recording pause state changed");
-            }
+        if let Some(r) = c.rec.as_mut()
+            && let Some(ev) = r.on_rtp(leg, ts, rtp)
+        {
+            tracing::info!(call = %c.setup.short_id, event = ?ev, "recording pause state changed");
         }
     }
 

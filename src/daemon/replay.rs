@@ -12,6 +12,7 @@ use crate::daemon::engine::{Engine, EngineStats};
 use crate::daemon::media::MediaWorker;
 use crate::daemon::shard::ShardPool;
 use crate::decode::DecodeStats;
+use crate::delivery::SpoolUsage;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -131,13 +132,21 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let cfg = Arc::new(cfg);
     let n = shard_count(&cfg, opts.shards);
-    let pool = ShardPool::start(n, 16_384, true, |i| MediaWorker::new(cfg.clone(), i))
+    // One walk of the spool now; after that the shards count what they add.
+    let usage = crate::delivery::Spool::open(&opts.out)
+        .and_then(|s| SpoolUsage::measure(&s))
         .map_err(io(&opts.out))?;
+    let pool = ShardPool::start(n, 16_384, true, |i| {
+        MediaWorker::new(cfg.clone(), i, usage.clone())
+    })
+    .map_err(io(&opts.out))?;
     let announcer = crate::announce::announcer::Announcer::from_config(
         &cfg,
         &opts.out.join("announcements.pcap"),
     )?;
-    let mut engine = Engine::new(cfg.clone(), &opts.out, pool, announcer).map_err(io(&opts.out))?;
+    let mut engine =
+        Engine::new(cfg.clone(), &opts.out, pool, announcer, usage).map_err(io(&opts.out))?;
+    engine.sync_shards_before_spool_checks();
     let mut report = ReplayReport::default();
     let started = Instant::now();
     for path in &opts.captures {

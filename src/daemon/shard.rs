@@ -20,6 +20,9 @@ pub const INLINE: usize = 256;
 /// Which party's voice a packet carries.
 pub use crate::recording::recorder::Leg;
 
+// Small RTP travels inline on purpose: no allocation per packet on the
+// capture thread; the ring's slots are sized for it.
+#[allow(clippy::large_enum_variant)]
 pub enum ShardMsg<C> {
     Rtp {
         key: CallKey,
@@ -75,6 +78,8 @@ pub struct ShardCounters {
     pub packets: AtomicU64,
     /// Packets dropped because the ring was full (live capture only).
     pub ring_drops: AtomicU64,
+    /// Messages handled to the end, updated each time the ring runs empty.
+    pub handled: AtomicU64,
 }
 
 /// How a producer blocked on a full ring gets woken. Replay only: live
@@ -107,6 +112,8 @@ pub struct ShardSender<C> {
     counters: Arc<ShardCounters>,
     worker: std::thread::Thread,
     wait: Arc<ProducerWait>,
+    /// Messages pushed into the ring.
+    sent: u64,
 }
 
 impl<C: Send + 'static> ShardSender<C> {
@@ -115,6 +122,7 @@ impl<C: Send + 'static> ShardSender<C> {
         loop {
             match self.tx.push(msg) {
                 Ok(()) => {
+                    self.sent += 1;
                     if self.tx.slots() < self.tx.buffer().capacity() / 2 {
                         self.worker.unpark();
                     }
@@ -182,6 +190,7 @@ impl<C: Send + 'static> ShardPool<C> {
             let join = std::thread::Builder::new()
                 .name(format!("callrec-shard{i}"))
                 .spawn(move || {
+                    let mut handled = 0u64;
                     loop {
                         let mut worked = false;
                         let mut batch = 0u32;
@@ -191,6 +200,7 @@ impl<C: Send + 'static> ShardPool<C> {
                             if batch % 256 == 0 {
                                 wait2.wake();
                             }
+                            handled += 1;
                             match msg {
                                 ShardMsg::Rtp {
                                     key,
@@ -210,7 +220,9 @@ impl<C: Send + 'static> ShardPool<C> {
                             }
                         }
                         wait2.wake();
-                        if !worked {
+                        if worked {
+                            counters2.handled.store(handled, Ordering::Release);
+                        } else {
                             if done2.load(Ordering::Acquire) && rx.is_empty() {
                                 break;
                             }
@@ -225,6 +237,7 @@ impl<C: Send + 'static> ShardPool<C> {
                 counters,
                 worker: join.thread().clone(),
                 wait,
+                sent: 0,
             });
             joins.push(join);
         }
@@ -240,6 +253,19 @@ impl<C: Send + 'static> ShardPool<C> {
     }
     pub fn is_empty(&self) -> bool {
         self.senders.is_empty()
+    }
+
+    /// Waits until every worker has handled everything sent so far (a
+    /// replay uses this to take decisions that depend on the workers'
+    /// output, such as the spool's size, at the same point every time).
+    pub fn sync(&self) {
+        for (s, j) in self.senders.iter().zip(&self.joins) {
+            // A worker that died will never catch up.
+            while s.counters.handled.load(Ordering::Acquire) < s.sent && !j.is_finished() {
+                s.worker.unpark();
+                std::thread::park_timeout(std::time::Duration::from_micros(200));
+            }
+        }
     }
 
     /// Lets every worker drain its ring and finish, then waits for them.

@@ -14,7 +14,7 @@ pub mod worker;
 
 pub use queue::{DeliveryReport, DestinationReport, QueueCmd, deliver_until_empty, queue_command};
 pub use sftp::SftpError;
-pub use spool::{QueueState, Spool};
+pub use spool::{QueueState, Spool, SpoolUsage};
 pub use worker::{Clock, DestStatus, StatusSnapshot, SystemClock, Workers};
 
 /// Errors of the delivery commands, each naming what and where.

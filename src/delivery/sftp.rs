@@ -6,9 +6,11 @@
 //! keepalives, and a session timeout so a dead line fails a blocking call
 //! within seconds instead of hanging.
 //!
-//! Publish of one recording: for the WAV, then the JSON, upload to
-//! `NAME.part`, fsync (`fsync@openssh.com`), check the remote size, rename to
-//! `NAME`. The rename is a plain SFTP rename, which OpenSSH implements with
+//! Publish of one recording, in two steps so several connections can
+//! upload at once while the final names still appear in queue order:
+//! [`Remote::stage`] uploads the WAV and the JSON to `NAME.part`, fsyncs
+//! each (`fsync@openssh.com`) and checks its size on the open handle;
+//! [`Remote::commit`] renames the WAV and then the JSON to `NAME`. The rename is a plain SFTP rename, which OpenSSH implements with
 //! link()+unlink(): it never replaces an existing file and is atomic, so a
 //! final name is either absent or complete. A final name that already exists
 //! with the same size and SHA-256 (read back) counts as delivered (a re-send
@@ -116,6 +118,7 @@ impl SftpError {
                 | SftpError::NotAllowed { .. }
                 | SftpError::Conflict { .. }
                 | SftpError::AuthRefused { .. }
+                | SftpError::PermissionDenied { .. }
                 | SftpError::BadSpoolFile { .. }
         )
     }
@@ -169,6 +172,9 @@ fn key_type_name(t: HostKeyType) -> &'static str {
 
 use crate::config::base64_decode;
 
+/// A destination's rate limit, shared by all its connections.
+pub type SharedBucket = std::sync::Arc<std::sync::Mutex<TokenBucket>>;
+
 /// A token bucket limiting upload bytes per second (the shared line).
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -179,6 +185,18 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
+    /// A bucket for a destination's connections to share.
+    pub fn shared(bytes_per_sec: u64) -> SharedBucket {
+        std::sync::Arc::new(std::sync::Mutex::new(TokenBucket::new(bytes_per_sec)))
+    }
+
+    /// Upload write size under this limit: about a tenth of a second of
+    /// traffic, so a slow line sees an even flow rather than bursts of a
+    /// whole buffer at full speed followed by long pauses.
+    pub fn chunk(&self) -> usize {
+        ((self.rate / 10.0) as usize).clamp(16 * 1024, CHUNK)
+    }
+
     pub fn new(bytes_per_sec: u64) -> TokenBucket {
         let rate = bytes_per_sec.max(1) as f64;
         // A tenth of a second of burst, at least one write's worth.
@@ -213,13 +231,29 @@ pub enum Published {
     AlreadyThere,
 }
 
+/// One file uploaded under its temporary name.
+#[derive(Debug)]
+struct StagedFile {
+    part: String,
+    remote: String,
+    size: u64,
+    sha256: String,
+}
+
+/// A recording whose WAV and JSON are on the server under temporary names.
+#[derive(Debug)]
+pub struct Staged {
+    wav: StagedFile,
+    json: StagedFile,
+}
+
 /// An authenticated SFTP session to one destination.
 pub struct Remote {
     dest: String,
     _sess: Session,
     sftp: Sftp,
     remote_dir: String,
-    bucket: Option<TokenBucket>,
+    bucket: Option<SharedBucket>,
     made_dirs: std::collections::HashSet<String>,
     keepalive: Duration,
     last_traffic: Instant,
@@ -228,7 +262,13 @@ pub struct Remote {
 
 impl Remote {
     /// Connects, checks the pinned host key, authenticates and opens SFTP.
-    pub fn connect(dest: &Destination, delivery: &Delivery) -> Result<Remote, SftpError> {
+    /// `bucket`: the destination's rate limit (one for all its
+    /// connections); `None` = unlimited.
+    pub fn connect(
+        dest: &Destination,
+        delivery: &Delivery,
+        bucket: Option<SharedBucket>,
+    ) -> Result<Remote, SftpError> {
         let name = dest.name.clone();
         let addr = SocketAddr::new(dest.host, dest.port);
         if !delivery
@@ -299,7 +339,7 @@ impl Remote {
             _sess: sess,
             sftp,
             remote_dir: dest.remote_dir.trim_end_matches('/').to_string(),
-            bucket: dest.max_rate.map(TokenBucket::new),
+            bucket,
             made_dirs: Default::default(),
             keepalive: delivery.keepalive,
             last_traffic: Instant::now(),
@@ -326,8 +366,9 @@ impl Remote {
         Ok(())
     }
 
-    /// Publishes one recording: WAV, then JSON. `wav_sha256` is the local
-    /// WAV's verified hash (lowercase hex).
+    /// Publishes one recording: WAV, then JSON ([`Remote::stage`] then
+    /// [`Remote::commit`]). `wav_sha256` is the local WAV's verified hash
+    /// (lowercase hex).
     pub fn publish(
         &mut self,
         stem: &str,
@@ -335,6 +376,21 @@ impl Remote {
         json: &Path,
         wav_sha256: &str,
     ) -> Result<Published, SftpError> {
+        let staged = self.stage(stem, wav, json, wav_sha256)?;
+        self.commit(&staged)
+    }
+
+    /// Uploads both files of a recording under their temporary names
+    /// (`.part`, fsynced, size checked); nothing is visible under a final
+    /// name yet. Several connections may stage at once; [`Remote::commit`]
+    /// then publishes in queue order.
+    pub fn stage(
+        &mut self,
+        stem: &str,
+        wav: &Path,
+        json: &Path,
+        wav_sha256: &str,
+    ) -> Result<Staged, SftpError> {
         let base = format!("{}/{}", self.remote_dir, stem);
         if let Some((dir, _)) = base.rsplit_once('/') {
             self.make_dirs(dir)?;
@@ -345,8 +401,29 @@ impl Remote {
                 path: json.to_path_buf(),
                 msg: e.to_string(),
             })?;
-        let a = self.put(wav, &format!("{base}.wav"), wav_sha256)?;
-        let b = self.put(json, &format!("{base}.json"), &json_sha)?;
+        let wav = self.stage_file(wav, format!("{base}.wav"), wav_sha256.to_string())?;
+        let json = match self.stage_file(json, format!("{base}.json"), json_sha) {
+            Ok(j) => j,
+            Err(e) => {
+                self.unlink_part(&wav);
+                return Err(e);
+            }
+        };
+        self.last_traffic = Instant::now();
+        Ok(Staged { wav, json })
+    }
+
+    /// Renames a staged recording's WAV and then its JSON to their final
+    /// names (the JSON never without the WAV).
+    pub fn commit(&mut self, staged: &Staged) -> Result<Published, SftpError> {
+        let a = match self.commit_file(&staged.wav) {
+            Ok(a) => a,
+            Err(e) => {
+                self.unlink_part(&staged.json);
+                return Err(e);
+            }
+        };
+        let b = self.commit_file(&staged.json)?;
         self.last_traffic = Instant::now();
         Ok(if a && b {
             Published::AlreadyThere
@@ -355,57 +432,68 @@ impl Remote {
         })
     }
 
-    /// Publishes one file as `remote_dir/name` (temporary name, fsync, size
-    /// check, rename); true when it was already there with the same content.
-    /// [`Remote::publish`] is this for the WAV and then the JSON.
-    pub fn upload_file(
-        &mut self,
-        local: &Path,
-        name: &str,
-        sha256: &str,
-    ) -> Result<bool, SftpError> {
-        let remote = format!("{}/{}", self.remote_dir, name);
-        if let Some((dir, _)) = remote.rsplit_once('/') {
-            self.make_dirs(dir)?;
-        }
-        let r = self.put(local, &remote, sha256);
-        self.last_traffic = Instant::now();
-        r
+    /// Removes a staged recording's temporary files (best effort: the line
+    /// may be gone, and a later upload truncates them anyway).
+    pub fn discard(&mut self, staged: &Staged) {
+        self.unlink_part(&staged.wav);
+        self.unlink_part(&staged.json);
     }
 
-    /// Uploads one file to `remote` through `remote.part`; true when it was
-    /// already there with the same content.
-    fn put(&mut self, local: &Path, remote: &str, sha256: &str) -> Result<bool, SftpError> {
-        let bad_local = |e: io::Error| SftpError::BadSpoolFile {
-            dest: self.dest.clone(),
-            path: local.to_path_buf(),
-            msg: e.to_string(),
-        };
-        let size = std::fs::metadata(local).map_err(bad_local)?.len();
-        // No existence check up front (one round trip less per file): the
-        // rename refuses an existing final name, and only then do we compare.
+    fn unlink_part(&mut self, p: &StagedFile) {
+        let _ = self.sftp.unlink(Path::new(&p.part));
+    }
+
+    /// Uploads one file to `remote.part`.
+    fn stage_file(
+        &mut self,
+        local: &Path,
+        remote: String,
+        sha256: String,
+    ) -> Result<StagedFile, SftpError> {
+        let size = std::fs::metadata(local)
+            .map_err(|e| SftpError::BadSpoolFile {
+                dest: self.dest.clone(),
+                path: local.to_path_buf(),
+                msg: e.to_string(),
+            })?
+            .len();
         let part = format!("{remote}.part");
-        let result = self.upload_part(local, &part, size);
-        if let Err(e) = result {
+        if let Err(e) = self.upload_part(local, &part, size) {
             // Free the space a half-written part takes (best effort: the line may be gone).
             if matches!(e, SftpError::NoSpace { .. }) {
                 let _ = self.sftp.unlink(Path::new(&part));
             }
             return Err(e);
         }
-        match self.sftp.rename(Path::new(&part), Path::new(remote), None) {
+        Ok(StagedFile {
+            part,
+            remote,
+            size,
+            sha256,
+        })
+    }
+
+    /// Renames `part` to its final name; true when the final name was
+    /// already there with the same content.
+    fn commit_file(&mut self, f: &StagedFile) -> Result<bool, SftpError> {
+        // No existence check up front (one round trip less per file): the
+        // rename refuses an existing final name, and only then do we compare.
+        match self
+            .sftp
+            .rename(Path::new(&f.part), Path::new(&f.remote), None)
+        {
             Ok(()) => Ok(false),
             Err(e) => {
                 // Already published (a re-send after a crash, or a previous
                 // attempt whose reply was lost): the content decides.
-                match self.already_there(remote, size, sha256) {
+                match self.already_there(&f.remote, f.size, &f.sha256) {
                     Ok(true) => {
-                        let _ = self.sftp.unlink(Path::new(&part));
+                        self.unlink_part(f);
                         Ok(true)
                     }
-                    Ok(false) => Err(self.classify("rename", remote, e)),
+                    Ok(false) => Err(self.classify("rename", &f.remote, e)),
                     Err(c @ SftpError::Conflict { .. }) => {
-                        let _ = self.sftp.unlink(Path::new(&part));
+                        self.unlink_part(f);
                         Err(c)
                     }
                     Err(other) => Err(other),
@@ -429,7 +517,11 @@ impl Remote {
                 OpenType::File,
             )
             .map_err(|e| self.classify("open", part, e))?;
-        let mut buf = vec![0u8; CHUNK];
+        let chunk = match &self.bucket {
+            Some(b) => b.lock().map(|b| b.chunk()).unwrap_or(CHUNK),
+            None => CHUNK,
+        };
+        let mut buf = vec![0u8; chunk];
         let mut sent = 0u64;
         loop {
             let n = src.read(&mut buf).map_err(|e| SftpError::BadSpoolFile {
@@ -440,8 +532,13 @@ impl Remote {
             if n == 0 {
                 break;
             }
-            if let Some(b) = self.bucket.as_mut() {
-                let wait = b.take(n, Instant::now());
+            if let Some(b) = &self.bucket {
+                // Take under the lock, sleep outside it: the debt each
+                // connection runs up spaces them all to the one rate.
+                let wait = b
+                    .lock()
+                    .map(|mut b| b.take(n, Instant::now()))
+                    .unwrap_or_default();
                 if !wait.is_zero() {
                     std::thread::sleep(wait);
                 }

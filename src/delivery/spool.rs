@@ -83,6 +83,70 @@ pub struct RecoveryReport {
 #[derive(Clone, Debug)]
 pub struct Spool {
     root: PathBuf,
+    usage: Option<SpoolUsage>,
+}
+
+/// A running count of the bytes in the spool, shared by every thread that
+/// changes it, so the capture thread can compare the spool with its limits
+/// without walking the tree. Measured once by a walk
+/// ([`SpoolUsage::measure`]); then [`Spool::publish`] adds each recording
+/// (WAV and JSON) and the expiry of delivered recordings subtracts them.
+/// State moves change nothing. Recordings still being written in `tmp/`
+/// count from their publication, the history file only as measured.
+#[derive(Clone, Debug, Default)]
+pub struct SpoolUsage(std::sync::Arc<UsageInner>);
+
+#[derive(Debug, Default)]
+struct UsageInner {
+    bytes: AtomicU64,
+    /// Segments handed to a finisher and not yet published (or failed):
+    /// bytes about to be added. Replay waits for zero before comparing
+    /// with the limits, so its decisions do not depend on thread timing.
+    in_flight: AtomicU64,
+}
+
+impl SpoolUsage {
+    /// Walks the spool once for the starting figure.
+    pub fn measure(spool: &Spool) -> io::Result<SpoolUsage> {
+        Ok(SpoolUsage::starting_at(spool.bytes_used()?))
+    }
+
+    pub fn starting_at(bytes: u64) -> SpoolUsage {
+        let u = SpoolUsage::default();
+        u.0.bytes.store(bytes, Ordering::Release);
+        u
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Acquire)
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub fn sub(&self, n: u64) {
+        let _ = self
+            .0
+            .bytes
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                Some(v.saturating_sub(n))
+            });
+    }
+
+    /// A segment is on its way to publication.
+    pub fn begin(&self) {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// That segment is published, or failed.
+    pub fn end(&self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.0.in_flight.load(Ordering::Acquire)
+    }
 }
 
 /// Checks a stem: a relative path of `[A-Za-z0-9._-]` components separated by
@@ -149,7 +213,13 @@ impl Spool {
         let root = root.as_ref().to_path_buf();
         fs::create_dir_all(root.join("tmp"))?;
         fs::create_dir_all(root.join("queue"))?;
-        Ok(Spool { root })
+        Ok(Spool { root, usage: None })
+    }
+
+    /// This handle keeps `usage` up to date (publish adds, expiry subtracts).
+    pub fn with_usage(mut self, usage: SpoolUsage) -> Spool {
+        self.usage = Some(usage);
+        self
     }
 
     pub fn root(&self) -> &Path {
@@ -227,6 +297,7 @@ impl Spool {
         fs::create_dir_all(&parent)?;
         File::options().write(true).open(wav_tmp)?.sync_all()?;
         fs::rename(wav_tmp, &wav)?;
+        let wav_bytes = fs::metadata(&wav).map(|m| m.len()).unwrap_or(0);
         let tmp_json = self.tmp_dir().join(format!(
             "{PUBLISH_TMP_PREFIX}{}-{}.json.part",
             std::process::id(),
@@ -251,6 +322,9 @@ impl Spool {
                 let _ = fs::rename(&wav, wav_tmp);
             }
             return Err(e);
+        }
+        if let Some(u) = &self.usage {
+            u.add(wav_bytes + json.len() as u64);
         }
         Ok(())
     }
@@ -280,6 +354,17 @@ impl Spool {
         from: QueueState,
         to: QueueState,
     ) -> io::Result<()> {
+        self.rename_state(dest, stem, from, to, true)
+    }
+
+    fn rename_state(
+        &self,
+        dest: &str,
+        stem: &str,
+        from: QueueState,
+        to: QueueState,
+        durable: bool,
+    ) -> io::Result<()> {
         validate_stem(stem)?;
         let src_json = self.file(dest, from, stem, "json");
         if !src_json.exists() {
@@ -300,6 +385,9 @@ impl Spool {
             Err(e) => return Err(e),
         }
         fs::rename(&src_json, &dst_json)?;
+        if !durable {
+            return Ok(());
+        }
         if let Some(p) = dst_json.parent() {
             fsync_dir(p)?;
         }
@@ -307,6 +395,22 @@ impl Spool {
             fsync_dir(p)?;
         }
         Ok(())
+    }
+
+    /// [`Spool::move_to`] without the folder fsyncs, for the moves whose
+    /// loss in a power cut only repeats work that is idempotent anyway
+    /// (ready to inflight, inflight back to ready, inflight to done: at
+    /// worst the recording is sent again and found already delivered).
+    /// Folder fsyncs cost milliseconds each and would otherwise dominate
+    /// the delivery of short recordings.
+    pub fn shift(
+        &self,
+        dest: &str,
+        stem: &str,
+        from: QueueState,
+        to: QueueState,
+    ) -> io::Result<()> {
+        self.rename_state(dest, stem, from, to, false)
     }
 
     /// Start-up recovery of one destination's queue, or of all when `None`:
@@ -503,8 +607,23 @@ impl Spool {
                 continue;
             };
             if now.duration_since(at).unwrap_or(Duration::ZERO) >= keep_delivered {
-                let _ = fs::remove_file(self.file(dest, QueueState::Done, &stem, "wav"));
-                fs::remove_file(self.file(dest, QueueState::Done, &stem, "json"))?;
+                let mut result = Ok(());
+                for ext in ["wav", "json"] {
+                    let p = self.file(dest, QueueState::Done, &stem, ext);
+                    let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
+                    match fs::remove_file(&p) {
+                        Ok(()) => {
+                            if let Some(u) = &self.usage {
+                                u.sub(len);
+                            }
+                        }
+                        // The recording is in the state its JSON is in: a
+                        // JSON that stays means it was not expired.
+                        Err(e) if ext == "json" => result = Err(e),
+                        Err(_) => {}
+                    }
+                }
+                result?;
                 n += 1;
             }
         }
@@ -750,6 +869,8 @@ mod tests {
     fn expire_only_done_and_count_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path()).unwrap();
+        let usage = SpoolUsage::measure(&spool).unwrap();
+        let spool = spool.with_usage(usage.clone());
         for (i, s) in ["K-1/20260101T000001_a", "K-1/20260101T000002_b"]
             .iter()
             .enumerate()
@@ -759,6 +880,7 @@ mod tests {
         }
         let used = spool.bytes_used().unwrap();
         assert!(used > 2000, "{used}");
+        assert_eq!(usage.bytes(), used, "the running count matches a walk");
         spool
             .move_to(
                 "d",
@@ -785,5 +907,10 @@ mod tests {
             "undelivered never expires"
         );
         assert!(spool.bytes_used().unwrap() < used);
+        assert_eq!(
+            usage.bytes(),
+            spool.bytes_used().unwrap(),
+            "expiry subtracts"
+        );
     }
 }

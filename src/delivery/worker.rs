@@ -6,7 +6,10 @@
 //! destination cannot be reached it backs off exponentially (with jitter)
 //! from `retry_initial` to `retry_max`, making ONE probe connection per
 //! destination per period, not one per file; once the probe succeeds the
-//! whole backlog drains on that connection, oldest first. While the
+//! whole backlog drains, oldest first, over up to `connections` SSH
+//! connections ("lanes"): lanes upload temporary files in parallel (hiding
+//! each file's round trips and remote fsync) and publish the final names
+//! strictly in queue order (see [`Batch`]). While the
 //! destination is failing, recordings older than `hold_after` move to held
 //! with an alarm (never deleted). A `retry-now` file in the destination's
 //! queue folder (written by `callrec queue retry`) cuts the backoff short.
@@ -17,14 +20,14 @@
 use std::collections::HashSet;
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::sftp::{FailureKind, Published, Remote, SftpError};
+use super::sftp::{FailureKind, Published, Remote, SftpError, SharedBucket, Staged, TokenBucket};
 use super::spool::{QueueState, Spool};
 use crate::config::{Config, Delivery, Destination};
 
@@ -146,6 +149,8 @@ pub struct Worker {
     pub stop: Arc<AtomicBool>,
     /// How often an idle worker looks for new recordings.
     pub poll: Duration,
+    /// `max_rate`, one bucket for all the destination's connections.
+    pub bucket: Option<SharedBucket>,
 }
 
 /// Small xorshift for backoff jitter; no need for a crypto RNG.
@@ -169,10 +174,98 @@ impl Jitter {
     }
 }
 
-enum Outcome {
-    Delivered,
-    Gone,
+/// One upload lane: an SSH connection of this destination (or a free slot).
+struct Lane {
+    remote: Option<Remote>,
+    /// An extra connection that failed is not tried again before this.
+    retry_at: Instant,
+}
+
+/// What staging a recording left for its turn.
+enum Step {
+    /// Settled without the server (gone, or refused and quarantined).
+    Settled(Option<SftpError>),
+    /// In inflight; this failure decides where it goes.
     Failed(SftpError),
+    /// In inflight, both files on the server under temporary names.
+    Staged(Staged),
+    /// Claimed after the batch was aborted: left in ready untouched.
+    Skipped,
+}
+
+/// One pass over the backlog, shared by the lanes.
+///
+/// Lanes claim recordings in queue order and stage them (upload to `.part`,
+/// fsync, size check) in parallel, so the per-file round trips and remote
+/// fsyncs of several recordings overlap. The final renames then happen
+/// strictly in queue order: a lane waits for its recording's turn, so a
+/// receiver sees recordings appear one at a time, oldest first, exactly as
+/// with one connection. When a recording fails in a way that means the line
+/// or the server is unusable, every later one goes back to ready
+/// untouched: nothing overtakes a recording still waiting for its retry.
+struct Batch<'a> {
+    stems: &'a [String],
+    next: AtomicUsize,
+    /// Index of the first recording that failed with a retry; usize::MAX = none.
+    abort_at: AtomicUsize,
+    turn: Mutex<Turn>,
+    turn_cv: Condvar,
+}
+
+struct Turn {
+    /// The index whose final renames may run now.
+    next: usize,
+    last_persist: Instant,
+}
+
+impl Batch<'_> {
+    fn aborted(&self) -> bool {
+        self.abort_at.load(Ordering::SeqCst) != usize::MAX
+    }
+
+    fn aborted_before(&self, i: usize) -> bool {
+        self.abort_at.load(Ordering::SeqCst) < i
+    }
+
+    fn wait_turn(&self, i: usize) {
+        let mut t = self.turn.lock().unwrap_or_else(|e| e.into_inner());
+        while t.next != i {
+            t = self.turn_cv.wait(t).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+/// Passes the turn on when dropped, also when a lane unwinds: the others
+/// must never wait forever. A turn passed without `settled` aborts the rest
+/// of the batch, so nothing overtakes the unsettled recording.
+struct TurnGuard<'a, 'b> {
+    batch: &'a Batch<'b>,
+    worker: &'a Worker,
+    i: usize,
+    settled: bool,
+}
+
+impl Drop for TurnGuard<'_, '_> {
+    fn drop(&mut self) {
+        let b = self.batch;
+        if !self.settled {
+            b.abort_at.fetch_min(self.i, Ordering::SeqCst);
+        }
+        let mut t = b.turn.lock().unwrap_or_else(|e| e.into_inner());
+        if t.next == self.i {
+            t.next = self.i + 1;
+            self.worker
+                .status
+                .ready
+                .store((b.stems.len() - self.i - 1) as u64, Ordering::Relaxed);
+            if t.last_persist.elapsed() >= Duration::from_millis(500) {
+                t.last_persist = Instant::now();
+                self.worker.persist();
+            }
+        }
+        drop(t);
+        b.turn_cv.notify_all();
+    }
 }
 
 impl Worker {
@@ -276,52 +369,200 @@ impl Worker {
         });
     }
 
-    fn deliver_one(&self, remote: &mut Remote, stem: &str) -> Outcome {
-        let name = &self.dest.name;
-        let bad = |msg: String| SftpError::BadSpoolFile {
-            dest: name.clone(),
-            path: self.spool.file(name, QueueState::Ready, stem, "json"),
+    fn bad_file(&self, stem: &str, msg: String) -> SftpError {
+        SftpError::BadSpoolFile {
+            dest: self.dest.name.clone(),
+            path: self
+                .spool
+                .file(&self.dest.name, QueueState::Ready, stem, "json"),
             msg,
-        };
+        }
+    }
+
+    /// Takes a recording from ready into inflight, checks it and uploads it
+    /// under temporary names. Runs on several lanes at once.
+    fn stage(&self, remote: &mut Remote, stem: &str) -> Step {
+        let name = &self.dest.name;
         if let Some(allowed) = &self.contracts {
             let contract = stem.split('/').next().unwrap_or("");
             if !allowed.contains(contract) {
-                let e = bad(format!(
-                    "recording of contract {contract:?} is not for destination {name}; refused"
-                ));
+                let e = self.bad_file(
+                    stem,
+                    format!(
+                        "recording of contract {contract:?} is not for destination {name}; refused"
+                    ),
+                );
                 return match self.spool.move_to(
                     name,
                     stem,
                     QueueState::Ready,
                     QueueState::Quarantine,
                 ) {
-                    Ok(()) => Outcome::Failed(e),
-                    Err(_) => Outcome::Gone,
+                    Ok(()) => Step::Settled(Some(e)),
+                    Err(_) => Step::Settled(None),
                 };
             }
         }
         match self
             .spool
-            .move_to(name, stem, QueueState::Ready, QueueState::Inflight)
+            .shift(name, stem, QueueState::Ready, QueueState::Inflight)
         {
             Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Outcome::Gone,
-            Err(e) => return Outcome::Failed(bad(format!("cannot move to inflight: {e}"))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Settled(None),
+            Err(e) => {
+                // Still in ready: the next pass tries again.
+                tracing::error!(destination = %name, stem = %stem, "cannot move to inflight: {e}");
+                self.status
+                    .set_error(Some(format!("spool: {stem}: cannot move to inflight: {e}")));
+                return Step::Settled(None);
+            }
         }
-        let result = match self.spool.verify(name, QueueState::Inflight, stem) {
-            Err(why) => Err(bad(why)),
-            Ok(sha) => remote.publish(
+        let staged = match self.spool.verify(name, QueueState::Inflight, stem) {
+            Err(why) => Err(SftpError::BadSpoolFile {
+                dest: name.clone(),
+                path: self.spool.file(name, QueueState::Inflight, stem, "wav"),
+                msg: why,
+            }),
+            Ok(sha) => remote.stage(
                 stem,
                 &self.spool.file(name, QueueState::Inflight, stem, "wav"),
                 &self.spool.file(name, QueueState::Inflight, stem, "json"),
                 &sha,
             ),
         };
-        match result {
-            Ok(p) => {
-                if let Err(e) =
-                    self.spool
-                        .move_to(name, stem, QueueState::Inflight, QueueState::Done)
+        match staged {
+            Ok(s) => Step::Staged(s),
+            Err(e) => Step::Failed(e),
+        }
+    }
+
+    /// Moves a failed recording out of inflight to where its failure sends it.
+    fn settle_failure(&self, stem: &str, e: &SftpError) {
+        let name = &self.dest.name;
+        let r = match e.kind() {
+            // Loss of this move in a power cut only means one more try.
+            FailureKind::Retry => {
+                self.spool
+                    .shift(name, stem, QueueState::Inflight, QueueState::Ready)
+            }
+            FailureKind::Hold => {
+                self.spool
+                    .move_to(name, stem, QueueState::Inflight, QueueState::Held)
+            }
+            FailureKind::Quarantine => {
+                self.spool
+                    .move_to(name, stem, QueueState::Inflight, QueueState::Quarantine)
+            }
+        };
+        if let Err(me) = r {
+            tracing::warn!(destination = %name, stem = %stem, "cannot move out of inflight: {me}");
+        }
+    }
+
+    /// Logs a recording's failure with where it went, and counts it.
+    fn record_failure(&self, stem: &str, e: &SftpError) {
+        let name = &self.dest.name;
+        let (went, counter) = match e.kind() {
+            FailureKind::Retry => ("back to ready, will retry", &self.status.retries),
+            FailureKind::Hold => ("held", &self.status.failed),
+            FailureKind::Quarantine => ("quarantined", &self.status.failed),
+        };
+        if e.is_alarm() {
+            tracing::error!(destination = %name, stem = %stem, alarm = true, "{e}; {went}");
+        } else {
+            tracing::warn!(destination = %name, stem = %stem, "{e}; {went}");
+        }
+        self.status.set_error(Some(e.to_string()));
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One lane of a batch: claim, stage, wait for the turn, publish.
+    /// Returns when the backlog is claimed, the batch aborted, or this
+    /// lane's connection failed (its slot is then emptied).
+    fn run_lane(&self, k: usize, lane: &mut Lane, b: &Batch) {
+        let name = &self.dest.name;
+        if lane.remote.is_none() {
+            if b.aborted() || Instant::now() < lane.retry_at {
+                return;
+            }
+            match Remote::connect(&self.dest, &self.delivery, self.bucket.clone()) {
+                Ok(r) => lane.remote = Some(r),
+                Err(e) => {
+                    // The first connection works: go on with fewer lanes.
+                    lane.retry_at = Instant::now() + self.delivery.retry_max;
+                    tracing::warn!(destination = %name, lane = k, "extra connection failed, continuing with fewer: {e}");
+                    return;
+                }
+            }
+        }
+        loop {
+            if self.stop.load(Ordering::Relaxed) || b.aborted() {
+                return;
+            }
+            // Before claiming: a claimed index must always reach its turn.
+            let Some(remote) = lane.remote.as_mut() else {
+                return;
+            };
+            let i = b.next.fetch_add(1, Ordering::SeqCst);
+            let Some(stem) = b.stems.get(i) else { return };
+            let mut guard = TurnGuard {
+                batch: b,
+                worker: self,
+                i,
+                settled: false,
+            };
+            let step = if b.aborted_before(i) {
+                Step::Skipped
+            } else {
+                self.stage(remote, stem)
+            };
+            b.wait_turn(i);
+            let mut line_failed = false;
+            let delivered = match step {
+                Step::Skipped => None,
+                Step::Settled(e) => {
+                    if let Some(e) = e {
+                        self.record_failure(stem, &e);
+                    }
+                    None
+                }
+                Step::Staged(st) if b.aborted_before(i) => {
+                    remote.discard(&st);
+                    if let Err(e) =
+                        self.spool
+                            .shift(name, stem, QueueState::Inflight, QueueState::Ready)
+                    {
+                        tracing::warn!(destination = %name, stem = %stem, "cannot move back to ready: {e}");
+                    }
+                    None
+                }
+                Step::Staged(st) => match remote.commit(&st) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        self.settle_failure(stem, &e);
+                        self.record_failure(stem, &e);
+                        line_failed = e.kind() == FailureKind::Retry;
+                        None
+                    }
+                },
+                Step::Failed(e) => {
+                    self.settle_failure(stem, &e);
+                    self.record_failure(stem, &e);
+                    line_failed = e.kind() == FailureKind::Retry;
+                    None
+                }
+            };
+            if line_failed {
+                b.abort_at.fetch_min(i, Ordering::SeqCst);
+            }
+            guard.settled = true;
+            drop(guard);
+            if let Some(p) = delivered {
+                // Loss of this move in a power cut only means a re-send,
+                // which finds the files already there.
+                if let Err(e) = self
+                    .spool
+                    .shift(name, stem, QueueState::Inflight, QueueState::Done)
                 {
                     // Left inflight: start-up puts it back to ready, the re-send finds it delivered.
                     tracing::warn!(destination = %name, stem = %stem, "delivered but cannot move to done: {e}");
@@ -330,20 +571,48 @@ impl Worker {
                     .spool
                     .touch(name, QueueState::Done, stem, self.clock.now());
                 tracing::info!(destination = %name, stem = %stem, already_there = (p == Published::AlreadyThere), "delivered");
-                Outcome::Delivered
+                self.status.delivered.fetch_add(1, Ordering::Relaxed);
+                self.status.done.fetch_add(1, Ordering::Relaxed);
+                self.status.set_error(None);
             }
-            Err(e) => {
-                let to = match e.kind() {
-                    FailureKind::Retry => QueueState::Ready,
-                    FailureKind::Hold => QueueState::Held,
-                    FailureKind::Quarantine => QueueState::Quarantine,
-                };
-                if let Err(me) = self.spool.move_to(name, stem, QueueState::Inflight, to) {
-                    tracing::warn!(destination = %name, stem = %stem, "cannot move to {}: {me}", to.as_str());
-                }
-                Outcome::Failed(e)
+            if line_failed {
+                lane.remote = None;
+                return;
             }
         }
+    }
+
+    /// Delivers `ready` (oldest first) over up to `connections` lanes.
+    /// Returns true when the line or server failed (the rest went back to
+    /// ready and the destination backs off).
+    fn deliver_batch(&self, lanes: &mut [Lane], ready: &[String]) -> bool {
+        // Connected lanes first; open extra ones only for a real backlog.
+        lanes.sort_by_key(|l| l.remote.is_none());
+        let n = lanes.len().min(ready.len()).max(1);
+        let b = Batch {
+            stems: ready,
+            next: AtomicUsize::new(0),
+            abort_at: AtomicUsize::new(usize::MAX),
+            turn: Mutex::new(Turn {
+                next: 0,
+                last_persist: Instant::now(),
+            }),
+            turn_cv: Condvar::new(),
+        };
+        let (first, rest) = lanes[..n].split_at_mut(1);
+        std::thread::scope(|s| {
+            for (k, lane) in rest.iter_mut().enumerate() {
+                let b = &b;
+                let spawned = std::thread::Builder::new()
+                    .name(format!("deliver-{}-{}", self.dest.name, k + 1))
+                    .spawn_scoped(s, move || self.run_lane(k + 1, lane, b));
+                if let Err(e) = spawned {
+                    tracing::warn!(destination = %self.dest.name, "cannot start an upload lane: {e}");
+                }
+            }
+            self.run_lane(0, &mut first[0], &b);
+        });
+        b.aborted()
     }
 
     /// Runs until `stop` is set.
@@ -355,14 +624,24 @@ impl Worker {
             return;
         }
         let mut jitter = Jitter::new(&name);
-        let mut remote: Option<Remote> = None;
+        let mut lanes: Vec<Lane> = (0..self.dest.connections.max(1))
+            .map(|_| Lane {
+                remote: None,
+                retry_at: Instant::now(),
+            })
+            .collect();
+        let connected = |lanes: &[Lane]| lanes.iter().any(|l| l.remote.is_some());
         let mut backoff = self.delivery.retry_initial;
         let mut next_try = Instant::now();
         let mut last_expire = Instant::now() - Duration::from_secs(3600);
+        let mut last_refresh = (Instant::now() - Duration::from_secs(3600), usize::MAX);
         while !self.stop.load(Ordering::Relaxed) {
             if self.take_retry_marker() {
                 backoff = self.delivery.retry_initial;
                 next_try = Instant::now();
+                for l in &mut lanes {
+                    l.retry_at = Instant::now();
+                }
             }
             if last_expire.elapsed() >= Duration::from_secs(60) {
                 last_expire = Instant::now();
@@ -382,31 +661,48 @@ impl Worker {
                     continue;
                 }
             };
-            if ready.is_empty() {
-                if let Some(r) = remote.as_mut()
+            // Idle connections prove the line still answers (a no-op until
+            // the keepalive interval has passed since their last traffic).
+            for l in &mut lanes {
+                if let Some(r) = l.remote.as_mut()
                     && let Err(e) = r.keepalive()
                 {
                     self.alarm(&e);
-                    remote = None;
-                    self.status.connected.store(false, Ordering::Relaxed);
+                    l.remote = None;
                 }
-                self.refresh(&ready);
+            }
+            self.status
+                .connected
+                .store(connected(&lanes), Ordering::Relaxed);
+            // Waiting (idle, or backing off): recount the folders (a walk of
+            // done/, which holds a day of recordings) and rewrite status.json
+            // only when the backlog changed or every few seconds, not every poll.
+            let mut refresh_if_due = |ready: &[String]| {
+                if ready.len() != last_refresh.1
+                    || last_refresh.0.elapsed() >= Duration::from_secs(5)
+                {
+                    self.refresh(ready);
+                    last_refresh = (Instant::now(), ready.len());
+                }
+            };
+            if ready.is_empty() {
+                refresh_if_due(&ready);
                 self.sleep(self.poll);
                 continue;
             }
-            if remote.is_none() {
+            if !connected(&lanes) {
                 let now = Instant::now();
                 if now < next_try {
                     self.hold_old(&mut ready);
-                    self.refresh(&ready);
+                    refresh_if_due(&ready);
                     self.sleep((next_try - now).min(self.poll));
                     continue;
                 }
                 // The one probe of this period.
-                match Remote::connect(&self.dest, &self.delivery) {
+                match Remote::connect(&self.dest, &self.delivery, self.bucket.clone()) {
                     Ok(r) => {
                         tracing::info!(destination = %name, backlog = ready.len(), "connected");
-                        remote = Some(r);
+                        lanes[0].remote = Some(r);
                         backoff = self.delivery.retry_initial;
                         self.status.connected.store(true, Ordering::Relaxed);
                         self.status.backoff_ms.store(0, Ordering::Relaxed);
@@ -427,50 +723,22 @@ impl Worker {
                 }
             }
             self.refresh(&ready);
-            let mut last_persist = Instant::now();
-            for (i, stem) in ready.iter().enumerate() {
-                if self.stop.load(Ordering::Relaxed) {
-                    break;
+            // Recount once the batch has moved things.
+            last_refresh.1 = usize::MAX;
+            if self.deliver_batch(&mut lanes, &ready) {
+                // The destination failed: every lane starts over after the backoff.
+                for l in &mut lanes {
+                    l.remote = None;
                 }
-                let Some(r) = remote.as_mut() else { break };
-                match self.deliver_one(r, stem) {
-                    Outcome::Delivered => {
-                        self.status.delivered.fetch_add(1, Ordering::Relaxed);
-                        self.status.done.fetch_add(1, Ordering::Relaxed);
-                        self.status.set_error(None);
-                    }
-                    Outcome::Gone => {}
-                    Outcome::Failed(e) => {
-                        self.alarm(&e);
-                        match e.kind() {
-                            FailureKind::Retry => {
-                                self.status.retries.fetch_add(1, Ordering::Relaxed);
-                                self.status.connected.store(false, Ordering::Relaxed);
-                                remote = None;
-                                let delay = jitter.apply(backoff);
-                                self.status
-                                    .backoff_ms
-                                    .store(delay.as_millis() as u64, Ordering::Relaxed);
-                                next_try = Instant::now() + delay;
-                                backoff = (backoff * 2).min(self.delivery.retry_max);
-                            }
-                            FailureKind::Hold | FailureKind::Quarantine => {
-                                self.status.failed.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                    }
-                }
+                self.status.connected.store(false, Ordering::Relaxed);
+                let delay = jitter.apply(backoff);
                 self.status
-                    .ready
-                    .store((ready.len() - i - 1) as u64, Ordering::Relaxed);
-                if last_persist.elapsed() >= Duration::from_millis(500) {
-                    last_persist = Instant::now();
-                    self.persist();
-                }
-                if remote.is_none() {
-                    break;
-                }
+                    .backoff_ms
+                    .store(delay.as_millis() as u64, Ordering::Relaxed);
+                next_try = Instant::now() + delay;
+                backoff = (backoff * 2).min(self.delivery.retry_max);
             }
+            self.persist();
         }
         self.persist();
     }
@@ -524,6 +792,7 @@ impl Workers {
                 status,
                 stop: stop.clone(),
                 poll,
+                bucket: dest.max_rate.map(TokenBucket::shared),
             };
             handles.push(
                 std::thread::Builder::new()
