@@ -310,10 +310,15 @@ impl Spool {
             drop(f);
             fs::rename(&tmp_json, &jsn)?;
             fsync_dir(&parent)?;
-            if let Some(tmp_parent) = wav_tmp.parent() {
-                fsync_dir(tmp_parent)?;
+            let tmp = self.tmp_dir();
+            match wav_tmp.parent() {
+                // Usually the WAV came from tmp/ too: one fsync covers both.
+                Some(p) if p != tmp => {
+                    fsync_dir(p)?;
+                    fsync_dir(&tmp)
+                }
+                _ => fsync_dir(&tmp),
             }
-            fsync_dir(&self.tmp_dir())
         })();
         if let Err(e) = result {
             let _ = fs::remove_file(&tmp_json);

@@ -262,7 +262,7 @@ impl CallRecorder {
     }
 
     /// Writes out what is buffered, makes the file exactly `end - start`
-    /// long (silence-padded or cut), patches the header, fsyncs and hashes.
+    /// long (silence-padded or cut), patches the header and hashes (publication fsyncs).
     pub fn finish(mut self, end: Timestamp) -> io::Result<RecordingSummary> {
         let total = sample_index(self.start, end).max(0);
         self.render(total);

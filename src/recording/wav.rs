@@ -3,8 +3,8 @@
 //! Files are 8 kHz, 1 or 2 channels, PCM 16-bit (format tag 1), A-law
 //! (tag 6) or μ-law (tag 7). The header is written first with placeholder
 //! sizes (0xFFFFFFFF, which lenient readers take as "to the end"), samples
-//! are streamed through a small `BufWriter`, and [`WavWriter::finish`]
-//! pads or cuts to the exact length, patches the sizes, fsyncs and returns
+//! are encoded straight into a small buffer, and [`WavWriter::finish`]
+//! pads or cuts to the exact length, patches the sizes and returns
 //! the SHA-256 of the final bytes. [`recover`] turns a file left with
 //! placeholder sizes (and perhaps half a frame) into a valid one in place.
 
@@ -206,7 +206,7 @@ impl WavWriter {
     }
 
     /// Pads with silence or cuts to exactly `frames` frames (when given),
-    /// patches the header, fsyncs, and hashes the final file.
+    /// patches the header, and hashes the final file.
     pub fn finish(mut self, frames: Option<u64>) -> io::Result<WavSummary> {
         let block = (self.channels * bytes_per_sample(self.format)) as u64;
         let have = self.samples / self.channels as u64;
@@ -237,7 +237,9 @@ impl WavWriter {
             data_len,
             frames,
         )?;
-        file.sync_all()?;
+        // No fsync here: the file is not anyone's until `Spool::publish`,
+        // which fsyncs it before renaming it into the queue; a crash before
+        // that leaves it in tmp/ for `recover`.
         let (bytes, sha256) = hash_file(file)?;
         Ok(WavSummary {
             frames,
