@@ -19,6 +19,7 @@ read -r wall user sys maxkb < "$work/time"
 wavs=$(find "$work/spool/queue" -name '*.wav' | wc -l)
 awk -v p="$packets" -v w="$wall" -v u="$user" -v s="$sys" -v m="$maxkb" -v c="$calls" -v n="$wavs" 'BEGIN {
   printf "callrec: %d packets, %d calls (%d recordings) in %.2f s wall: %.0f packets/s, %.3f CPU us/packet\n", p, c, n, w, p / w, (u + s) * 1e6 / p;
+  printf "callrec: per core: %.0f packets per CPU-second (user %.2f s + sys %.2f s); target 2000000\n", p / (u + s), u, s;
   printf "callrec: peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c }'
 if command -v tshark >/dev/null; then
   /usr/bin/time -f '%e' -o "$work/ttime" tshark -r "$work/bench.pcap" -q -o rtp.heuristic_rtp:TRUE -z rtp,streams > /dev/null 2>&1 || true

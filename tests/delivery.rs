@@ -1243,3 +1243,46 @@ fn damaged_spool_file_is_quarantined_not_sent() {
         "clear line for the damaged file"
     );
 }
+
+/// A local spool that refuses the move into inflight (here a file stands
+/// where the contract's inflight folder belongs) is retried at the backoff
+/// pace, not in a tight loop; once the spool is repaired everything goes.
+#[test]
+fn spool_refusing_inflight_backs_off_then_delivers() {
+    init_log();
+    let Some(srv) = Sshd::start() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let (cfg, _) = config(
+        dir.path(),
+        &[dest_for(&srv, "stuck", "K-0007")],
+        "retry_initial = \"100ms\"\nretry_max = \"200ms\"",
+    );
+    for i in 0..2 {
+        publish(&spool, "stuck", &stem("K-0007", i), 90 + i as u64, 10_000);
+    }
+    spool.ensure_destination("stuck").unwrap();
+    let blocker = dir.path().join("queue/stuck/inflight/K-0007");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let workers = Workers::start(&cfg, &spool, Arc::new(SystemClock)).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let refusals = log_text()
+        .lines()
+        .filter(|l| l.contains("destination=stuck") && l.contains("cannot move to inflight"))
+        .count();
+    assert!(refusals >= 1, "the refusal is logged");
+    // At most one attempt per 100 ms backoff step (with room for jitter);
+    // a tight loop makes thousands.
+    assert!(refusals <= 30, "{refusals} attempts in 1.5 s");
+    std::fs::remove_file(&blocker).unwrap();
+    let st = workers.status("stuck").unwrap().clone();
+    assert!(
+        wait_until(Duration::from_secs(20), || st
+            .delivered
+            .load(Ordering::Relaxed)
+            == 2),
+        "delivered once the spool takes the move"
+    );
+    workers.stop();
+    assert_eq!(remote_files(&srv.incoming).len(), 4);
+}

@@ -191,6 +191,11 @@ enum Step {
     Staged(Staged),
     /// Claimed after the batch was aborted: left in ready untouched.
     Skipped,
+    /// The local spool refused the move to inflight (a full or read-only
+    /// disk, permissions): still in ready. The batch stops and the
+    /// destination backs off, so a spool that keeps refusing is retried at
+    /// the backoff pace, not in a tight loop.
+    SpoolRefused,
 }
 
 /// One pass over the backlog, shared by the lanes.
@@ -410,11 +415,11 @@ impl Worker {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Step::Settled(None),
             Err(e) => {
-                // Still in ready: the next pass tries again.
+                // Still in ready: retried after the backoff.
                 tracing::error!(destination = %name, stem = %stem, "cannot move to inflight: {e}");
                 self.status
                     .set_error(Some(format!("spool: {stem}: cannot move to inflight: {e}")));
-                return Step::Settled(None);
+                return Step::SpoolRefused;
             }
         }
         let staged = match self.spool.verify(name, QueueState::Inflight, stem) {
@@ -518,8 +523,13 @@ impl Worker {
             };
             b.wait_turn(i);
             let mut line_failed = false;
+            let mut spool_failed = false;
             let delivered = match step {
                 Step::Skipped => None,
+                Step::SpoolRefused => {
+                    spool_failed = true;
+                    None
+                }
                 Step::Settled(e) => {
                     if let Some(e) = e {
                         self.record_failure(stem, &e);
@@ -552,7 +562,7 @@ impl Worker {
                     None
                 }
             };
-            if line_failed {
+            if line_failed || spool_failed {
                 b.abort_at.fetch_min(i, Ordering::SeqCst);
             }
             guard.settled = true;
