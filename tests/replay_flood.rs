@@ -140,6 +140,8 @@ struct Sent {
     malformed_to_remote_leg: u64,
     rtcp_to_remote_leg: u64,
     rtp_to_subscriber_leg: u64,
+    /// Valid RTP from a source that is neither party, to both ports.
+    foreign: u64,
 }
 
 /// Writes the call, with the flood when `flood` is set, frame by frame
@@ -166,7 +168,10 @@ fn write_capture(path: &Path, call: &CallSpec, flood: bool) -> Sent {
                 sent.malformed_to_remote_leg += 1;
                 malformed(n)
             };
-            w.write(next, &udp_frame(rogue, call.a_rtp, &junk)).unwrap();
+            // Spoofed from the remote party's own address: it passes the
+            // source latch and reaches the recorder.
+            w.write(next, &udp_frame(call.b_rtp, call.a_rtp, &junk))
+                .unwrap();
             // Towards the remote party's address: the subscriber leg's
             // port. Valid RTP, a new SSRC and a random timestamp each.
             x ^= x << 13;
@@ -181,8 +186,15 @@ fn write_capture(path: &Path, call: &CallSpec, flood: bool) -> Sent {
                 false,
                 &payload,
             );
-            w.write(next, &udp_frame(rogue, call.b_rtp, &rtp)).unwrap();
+            w.write(next, &udp_frame(call.a_rtp, call.b_rtp, &rtp))
+                .unwrap();
             sent.rtp_to_subscriber_leg += 1;
+            if n % 4 == 0 {
+                // The same from a third address: dropped at the latch.
+                let to = if n % 8 == 0 { call.a_rtp } else { call.b_rtp };
+                w.write(next, &udp_frame(rogue, to, &rtp)).unwrap();
+                sent.foreign += 1;
+            }
             next = next.add_micros(FLOOD_STEP_US);
             n += 1;
         }
@@ -277,12 +289,16 @@ fn flood_towards_recorded_ports_is_counted_bounded_and_harmless() {
         sent.malformed_to_remote_leg + sent.rtcp_to_remote_leg + sent.rtp_to_subscriber_leg;
     assert_eq!(flood_packets, 200_000, "{sent:?}");
 
-    // Every flood packet reached the recorder, and each malformed one was
-    // counted on the leg it was aimed at.
+    // Every spoofed flood packet reached the recorder, and each malformed
+    // one was counted on the leg it was aimed at; every packet from the
+    // third address was dropped at the source latch.
     assert_eq!(
         flood.report.stats.rtp_routed,
         clean.report.stats.rtp_routed + flood_packets
     );
+    assert_eq!(sent.foreign, 25_000);
+    assert_eq!(flood.report.stats.rtp_foreign, sent.foreign);
+    assert_eq!(clean.report.stats.rtp_foreign, 0);
     let (qs, qr) = (
         &flood.meta["quality"]["subscriber"],
         &flood.meta["quality"]["remote"],

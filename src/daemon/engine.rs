@@ -30,6 +30,9 @@ pub struct EngineStats {
     pub sip_malformed: u64,
     pub sip_keepalives: u64,
     pub rtp_routed: u64,
+    /// RTP towards a recorded call's address from another source than the
+    /// one its stream latched onto: dropped.
+    pub rtp_foreign: u64,
     /// UDP that is neither SIP nor media of a recorded call.
     pub other_udp: u64,
     pub calls: u64,
@@ -46,6 +49,45 @@ type SipCopy = (Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>);
 struct Route {
     key: CallKey,
     leg: Leg,
+    /// Destination routes only: the source this address's stream latched
+    /// onto, and when it was last heard. Packets from any other source are
+    /// dropped while it is live, so a stray or hostile sender aimed at a
+    /// recorded port cannot put its audio into the recording.
+    latched: Option<SocketAddr>,
+    seen: Timestamp,
+    /// The sender's own SDP address: always accepted (and latched onto),
+    /// so a stray source that got there first cannot lock the party out.
+    expected: Option<SocketAddr>,
+}
+
+/// A latched source silent this long gives way to a new one (a media
+/// source that moved without signalling, or NAT rebinding).
+const RELATCH_US: i64 = 500_000;
+
+impl Route {
+    fn new(key: CallKey, leg: Leg, expected: Option<SocketAddr>) -> Route {
+        Route {
+            key,
+            leg,
+            latched: None,
+            seen: Timestamp::ZERO,
+            expected,
+        }
+    }
+
+    /// Whether a packet from `src` at `ts` belongs to this stream.
+    fn admit(&mut self, src: SocketAddr, ts: Timestamp) -> bool {
+        let ok = match self.latched {
+            None => true,
+            Some(l) if l == src => true,
+            Some(_) => Some(src) == self.expected || ts.since(self.seen) >= RELATCH_US,
+        };
+        if ok {
+            self.latched = Some(src);
+            self.seen = ts;
+        }
+        ok
+    }
 }
 
 struct ActiveCall {
@@ -180,7 +222,7 @@ impl Engine {
         let mut sip_payloads: Vec<SipCopy> = Vec::new();
         let mut ctx = RouteCtx {
             sip_ports: &self.cfg.capture.sip_ports,
-            by_dst: &self.by_dst,
+            by_dst: &mut self.by_dst,
             by_src: &self.by_src,
             calls: &mut self.calls,
             shards: &mut self.shards,
@@ -465,39 +507,22 @@ impl Engine {
         }
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
+        let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         if let Some(r) = &legs.remote {
             self.by_dst.insert(
                 r.addr,
-                Route {
-                    key,
-                    leg: Leg::Subscriber,
-                },
+                Route::new(key, Leg::Subscriber, addr(&legs.subscriber)),
             );
-            self.by_src.insert(
-                r.addr,
-                Route {
-                    key,
-                    leg: Leg::Remote,
-                },
-            );
+            self.by_src
+                .insert(r.addr, Route::new(key, Leg::Remote, None));
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
-            self.by_dst.insert(
-                s.addr,
-                Route {
-                    key,
-                    leg: Leg::Remote,
-                },
-            );
-            self.by_src.insert(
-                s.addr,
-                Route {
-                    key,
-                    leg: Leg::Subscriber,
-                },
-            );
+            self.by_dst
+                .insert(s.addr, Route::new(key, Leg::Remote, addr(&legs.remote)));
+            self.by_src
+                .insert(s.addr, Route::new(key, Leg::Subscriber, None));
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
         }
@@ -527,7 +552,7 @@ impl Engine {
 /// The fields the per-payload path needs while the decoder is borrowed.
 struct RouteCtx<'e> {
     sip_ports: &'e [u16],
-    by_dst: &'e HashMap<SocketAddr, Route>,
+    by_dst: &'e mut HashMap<SocketAddr, Route>,
     by_src: &'e HashMap<SocketAddr, Route>,
     calls: &'e mut HashMap<CallKey, ActiveCall>,
     shards: &'e mut ShardPool<MediaCtl>,
@@ -539,8 +564,15 @@ impl RouteCtx<'_> {
     /// Hands a recorded call's media to its shard; false when no call
     /// claims the payload.
     fn route_rtp(&mut self, p: &Payload<'_>) -> bool {
-        let route = self.by_dst.get(&p.dst).or_else(|| self.by_src.get(&p.src));
-        let Some(&Route { key, leg }) = route else {
+        let (key, leg) = if let Some(r) = self.by_dst.get_mut(&p.dst) {
+            if !r.admit(p.src, p.ts) {
+                self.stats.rtp_foreign += 1;
+                return true;
+            }
+            (r.key, r.leg)
+        } else if let Some(r) = self.by_src.get(&p.src) {
+            (r.key, r.leg)
+        } else {
             return false;
         };
         let Some(call) = self.calls.get_mut(&key) else {
@@ -564,4 +596,42 @@ impl RouteCtx<'_> {
 /// elsewhere only what starts like a SIP message is.
 fn on_sip_port(ports: &[u16], p: &Payload<'_>) -> bool {
     p.transport == Transport::Tcp || ports.contains(&p.dst.port()) || ports.contains(&p.src.port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latch_keeps_the_first_source_until_it_falls_silent() {
+        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
+        let moved: SocketAddr = "192.0.2.1:4100".parse().unwrap();
+        let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
+        let mut r = Route::new(1, Leg::Subscriber, None);
+        assert!(r.admit(a, t(0)));
+        assert!(r.admit(a, t(20)));
+        assert!(
+            !r.admit(rogue, t(30)),
+            "another source while the stream is live"
+        );
+        assert!(r.admit(a, t(40)));
+        assert!(!r.admit(moved, t(539)), "silent 499 ms: still latched");
+        assert!(r.admit(moved, t(540)), "silent 500 ms: relatched");
+        assert!(!r.admit(a, t(560)), "the old source is now the stranger");
+    }
+
+    #[test]
+    fn the_senders_own_sdp_address_always_wins() {
+        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+        let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
+        let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
+        let mut r = Route::new(1, Leg::Remote, Some(sdp));
+        assert!(r.admit(rogue, t(0)), "first come");
+        assert!(
+            r.admit(sdp, t(10)),
+            "the announced sender takes over at once"
+        );
+        assert!(!r.admit(rogue, t(20)));
+    }
 }

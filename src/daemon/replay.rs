@@ -76,8 +76,8 @@ impl ReplayReport {
         );
         let _ = writeln!(
             s,
-            "sip messages {}  malformed sip {}  rtp routed {}  other udp {}",
-            st.sip_messages, st.sip_malformed, st.rtp_routed, st.other_udp
+            "sip messages {}  malformed sip {}  rtp routed {}  rtp from foreign sources {}  other udp {}",
+            st.sip_messages, st.sip_malformed, st.rtp_routed, st.rtp_foreign, st.other_udp
         );
         let skipped: u64 = st.skipped.values().sum();
         let _ = writeln!(
