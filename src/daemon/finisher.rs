@@ -188,6 +188,7 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
                 for (i, f) in segs.iter().enumerate() {
                     if i != best {
                         let _ = std::fs::remove_file(&f.path);
+                        crate::daemon::recovery::remove_intent(&f.path);
                     }
                 }
                 segs = vec![segs.swap_remove(best)];
@@ -199,7 +200,17 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
     }
 }
 
-fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) {
+/// The segment's file stem and metadata. `summary` is None for the
+/// provisional copy written when the segment opens (see [`write_intent`]).
+pub fn segment_metadata(
+    setup: &CallSetup,
+    index: u32,
+    started: crate::time::Timestamp,
+    ended: crate::time::Timestamp,
+    cause: &str,
+    p: &Publish,
+    summary: Option<&RecordingSummary>,
+) -> (String, Metadata) {
     let off = setup.utc_offset_secs;
     let v = &setup.verdict;
     let dir = match v.direction {
@@ -208,16 +219,21 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
     };
     let stem = metadata::stem(
         &setup.contract.id,
-        f.started.stem_parts(off),
+        started.stem_parts(off),
         dir,
         &v.caller,
         &v.callee,
         &setup.short_id,
-        f.index,
+        index,
     );
     let file = format!("{}.wav", stem.rsplit('/').next().unwrap_or(&stem));
     let stereo = setup.contract.channels == Channels::Stereo;
     let g = setup.guidance.as_ref();
+    let quality = |i: usize| {
+        summary
+            .and_then(|s| serde_json::to_value(&s.quality[i]).ok())
+            .unwrap_or_default()
+    };
     let meta = Metadata {
         schema: 1,
         call_id: setup.call_id.clone(),
@@ -238,11 +254,11 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         ended_at: p.ended_at.rfc3339(off),
         end_reason: p.reason.clone(),
         segment: SegmentMeta {
-            index: f.index,
+            index,
             count: p.count,
-            started_at: f.started.rfc3339(off),
-            ended_at: f.ended.rfc3339(off),
-            cause: f.cause.into(),
+            started_at: started.rfc3339(off),
+            ended_at: ended.rfc3339(off),
+            cause: cause.into(),
         },
         audio: AudioMeta {
             file,
@@ -254,24 +270,40 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
                 vec!["mixed".into()]
             },
             sample_rate: 8000,
-            duration_ms: f.summary.duration_ms,
-            sha256: f.summary.sha256.clone(),
-            bytes: f.summary.bytes,
+            duration_ms: summary.map_or(0, |s| s.duration_ms),
+            sha256: summary.map(|s| s.sha256.clone()).unwrap_or_default(),
+            bytes: summary.map_or(0, |s| s.bytes),
         },
-        pauses: f
-            .summary
-            .pauses
-            .iter()
-            .map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms })
-            .collect(),
+        pauses: summary
+            .map(|s| {
+                s.pauses
+                    .iter()
+                    .map(|&(from_ms, to_ms)| PauseMeta { from_ms, to_ms })
+                    .collect()
+            })
+            .unwrap_or_default(),
         quality: QualityMeta {
-            subscriber: serde_json::to_value(&f.summary.quality[0]).unwrap_or_default(),
-            remote: serde_json::to_value(&f.summary.quality[1]).unwrap_or_default(),
+            subscriber: quality(0),
+            remote: quality(1),
         },
     };
+    (stem, meta)
+}
+
+fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) {
+    let (stem, meta) = segment_metadata(
+        setup,
+        f.index,
+        f.started,
+        f.ended,
+        f.cause,
+        p,
+        Some(&f.summary),
+    );
     let Some(spool) = spool else { return };
     match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
         Ok(()) => {
+            crate::daemon::recovery::remove_intent(&f.path);
             tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
         }
         Err(e) => {

@@ -139,8 +139,33 @@ impl MediaWorker {
             pause_dtmf: ct.pause_dtmf.clone(),
             resume_dtmf: ct.resume_dtmf.clone(),
         };
+        let path = params.path.clone();
         match CallRecorder::create(params) {
             Ok(mut r) => {
+                // What the next start needs to publish this segment should
+                // the process die before it closes.
+                let provisional = Publish {
+                    count: c.index,
+                    ended_at: start,
+                    reason: "recovered".to_owned(),
+                };
+                let (stem, meta) = crate::daemon::finisher::segment_metadata(
+                    setup,
+                    c.index,
+                    start,
+                    start,
+                    c.cause,
+                    &provisional,
+                    None,
+                );
+                crate::daemon::recovery::write_intent(
+                    &path,
+                    &ct.destination,
+                    &stem,
+                    start,
+                    setup.utc_offset_secs,
+                    &serde_json::to_value(&meta).unwrap_or_default(),
+                );
                 apply_payloads(&mut r, &c.legs);
                 c.rec = Some(r);
                 c.seg_start = start;

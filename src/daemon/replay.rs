@@ -50,6 +50,8 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     pub delivery_ok: bool,
     pub delivery: Option<String>,
+    /// Recordings an earlier run left in tmp/, finished before this one.
+    pub recovered: crate::daemon::recovery::TmpRecovery,
 }
 
 impl ReplayReport {
@@ -59,6 +61,16 @@ impl ReplayReport {
         let st = &self.stats;
         for (f, n) in &self.files {
             let _ = writeln!(s, "capture {}: {n} packets", f.display());
+        }
+        let r = &self.recovered;
+        if !(r.published.is_empty() && r.unclaimed.is_empty() && r.failed.is_empty()) {
+            let _ = writeln!(
+                s,
+                "recovered from an earlier run: {} queued, {} unclaimed, {} unrepairable",
+                r.published.len(),
+                r.unclaimed.len(),
+                r.failed.len()
+            );
         }
         for e in &self.capture_errors {
             let _ = writeln!(s, "error: {e}");
@@ -132,10 +144,11 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     std::fs::create_dir_all(&opts.out).map_err(io(&opts.out))?;
     let cfg = Arc::new(cfg);
     let n = shard_count(&cfg, opts.shards);
+    let spool = crate::delivery::Spool::open(&opts.out).map_err(io(&opts.out))?;
+    // Recordings an earlier run left half-written go to their queues first.
+    let recovered = crate::daemon::recovery::recover_tmp(&spool).map_err(io(&opts.out))?;
     // One walk of the spool now; after that the shards count what they add.
-    let usage = crate::delivery::Spool::open(&opts.out)
-        .and_then(|s| SpoolUsage::measure(&s))
-        .map_err(io(&opts.out))?;
+    let usage = SpoolUsage::measure(&spool).map_err(io(&opts.out))?;
     let pool = ShardPool::start(n, 16_384, true, |i| {
         MediaWorker::new(cfg.clone(), i, usage.clone())
     })
@@ -147,7 +160,10 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     let mut engine =
         Engine::new(cfg.clone(), &opts.out, pool, announcer, usage).map_err(io(&opts.out))?;
     engine.sync_shards_before_spool_checks();
-    let mut report = ReplayReport::default();
+    let mut report = ReplayReport {
+        recovered,
+        ..ReplayReport::default()
+    };
     let started = Instant::now();
     for path in &opts.captures {
         let mut src = match FileSource::open(path) {
