@@ -206,6 +206,43 @@ impl Engine {
         self.first_ts
     }
 
+    /// Live capture with nothing to read: time still passes (timeouts,
+    /// announcement packets due, the spool check), taken from the clock
+    /// the capture timestamps come from.
+    pub fn on_idle(&mut self, now: Timestamp) {
+        if now > self.now {
+            self.now = now;
+        }
+        if self.now >= self.spool_guard.next_check {
+            self.check_spool();
+        }
+        self.tracker.tick(self.now, &mut self.events);
+        if !self.events.is_empty() {
+            self.flush_events();
+        }
+        if let Some(a) = self.announcer.as_mut() {
+            a.poll(self.now);
+        }
+    }
+
+    /// Recorded calls in progress.
+    pub fn active_recorded(&self) -> usize {
+        self.tracker.active_recorded()
+    }
+
+    /// Packets the shard rings had no room for (live capture drops them).
+    pub fn ring_drops(&self) -> u64 {
+        self.shards
+            .senders
+            .iter()
+            .map(|s| {
+                s.counters()
+                    .ring_drops
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    }
+
     pub fn on_packet(&mut self, pkt: &Packet<'_>) {
         self.stats.packets += 1;
         // Capture files can step back in time (merged captures); the core's

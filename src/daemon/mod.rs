@@ -9,6 +9,7 @@ pub mod recovery;
 pub mod replay;
 pub mod run;
 pub mod shard;
+pub mod systemd;
 
 use crate::config::Config;
 use std::path::Path;
