@@ -545,3 +545,25 @@ fn bundled_example_loads() {
     );
     assert_eq!(cfg.recording.spool_dir, PathBuf::from("/var/spool/callrec"));
 }
+
+/// The README's demo command must not point at a configuration that is
+/// not in the repository (it once did: conf/demo.toml never existed).
+#[test]
+fn scripts_use_configurations_that_exist_and_load() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("scripts")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        for w in words.windows(2) {
+            if w[0] == "--config" && w[1].starts_with("conf/") {
+                let cfg = root.join(w[1].trim_matches('"'));
+                config::load(&cfg)
+                    .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), w[1]));
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 2, "demo.sh names its configuration ({checked} found)");
+}
