@@ -559,11 +559,13 @@ fn scripts_use_configurations_that_exist_and_load() {
         for w in words.windows(2) {
             if w[0] == "--config" && w[1].starts_with("conf/") {
                 let cfg = root.join(w[1].trim_matches('"'));
-                config::load(&cfg)
-                    .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), w[1]));
+                config::load(&cfg).unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), w[1]));
                 checked += 1;
             }
         }
     }
-    assert!(checked >= 2, "demo.sh names its configuration ({checked} found)");
+    assert!(
+        checked >= 2,
+        "demo.sh names its configuration ({checked} found)"
+    );
 }

@@ -6,6 +6,9 @@
 //! and the process is killed with SIGKILL. The next replay into the same
 //! spool repairs the WAV and publishes it.
 
+#[path = "support/audio.rs"]
+mod audio;
+use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::config::AudioFormat;
 use callrec::daemon::replay::{ReplayOptions, replay};
@@ -14,7 +17,7 @@ use callrec::recording::wav::{WavWriter, read_wav, sha256_file};
 use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const T0: i64 = 1_795_221_000;
@@ -45,35 +48,6 @@ destination = "acme"
 "#,
         spool = dir.join("spool").display()
     )
-}
-
-fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.to_string_lossy().ends_with(suffix) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// Goertzel power of `hz` in `x`.
-fn power(x: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = v as f64 + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
 }
 
 #[test]

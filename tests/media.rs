@@ -2,6 +2,9 @@
 //! goes through `CallRecorder`, and the WAV read back is checked by content
 //! (tone frequency per channel, exact silence, exact sample placement).
 
+#[path = "support/audio.rs"]
+mod audio;
+use audio::power;
 use std::f64::consts::PI;
 use std::path::Path;
 
@@ -41,17 +44,6 @@ fn tone(freq: f64, n0: i64, alaw: bool) -> Vec<u8> {
             if alaw { encode_alaw(s) } else { encode_ulaw(s) }
         })
         .collect()
-}
-
-fn power(x: &[i16], f: f64) -> f64 {
-    let c = 2.0 * (2.0 * PI * f / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64).powi(2)
 }
 
 fn dominant(x: &[i16]) -> f64 {

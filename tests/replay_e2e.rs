@@ -1,6 +1,9 @@
 //! The whole pipeline over generated captures: signalling → policy →
 //! announcement → media → WAV + JSON in the spool, checked by content.
 
+#[path = "support/audio.rs"]
+mod audio;
+use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
 use callrec::pcapgen::{PcapWriter, udp_frame};
@@ -78,24 +81,6 @@ fn run(dir: &Path, announce: &str, pcap: &Path, out: &str) -> PathBuf {
     out
 }
 
-/// Every file under `dir` with the given extension, sorted.
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// (channels, samples per channel) of a PCM16 WAV.
 fn read_pcm(path: &Path) -> (usize, Vec<Vec<i16>>) {
     let b = std::fs::read(path).unwrap();
@@ -125,18 +110,6 @@ fn read_pcm(path: &Path) -> (usize, Vec<Vec<i16>>) {
         i += 8 + len + (len & 1);
     }
     panic!("no data chunk in {}", path.display());
-}
-
-/// Goertzel power of `hz` in `x`.
-fn power(x: &[i16], hz: f64) -> f64 {
-    let w = 2.0 * std::f64::consts::PI * hz / 8000.0;
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for &v in x {
-        let s = v as f64 + 2.0 * w.cos() * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    s1 * s1 + s2 * s2 - 2.0 * w.cos() * s1 * s2
 }
 
 fn json(path: &Path) -> serde_json::Value {

@@ -13,6 +13,9 @@
 //! packets. Heap use is measured by a counting global allocator, so this
 //! file holds a single test (tests in one binary share the allocator).
 
+#[path = "support/audio.rs"]
+mod audio;
+use audio::files;
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, ReplayReport, replay};
 use callrec::media::rtp::build_rtp;
@@ -202,24 +205,6 @@ fn write_capture(path: &Path, call: &CallSpec, flood: bool) -> Sent {
     }
     w.finish().unwrap();
     sent
-}
-
-/// Every file under `dir` with the given extension, sorted.
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 struct Run {

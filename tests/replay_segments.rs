@@ -8,13 +8,15 @@
 //! Announcements are off here, so every recording starts at the answer
 //! and each segment's length is a difference of SIP message times.
 
+#[path = "support/audio.rs"]
+mod audio;
+use audio::{files, power_norm as power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
 use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
 use callrec::scenario::{CallSpec, MidCall, Voice};
 use callrec::time::Timestamp;
-use std::f64::consts::PI;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,24 +88,6 @@ fn run(dir: &Path, call: &CallSpec) -> PathBuf {
     out
 }
 
-/// Every file under `dir` with the given extension, sorted.
-fn files(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == ext) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// One published segment: its metadata and its channels.
 struct Segment {
     meta: serde_json::Value,
@@ -152,18 +136,6 @@ fn history(spool: &Path) -> Vec<serde_json::Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// Goertzel power of `hz` in `x`, normalised by length.
-fn power(x: &[i16], hz: f64) -> f64 {
-    let c = 2.0 * (2.0 * PI * hz / 8000.0).cos();
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for &v in x {
-        let s = v as f64 + c * s1 - s2;
-        s2 = s1;
-        s1 = s;
-    }
-    (s1 * s1 + s2 * s2 - c * s1 * s2) / (x.len() as f64).powi(2)
 }
 
 /// The strongest frequency of `x` on a 10 Hz grid from 100 to 3500 Hz.
