@@ -241,19 +241,7 @@ impl CallSpec {
         let offer = self.sdp(self.a_rtp, 1);
         let answer = self.sdp(self.b_rtp, 2);
         let t0 = self.invite_at;
-        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram {
-            ts,
-            src: self.a_sip,
-            dst: self.b_sip,
-            payload: p,
-        };
-        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram {
-            ts,
-            src: self.b_sip,
-            dst: self.a_sip,
-            payload: p,
-        };
-        out.push(a2b(
+        out.push(self.a2b(
             t0,
             self.sip(
                 &ruri,
@@ -264,26 +252,23 @@ impl CallSpec {
                 Some(&offer),
             ),
         ));
-        out.push(b2a(
+        out.push(self.b2a(
             t0.add_micros(30_000),
             self.sip("SIP/2.0 100 Trying", "1 INVITE", false, "inv", &[], None),
         ));
-        out.push(b2a(
+        out.push(self.b2a(
             t0.add_micros(200_000),
             self.sip("SIP/2.0 180 Ringing", "1 INVITE", true, "inv", &[], None),
         ));
         let ans = self.answer_at();
         let Some(talk) = self.talk_ms else {
             let cancel = format!("CANCEL sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
-            out.push(a2b(
-                ans,
-                self.sip(&cancel, "1 CANCEL", false, "inv", &[], None),
-            ));
-            out.push(b2a(
+            out.push(self.a2b(ans, self.sip(&cancel, "1 CANCEL", false, "inv", &[], None)));
+            out.push(self.b2a(
                 ans.add_micros(20_000),
                 self.sip("SIP/2.0 200 OK", "1 CANCEL", false, "inv", &[], None),
             ));
-            out.push(b2a(
+            out.push(self.b2a(
                 ans.add_micros(25_000),
                 self.sip(
                     "SIP/2.0 487 Request Terminated",
@@ -294,7 +279,7 @@ impl CallSpec {
                     None,
                 ),
             ));
-            out.push(a2b(
+            out.push(self.a2b(
                 ans.add_micros(40_000),
                 self.sip(
                     &format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()),
@@ -307,7 +292,7 @@ impl CallSpec {
             ));
             return out;
         };
-        out.push(b2a(
+        out.push(self.b2a(
             ans,
             self.sip(
                 "SIP/2.0 200 OK",
@@ -318,7 +303,7 @@ impl CallSpec {
                 Some(&answer),
             ),
         ));
-        out.push(a2b(
+        out.push(self.a2b(
             ans.add_micros(20_000),
             self.sip(
                 &format!("ACK sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip()),
@@ -356,8 +341,8 @@ impl CallSpec {
         let bye_at = ans.add_micros(talk as i64 * 1000);
         let bye = format!("BYE sip:{}@{} SIP/2.0", self.to_user, self.b_sip.ip());
         if self.bye_from_a {
-            out.push(a2b(bye_at, self.sip(&bye, "2 BYE", true, "bye", &[], None)));
-            out.push(b2a(
+            out.push(self.a2b(bye_at, self.sip(&bye, "2 BYE", true, "bye", &[], None)));
+            out.push(self.b2a(
                 bye_at.add_micros(20_000),
                 self.sip("SIP/2.0 200 OK", "2 BYE", true, "bye", &[], None),
             ));
@@ -371,9 +356,9 @@ impl CallSpec {
                 &[],
                 None,
             );
-            out.push(b2a(bye_at, swap_from_to(&m)));
+            out.push(self.b2a(bye_at, swap_from_to(&m)));
             let ok = self.sip("SIP/2.0 200 OK", "1 BYE", true, "byeb", &[], None);
-            out.push(a2b(bye_at.add_micros(20_000), swap_from_to(&ok)));
+            out.push(self.a2b(bye_at.add_micros(20_000), swap_from_to(&ok)));
         }
         out.sort_by_key(|d| d.ts);
         out
@@ -381,22 +366,30 @@ impl CallSpec {
 }
 
 impl CallSpec {
+    /// A SIP datagram from A to B.
+    fn a2b(&self, ts: Timestamp, payload: Vec<u8>) -> Datagram {
+        Datagram {
+            ts,
+            src: self.a_sip,
+            dst: self.b_sip,
+            payload,
+        }
+    }
+
+    /// A SIP datagram from B to A.
+    fn b2a(&self, ts: Timestamp, payload: Vec<u8>) -> Datagram {
+        Datagram {
+            ts,
+            src: self.b_sip,
+            dst: self.a_sip,
+            payload,
+        }
+    }
+
     /// The in-dialog requests of `mid_call`, and their effect on the RTP
     /// already in `out`: a media move readdresses B's packets, a hold
     /// removes B's (recvonly sends nothing).
     fn mid_call_datagrams(&self, out: &mut Vec<Datagram>, ans: Timestamp) {
-        let a2b = |ts: Timestamp, p: Vec<u8>| Datagram {
-            ts,
-            src: self.a_sip,
-            dst: self.b_sip,
-            payload: p,
-        };
-        let b2a = |ts: Timestamp, p: Vec<u8>| Datagram {
-            ts,
-            src: self.b_sip,
-            dst: self.a_sip,
-            payload: p,
-        };
         let to_a = |method: &str| {
             format!(
                 "{method} sip:{}@{} SIP/2.0",
@@ -430,11 +423,8 @@ impl CallSpec {
                         format!("Refer-To: <{refer_to}>"),
                         format!("Referred-By: <sip:{}@{}>", self.to_user, self.b_sip.ip()),
                     ];
-                    out.push(b2a(t, from_b(&to_a("REFER"), &cs, &hdrs, None)));
-                    out.push(a2b(
-                        later(20),
-                        from_b("SIP/2.0 202 Accepted", &cs, &[], None),
-                    ));
+                    out.push(self.b2a(t, from_b(&to_a("REFER"), &cs, &hdrs, None)));
+                    out.push(self.a2b(later(20), from_b("SIP/2.0 202 Accepted", &cs, &[], None)));
                 }
                 MidCall::ReinviteFromB {
                     identity, media, ..
@@ -447,13 +437,12 @@ impl CallSpec {
                         .collect();
                     let offer = self.sdp_with(new, 2, version, "sendrecv");
                     let answer = self.sdp_with(self.a_rtp, 1, version + 1, "sendrecv");
-                    out.push(b2a(t, from_b(&to_a("INVITE"), &cs, &hdrs, Some(&offer))));
-                    out.push(a2b(
-                        later(20),
-                        from_b("SIP/2.0 200 OK", &cs, &[], Some(&answer)),
-                    ));
+                    out.push(self.b2a(t, from_b(&to_a("INVITE"), &cs, &hdrs, Some(&offer))));
+                    out.push(
+                        self.a2b(later(20), from_b("SIP/2.0 200 OK", &cs, &[], Some(&answer))),
+                    );
                     let ack = format!("{cseq} ACK");
-                    out.push(b2a(later(40), from_b(&to_a("ACK"), &ack, &[], None)));
+                    out.push(self.b2a(later(40), from_b(&to_a("ACK"), &ack, &[], None)));
                     if new != b_media {
                         // Both ends switch once the offer is out: B sends
                         // from, and A sends to, the new address.
@@ -482,16 +471,16 @@ impl CallSpec {
                         let v = version + n as u32;
                         let offer = self.sdp_with(self.a_rtp, 1, v, a_dir);
                         let answer = self.sdp_with(b_media, 2, v, b_dir);
-                        out.push(a2b(
+                        out.push(self.a2b(
                             at,
                             self.sip(&to_b("INVITE"), &cs, true, &br, &[], Some(&offer)),
                         ));
-                        out.push(b2a(
+                        out.push(self.b2a(
                             at.add_micros(20_000),
                             self.sip("SIP/2.0 200 OK", &cs, true, &br, &[], Some(&answer)),
                         ));
                         let ack = format!("{} ACK", cseq * 10 + n as u32);
-                        out.push(a2b(
+                        out.push(self.a2b(
                             at.add_micros(40_000),
                             self.sip(&to_b("ACK"), &ack, true, &br, &[], None),
                         ));

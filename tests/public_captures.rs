@@ -2,6 +2,8 @@
 //! replay pipeline without a panic, with assertions on what each contains.
 //! Skips with a message where the folder is absent.
 
+#[path = "support/config.rs"]
+mod config_text;
 use callrec::daemon::replay::{ReplayOptions, ReplayReport, replay};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,21 +30,15 @@ fn config(dir: &Path) -> callrec::config::Config {
 sip_ports = [5060, 5080, 6060]
 [recording]
 spool_dir = "{}"
-[delivery]
-allowed_networks = ["192.0.2.0/24"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@192.0.2.10:22/incoming"
-identity = "/nonexistent/key"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-[[contract]]
+{acme}[[contract]]
 id = "K-0001"
 service = "mobile"
 numbers = ["0312340001"]
 guidance = 1
 destination = "acme"
 "#,
-        dir.display()
+        dir.display(),
+        acme = config_text::ACME_UNREACHED,
     );
     callrec::config::load_str(&text, &dir.join("c.toml")).unwrap()
 }

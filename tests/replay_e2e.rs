@@ -3,6 +3,8 @@
 
 #[path = "support/audio.rs"]
 mod audio;
+#[path = "support/config.rs"]
+mod config_text;
 use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
@@ -25,14 +27,7 @@ spool_dir = "{spool}"
 [announce]
 mode = "{announce}"
 dir = "{prompts}"
-[delivery]
-allowed_networks = ["192.0.2.0/24"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@192.0.2.10:22/incoming"
-identity = "/nonexistent/key"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-[[contract]]
+{acme}[[contract]]
 id = "K-0001"
 service = "mobile"
 numbers = ["0312340001"]
@@ -49,6 +44,7 @@ guidance = 4
 channels = "mono"
 destination = "acme"
 "#,
+        acme = config_text::ACME_UNREACHED,
         spool = dir.join("spool").display(),
         prompts = prompts.display()
     );

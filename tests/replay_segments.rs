@@ -10,6 +10,8 @@
 
 #[path = "support/audio.rs"]
 mod audio;
+#[path = "support/config.rs"]
+mod config_text;
 use audio::{files, power_norm as power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
@@ -34,14 +36,7 @@ timezone = "+09:00"
 spool_dir = "{spool}"
 [announce]
 mode = "off"
-[delivery]
-allowed_networks = ["192.0.2.0/24"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@192.0.2.10:22/incoming"
-identity = "/nonexistent/key"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-[[contract]]
+{acme}[[contract]]
 id = "K-0001"
 service = "mobile"
 numbers = ["0312340001"]
@@ -58,6 +53,7 @@ channels = "stereo"
 segments = "longest"
 destination = "acme"
 "#,
+        acme = config_text::ACME_UNREACHED,
         spool = dir.join("spool").display(),
     );
     callrec::config::load_str(&text, &dir.join("test.toml")).expect("test config loads")
