@@ -210,12 +210,23 @@ impl Engine {
     /// announcement packets due, the spool check), taken from the clock
     /// the capture timestamps come from.
     pub fn on_idle(&mut self, now: Timestamp) {
-        if now > self.now {
-            self.now = now;
+        self.advance_clock(now);
+        self.run_due();
+    }
+
+    /// Capture files can step back in time (merged captures); the core's
+    /// clock never does.
+    fn advance_clock(&mut self, t: Timestamp) {
+        if t > self.now {
+            self.now = t;
         }
         if self.now >= self.spool_guard.next_check {
             self.check_spool();
         }
+    }
+
+    /// Timeouts, their call events, and announcement packets now due.
+    fn run_due(&mut self) {
         self.tracker.tick(self.now, &mut self.events);
         if !self.events.is_empty() {
             self.flush_events();
@@ -245,15 +256,8 @@ impl Engine {
 
     pub fn on_packet(&mut self, pkt: &Packet<'_>) {
         self.stats.packets += 1;
-        // Capture files can step back in time (merged captures); the core's
-        // clock never does.
-        if pkt.ts > self.now {
-            self.now = pkt.ts;
-        }
         self.first_ts.get_or_insert(pkt.ts);
-        if self.now >= self.spool_guard.next_check {
-            self.check_spool();
-        }
+        self.advance_clock(pkt.ts);
         // The decoder borrows itself mutably while handing out payloads, so
         // the per-payload work happens in a function over the other fields.
         let mut sip_payloads: Vec<SipCopy> = Vec::new();
@@ -286,13 +290,7 @@ impl Engine {
             }
             self.on_sip(ts, src, &data);
         }
-        self.tracker.tick(self.now, &mut self.events);
-        if !self.events.is_empty() {
-            self.flush_events();
-        }
-        if let Some(a) = self.announcer.as_mut() {
-            a.poll(self.now);
-        }
+        self.run_due();
     }
 
     /// Compares the spool with its limits: above the alarm level an alarm
