@@ -11,7 +11,7 @@ use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
 use crate::capture::Packet;
 use crate::config::Config;
 use crate::daemon::media::{CallSetup, MediaCtl};
-use crate::daemon::shard::{Leg, ShardMsg, ShardPool};
+use crate::daemon::shard::{Leg, ShardPool};
 use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
@@ -445,7 +445,7 @@ impl Engine {
                 );
                 self.install_routes(key, &legs);
                 self.shards.senders[shard]
-                    .send(ShardMsg::Ctl(Box::new(MediaCtl::Start { setup, legs })));
+                    .send_ctl(MediaCtl::Start { setup, legs });
             }
             CallEvent::MediaChanged { key, at, legs } => {
                 if !self.calls.contains_key(&key) {
@@ -453,19 +453,19 @@ impl Engine {
                 }
                 self.install_routes(key, &legs);
                 let shard = self.calls[&key].shard;
-                self.shards.senders[shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Media {
+                self.shards.senders[shard].send_ctl(MediaCtl::Media {
                     key,
                     at,
                     legs,
-                })));
+                });
             }
             CallEvent::NewSegment { key, at, cause } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Segment {
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::Segment {
                         key,
                         at,
                         cause,
-                    })));
+                    });
                 }
             }
             CallEvent::Replaced { key, call_id } => {
@@ -475,11 +475,11 @@ impl Engine {
             }
             CallEvent::InfoDigit { key, at, digit } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::Digit {
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::Digit {
                         key,
                         at,
                         digit,
-                    })));
+                    });
                 }
             }
             CallEvent::Ended {
@@ -506,11 +506,11 @@ impl Engine {
                         self.by_src.remove(a);
                     }
                     let reason = record.end_reason.clone().unwrap_or_default();
-                    self.shards.senders[c.shard].send(ShardMsg::Ctl(Box::new(MediaCtl::End {
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::End {
                         key,
                         at,
                         reason,
-                    })));
+                    });
                 }
                 if recorded {
                     self.stats.recorded += 1;
@@ -621,7 +621,7 @@ impl RouteCtx<'_> {
             self.tracker.touch(&call.call_id, p.ts);
         }
         let _ = call.started;
-        self.shards.senders[call.shard].send(ShardMsg::rtp(key, leg, p.ts, p.data));
+        self.shards.senders[call.shard].send_rtp(key, leg, p.ts, p.data);
         true
     }
 }

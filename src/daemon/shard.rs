@@ -10,6 +10,7 @@
 use crate::calls::tracker::CallKey;
 use crate::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::mem::MaybeUninit;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -20,45 +21,53 @@ pub const INLINE: usize = 256;
 /// Which party's voice a packet carries.
 pub use crate::recording::recorder::Leg;
 
-// Small RTP travels inline on purpose: no allocation per packet on the
-// capture thread; the ring's slots are sized for it.
-#[allow(clippy::large_enum_variant)]
-pub enum ShardMsg<C> {
+/// One ring slot. Slots are written and read where they lie in the ring:
+/// a packet is copied once, from the capture buffer into its slot, and the
+/// worker reads it there. (Moving a 300-byte message in and out of the ring
+/// by value, as `push` and `pop` do, cost three copies of the whole slot per
+/// packet: a sixth of the capture thread's time in the pipeline benchmark.)
+struct Slot<C> {
+    key: CallKey,
+    ts: Timestamp,
+    leg: Leg,
+    len: u16,
+    /// Control message, or an RTP packet too large to travel inline.
+    ctl: Option<Box<C>>,
+    large: Option<Box<[u8]>>,
+    /// Only the first `len` bytes are written, so the rest stays uninit.
+    data: [MaybeUninit<u8>; INLINE],
+}
+
+/// What a worker finds in a slot.
+enum Msg<'a, C> {
     Rtp {
         key: CallKey,
         leg: Leg,
         ts: Timestamp,
-        len: u16,
-        data: [u8; INLINE],
-    },
-    RtpLarge {
-        key: CallKey,
-        leg: Leg,
-        ts: Timestamp,
-        data: Box<[u8]>,
+        data: &'a [u8],
     },
     Ctl(Box<C>),
 }
 
-impl<C> ShardMsg<C> {
-    pub fn rtp(key: CallKey, leg: Leg, ts: Timestamp, payload: &[u8]) -> Self {
-        if payload.len() <= INLINE {
-            let mut data = [0u8; INLINE];
-            data[..payload.len()].copy_from_slice(payload);
-            ShardMsg::Rtp {
-                key,
-                leg,
-                ts,
-                len: payload.len() as u16,
-                data,
-            }
-        } else {
-            ShardMsg::RtpLarge {
-                key,
-                leg,
-                ts,
-                data: payload.into(),
-            }
+impl<C> Slot<C> {
+    /// Reads the slot, taking the control message out of it.
+    fn take(&mut self) -> Msg<'_, C> {
+        if let Some(c) = self.ctl.take() {
+            return Msg::Ctl(c);
+        }
+        let data = match &self.large {
+            Some(b) => &b[..],
+            // SAFETY: `ShardSender::write` initialised the first `len`
+            // bytes of every inline slot it committed.
+            None => unsafe {
+                std::slice::from_raw_parts(self.data.as_ptr().cast::<u8>(), self.len as usize)
+            },
+        };
+        Msg::Rtp {
+            key: self.key,
+            leg: self.leg,
+            ts: self.ts,
+            data,
         }
     }
 }
@@ -75,6 +84,7 @@ pub trait ShardHandler: Send + 'static {
 /// Counters a shard shares with the rest of the process (metrics, status).
 #[derive(Default)]
 pub struct ShardCounters {
+    /// RTP packets handled, published each time the worker's batch ends.
     pub packets: AtomicU64,
     /// Packets dropped because the ring was full (live capture only).
     pub ring_drops: AtomicU64,
@@ -103,54 +113,107 @@ impl ProducerWait {
     }
 }
 
+/// Messages pushed between two looks at whether the worker sleeps. The
+/// look reads a line the worker writes, so it is not done per packet; a
+/// sleeping worker also wakes on its own every [`WORKER_NAP`].
+const WAKE_EVERY: u64 = 512;
+const WORKER_NAP: Duration = Duration::from_millis(2);
+/// Slots a worker reads before handing them back to the producer.
+const BATCH: usize = 256;
+
 /// The producer side, held by the capture thread.
 pub struct ShardSender<C> {
-    tx: rtrb::Producer<ShardMsg<C>>,
+    tx: rtrb::Producer<Slot<C>>,
     /// Replay must lose nothing, so it waits for room; live capture must
     /// never stall the capture thread, so it drops and counts instead.
     block_when_full: bool,
     counters: Arc<ShardCounters>,
     worker: std::thread::Thread,
+    /// Set by the worker before it parks on an empty ring.
+    worker_sleeps: Arc<AtomicBool>,
     wait: Arc<ProducerWait>,
     /// Messages pushed into the ring.
     sent: u64,
 }
 
 impl<C: Send + 'static> ShardSender<C> {
-    pub fn send(&mut self, msg: ShardMsg<C>) {
-        let mut msg = msg;
-        loop {
-            match self.tx.push(msg) {
-                Ok(()) => {
-                    self.sent += 1;
-                    if self.tx.slots() < self.tx.buffer().capacity() / 2 {
-                        self.worker.unpark();
-                    }
-                    return;
-                }
-                Err(rtrb::PushError::Full(m)) => {
-                    // Control messages are never dropped: a lost "end" would
-                    // leave a recording open forever.
-                    if !self.block_when_full && !matches!(m, ShardMsg::Ctl(_)) {
+    /// Hands one RTP packet to the worker (copied into its slot).
+    pub fn send_rtp(&mut self, key: CallKey, leg: Leg, ts: Timestamp, payload: &[u8]) {
+        let large = (payload.len() > INLINE).then(|| Box::<[u8]>::from(payload));
+        self.write(key, leg, ts, payload, None, large);
+    }
+
+    /// Hands a control message to the worker, in order with the packets.
+    /// Never dropped: a lost "end" would leave a recording open forever.
+    pub fn send_ctl(&mut self, ctl: C) {
+        self.write(0, Leg::Subscriber, Timestamp::ZERO, &[], Some(Box::new(ctl)), None);
+    }
+
+    fn write(
+        &mut self,
+        key: CallKey,
+        leg: Leg,
+        ts: Timestamp,
+        payload: &[u8],
+        ctl: Option<Box<C>>,
+        large: Option<Box<[u8]>>,
+    ) {
+        let is_ctl = ctl.is_some();
+        let mut chunk = loop {
+            match self.tx.write_chunk_uninit(1) {
+                Ok(c) => break c,
+                Err(_) => {
+                    if !self.block_when_full && !is_ctl {
                         self.counters.ring_drops.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
-                    msg = m;
-                    self.worker.unpark();
-                    self.wait.thread.get_or_init(std::thread::current);
-                    self.wait.waiting.store(true, Ordering::Release);
-                    // Re-check after announcing: the worker may have made
-                    // room in between (its wake then leaves a token, so the
-                    // park below returns at once). The timeout is a guard,
-                    // not the mechanism.
-                    if !self.tx.is_full() {
-                        self.wait.waiting.store(false, Ordering::Release);
-                        continue;
-                    }
-                    std::thread::park_timeout(Duration::from_millis(5));
+                    self.wait_for_room();
                 }
             }
+        };
+        let slot = chunk.as_mut_slices().0[0].as_mut_ptr();
+        let inline = if large.is_none() { payload.len() } else { 0 };
+        // SAFETY: `slot` points to one uninitialised slot of the chunk;
+        // every field but the payload bytes is written whole, and the
+        // payload's first `inline` bytes (at most INLINE) are copied in.
+        unsafe {
+            std::ptr::addr_of_mut!((*slot).key).write(key);
+            std::ptr::addr_of_mut!((*slot).ts).write(ts);
+            std::ptr::addr_of_mut!((*slot).leg).write(leg);
+            std::ptr::addr_of_mut!((*slot).len).write(inline as u16);
+            std::ptr::addr_of_mut!((*slot).ctl).write(ctl);
+            std::ptr::addr_of_mut!((*slot).large).write(large);
+            std::ptr::copy_nonoverlapping(
+                payload.as_ptr(),
+                std::ptr::addr_of_mut!((*slot).data).cast::<u8>(),
+                inline,
+            );
+            chunk.commit_all();
         }
+        self.sent += 1;
+        if is_ctl || self.sent % WAKE_EVERY == 0 {
+            self.wake_worker();
+        }
+    }
+
+    fn wake_worker(&self) {
+        if self.worker_sleeps.load(Ordering::Relaxed) {
+            self.worker.unpark();
+        }
+    }
+
+    fn wait_for_room(&mut self) {
+        self.worker.unpark();
+        self.wait.thread.get_or_init(std::thread::current);
+        self.wait.waiting.store(true, Ordering::Release);
+        // Re-check after announcing: the worker may have made room in
+        // between (its wake then leaves a token, so the park below returns
+        // at once). The timeout is a guard, not the mechanism.
+        if !self.tx.is_full() {
+            self.wait.waiting.store(false, Ordering::Release);
+            return;
+        }
+        std::thread::park_timeout(Duration::from_millis(5));
     }
 
     pub fn counters(&self) -> &Arc<ShardCounters> {
@@ -180,54 +243,50 @@ impl<C: Send + 'static> ShardPool<C> {
         let mut senders = Vec::new();
         let mut joins = Vec::new();
         for i in 0..n.max(1) {
-            let (tx, mut rx) = rtrb::RingBuffer::<ShardMsg<C>>::new(slots);
+            let (tx, mut rx) = rtrb::RingBuffer::<Slot<C>>::new(slots);
             let counters = Arc::new(ShardCounters::default());
             let wait = Arc::new(ProducerWait::default());
             let wait2 = wait.clone();
+            let sleeps = Arc::new(AtomicBool::new(false));
+            let sleeps2 = sleeps.clone();
             let mut handler = make(i);
             let done2 = done.clone();
             let counters2 = counters.clone();
             let join = std::thread::Builder::new()
                 .name(format!("callrec-shard{i}"))
                 .spawn(move || {
-                    let mut handled = 0u64;
+                    let (mut handled, mut packets) = (0u64, 0u64);
                     loop {
-                        let mut worked = false;
-                        let mut batch = 0u32;
-                        while let Ok(msg) = rx.pop() {
-                            worked = true;
-                            batch += 1;
-                            if batch % 256 == 0 {
-                                wait2.wake();
-                            }
-                            handled += 1;
-                            match msg {
-                                ShardMsg::Rtp {
-                                    key,
-                                    leg,
-                                    ts,
-                                    len,
-                                    data,
-                                } => {
-                                    counters2.packets.fetch_add(1, Ordering::Relaxed);
-                                    handler.on_rtp(key, leg, ts, &data[..len as usize]);
+                        let n = rx.slots().min(BATCH);
+                        if n > 0 {
+                            let Ok(mut chunk) = rx.read_chunk(n) else {
+                                continue;
+                            };
+                            let (a, b) = chunk.as_mut_slices();
+                            for slot in a.iter_mut().chain(b.iter_mut()) {
+                                match slot.take() {
+                                    Msg::Rtp { key, leg, ts, data } => {
+                                        packets += 1;
+                                        handler.on_rtp(key, leg, ts, data);
+                                    }
+                                    Msg::Ctl(c) => handler.on_ctl(*c),
                                 }
-                                ShardMsg::RtpLarge { key, leg, ts, data } => {
-                                    counters2.packets.fetch_add(1, Ordering::Relaxed);
-                                    handler.on_rtp(key, leg, ts, &data);
-                                }
-                                ShardMsg::Ctl(c) => handler.on_ctl(*c),
                             }
-                        }
-                        wait2.wake();
-                        if worked {
+                            chunk.commit_all();
+                            handled += n as u64;
+                            counters2.packets.store(packets, Ordering::Relaxed);
                             counters2.handled.store(handled, Ordering::Release);
-                        } else {
-                            if done2.load(Ordering::Acquire) && rx.is_empty() {
-                                break;
-                            }
-                            std::thread::park_timeout(Duration::from_millis(2));
+                            wait2.wake();
+                            continue;
                         }
+                        if done2.load(Ordering::Acquire) && rx.is_empty() {
+                            break;
+                        }
+                        sleeps2.store(true, Ordering::Relaxed);
+                        if rx.is_empty() {
+                            std::thread::park_timeout(WORKER_NAP);
+                        }
+                        sleeps2.store(false, Ordering::Relaxed);
                     }
                     handler.shutdown();
                 })?;
@@ -236,6 +295,7 @@ impl<C: Send + 'static> ShardPool<C> {
                 block_when_full,
                 counters,
                 worker: join.thread().clone(),
+                worker_sleeps: sleeps,
                 wait,
                 sent: 0,
             });
