@@ -1,29 +1,71 @@
 #!/usr/bin/env bash
 # Whole-pipeline benchmark: CALLS concurrent recorded calls of SECONDS each
 # (default 500 x 30 s, about 1.5 M packets), replayed end to end (decode,
-# signalling, jitter buffer, mixing, WAV on disk). Prints packets/s, CPU µs
-# per packet, peak memory and memory per active call, then runs tshark over
-# the same capture (RTP stream analysis) and prints the ratio.
+# signalling, jitter buffer, mixing, WAV on disk with fsync, SHA-256,
+# metadata, spool). Prints packets/s, CPU µs per packet, packets per
+# CPU-second, peak memory and memory per active call for two recording
+# formats (the heaviest, stereo PCM16, and the lightest, mono μ-law), the
+# median of RUNS runs each, then runs tshark over the same capture (RTP
+# stream analysis) and prints the ratio.
+#
+# The spool is a freshly made ext4 filesystem (a loop device) when run as
+# root, as on an appliance whose spool has its own partition; otherwise a
+# directory under $TMPDIR, whose filesystem's history (many recently
+# deleted inodes make ext4's inode allocation slow) shows in the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-calls=${1:-500}; secs=${2:-30}
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+calls=${1:-500}; secs=${2:-30}; runs=${3:-3}
+work=$(mktemp -d)
+mnt=""
+cleanup() { [ -n "$mnt" ] && umount "$mnt" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
 cargo build --release --quiet --bins --examples
 target/release/examples/make_capture --bench "$calls" "$secs" "$work/bench.pcap"
-sed -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" -e 's|^mode = "pcap"|mode = "off"|' conf/callrec.toml > "$work/bench.toml"
-sed -i "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" "$work/bench.toml"
+spool_fs="$work (the filesystem of \$TMPDIR)"
+spool_root="$work"
+use_loop=""
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && truncate -s 4G "$work/spool.img" \
+   && mkfs.ext4 -q -F "$work/spool.img" && mkdir -p "$work/mnt" && mount -o loop "$work/spool.img" "$work/mnt"; then
+  mnt="$work/mnt"; spool_root="$mnt"; use_loop=1
+  spool_fs="a fresh 4 GiB ext4 filesystem on a loop device, made anew for each run"
+fi
+# Each run starts from the same state: a new filesystem where one can be
+# made (deleting the last run's files would leave ext4 slower to allocate).
+fresh_spool() {
+  if [ -n "$use_loop" ]; then
+    umount "$mnt" && mkfs.ext4 -q -F "$work/spool.img" && mount -o loop "$work/spool.img" "$mnt"
+  else
+    rm -rf "$spool_root/spool"
+  fi
+  sync; sleep 1
+}
+echo "spool: $spool_fs"
 packets=$(capinfos -c -M "$work/bench.pcap" 2>/dev/null | awk '/Number of packets/ {print $NF}')
-/usr/bin/time -f '%e %U %S %M' -o "$work/time" \
-  target/release/callrec replay --config "$work/bench.toml" --out "$work/spool" "$work/bench.pcap" > "$work/out" 2>/dev/null
-read -r wall user sys maxkb < "$work/time"
-wavs=$(find "$work/spool/queue" -name '*.wav' | wc -l)
-awk -v p="$packets" -v w="$wall" -v u="$user" -v s="$sys" -v m="$maxkb" -v c="$calls" -v n="$wavs" 'BEGIN {
-  printf "callrec: %d packets, %d calls (%d recordings) in %.2f s wall: %.0f packets/s, %.3f CPU us/packet\n", p, c, n, w, p / w, (u + s) * 1e6 / p;
-  printf "callrec: per core: %.0f packets per CPU-second (user %.2f s + sys %.2f s); target 2000000\n", p / (u + s), u, s;
-  printf "callrec: peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c }'
+for variant in "stereo pcm16" "mono ulaw"; do
+  set -- $variant
+  sed -e 's|^mode = "pcap"|mode = "off"|' -e "s|^format = .*|format = \"$2\"|" \
+      -e "s|^channels = .*|channels = \"$1\"|" -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
+      conf/callrec.toml > "$work/bench.toml"
+  : > "$work/times"
+  for _ in $(seq "$runs"); do
+    fresh_spool
+    /usr/bin/time -f '%e %U %S %M' -a -o "$work/times" \
+      target/release/callrec replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/bench.pcap" > "$work/out" 2>/dev/null
+  done
+  wavs=$(find "$spool_root/spool/queue" -name '*.wav' | wc -l)
+  # The run with the median CPU time.
+  read -r wall user sys maxkb < <(awk '{print $2 + $3, $0}' "$work/times" | sort -n | awk -v m=$(( (runs + 1) / 2 )) 'NR == m {print $2, $3, $4, $5}')
+  echo "$wall" > "$work/wall.$2"
+  awk -v p="$packets" -v w="$wall" -v u="$user" -v s="$sys" -v m="$maxkb" -v c="$calls" -v n="$wavs" -v v="$variant" -v r="$runs" 'BEGIN {
+    printf "callrec (%s, median of %d): %d packets, %d calls (%d recordings) in %.2f s wall: %.0f packets/s, %.3f CPU us/packet\n", v, r, p, c, n, w, p / w, (u + s) * 1e6 / p;
+    printf "  per core: %.0f packets per CPU-second (user %.2f s + sys %.2f s); target 2000000\n", p / (u + s), u, s;
+    printf "  peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c }'
+done
 if command -v tshark >/dev/null; then
   /usr/bin/time -f '%e' -o "$work/ttime" tshark -r "$work/bench.pcap" -q -o rtp.heuristic_rtp:TRUE -z rtp,streams > /dev/null 2>&1 || true
-  tw=$(cat "$work/ttime" | tail -1)
-  awk -v p="$packets" -v w="$wall" -v t="$tw" 'BEGIN {
-    printf "tshark -z rtp,streams on the same capture: %.2f s (%.0f packets/s); callrec is %.1fx faster\n", t, p / t, t / w }'
+  tw=$(tail -1 "$work/ttime")
+  for f in pcm16 ulaw; do
+    awk -v p="$packets" -v w="$(cat "$work/wall.$f")" -v t="$tw" -v f="$f" 'BEGIN {
+      printf "tshark -z rtp,streams on the same capture: %.2f s (%.0f packets/s); callrec (%s) is %.1fx faster\n", t, p / t, f, t / w }'
+  done
 fi
