@@ -86,7 +86,9 @@ fn open_buffered(path: &Path, buf: &mut [u8]) -> Result<pcap::Capture<pcap::Offl
             Some(h) => Ok(pcap::Capture::from(h)),
             None => {
                 libc::fclose(fp);
-                Err(std::ffi::CStr::from_ptr(err.as_ptr()).to_string_lossy().into_owned())
+                Err(std::ffi::CStr::from_ptr(err.as_ptr())
+                    .to_string_lossy()
+                    .into_owned())
             }
         }
     }

@@ -444,8 +444,7 @@ impl Engine {
                     },
                 );
                 self.install_routes(key, &legs);
-                self.shards.senders[shard]
-                    .send_ctl(MediaCtl::Start { setup, legs });
+                self.shards.senders[shard].send_ctl(MediaCtl::Start { setup, legs });
             }
             CallEvent::MediaChanged { key, at, legs } => {
                 if !self.calls.contains_key(&key) {
@@ -453,19 +452,11 @@ impl Engine {
                 }
                 self.install_routes(key, &legs);
                 let shard = self.calls[&key].shard;
-                self.shards.senders[shard].send_ctl(MediaCtl::Media {
-                    key,
-                    at,
-                    legs,
-                });
+                self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
             }
             CallEvent::NewSegment { key, at, cause } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::Segment {
-                        key,
-                        at,
-                        cause,
-                    });
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::Segment { key, at, cause });
                 }
             }
             CallEvent::Replaced { key, call_id } => {
@@ -475,11 +466,7 @@ impl Engine {
             }
             CallEvent::InfoDigit { key, at, digit } => {
                 if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::Digit {
-                        key,
-                        at,
-                        digit,
-                    });
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::Digit { key, at, digit });
                 }
             }
             CallEvent::Ended {
@@ -506,11 +493,7 @@ impl Engine {
                         self.by_src.remove(a);
                     }
                     let reason = record.end_reason.clone().unwrap_or_default();
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::End {
-                        key,
-                        at,
-                        reason,
-                    });
+                    self.shards.senders[c.shard].send_ctl(MediaCtl::End { key, at, reason });
                 }
                 if recorded {
                     self.stats.recorded += 1;

@@ -9,8 +9,8 @@
 
 use crate::calls::tracker::CallKey;
 use crate::time::Timestamp;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -168,7 +168,14 @@ impl<C: Send + 'static> ShardSender<C> {
     /// Hands a control message to the worker, in order with the packets.
     /// Never dropped: a lost "end" would leave a recording open forever.
     pub fn send_ctl(&mut self, ctl: C) {
-        self.write(0, Leg::Subscriber, Timestamp::ZERO, &[], Some(Box::new(ctl)), None);
+        self.write(
+            0,
+            Leg::Subscriber,
+            Timestamp::ZERO,
+            &[],
+            Some(Box::new(ctl)),
+            None,
+        );
     }
 
     fn write(

@@ -1,0 +1,279 @@
+//! Live calls from SIPp: `callrec run` on the loopback records real SIP
+//! dialogs with real RTP, made by two SIPp instances per call (a caller
+//! running `tests/sipp/uac.xml` and a callee running `tests/sipp/uas.xml`),
+//! each streaming its own tone with `rtp_stream`. Every address is in
+//! 127.0.0.0/8, so nothing leaves the machine.
+//!
+//! Two calls run at the same time: an outbound call dialled with the
+//! 0077-26 prefix by the subscriber, and an inbound call to the contract's
+//! number. Each recording must have the subscriber's tone on the left and
+//! the remote party's on the right, the length the signalling says, and
+//! no lost packets. Skips with a message where SIPp or live capture on
+//! `lo` is unavailable.
+
+#[path = "support/audio.rs"]
+mod audio;
+use audio::{files, power};
+use callrec::capture::LiveSource;
+use callrec::media::codec::encode_ulaw;
+use callrec::recording::wav::read_wav;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long the caller waits between the ACK and its BYE.
+const TALK_MS: u32 = 3_000;
+
+fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// One second of a sine at `hz`, μ-law, as SIPp's `rtp_stream` plays it
+/// (raw payload bytes, looped, 160 per packet).
+fn tone_file(dir: &Path, hz: f64) {
+    let bytes: Vec<u8> = (0..8000)
+        .map(|n| {
+            let x = 8000.0 * (2.0 * std::f64::consts::PI * hz * n as f64 / 8000.0).sin();
+            encode_ulaw(x as i16)
+        })
+        .collect();
+    std::fs::write(dir.join("tone.ul"), bytes).unwrap();
+}
+
+/// One side of a call: SIPp in its own directory (its logs and the tone
+/// it plays live there), bound to `ip:5060` with RTP on `ip:rtp_port`.
+struct Party {
+    dir: std::path::PathBuf,
+    ip: &'static str,
+    rtp_port: u16,
+    tone_hz: f64,
+}
+
+impl Party {
+    fn sipp(&self, scenario: &str) -> Command {
+        std::fs::create_dir_all(&self.dir).unwrap();
+        tone_file(&self.dir, self.tone_hz);
+        let mut c = Command::new("sipp");
+        c.current_dir(&self.dir)
+            .arg("-sf")
+            .arg(
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/sipp")
+                    .join(scenario),
+            )
+            .args(["-i", self.ip, "-p", "5060", "-mi", self.ip])
+            .args(["-mp", &self.rtp_port.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "30s", "-trace_err"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    }
+
+    /// Starts the callee; it answers after 300 ms and streams until BYE.
+    fn answer(&self) -> Child {
+        self.sipp("uas.xml").spawn().unwrap()
+    }
+
+    /// Starts the caller towards `callee_ip`, as `caller` dialling `callee`.
+    fn call(&self, callee_ip: &str, caller: &str, callee: &str) -> Child {
+        let mut c = self.sipp("uac.xml");
+        c.args(["-key", "caller", caller, "-key", "callee", callee])
+            .args(["-d", &TALK_MS.to_string()])
+            .arg(format!("{callee_ip}:5060"));
+        c.spawn().unwrap()
+    }
+}
+
+fn finish(name: &str, mut child: Child) {
+    let ok = wait_for(Duration::from_secs(30), || {
+        child.try_wait().ok().flatten().is_some()
+    });
+    if !ok {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "SIPp {name} failed ({:?}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sipp_calls_are_recorded_live() {
+    if let Err(e) = LiveSource::open("lo", 65_535, false, 4 << 20) {
+        eprintln!("SKIP sipp_calls_are_recorded_live: {e}");
+        return;
+    }
+    if Command::new("sipp").arg("-v").output().is_err() {
+        eprintln!(
+            "SKIP sipp_calls_are_recorded_live: SIPp not installed (apt-get install sip-tester)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let sock = dir.path().join("control.sock");
+    // Delivery points at a closed port on the loopback: recordings stay queued.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let cfg = dir.path().join("callrec.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"
+[general]
+timezone = "+09:00"
+[capture]
+interfaces = ["lo"]
+[recording]
+spool_dir = "{spool}"
+[announce]
+mode = "off"
+[daemon]
+control_socket = "{sock}"
+[delivery]
+allowed_networks = ["127.0.0.0/8"]
+[[destination]]
+name = "acme"
+url = "sftp://rec@127.0.0.1:{port}/incoming"
+identity = "/nonexistent/key"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
+[[contract]]
+id = "K-0001"
+service = "mobile"
+numbers = ["0312340001"]
+guidance = 2
+channels = "stereo"
+destination = "acme"
+"#,
+            spool = spool.display(),
+            sock = sock.display(),
+            port = closed.port(),
+        ),
+    )
+    .unwrap();
+
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || sock.exists()),
+        "control socket up"
+    );
+
+    let party = |name: &str, ip: &'static str, rtp_port: u16, tone_hz: f64| Party {
+        dir: dir.path().join(name),
+        ip,
+        rtp_port,
+        tone_hz,
+    };
+    // Outbound: the subscriber (440 Hz) dials 0077-26 + the remote number.
+    let sub_out = party("out-sub", "127.0.30.1", 16_000, 440.0);
+    let remote_out = party("out-remote", "127.0.30.2", 18_000, 1_000.0);
+    // Inbound: a remote caller (440 Hz) dials the subscriber (1000 Hz).
+    let remote_in = party("in-remote", "127.0.31.1", 16_000, 440.0);
+    let sub_in = party("in-sub", "127.0.31.2", 18_000, 1_000.0);
+    let callees = [remote_out.answer(), sub_in.answer()];
+    std::thread::sleep(Duration::from_millis(500));
+    let callers = [
+        sub_out.call(remote_out.ip, "0312340001", "0077260312349999"),
+        remote_in.call(sub_in.ip, "0312349999", "0312340001"),
+    ];
+    for (i, c) in callers.into_iter().enumerate() {
+        finish(&format!("caller {i}"), c);
+    }
+    for (i, c) in callees.into_iter().enumerate() {
+        finish(&format!("callee {i}"), c);
+    }
+
+    let ready = spool.join("queue/acme/ready");
+    let queued = wait_for(Duration::from_secs(15), || {
+        files(&ready, ".json").len() == 2
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let _ = wait_for(Duration::from_secs(15), || {
+        daemon.try_wait().ok().flatten().is_some()
+    });
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(queued, "two recordings queued; daemon log:\n{log}");
+
+    for json in files(&ready, ".json") {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        let dir = meta["direction"].as_str().unwrap().to_string();
+        assert_eq!(meta["contract"], "K-0001");
+        // The caller hung up: the subscriber outbound, the remote inbound.
+        let by = if dir == "outbound" {
+            "bye-subscriber"
+        } else {
+            "bye-remote"
+        };
+        assert_eq!(meta["end_reason"], by, "{dir}");
+        // Subscriber on the left, remote party on the right, whoever called.
+        let (left_hz, right_hz) = if dir == "outbound" {
+            (440.0, 1_000.0)
+        } else {
+            assert_eq!(dir, "inbound");
+            (1_000.0, 440.0)
+        };
+        let wav = read_wav(&json.with_file_name(meta["audio"]["file"].as_str().unwrap())).unwrap();
+        assert_eq!(wav.samples.len(), 2);
+        let ms = wav.samples[0].len() as i64 / 8;
+        // The recording is the signalling's answer-to-BYE time (within
+        // 60 ms), which is SIPp's pause after its ACK plus a round trip.
+        let signalled = {
+            let t = |k: &str| {
+                callrec::report::parse_rfc3339(meta["segment"][k].as_str().unwrap()).unwrap()
+            };
+            (t("ended_at") - t("started_at")) / 1000
+        };
+        assert!(
+            (ms - signalled).abs() <= 60,
+            "{dir}: {ms} ms recorded, {signalled} ms signalled"
+        );
+        assert!(
+            (ms - TALK_MS as i64).abs() <= 300,
+            "{dir}: {ms} ms recorded of a {TALK_MS} ms call"
+        );
+        // Skip the first 100 ms: the callee's stream starts after the ACK.
+        let (l, r) = (&wav.samples[0][800..], &wav.samples[1][800..]);
+        let (l_other, r_other) = (if left_hz == 440.0 { 1_000.0 } else { 440.0 }, left_hz);
+        assert!(
+            power(l, left_hz) > 100.0 * power(l, l_other),
+            "{dir}: subscriber channel carries {left_hz} Hz"
+        );
+        assert!(
+            power(r, right_hz) > 100.0 * power(r, r_other),
+            "{dir}: remote channel carries {right_hz} Hz"
+        );
+        for leg in ["subscriber", "remote"] {
+            let q = &meta["quality"][leg];
+            assert_eq!(q["lost"], 0, "{dir} {leg}: {q}");
+            let n = q["packets"].as_u64().unwrap();
+            assert!(
+                n as i64 >= TALK_MS as i64 / 20 - 10,
+                "{dir} {leg}: {n} packets for {TALK_MS} ms"
+            );
+        }
+    }
+}
