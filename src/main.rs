@@ -82,12 +82,52 @@ enum Cmd {
     },
     /// Asks the running daemon: active calls, queues, capture drops.
     Status {
-        /// The daemon's control socket (default: from the configuration, or /run/callrec/control.sock).
-        #[arg(long)]
-        socket: Option<PathBuf>,
-        #[arg(long)]
-        config: Option<PathBuf>,
+        #[command(flatten)]
+        daemon: DaemonArgs,
     },
+    /// Pauses a call's recording from now (silence is recorded until resume).
+    Pause {
+        /// The call's short id (from `callrec status` or the logs) or its Call-ID.
+        call: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+    /// Resumes a paused call's recording (a beep marks the resume).
+    Resume {
+        /// The call's short id (from `callrec status` or the logs) or its Call-ID.
+        call: String,
+        #[command(flatten)]
+        daemon: DaemonArgs,
+    },
+}
+
+/// How to reach the running daemon.
+#[derive(clap::Args, Clone)]
+struct DaemonArgs {
+    /// The daemon's control socket (default: from the configuration, or /run/callrec/control.sock).
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// Sends one control command; a reply starting with `error:` exits 1.
+    fn ask(&self, command: &str) -> anyhow::Result<ExitCode> {
+        let path = match (&self.socket, &self.config) {
+            (Some(s), _) => s.clone(),
+            (None, Some(c)) => load_config(c)?.daemon.control_socket,
+            (None, None) => "/run/callrec/control.sock".into(),
+        };
+        let reply = callrec::daemon::control::query(&path, command)
+            .with_context(|| format!("asking the daemon at {}", path.display()))?;
+        if reply.starts_with("error:") {
+            eprint!("{reply}");
+            return Ok(ExitCode::from(1));
+        }
+        print!("{reply}");
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 #[derive(Subcommand, Clone)]
@@ -247,18 +287,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{}", callrec::delivery::queue::queue_command(&cfg, cmd)?);
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Status { socket, config } => {
-            let path = match (socket, config) {
-                (Some(s), _) => s,
-                (None, Some(c)) => load_config(&c)?.daemon.control_socket,
-                (None, None) => "/run/callrec/control.sock".into(),
-            };
-            print!(
-                "{}",
-                callrec::daemon::control::query(&path, "status")
-                    .with_context(|| format!("asking the daemon at {}", path.display()))?
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Cmd::Status { daemon } => daemon.ask("status"),
+        Cmd::Pause { call, daemon } => daemon.ask(&format!("pause {call}")),
+        Cmd::Resume { call, daemon } => daemon.ask(&format!("resume {call}")),
     }
 }

@@ -8,7 +8,10 @@
 //! 0077-26 prefix by the subscriber, and an inbound call to the contract's
 //! number. Each recording must have the subscriber's tone on the left and
 //! the remote party's on the right, the length the signalling says, and
-//! no lost packets. Skips with a message where SIPp or live capture on
+//! no lost packets. The inbound call is paused and resumed over the
+//! control socket (`callrec pause` / `callrec resume`) mid-call: both
+//! channels are silent over the pause the metadata reports, and the
+//! resume beep is on the remote channel. Skips with a message where SIPp or live capture on
 //! `lo` is unavailable.
 
 #[path = "support/audio.rs"]
@@ -22,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long the caller waits between the ACK and its BYE.
-const TALK_MS: u32 = 3_000;
+const TALK_MS: u32 = 4_000;
 
 fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
@@ -195,6 +198,50 @@ destination = "acme"
         sub_out.call(remote_out.ip, "0312340001", "0077260312349999"),
         remote_in.call(sub_in.ip, "0312349999", "0312340001"),
     ];
+
+    // Mid-call, an operator (or the subscriber's own system) pauses the
+    // inbound call's recording for about a second, by its short id.
+    let ctl = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
+            .args(args)
+            .arg("--socket")
+            .arg(&sock)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let mut status = String::new();
+    let listed = wait_for(Duration::from_secs(5), || {
+        status = ctl(&["status"]).1;
+        status.matches("  call ").count() == 2
+    });
+    assert!(listed, "both calls listed: {status}");
+    assert!(
+        !status.contains("0312349999"),
+        "no numbers in status: {status}"
+    );
+    let inbound_id = status
+        .lines()
+        .find(|l| l.contains(" inbound "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or_else(|| panic!("inbound call in {status}"))
+        .to_owned();
+    let (code, out) = ctl(&["pause", "no-such-call"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("error: no recorded call"), "{out}");
+    std::thread::sleep(Duration::from_millis(1_000));
+    let (code, out) = ctl(&["pause", &inbound_id]);
+    assert_eq!(code, Some(0), "{out}");
+    let paused_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1_000));
+    let (code, out) = ctl(&["resume", &inbound_id]);
+    let paused_for = paused_at.elapsed().as_millis() as i64;
+    assert_eq!(code, Some(0), "{out}");
+
     for (i, c) in callers.into_iter().enumerate() {
         finish(&format!("caller {i}"), c);
     }
@@ -266,6 +313,46 @@ destination = "acme"
             power(r, right_hz) > 100.0 * power(r, r_other),
             "{dir}: remote channel carries {right_hz} Hz"
         );
+        let pauses = meta["pauses"].as_array().unwrap();
+        if dir == "outbound" {
+            assert!(pauses.is_empty(), "{pauses:?}");
+        } else {
+            assert_eq!(pauses.len(), 1, "{pauses:?}");
+            let at = |k: &str| pauses[0][k].as_i64().unwrap() as usize * 8;
+            let (from, to) = (at("from_ms"), at("to_ms"));
+            let len_ms = (to - from) as i64 / 8;
+            assert!(
+                (len_ms - paused_for).abs() <= 250,
+                "paused {len_ms} ms in the file, {paused_for} ms between the commands"
+            );
+            for (ch, name) in wav.samples.iter().zip(["subscriber", "remote"]) {
+                // The metadata's bounds are rounded to the millisecond.
+                assert!(
+                    ch[from + 8..to - 8].iter().all(|&x| x == 0),
+                    "{name} channel silent while paused"
+                );
+                assert!(
+                    ch[from - 800..from].iter().any(|&x| x != 0),
+                    "{name} audible before"
+                );
+            }
+            // The resume beep (1 kHz) on the remote side (here 440 Hz) only.
+            let after = &wav.samples[1][to..to + 1_600];
+            let before = &wav.samples[1][800..from];
+            assert!(
+                power(after, 1_000.0) > 0.3 * power(after, 440.0),
+                "beep after resume"
+            );
+            assert!(
+                power(before, 1_000.0) < 0.01 * power(before, 440.0),
+                "no beep before"
+            );
+            let sub_after = &wav.samples[0][to..to + 1_600];
+            assert!(
+                power(sub_after, 440.0) < 0.01 * power(sub_after, 1_000.0),
+                "the subscriber channel stays the subscriber"
+            );
+        }
         for leg in ["subscriber", "remote"] {
             let q = &meta["quality"][leg];
             assert_eq!(q["lost"], 0, "{dir} {leg}: {q}");

@@ -44,6 +44,16 @@ pub struct EngineStats {
 /// layer (for MAC learning), bytes.
 type SipCopy = (Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>);
 
+/// A recorded call in progress, as the control socket lists it. No
+/// numbers: a withheld caller must not reach an operator's screen either.
+#[derive(Clone, Debug)]
+pub struct ActiveSummary {
+    pub short_id: String,
+    pub contract: String,
+    pub direction: &'static str,
+    pub answered_at: Timestamp,
+}
+
 /// Where a media address leads: a recorded call and whose voice it carries.
 #[derive(Clone, Copy, Debug)]
 struct Route {
@@ -92,6 +102,7 @@ impl Route {
 
 struct ActiveCall {
     call_id: String,
+    setup: Arc<CallSetup>,
     shard: usize,
     /// Routing keys installed for this call, to remove them at the end.
     dst_routes: Vec<SocketAddr>,
@@ -239,6 +250,38 @@ impl Engine {
     /// Recorded calls in progress.
     pub fn active_recorded(&self) -> usize {
         self.tracker.active_recorded()
+    }
+
+    /// The recorded calls in progress, oldest answer first.
+    pub fn active_calls(&self) -> Vec<ActiveSummary> {
+        let mut v: Vec<ActiveSummary> = self
+            .calls
+            .values()
+            .map(|c| ActiveSummary {
+                short_id: c.setup.short_id.clone(),
+                contract: c.setup.contract.id.clone(),
+                direction: c.setup.verdict.direction.map_or("outbound", |d| d.as_str()),
+                answered_at: c.setup.answered_at,
+            })
+            .collect();
+        v.sort_by(|a, b| (a.answered_at, &a.short_id).cmp(&(b.answered_at, &b.short_id)));
+        v
+    }
+
+    /// Pauses (or resumes) the recording of a call in progress from the
+    /// current capture time: the library call behind the control socket's
+    /// `pause` and `resume`, for systems that know when a card number is
+    /// about to be read out. `call` is the short id (as in the logs and
+    /// `callrec status`) or the Call-ID. Returns the short id, or `None`
+    /// when no recorded call in progress matches.
+    pub fn set_paused(&mut self, call: &str, paused: bool) -> Option<String> {
+        let (&key, c) = self
+            .calls
+            .iter()
+            .find(|(_, c)| c.setup.short_id == call || c.call_id == call)?;
+        let at = self.now;
+        self.shards.senders[c.shard].send_ctl(MediaCtl::Pause { key, at, paused });
+        Some(c.setup.short_id.clone())
     }
 
     /// Packets the shard rings had no room for (live capture drops them).
@@ -436,6 +479,7 @@ impl Engine {
                     key,
                     ActiveCall {
                         call_id,
+                        setup: setup.clone(),
                         shard,
                         dst_routes: Vec::new(),
                         src_routes: Vec::new(),

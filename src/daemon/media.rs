@@ -68,6 +68,12 @@ pub enum MediaCtl {
         at: Timestamp,
         reason: String,
     },
+    /// Pause or resume asked for through the control interface.
+    Pause {
+        key: CallKey,
+        at: Timestamp,
+        paused: bool,
+    },
 }
 
 struct CallMedia {
@@ -317,6 +323,21 @@ impl ShardHandler for MediaWorker {
                 }
             }
             MediaCtl::End { key, at, reason } => self.end_call(key, at, &reason),
+            MediaCtl::Pause { key, at, paused } => {
+                let Some(c) = self.calls.get_mut(&key) else {
+                    return;
+                };
+                let Some(r) = c.rec.as_mut() else { return };
+                let ev = if paused { r.pause(at) } else { r.resume(at) };
+                match ev {
+                    Some(ev) => {
+                        tracing::info!(call = %c.setup.short_id, event = ?ev, by = "control socket", "recording pause state changed")
+                    }
+                    None => {
+                        tracing::info!(call = %c.setup.short_id, paused, by = "control socket", "recording already in that state")
+                    }
+                }
+            }
         }
     }
 

@@ -25,7 +25,7 @@
 use crate::announce::announcer::Announcer;
 use crate::capture::{CaptureError, LiveSource, PacketSource};
 use crate::config::Config;
-use crate::daemon::engine::Engine;
+use crate::daemon::engine::{ActiveSummary, Engine};
 use crate::daemon::media::MediaWorker;
 use crate::daemon::replay::shard_count;
 use crate::daemon::shard::ShardPool;
@@ -35,7 +35,7 @@ use crate::delivery::worker::{DestStatus, SystemClock, Workers};
 use crate::time::Timestamp;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,24 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
 
 /// Ring slots per shard in live capture: about 0.3 s of 100,000 packets/s.
 const LIVE_RING: usize = 32_768;
+
+/// A control socket request for a capture thread: the calls belong to the
+/// engine on that thread, so the question goes to it and the answer back.
+enum ControlReq {
+    Calls(mpsc::Sender<Vec<ActiveSummary>>),
+    Pause {
+        call: String,
+        paused: bool,
+        reply: mpsc::Sender<Option<String>>,
+    },
+}
+
+/// Packets between two looks at the control requests on a busy link (an
+/// idle one looks at every read timeout): a `pause` takes effect within
+/// microseconds, before the digits it is meant to hide.
+const CONTROL_EVERY: u64 = 64;
+/// How long the control socket waits for a capture thread's answer.
+const CONTROL_WAIT: Duration = Duration::from_secs(2);
 
 /// What one capture thread last reported (once a second).
 #[derive(Clone, Debug, Default)]
@@ -140,6 +158,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             .collect(),
     ));
     let mut threads = Vec::new();
+    let mut control_txs = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
             MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
@@ -154,17 +173,22 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         let engine = Engine::new(cfg.clone(), &spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
         let (stop, shared) = (stop.clone(), shared.clone());
+        let (ctl_tx, ctl_rx) = mpsc::channel();
+        control_txs.push(ctl_tx);
         let t = std::thread::Builder::new()
             .name(format!("callrec-cap{i}"))
-            .spawn(move || capture_loop(i, src, engine, &stop, &shared))
+            .spawn(move || capture_loop(i, src, engine, &stop, &shared, &ctl_rx))
             .map_err(io("capture thread"))?;
         threads.push(t);
     }
 
     let control = {
         let (shared, dests) = (shared.clone(), dests.clone());
+        let offset = cfg.general.utc_offset_secs;
+        let txs = Mutex::new(control_txs);
         crate::daemon::control::serve(&cfg.daemon.control_socket, move |cmd| {
-            answer(cmd, &shared, &dests)
+            let txs = txs.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            answer(cmd, &shared, &dests, &txs, offset)
         })
         .map_err(io(format!(
             "control socket {}",
@@ -221,13 +245,24 @@ fn capture_loop(
     mut engine: Engine,
     stop: &AtomicBool,
     shared: &Shared,
+    control: &mpsc::Receiver<ControlReq>,
 ) {
     let mut last_report = Instant::now();
     let mut error = None;
+    let mut packets = 0u64;
     while !stop.load(Ordering::Relaxed) {
         match src.next_packet() {
-            Ok(Some(pkt)) => engine.on_packet(&pkt),
-            Ok(None) => engine.on_idle(wall_now()),
+            Ok(Some(pkt)) => {
+                engine.on_packet(&pkt);
+                packets += 1;
+                if packets % CONTROL_EVERY == 0 {
+                    serve_control(&mut engine, control);
+                }
+            }
+            Ok(None) => {
+                engine.on_idle(wall_now());
+                serve_control(&mut engine, control);
+            }
             Err(e) => {
                 tracing::error!(error = %e, "capture failed");
                 error = Some(e.to_string());
@@ -249,6 +284,24 @@ fn capture_loop(
         recorded = stats.recorded,
         "capture stopped"
     );
+}
+
+/// Answers what the control socket asked this capture thread.
+fn serve_control(engine: &mut Engine, control: &mpsc::Receiver<ControlReq>) {
+    while let Ok(req) = control.try_recv() {
+        match req {
+            ControlReq::Calls(reply) => {
+                let _ = reply.send(engine.active_calls());
+            }
+            ControlReq::Pause {
+                call,
+                paused,
+                reply,
+            } => {
+                let _ = reply.send(engine.set_paused(&call, paused));
+            }
+        }
+    }
 }
 
 fn wall_now() -> Timestamp {
@@ -316,20 +369,81 @@ fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The control socket's answers.
-fn answer(cmd: &str, shared: &Shared, dests: &[Arc<DestStatus>]) -> String {
-    match cmd {
-        "status" => status_text(shared, dests),
-        "" => "commands: status\n".to_owned(),
-        other => format!("unknown command {other:?}; commands: status\n"),
+const COMMANDS: &str = "commands: status, pause CALL, resume CALL (CALL: the short id from status or the logs, or the Call-ID)";
+
+/// The control socket's answers. A failure starts with `error:`.
+fn answer(
+    cmd: &str,
+    shared: &Shared,
+    dests: &[Arc<DestStatus>],
+    capture: &[mpsc::Sender<ControlReq>],
+    utc_offset_secs: i32,
+) -> String {
+    let mut words = cmd.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("status"), None, _) => {
+            let calls = ask_capture(capture, ControlReq::Calls);
+            status_text(shared, dests, &calls.concat(), utc_offset_secs)
+        }
+        (Some(verb @ ("pause" | "resume")), Some(call), None) => {
+            let paused = verb == "pause";
+            let found = ask_capture(capture, |reply| ControlReq::Pause {
+                call: call.to_owned(),
+                paused,
+                reply,
+            });
+            match found.into_iter().flatten().next() {
+                Some(id) => {
+                    tracing::info!(call = %id, paused, "pause/resume asked on the control socket");
+                    format!("{verb} call {id}: done\n")
+                }
+                None => format!("error: no recorded call in progress is {call:?}\n"),
+            }
+        }
+        _ => format!("error: unknown command {cmd:?}; {COMMANDS}\n"),
     }
 }
 
-fn status_text(shared: &Shared, dests: &[Arc<DestStatus>]) -> String {
+/// Asks every capture thread and gathers the answers that came in time.
+fn ask_capture<T>(
+    capture: &[mpsc::Sender<ControlReq>],
+    make: impl Fn(mpsc::Sender<T>) -> ControlReq,
+) -> Vec<T> {
+    let (tx, rx) = mpsc::channel();
+    let asked = capture
+        .iter()
+        .filter(|c| c.send(make(tx.clone())).is_ok())
+        .count();
+    drop(tx);
+    let deadline = Instant::now() + CONTROL_WAIT;
+    (0..asked)
+        .map_while(|_| {
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .ok()
+        })
+        .collect()
+}
+
+fn status_text(
+    shared: &Shared,
+    dests: &[Arc<DestStatus>],
+    calls: &[ActiveSummary],
+    utc_offset_secs: i32,
+) -> String {
     let mut s = String::new();
     let caps = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let active: u64 = caps.iter().map(|c| c.active_recorded).sum();
     let _ = writeln!(s, "active recorded calls {active}");
+    for c in calls {
+        let _ = writeln!(
+            s,
+            "  call {}  contract {}  {}  answered {}",
+            c.short_id,
+            c.contract,
+            c.direction,
+            c.answered_at.rfc3339(utc_offset_secs)
+        );
+    }
     for c in &caps {
         let _ = writeln!(
             s,
