@@ -255,7 +255,7 @@ fn capture_loop(
             Ok(Some(pkt)) => {
                 engine.on_packet(&pkt);
                 packets += 1;
-                if packets % CONTROL_EVERY == 0 {
+                if packets.is_multiple_of(CONTROL_EVERY) {
                     serve_control(&mut engine, control);
                 }
             }

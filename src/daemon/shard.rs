@@ -127,10 +127,11 @@ struct ProducerWait {
 impl ProducerWait {
     /// Called by the worker after it freed slots.
     fn wake(&self) {
-        if self.waiting.load(Ordering::Acquire) && self.waiting.swap(false, Ordering::AcqRel) {
-            if let Some(t) = self.thread.get() {
-                t.unpark();
-            }
+        if self.waiting.load(Ordering::Acquire)
+            && self.waiting.swap(false, Ordering::AcqRel)
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
         }
     }
 }
@@ -220,7 +221,7 @@ impl<C: Send + 'static> ShardSender<C> {
             chunk.commit_all();
         }
         self.sent += 1;
-        if is_ctl || self.sent % WAKE_EVERY == 0 {
+        if is_ctl || self.sent.is_multiple_of(WAKE_EVERY) {
             self.wake_worker();
         }
     }
