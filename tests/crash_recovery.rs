@@ -33,15 +33,9 @@ timezone = "+09:00"
 spool_dir = "{spool}"
 [announce]
 mode = "off"
-{acme}[[contract]]
-id = "K-0001"
-service = "mobile"
-numbers = ["0312340001"]
-guidance = 2
-channels = "stereo"
-destination = "acme"
-"#,
+{acme}{k0001}"#,
         acme = config_text::ACME_UNREACHED,
+        k0001 = config_text::K0001_STEREO,
         spool = dir.join("spool").display()
     )
 }

@@ -7,27 +7,21 @@
 
 #[path = "support/audio.rs"]
 mod audio;
+#[path = "support/config.rs"]
+mod config_text;
+#[path = "support/live.rs"]
+mod live;
 use audio::{files, power};
-use callrec::capture::{LinkType, LiveSource};
+use callrec::capture::LinkType;
 use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
 use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use live::{can_run, start_daemon, wait_for};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
+use std::time::Duration;
 
 /// A call between two loopback addresses (SIP and RTP on 127.0.0.0/8).
 fn call(n: u32, talk_ms: u32, start: Timestamp) -> CallSpec {
@@ -52,63 +46,21 @@ fn http_get(addr: SocketAddr) -> String {
 
 #[test]
 fn live_daemon_records_reports_and_stops_cleanly() {
-    if let Err(e) = LiveSource::open("lo", 65_535, false, 4 << 20) {
-        eprintln!("SKIP live_daemon_records_reports_and_stops_cleanly: {e}");
-        return;
-    }
-    if Command::new("tcpreplay").arg("--version").output().is_err() {
-        eprintln!("SKIP live_daemon_records_reports_and_stops_cleanly: tcpreplay not installed");
+    if !can_run(
+        "live_daemon_records_reports_and_stops_cleanly",
+        "tcpreplay",
+        "--version",
+        "tcpreplay",
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let sock = dir.path().join("control.sock");
     let metrics: SocketAddr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap()
     };
-    // Delivery points at a closed port on the loopback: recordings stay queued.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = dir.path().join("callrec.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[general]
-timezone = "+09:00"
-[capture]
-interfaces = ["lo"]
-[recording]
-spool_dir = "{spool}"
-[announce]
-mode = "off"
-[daemon]
-control_socket = "{sock}"
-metrics_listen = "{metrics}"
-[delivery]
-allowed_networks = ["127.0.0.0/8"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@127.0.0.1:{port}/incoming"
-identity = "/nonexistent/key"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-[[contract]]
-id = "K-0001"
-service = "mobile"
-numbers = ["0312340001"]
-guidance = 2
-channels = "stereo"
-destination = "acme"
-"#,
-            spool = spool.display(),
-            sock = sock.display(),
-            port = closed.port(),
-        ),
-    )
-    .unwrap();
+    let config_text::LiveFiles { cfg, spool, sock } =
+        config_text::live_on_lo(dir.path(), &format!("metrics_listen = \"{metrics}\""));
 
     // Call 1: 3 s of talk. Call 2 starts with it and would last a minute.
     let t0 = Timestamp::from_secs_micros(1_795_221_000, 0);
@@ -121,17 +73,7 @@ destination = "acme"
     }
     w.finish().unwrap();
 
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_callrec"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || sock.exists()),
-        "control socket up"
-    );
+    let mut daemon = start_daemon(&cfg, &sock);
     let mut replay = Command::new("tcpreplay")
         .args(["-q", "-i", "lo"])
         .arg(&pcap)

@@ -16,27 +16,20 @@
 
 #[path = "support/audio.rs"]
 mod audio;
+#[path = "support/config.rs"]
+mod config_text;
+#[path = "support/live.rs"]
+mod live;
 use audio::{files, power};
-use callrec::capture::LiveSource;
 use callrec::media::codec::encode_ulaw;
 use callrec::recording::wav::read_wav;
+use live::{can_run, start_daemon, wait_for};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long the caller waits between the ACK and its BYE.
 const TALK_MS: u32 = 4_000;
-
-fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    f()
-}
 
 /// One second of a sine at `hz`, μ-law, as SIPp's `rtp_stream` plays it
 /// (raw payload bytes, looped, 160 per packet).
@@ -113,72 +106,13 @@ fn finish(name: &str, mut child: Child) {
 
 #[test]
 fn sipp_calls_are_recorded_live() {
-    if let Err(e) = LiveSource::open("lo", 65_535, false, 4 << 20) {
-        eprintln!("SKIP sipp_calls_are_recorded_live: {e}");
-        return;
-    }
-    if Command::new("sipp").arg("-v").output().is_err() {
-        eprintln!(
-            "SKIP sipp_calls_are_recorded_live: SIPp not installed (apt-get install sip-tester)"
-        );
+    if !can_run("sipp_calls_are_recorded_live", "sipp", "-v", "sip-tester") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let spool = dir.path().join("spool");
-    let sock = dir.path().join("control.sock");
-    // Delivery points at a closed port on the loopback: recordings stay queued.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = dir.path().join("callrec.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            r#"
-[general]
-timezone = "+09:00"
-[capture]
-interfaces = ["lo"]
-[recording]
-spool_dir = "{spool}"
-[announce]
-mode = "off"
-[daemon]
-control_socket = "{sock}"
-[delivery]
-allowed_networks = ["127.0.0.0/8"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@127.0.0.1:{port}/incoming"
-identity = "/nonexistent/key"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-[[contract]]
-id = "K-0001"
-service = "mobile"
-numbers = ["0312340001"]
-guidance = 2
-channels = "stereo"
-destination = "acme"
-"#,
-            spool = spool.display(),
-            sock = sock.display(),
-            port = closed.port(),
-        ),
-    )
-    .unwrap();
+    let config_text::LiveFiles { cfg, spool, sock } = config_text::live_on_lo(dir.path(), "");
 
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_callrec"))
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        wait_for(Duration::from_secs(10), || sock.exists()),
-        "control socket up"
-    );
+    let mut daemon = start_daemon(&cfg, &sock);
 
     let party = |name: &str, ip: &'static str, rtp_port: u16, tone_hz: f64| Party {
         dir: dir.path().join(name),

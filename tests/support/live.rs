@@ -1,0 +1,51 @@
+//! For tests that run `callrec run` and watch it from outside.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Polls `f` every 100 ms until it holds or `limit` has passed; the last
+/// answer is returned.
+pub fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+/// Starts `callrec run` with `cfg` (its log piped to `stderr`) and waits
+/// until its control socket `sock` exists.
+pub fn start_daemon(cfg: &Path, sock: &Path) -> Child {
+    let daemon = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || sock.exists()),
+        "control socket up"
+    );
+    daemon
+}
+
+/// Whether this machine can run a live test: capture on `lo` (root or
+/// CAP_NET_RAW) and the peer `tool` (run with `version_arg`) installed.
+/// Prints why the test `name` is skipped when not.
+pub fn can_run(name: &str, tool: &str, version_arg: &str, package: &str) -> bool {
+    if let Err(e) = callrec::capture::LiveSource::open("lo", 65_535, false, 4 << 20) {
+        eprintln!("SKIP {name}: cannot capture on lo: {e}");
+        return false;
+    }
+    if Command::new(tool).arg(version_arg).output().is_err() {
+        eprintln!("SKIP {name}: {tool} not installed (apt-get install {package})");
+        return false;
+    }
+    true
+}
