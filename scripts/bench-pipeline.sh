@@ -23,21 +23,21 @@ cargo build --release --quiet --bins --examples
 target/release/examples/make_capture --bench "$calls" "$secs" "$work/bench.pcap"
 spool_fs="$work (the filesystem of \$TMPDIR)"
 spool_root="$work"
-use_loop=""
-if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && truncate -s 4G "$work/spool.img" \
-   && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/spool.img" && mkdir -p "$work/mnt" && mount -o loop "$work/spool.img" "$work/mnt"; then
-  mnt="$work/mnt"; spool_root="$mnt"; use_loop=1
+# A new ext4 filesystem on a loop device, initialised at once (lazy
+# inode-table zeroing would run during the measurement).
+new_fs() {
+  [ -n "$mnt" ] && { umount "$mnt" || return 1; }
+  mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/spool.img" \
+    && mkdir -p "$work/mnt" && mount -o loop "$work/spool.img" "$work/mnt" && mnt="$work/mnt"
+}
+if [ "$(id -u)" = 0 ] && command -v mkfs.ext4 >/dev/null && truncate -s 4G "$work/spool.img" && new_fs; then
+  spool_root="$mnt"
   spool_fs="a fresh 4 GiB ext4 filesystem on a loop device, made anew for each run"
 fi
 # Each run starts from the same state: a new filesystem where one can be
-# (initialised at once: lazy inode-table zeroing would run during the run)
 # made (deleting the last run's files would leave ext4 slower to allocate).
 fresh_spool() {
-  if [ -n "$use_loop" ]; then
-    umount "$mnt" && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$work/spool.img" && mount -o loop "$work/spool.img" "$mnt"
-  else
-    rm -rf "$spool_root/spool"
-  fi
+  if [ -n "$mnt" ]; then new_fs; else rm -rf "$spool_root/spool"; fi
   sync; sleep 1
 }
 echo "spool: $spool_fs"

@@ -366,26 +366,18 @@ pub fn render_calls(spool: &Path, q: &CallsQuery, f: OutFormat) -> Result<String
 
 /// The matching history objects, in file order.
 pub fn select_calls(spool: &Path, q: &CallsQuery) -> Result<Vec<Map<String, Value>>, ReportError> {
-    let since = q
-        .since
-        .as_deref()
-        .map(|v| {
-            parse_rfc3339(v).ok_or(ReportError::BadTime {
-                key: "since",
-                value: v.into(),
+    let time = |key: &'static str, v: &Option<String>| {
+        v.as_deref()
+            .map(|v| {
+                parse_rfc3339(v).ok_or(ReportError::BadTime {
+                    key,
+                    value: v.into(),
+                })
             })
-        })
-        .transpose()?;
-    let until = q
-        .until
-        .as_deref()
-        .map(|v| {
-            parse_rfc3339(v).ok_or(ReportError::BadTime {
-                key: "until",
-                value: v.into(),
-            })
-        })
-        .transpose()?;
+            .transpose()
+    };
+    let since = time("since", &q.since)?;
+    let until = time("until", &q.until)?;
     let number = q
         .number
         .as_deref()

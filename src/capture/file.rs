@@ -105,13 +105,7 @@ impl PacketSource for FileSource {
         match cap.next_packet() {
             Ok(p) => {
                 *index += 1;
-                Ok(Some(Packet {
-                    index: *index,
-                    ts: super::header_time(p.header),
-                    link: self.link,
-                    data: p.data,
-                    orig_len: p.header.len,
-                }))
+                Ok(Some(super::from_pcap(p, *index, self.link)))
             }
             Err(pcap::Error::NoMorePackets) => {
                 *finished = true;

@@ -69,6 +69,17 @@ pub(crate) fn header_time(h: &pcap::PacketHeader) -> Timestamp {
     Timestamp::from_secs_micros(i64::from(h.ts.tv_sec), i64::from(h.ts.tv_usec))
 }
 
+/// The `index`th frame libpcap handed out, with our link type.
+pub(crate) fn from_pcap<'a>(p: pcap::Packet<'a>, index: u64, link: LinkType) -> Packet<'a> {
+    Packet {
+        index,
+        ts: header_time(p.header),
+        link,
+        data: p.data,
+        orig_len: p.header.len,
+    }
+}
+
 /// One captured frame, borrowed from its source until the next call.
 #[derive(Clone, Copy, Debug)]
 pub struct Packet<'a> {

@@ -108,7 +108,6 @@ struct ActiveCall {
     dst_routes: Vec<SocketAddr>,
     src_routes: Vec<SocketAddr>,
     last_touch: Timestamp,
-    started: bool,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -484,7 +483,6 @@ impl Engine {
                         dst_routes: Vec::new(),
                         src_routes: Vec::new(),
                         last_touch: at,
-                        started: true,
                     },
                 );
                 self.install_routes(key, &legs);
@@ -647,7 +645,6 @@ impl RouteCtx<'_> {
             call.last_touch = p.ts;
             self.tracker.touch(&call.call_id, p.ts);
         }
-        let _ = call.started;
         self.shards.senders[call.shard].send_rtp(key, leg, p.ts, p.data);
         true
     }

@@ -72,28 +72,6 @@ impl<C> Slot<C> {
     }
 }
 
-/// Slots ahead of the current one whose lines are requested early.
-const PREFETCH_AHEAD: usize = 4;
-
-/// Hints the cache to fetch a slot's header and a G.711 packet's payload.
-#[inline(always)]
-fn prefetch<T>(slot: &T) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let p = (slot as *const T).cast::<i8>();
-        for line in 0..(std::mem::size_of::<T>().min(256) / 64) {
-            // SAFETY: a prefetch is a hint; the address lies inside `slot`.
-            unsafe {
-                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                    p.add(line * 64),
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = slot;
-}
-
 /// What a shard does with its messages.
 pub trait ShardHandler: Send + 'static {
     type Ctl: Send + 'static;
@@ -293,18 +271,7 @@ impl<C: Send + 'static> ShardPool<C> {
                                 continue;
                             };
                             let (a, b) = chunk.as_mut_slices();
-                            let (na, nb) = (a.len(), b.len());
-                            for k in 0..na + nb {
-                                // The slots were written on the capture
-                                // thread's core: ask for the ones a few
-                                // packets ahead while this one is worked on.
-                                let ahead = k + PREFETCH_AHEAD;
-                                if ahead < na {
-                                    prefetch(&a[ahead]);
-                                } else if ahead - na < nb {
-                                    prefetch(&b[ahead - na]);
-                                }
-                                let slot = if k < na { &mut a[k] } else { &mut b[k - na] };
+                            for slot in a.iter_mut().chain(b.iter_mut()) {
                                 match slot.take() {
                                     Msg::Rtp { key, leg, ts, data } => {
                                         packets += 1;

@@ -641,25 +641,10 @@ impl Spool {
     /// Bytes used by all files in the spool (tmp and every queue state).
     /// Walks the tree: call it every few seconds, not per packet.
     pub fn bytes_used(&self) -> io::Result<u64> {
-        fn walk(dir: &Path, total: &mut u64) -> io::Result<()> {
-            let rd = match fs::read_dir(dir) {
-                Ok(rd) => rd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-                Err(e) => return Err(e),
-            };
-            for e in rd {
-                let e = e?;
-                let ft = e.file_type()?;
-                if ft.is_dir() {
-                    walk(&e.path(), total)?;
-                } else if ft.is_file() {
-                    *total += e.metadata().map(|m| m.len()).unwrap_or(0);
-                }
-            }
-            Ok(())
-        }
         let mut total = 0;
-        walk(&self.root, &mut total)?;
+        walk_files(&self.root, &mut |rel| {
+            total += fs::metadata(self.root.join(rel)).map_or(0, |m| m.len());
+        })?;
         Ok(total)
     }
 }
