@@ -10,6 +10,8 @@
 mod audio;
 #[path = "support/config.rs"]
 mod config_text;
+#[path = "support/tools.rs"]
+mod tools;
 use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::config::AudioFormat;
@@ -42,12 +44,7 @@ mode = "off"
 
 #[test]
 fn recording_cut_by_sigkill_is_repaired_and_queued_at_next_start() {
-    if std::process::Command::new("mkfifo")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: mkfifo not available");
+    if !tools::tool_present("mkfifo", "--version") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

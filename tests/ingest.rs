@@ -1,6 +1,8 @@
 //! Ingest end to end: generated captures written to pcap files, read back
 //! through libpcap and decoded; the public captures checked against tshark.
 
+#[path = "support/tools.rs"]
+mod tools;
 use callrec::capture::{
     CaptureError, FaultConfig, FaultInjector, FileSource, LinkType, PacketSource,
 };
@@ -795,16 +797,6 @@ fn generated_capture_matches_tshark() {
     assert_eq!(tshark_sip_count(&path, &[]), found.decoded);
 }
 
-fn public_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/public");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        eprintln!("SKIP: public captures not found at {}", dir.display());
-        None
-    }
-}
-
 /// SIP ports per public capture (5060 everywhere; see the corpus README).
 fn ports_for(name: &str) -> Vec<u16> {
     match name {
@@ -827,7 +819,7 @@ const KNOWN_DIFFERENCES: &[(&str, usize, usize)] = &[
 
 #[test]
 fn public_captures_decode_and_match_tshark() {
-    let Some(dir) = public_dir() else { return };
+    let Some(dir) = tools::corpus() else { return };
     let have_tshark = tshark().is_some();
     if !have_tshark {
         eprintln!("SKIP tshark comparison: tshark not installed (decoding still checked)");

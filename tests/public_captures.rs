@@ -2,22 +2,15 @@
 //! replay pipeline without a panic, with assertions on what each contains.
 //! Skips with a message where the folder is absent.
 
+#[path = "support/tools.rs"]
+mod tools;
+use tools::{capture_files, corpus};
 #[path = "support/config.rs"]
 mod config_text;
 use callrec::daemon::replay::{ReplayOptions, ReplayReport, replay};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/public");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} is absent", p.display());
-        None
-    }
-}
 
 /// A contract covering numbers that appear in the public captures, so that
 /// their calls reach the recording decision. The captures are not Japanese
@@ -75,16 +68,7 @@ fn tshark(args: &[&str]) -> Option<String> {
 #[test]
 fn every_public_capture_replays() {
     let Some(dir) = corpus() else { return };
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
-        })
-        .collect();
-    names.sort();
+    let names = capture_files(&dir);
     assert!(names.len() >= 20, "corpus looks incomplete: {names:?}");
     for f in names {
         let (report, recs) = run(&f);

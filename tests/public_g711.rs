@@ -30,6 +30,8 @@
 //! Skips with a message where the corpus, tshark or sox is absent
 //! (scripts/setup.sh installs both tools).
 
+#[path = "support/tools.rs"]
+mod tools;
 use callrec::capture::{FileSource, PacketSource};
 use callrec::config::{AudioFormat, Channels, Limits};
 use callrec::decode::{Decoder, Transport};
@@ -39,30 +41,10 @@ use callrec::recording::recorder::{CallRecorder, Leg, RecorderParams};
 use callrec::time::Timestamp;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-fn corpus() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/pcaps/public");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("SKIP: {} is absent", p.display());
-        None
-    }
-}
-
-fn tool_present(name: &str, arg: &str) -> bool {
-    let ok = Command::new(name)
-        .arg(arg)
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        eprintln!("SKIP: {name} is not installed (scripts/setup.sh installs it)");
-    }
-    ok
-}
+use tools::{capture_files, corpus, tool_present};
 
 /// One RTP packet as tshark dissected it.
 struct TsharkRtp {
@@ -494,16 +476,7 @@ fn loss_free_g711_legs_match_tshark_and_sox() {
     if !tool_present("tshark", "-v") || !tool_present("sox", "--version") {
         return;
     }
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|x| x == "pcap" || x == "pcapng" || x == "cap")
-        })
-        .collect();
-    files.sort();
+    let files = capture_files(&dir);
     let tmp = tempfile::tempdir().unwrap();
     let mut checked: Vec<Checked> = Vec::new();
     for file in &files {

@@ -5,6 +5,8 @@
 mod audio;
 #[path = "support/config.rs"]
 mod config_text;
+#[path = "support/tools.rs"]
+mod tools;
 use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
@@ -213,12 +215,7 @@ fn stereo_call_with_announcement_and_pause() {
 
 #[test]
 fn announcements_pcap_read_by_tshark() {
-    if std::process::Command::new("tshark")
-        .arg("-v")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIP: tshark is not installed");
+    if !tools::tool_present("tshark", "-v") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -11,6 +11,8 @@ mod audio;
 mod config_text;
 #[path = "support/live.rs"]
 mod live;
+#[path = "support/tools.rs"]
+mod tools;
 use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::pcapgen::{PcapWriter, udp_frame};
@@ -50,7 +52,6 @@ fn live_daemon_records_reports_and_stops_cleanly() {
         "live_daemon_records_reports_and_stops_cleanly",
         "tcpreplay",
         "--version",
-        "tcpreplay",
     ) {
         return;
     }

@@ -38,14 +38,10 @@ pub fn start_daemon(cfg: &Path, sock: &Path) -> Child {
 /// Whether this machine can run a live test: capture on `lo` (root or
 /// CAP_NET_RAW) and the peer `tool` (run with `version_arg`) installed.
 /// Prints why the test `name` is skipped when not.
-pub fn can_run(name: &str, tool: &str, version_arg: &str, package: &str) -> bool {
+pub fn can_run(name: &str, tool: &str, version_arg: &str) -> bool {
     if let Err(e) = callrec::capture::LiveSource::open("lo", 65_535, false, 4 << 20) {
         eprintln!("SKIP {name}: cannot capture on lo: {e}");
         return false;
     }
-    if Command::new(tool).arg(version_arg).output().is_err() {
-        eprintln!("SKIP {name}: {tool} not installed (apt-get install {package})");
-        return false;
-    }
-    true
+    super::tools::tool_present(tool, version_arg)
 }
