@@ -537,65 +537,65 @@ pub fn metrics_text(shared: &Shared, dests: &[Arc<DestStatus>]) -> String {
             let _ = writeln!(s, "callrec_{name}{labels} {v}");
         }
     };
-    let per_if = |f: fn(&CaptureStatus) -> u64| -> Vec<(String, u64)> {
-        caps.iter()
+    // Per interface: name, kind, help, value.
+    type CapFamily = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&CaptureStatus) -> u64,
+    );
+    const CAPTURE: [CapFamily; 9] = [
+        ("packets_total", "counter", "Frames captured.", |c| {
+            c.packets
+        }),
+        (
+            "sip_messages_total",
+            "counter",
+            "SIP messages parsed.",
+            |c| c.sip_messages,
+        ),
+        (
+            "rtp_routed_total",
+            "counter",
+            "RTP packets of recorded calls.",
+            |c| c.rtp_routed,
+        ),
+        (
+            "rtp_foreign_total",
+            "counter",
+            "RTP to a recorded port from a foreign source, dropped.",
+            |c| c.rtp_foreign,
+        ),
+        (
+            "pcap_dropped_total",
+            "counter",
+            "Frames lost in the kernel capture ring.",
+            |c| c.pcap_dropped,
+        ),
+        (
+            "ring_dropped_total",
+            "counter",
+            "RTP lost because a shard ring was full.",
+            |c| c.ring_dropped,
+        ),
+        ("calls_total", "counter", "Calls decided.", |c| c.calls),
+        ("recorded_calls_total", "counter", "Calls recorded.", |c| {
+            c.recorded
+        }),
+        (
+            "active_recorded_calls",
+            "gauge",
+            "Recorded calls in progress.",
+            |c| c.active_recorded,
+        ),
+    ];
+    for (name, kind, help, f) in CAPTURE {
+        let rows = caps
+            .iter()
             .map(|c| (format!("{{interface=\"{}\"}}", c.interface), f(c)))
-            .collect()
-    };
-    family(
-        "packets_total",
-        "counter",
-        "Frames captured.",
-        per_if(|c| c.packets),
-    );
-    family(
-        "sip_messages_total",
-        "counter",
-        "SIP messages parsed.",
-        per_if(|c| c.sip_messages),
-    );
-    family(
-        "rtp_routed_total",
-        "counter",
-        "RTP packets of recorded calls.",
-        per_if(|c| c.rtp_routed),
-    );
-    family(
-        "rtp_foreign_total",
-        "counter",
-        "RTP to a recorded port from a foreign source, dropped.",
-        per_if(|c| c.rtp_foreign),
-    );
-    family(
-        "pcap_dropped_total",
-        "counter",
-        "Frames lost in the kernel capture ring.",
-        per_if(|c| c.pcap_dropped),
-    );
-    family(
-        "ring_dropped_total",
-        "counter",
-        "RTP lost because a shard ring was full.",
-        per_if(|c| c.ring_dropped),
-    );
-    family(
-        "calls_total",
-        "counter",
-        "Calls decided.",
-        per_if(|c| c.calls),
-    );
-    family(
-        "recorded_calls_total",
-        "counter",
-        "Calls recorded.",
-        per_if(|c| c.recorded),
-    );
-    family(
-        "active_recorded_calls",
-        "gauge",
-        "Recorded calls in progress.",
-        per_if(|c| c.active_recorded),
-    );
+            .collect();
+        family(name, kind, help, rows);
+    }
     let now = SystemTime::now();
     let now_ms = now
         .duration_since(SystemTime::UNIX_EPOCH)
