@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod history;
 pub mod media;
 pub mod pcapgen;
+pub mod prefetch;
 pub mod recording;
 pub mod report;
 pub mod scenario;

@@ -687,10 +687,18 @@ impl Tracker {
 
     /// Ends timed-out calls. Call it with packet time as it advances; it
     /// does real work at most once per second of packet time.
+    #[inline]
     pub fn tick(&mut self, now: Timestamp, out: &mut Vec<CallEvent>) {
-        if now.since(self.last_tick) < 1_000_000 {
-            return;
+        // Called for every packet; the work is once a second. Kept apart
+        // so the per-packet call is a comparison, not the big function's
+        // prologue (3% of the capture thread in the pipeline benchmark).
+        if now.since(self.last_tick) >= 1_000_000 {
+            self.tick_due(now, out);
         }
+    }
+
+    #[cold]
+    fn tick_due(&mut self, now: Timestamp, out: &mut Vec<CallEvent>) {
         self.last_tick = now;
         while let Some((t, call_id, key)) = self.pending.front().cloned() {
             let live = self.dialogs.get(&call_id).filter(|d| d.key == key);

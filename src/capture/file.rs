@@ -61,8 +61,16 @@ unsafe extern "C" {
     fn pcap_fopen_offline(fp: *mut libc::FILE, errbuf: *mut libc::c_char) -> *mut libc::c_void;
 }
 
-/// Opens a capture file as `pcap_open_offline` would, but with a 1 MiB
-/// stdio buffer. The error names what failed (the open, or the format).
+#[cfg(target_env = "gnu")]
+unsafe extern "C" {
+    // glibc's <stdio_ext.h>: lets the caller own the stream's locking.
+    fn __fsetlocking(fp: *mut libc::FILE, kind: libc::c_int) -> libc::c_int;
+}
+#[cfg(target_env = "gnu")]
+const FSETLOCKING_BYCALLER: libc::c_int = 2;
+
+/// Opens a capture file as `pcap_open_offline` would, but with a larger
+/// stdio buffer and without stdio's per-call locking. The error names what failed (the open, or the format).
 fn open_buffered(path: &Path, buf: &mut [u8]) -> Result<pcap::Capture<pcap::Offline>, String> {
     use std::os::fd::IntoRawFd;
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
@@ -80,6 +88,12 @@ fn open_buffered(path: &Path, buf: &mut [u8]) -> Result<pcap::Capture<pcap::Offl
         }
         // Best effort: with the default buffer the file is still read.
         libc::setvbuf(fp, buf.as_mut_ptr().cast(), libc::_IOFBF, buf.len());
+        // libpcap makes two fread calls per packet, and each takes the
+        // stream's lock once the process has threads. Only the thread that
+        // owns this source ever touches the stream (the FileSource is not
+        // shared), so the lock is pure cost.
+        #[cfg(target_env = "gnu")]
+        __fsetlocking(fp, FSETLOCKING_BYCALLER);
         let mut err = [0 as libc::c_char; 257];
         let handle = pcap_fopen_offline(fp, err.as_mut_ptr());
         match std::ptr::NonNull::new(handle.cast()) {

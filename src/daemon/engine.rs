@@ -59,6 +59,10 @@ pub struct ActiveSummary {
 struct Route {
     key: CallKey,
     leg: Leg,
+    /// The call's shard, and when this route last kept the call alive:
+    /// copied here so that a packet costs one table lookup, not two.
+    shard: usize,
+    touched: Timestamp,
     /// Destination routes only: the source this address's stream latched
     /// onto, and when it was last heard. Packets from any other source are
     /// dropped while it is live, so a stray or hostile sender aimed at a
@@ -75,10 +79,12 @@ struct Route {
 const RELATCH_US: i64 = 500_000;
 
 impl Route {
-    fn new(key: CallKey, leg: Leg, expected: Option<SocketAddr>) -> Route {
+    fn new(key: CallKey, leg: Leg, shard: usize, expected: Option<SocketAddr>) -> Route {
         Route {
             key,
             leg,
+            shard,
+            touched: Timestamp::ZERO,
             latched: None,
             seen: Timestamp::ZERO,
             expected,
@@ -107,7 +113,6 @@ struct ActiveCall {
     /// Routing keys installed for this call, to remove them at the end.
     dst_routes: Vec<SocketAddr>,
     src_routes: Vec<SocketAddr>,
-    last_touch: Timestamp,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -306,8 +311,8 @@ impl Engine {
         let mut ctx = RouteCtx {
             sip_ports: &self.cfg.capture.sip_ports,
             by_dst: &mut self.by_dst,
-            by_src: &self.by_src,
-            calls: &mut self.calls,
+            by_src: &mut self.by_src,
+            calls: &self.calls,
             shards: &mut self.shards,
             tracker: &mut self.tracker,
             stats: &mut self.stats,
@@ -482,7 +487,6 @@ impl Engine {
                         shard,
                         dst_routes: Vec::new(),
                         src_routes: Vec::new(),
-                        last_touch: at,
                     },
                 );
                 self.install_routes(key, &legs);
@@ -568,21 +572,24 @@ impl Engine {
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
+        let shard = call.shard;
         if let Some(r) = &legs.remote {
             self.by_dst.insert(
                 r.addr,
-                Route::new(key, Leg::Subscriber, addr(&legs.subscriber)),
+                Route::new(key, Leg::Subscriber, shard, addr(&legs.subscriber)),
             );
             self.by_src
-                .insert(r.addr, Route::new(key, Leg::Remote, None));
+                .insert(r.addr, Route::new(key, Leg::Remote, shard, None));
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
-            self.by_dst
-                .insert(s.addr, Route::new(key, Leg::Remote, addr(&legs.remote)));
+            self.by_dst.insert(
+                s.addr,
+                Route::new(key, Leg::Remote, shard, addr(&legs.remote)),
+            );
             self.by_src
-                .insert(s.addr, Route::new(key, Leg::Subscriber, None));
+                .insert(s.addr, Route::new(key, Leg::Subscriber, shard, None));
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
         }
@@ -613,8 +620,8 @@ impl Engine {
 struct RouteCtx<'e> {
     sip_ports: &'e [u16],
     by_dst: &'e mut HashMap<SocketAddr, Route>,
-    by_src: &'e HashMap<SocketAddr, Route>,
-    calls: &'e mut HashMap<CallKey, ActiveCall>,
+    by_src: &'e mut HashMap<SocketAddr, Route>,
+    calls: &'e HashMap<CallKey, ActiveCall>,
     shards: &'e mut ShardPool<MediaCtl>,
     tracker: &'e mut Tracker,
     stats: &'e mut EngineStats,
@@ -624,28 +631,27 @@ impl RouteCtx<'_> {
     /// Hands a recorded call's media to its shard; false when no call
     /// claims the payload.
     fn route_rtp(&mut self, p: &Payload<'_>) -> bool {
-        let (key, leg) = if let Some(r) = self.by_dst.get_mut(&p.dst) {
+        let r = if let Some(r) = self.by_dst.get_mut(&p.dst) {
             if !r.admit(p.src, p.ts) {
                 self.stats.rtp_foreign += 1;
                 return true;
             }
-            (r.key, r.leg)
-        } else if let Some(r) = self.by_src.get(&p.src) {
-            (r.key, r.leg)
+            r
+        } else if let Some(r) = self.by_src.get_mut(&p.src) {
+            r
         } else {
             return false;
         };
-        let Some(call) = self.calls.get_mut(&key) else {
-            return true;
-        };
         self.stats.rtp_routed += 1;
         // Keep the call alive against the RTP timeout, cheaply: at most
-        // once a second per call.
-        if p.ts.since(call.last_touch) > 1_000_000 {
-            call.last_touch = p.ts;
-            self.tracker.touch(&call.call_id, p.ts);
+        // once a second per route.
+        if p.ts.since(r.touched) > 1_000_000 {
+            r.touched = p.ts;
+            if let Some(call) = self.calls.get(&r.key) {
+                self.tracker.touch(&call.call_id, p.ts);
+            }
         }
-        self.shards.senders[call.shard].send_rtp(key, leg, p.ts, p.data);
+        self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
         true
     }
 }
@@ -667,7 +673,7 @@ mod tests {
         let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
         let moved: SocketAddr = "192.0.2.1:4100".parse().unwrap();
         let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
-        let mut r = Route::new(1, Leg::Subscriber, None);
+        let mut r = Route::new(1, Leg::Subscriber, 0, None);
         assert!(r.admit(a, t(0)));
         assert!(r.admit(a, t(20)));
         assert!(
@@ -685,7 +691,7 @@ mod tests {
         let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
         let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
         let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
-        let mut r = Route::new(1, Leg::Remote, Some(sdp));
+        let mut r = Route::new(1, Leg::Remote, 0, Some(sdp));
         assert!(r.admit(rogue, t(0)), "first come");
         assert!(
             r.admit(sdp, t(10)),

@@ -90,7 +90,9 @@ pub struct MediaWorker {
     cfg: Arc<Config>,
     shard: usize,
     spool: Option<Spool>,
-    calls: HashMap<CallKey, CallMedia>,
+    /// Boxed, so the table itself stays small enough to stay in cache
+    /// (it is probed three times per packet: two prefetches and the packet).
+    calls: HashMap<CallKey, Box<CallMedia>>,
     /// Closing a segment (fsync, hash, metadata, publication) waits on the
     /// disk; it runs on this shard's finisher so the media never does.
     finisher: Option<Finisher>,
@@ -272,19 +274,31 @@ impl ShardHandler for MediaWorker {
         }
     }
 
+    fn prefetch_state(&mut self, key: CallKey) {
+        if let Some(r) = self.calls.get(&key).and_then(|c| c.rec.as_ref()) {
+            r.prefetch_state();
+        }
+    }
+
+    fn prefetch_data(&mut self, key: CallKey, leg: Leg, ts: Timestamp) {
+        if let Some(r) = self.calls.get(&key).and_then(|c| c.rec.as_ref()) {
+            r.prefetch_audio(leg, ts);
+        }
+    }
+
     fn on_ctl(&mut self, ctl: MediaCtl) {
         match ctl {
             MediaCtl::Start { setup, legs } => {
                 let key = setup.key;
                 let start = setup.record_start;
-                let mut c = CallMedia {
+                let mut c = Box::new(CallMedia {
                     setup,
                     legs,
                     rec: None,
                     index: 1,
                     seg_start: start,
                     cause: "answer",
-                };
+                });
                 self.open_segment(&mut c, start);
                 self.calls.insert(key, c);
             }

@@ -77,6 +77,11 @@ pub trait ShardHandler: Send + 'static {
     type Ctl: Send + 'static;
     fn on_rtp(&mut self, key: CallKey, leg: Leg, ts: Timestamp, rtp: &[u8]);
     fn on_ctl(&mut self, ctl: Self::Ctl);
+    /// Hints for a packet [`PREFETCH_FAR`] places ahead: the call's state.
+    fn prefetch_state(&mut self, _key: CallKey) {}
+    /// Hints for a packet [`PREFETCH_NEAR`] places ahead, whose state the
+    /// first hint brought in: the memory its handling will touch.
+    fn prefetch_data(&mut self, _key: CallKey, _leg: Leg, _ts: Timestamp) {}
     /// The producer is gone: finish everything still open.
     fn shutdown(&mut self);
 }
@@ -121,6 +126,11 @@ const WAKE_EVERY: u64 = 512;
 const WORKER_NAP: Duration = Duration::from_millis(2);
 /// Slots a worker reads before handing them back to the producer.
 const BATCH: usize = 256;
+/// How far ahead in its batch a worker asks for a packet's call state, and
+/// then for the memory that state points to (see [`crate::prefetch`]).
+pub const PREFETCH_FAR: usize = 12;
+pub const PREFETCH_NEAR: usize = 6;
+const PREFETCH_SLOT: usize = 24;
 
 /// The producer side, held by the capture thread.
 pub struct ShardSender<C> {
@@ -271,7 +281,28 @@ impl<C: Send + 'static> ShardPool<C> {
                                 continue;
                             };
                             let (a, b) = chunk.as_mut_slices();
-                            for slot in a.iter_mut().chain(b.iter_mut()) {
+                            let (la, lb) = (a.len(), b.len());
+                            let peek = |a: &[Slot<C>], b: &[Slot<C>], i: usize| {
+                                let s = if i < la { a.get(i) } else { b.get(i - la) }?;
+                                s.ctl.is_none().then_some((s.key, s.leg, s.ts))
+                            };
+                            for i in 0..PREFETCH_FAR.min(la + lb) {
+                                if let Some((key, _, _)) = peek(a, b, i) {
+                                    handler.prefetch_state(key);
+                                }
+                            }
+                            for i in 0..la + lb {
+                                let j = i + PREFETCH_SLOT;
+                                if let Some(s) = if j < la { a.get(j) } else { b.get(j - la) } {
+                                    crate::prefetch::range(s as *const Slot<C>, std::mem::size_of::<Slot<C>>());
+                                }
+                                if let Some((key, _, _)) = peek(a, b, i + PREFETCH_FAR) {
+                                    handler.prefetch_state(key);
+                                }
+                                if let Some((key, leg, ts)) = peek(a, b, i + PREFETCH_NEAR) {
+                                    handler.prefetch_data(key, leg, ts);
+                                }
+                                let slot = if i < la { &mut a[i] } else { &mut b[i - la] };
                                 match slot.take() {
                                     Msg::Rtp { key, leg, ts, data } => {
                                         packets += 1;

@@ -23,6 +23,7 @@
 use crate::media::codec::{ALAW_DECODE, Codec, ULAW_DECODE, decode_into};
 use crate::media::quality::QualityTracker;
 use crate::media::rtp::RtpPacket;
+use crate::prefetch;
 use crate::time::Timestamp;
 
 /// Samples held per leg (512 ms at 8 kHz); a power of two.
@@ -37,6 +38,8 @@ pub const MAX_AHEAD: i64 = 1200;
 pub const MAX_BEHIND: i64 = 8000;
 /// Largest audio payload accepted (120 ms); more cannot fit the window.
 pub const MAX_PAYLOAD: usize = 960;
+/// Samples asked for ahead of a push or a playout (one 20 ms packet).
+const MAX_PREFETCH: usize = 160;
 /// A sequence step larger than this is a sender restart, not loss.
 const MAX_SEQ_JUMP: i64 = 1000;
 /// Sequence numbers remembered for duplicate detection.
@@ -126,6 +129,20 @@ impl JitterBuffer {
         for &(pt, c) in map {
             self.pt_map[(pt & 0x7f) as usize] = Some(c);
         }
+    }
+
+    /// Asks for what [`JitterBuffer::push`] of a packet captured at
+    /// timeline position `cap_pos` will touch: the ring where its audio
+    /// lands (a sender in step with capture time puts it there).
+    pub fn prefetch_push(&self, cap_pos: i64) {
+        let a = (cap_pos & MASK) as usize;
+        prefetch::range(self.ring[a..].as_ptr(), (RING - a).min(MAX_PREFETCH) * 2);
+    }
+
+    /// Asks for the next `n` samples to be played out.
+    pub fn prefetch_playout(&self, n: usize) {
+        let a = (self.read_pos & MASK) as usize;
+        prefetch::range(self.ring[a..].as_ptr(), (RING - a).min(n).min(MAX_PREFETCH) * 2);
     }
 
     /// Timeline position of the next sample [`JitterBuffer::pop`] returns.

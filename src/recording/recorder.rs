@@ -22,6 +22,7 @@ use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, Placed, sample_index};
 use crate::media::mixer::Mixer;
 use crate::media::quality::LegQuality;
 use crate::media::rtp::{RtpPacket, is_rtcp};
+use crate::prefetch;
 use crate::recording::wav::WavWriter;
 use crate::time::Timestamp;
 
@@ -188,6 +189,31 @@ impl CallRecorder {
                 self.on_digit(digit.digit, digit.at)
             }
             _ => None,
+        }
+    }
+
+    /// First of two prefetch steps for a packet a few places ahead in the
+    /// shard's ring: the recorder's own state, whose fields
+    /// [`CallRecorder::prefetch_audio`] then reads.
+    pub fn prefetch_state(&self) {
+        prefetch::range(self as *const Self, std::mem::size_of::<Self>());
+    }
+
+    /// Second step: the ring samples the packet on `leg` captured at `ts`
+    /// will be written to, and, if it moves playout on, the samples and
+    /// the file buffer that the mix will read and write.
+    pub fn prefetch_audio(&self, leg: Leg, ts: Timestamp) {
+        let pos = sample_index(self.start, ts);
+        if pos < 0 {
+            return;
+        }
+        self.legs[leg as usize].prefetch_push(pos);
+        let due = pos - PLAYOUT_DELAY - self.legs[0].read_pos();
+        if pos > self.newest && due >= 160 {
+            let n = due as usize;
+            self.legs[0].prefetch_playout(n);
+            self.legs[1].prefetch_playout(n);
+            self.wav.prefetch_tail(n);
         }
     }
 

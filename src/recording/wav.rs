@@ -200,6 +200,14 @@ impl WavWriter {
         Ok(())
     }
 
+    /// Asks for the buffer space the next `frames` frames will be
+    /// encoded into (at most one 20 ms packet's worth).
+    pub fn prefetch_tail(&self, frames: usize) {
+        let frame = (bytes_per_sample(self.format) * self.channels) as usize;
+        let bytes = (frames.min(160) * frame).min(BUF_BYTES - self.buffered);
+        crate::prefetch::range(self.buf[self.buffered..].as_ptr(), bytes);
+    }
+
     fn flush_buf(&mut self) -> io::Result<()> {
         let n = std::mem::take(&mut self.buffered);
         self.file.write_all(&self.buf[..n])
