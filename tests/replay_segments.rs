@@ -43,6 +43,8 @@ numbers = ["0312340001"]
 guidance = 1
 channels = "stereo"
 segments = "all"
+pause_dtmf = "*1"
+resume_dtmf = "*2"
 destination = "acme"
 [[contract]]
 id = "K-0003"
@@ -294,6 +296,56 @@ fn longest_segment_alone_is_kept() {
         assert_eq!(files(&spool, "wav").len(), 1, "{:?}", files(&spool, "wav"));
         assert_eq!(history(&spool)[0]["segments"], 2);
     }
+}
+
+#[test]
+fn a_pause_carries_across_a_transfer() {
+    // Paused by *1 at 2 s, transferred at 4 s (REFER, boundary at its 202),
+    // resumed by *2 at 6 s: segment 1 is silent from the pause to its end,
+    // segment 2 from its start to the resume, so what was read out while
+    // paused is in neither file.
+    let dir = tempfile::tempdir().unwrap();
+    let mut call = transferred_call(
+        "0312340001",
+        9_000,
+        4020,
+        MidCall::ReferFromB {
+            at_ms: 4000,
+            refer_to: "sip:0312348888@203.0.113.1".into(),
+        },
+    );
+    call.a_voice.digits = vec![(2000, '*'), (2200, '1'), (6000, '*'), (6200, '2')];
+    let spool = run(dir.path(), &call);
+    let segs = segments(&spool);
+    assert_eq!(segs.len(), 2);
+    let (s1, s2) = (&segs[0], &segs[1]);
+    let pause = |s: &Segment| -> Vec<(i64, i64)> {
+        s.meta["pauses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["from_ms"].as_i64().unwrap(), p["to_ms"].as_i64().unwrap()))
+            .collect()
+    };
+    let (p1, p2) = (pause(s1), pause(s2));
+    assert_eq!((p1.len(), p2.len()), (1, 1), "{p1:?} {p2:?}");
+    // The pause starts when "1" is keyed (its event lasts 20 ms or more).
+    within_60ms("pause in segment 1", p1[0].0, 2220);
+    assert_eq!(p1[0].1, s1.ms(), "segment 1 ends paused");
+    assert_eq!(p2[0].0, 0, "segment 2 starts paused");
+    within_60ms("resume in segment 2", p2[0].1, 6220 - 4020);
+    for (s, (from, to)) in [(s1, p1[0]), (s2, p2[0])] {
+        for c in 0..2 {
+            let quiet = s.span(c, from + 30, to - 30);
+            assert!(
+                quiet.iter().all(|&v| v == 0),
+                "channel {c} not silent while paused"
+            );
+        }
+    }
+    // Audible on both sides of the pause.
+    assert_eq!(dominant(s1.span(0, 500, 1500)), 600.0);
+    assert_eq!(dominant(s2.span(0, p2[0].1 + 300, s2.ms() - 100)), 600.0);
 }
 
 #[test]

@@ -324,10 +324,17 @@ impl ShardHandler for MediaWorker {
                             ended_at: at,
                             reason: "transfer".to_owned(),
                         });
+                    // A pause outlives the transfer: the card number read
+                    // out before it is still being read after it.
+                    let paused = c.rec.as_ref().is_some_and(CallRecorder::is_paused);
                     self.close_segment(&mut c, at, publish);
                     c.index += 1;
                     c.cause = cause;
                     self.open_segment(&mut c, at);
+                    if paused && let Some(r) = c.rec.as_mut() {
+                        r.pause(at);
+                        tracing::info!(call = %c.setup.short_id, segment = c.index, "recording still paused in the new segment");
+                    }
                 }
                 self.calls.insert(key, c);
             }

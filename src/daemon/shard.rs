@@ -294,7 +294,10 @@ impl<C: Send + 'static> ShardPool<C> {
                             for i in 0..la + lb {
                                 let j = i + PREFETCH_SLOT;
                                 if let Some(s) = if j < la { a.get(j) } else { b.get(j - la) } {
-                                    crate::prefetch::range(s as *const Slot<C>, std::mem::size_of::<Slot<C>>());
+                                    crate::prefetch::range(
+                                        s as *const Slot<C>,
+                                        std::mem::size_of::<Slot<C>>(),
+                                    );
                                 }
                                 if let Some((key, _, _)) = peek(a, b, i + PREFETCH_FAR) {
                                     handler.prefetch_state(key);

@@ -142,7 +142,10 @@ impl JitterBuffer {
     /// Asks for the next `n` samples to be played out.
     pub fn prefetch_playout(&self, n: usize) {
         let a = (self.read_pos & MASK) as usize;
-        prefetch::range(self.ring[a..].as_ptr(), (RING - a).min(n).min(MAX_PREFETCH) * 2);
+        prefetch::range(
+            self.ring[a..].as_ptr(),
+            (RING - a).min(n).min(MAX_PREFETCH) * 2,
+        );
     }
 
     /// Timeline position of the next sample [`JitterBuffer::pop`] returns.
