@@ -33,3 +33,4 @@ pub fn range<T>(p: *const T, bytes: usize) {
         a += 64;
     }
 }
+

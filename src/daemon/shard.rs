@@ -274,6 +274,7 @@ impl<C: Send + 'static> ShardPool<C> {
                 .name(format!("callrec-shard{i}"))
                 .spawn(move || {
                     let (mut handled, mut packets) = (0u64, 0u64);
+                    let half = rx.buffer().capacity() / 2;
                     loop {
                         let n = rx.slots().min(BATCH);
                         if n > 0 {
@@ -318,7 +319,13 @@ impl<C: Send + 'static> ShardPool<C> {
                             handled += n as u64;
                             counters2.packets.store(packets, Ordering::Relaxed);
                             counters2.handled.store(handled, Ordering::Release);
-                            wait2.wake();
+                            // A blocked producer is woken once half the ring
+                            // is free, not after every batch: each wake is a
+                            // futex call and two context switches, and waking
+                            // per batch did one every 256 packets.
+                            if rx.slots() <= half {
+                                wait2.wake();
+                            }
                             continue;
                         }
                         if done2.load(Ordering::Acquire) && rx.is_empty() {
