@@ -33,4 +33,3 @@ pub fn range<T>(p: *const T, bytes: usize) {
         a += 64;
     }
 }
-
