@@ -26,6 +26,7 @@
 
 #[path = "../tests/support/sshd.rs"]
 mod sshd;
+use sshd::body;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -36,18 +37,6 @@ use std::time::{Duration, Instant};
 use callrec::config::{Config, load_str};
 use callrec::delivery::{QueueState, Spool, SystemClock, Workers};
 use sha2::{Digest, Sha256};
-
-fn body(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 /// One recording: stem, WAV bytes, JSON bytes.
 struct Rec {

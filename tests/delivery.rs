@@ -19,7 +19,7 @@ use callrec::delivery::{
     Clock, QueueCmd, QueueState, Spool, SystemClock, Workers, deliver_until_empty, queue_command,
 };
 use sha2::{Digest, Sha256};
-use sshd::Sshd;
+use sshd::{Sshd, body};
 
 // ---------- log capture (alarms are asserted) ----------
 
@@ -108,19 +108,6 @@ fn dest_for<'a>(srv: &Sshd, name: &'a str, contract: &'a str) -> Dest<'a> {
         contract,
         max_rate: None,
     }
-}
-
-/// Deterministic pseudo-random audio-like bytes.
-fn body(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 fn sha(b: &[u8]) -> String {

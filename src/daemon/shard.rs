@@ -132,6 +132,15 @@ pub const PREFETCH_FAR: usize = 12;
 pub const PREFETCH_NEAR: usize = 6;
 const PREFETCH_SLOT: usize = 24;
 
+/// Element `i` of a ring chunk, which is two slices when it wraps.
+fn nth<'s, T>(a: &'s [T], b: &'s [T], i: usize) -> Option<&'s T> {
+    if i < a.len() {
+        a.get(i)
+    } else {
+        b.get(i - a.len())
+    }
+}
+
 /// The producer side, held by the capture thread.
 pub struct ShardSender<C> {
     tx: rtrb::Producer<Slot<C>>,
@@ -284,7 +293,7 @@ impl<C: Send + 'static> ShardPool<C> {
                             let (a, b) = chunk.as_mut_slices();
                             let (la, lb) = (a.len(), b.len());
                             let peek = |a: &[Slot<C>], b: &[Slot<C>], i: usize| {
-                                let s = if i < la { a.get(i) } else { b.get(i - la) }?;
+                                let s = nth(a, b, i)?;
                                 s.ctl.is_none().then_some((s.key, s.leg, s.ts))
                             };
                             for i in 0..PREFETCH_FAR.min(la + lb) {
@@ -293,8 +302,7 @@ impl<C: Send + 'static> ShardPool<C> {
                                 }
                             }
                             for i in 0..la + lb {
-                                let j = i + PREFETCH_SLOT;
-                                if let Some(s) = if j < la { a.get(j) } else { b.get(j - la) } {
+                                if let Some(s) = nth(a, b, i + PREFETCH_SLOT) {
                                     crate::prefetch::range(
                                         s as *const Slot<C>,
                                         std::mem::size_of::<Slot<C>>(),

@@ -162,12 +162,11 @@ impl CallRecorder {
             return None;
         }
         if pos > self.newest {
-            self.newest = pos;
             // Play out before placing, so the window always has room.
-            let upto = pos - PLAYOUT_DELAY;
-            if upto - self.legs[0].read_pos() >= 160 {
-                self.render(upto);
+            if self.playout_due(pos) > 0 {
+                self.render(pos - PLAYOUT_DELAY);
             }
+            self.newest = pos;
         }
         let jb = &mut self.legs[leg as usize];
         let pkt = match RtpPacket::parse(rtp) {
@@ -208,12 +207,24 @@ impl CallRecorder {
             return;
         }
         self.legs[leg as usize].prefetch_push(pos);
-        let due = pos - PLAYOUT_DELAY - self.legs[0].read_pos();
-        if pos > self.newest && due >= 160 {
-            let n = due as usize;
+        let n = self.playout_due(pos);
+        if n > 0 {
             self.legs[0].prefetch_playout(n);
             self.legs[1].prefetch_playout(n);
             self.wav.prefetch_tail(n);
+        }
+    }
+
+    /// How many samples a packet captured at timeline position `pos`
+    /// plays out before it is placed: none unless it is the newest so far
+    /// and moves playout on by at least a 20 ms block (mixing in blocks
+    /// keeps the per-call overhead down).
+    fn playout_due(&self, pos: i64) -> usize {
+        let due = pos - PLAYOUT_DELAY - self.legs[0].read_pos();
+        if pos > self.newest && due >= 160 {
+            due as usize
+        } else {
+            0
         }
     }
 

@@ -346,3 +346,16 @@ fn descendants(pid: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Deterministic pseudo-random audio-like bytes: recordings to upload.
+pub fn body(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
