@@ -6,7 +6,9 @@
 # CPU-second, peak memory and memory per active call for two recording
 # formats (the heaviest, stereo PCM16, and the lightest, mono μ-law), the
 # median of RUNS runs each, then runs tshark over the same capture (RTP
-# stream analysis) and prints the ratio.
+# stream analysis) and prints the ratio. After each format it prints the
+# output floor: what writing, fsyncing and hashing the same files costs
+# with no recorder at all (examples/output_floor.rs).
 #
 # The spool is a freshly made ext4 filesystem (a loop device) when run as
 # root, as on an appliance whose spool has its own partition; otherwise a
@@ -54,6 +56,7 @@ for variant in "stereo pcm16" "mono ulaw"; do
       target/release/callrec replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/bench.pcap" > "$work/out" 2>/dev/null
   done
   wavs=$(find "$spool_root/spool/queue" -name '*.wav' | wc -l)
+  wav_bytes=$(find "$spool_root/spool/queue" -name '*.wav' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
   # The run with the median CPU time.
   read -r wall user sys maxkb < <(awk '{print $2 + $3, $0}' "$work/times" | sort -n | awk -v m=$(( (runs + 1) / 2 )) 'NR == m {print $2, $3, $4, $5}')
   echo "$wall" > "$work/wall.$2"
@@ -61,6 +64,20 @@ for variant in "stereo pcm16" "mono ulaw"; do
     printf "callrec (%s, median of %d): %d packets, %d calls (%d recordings) in %.2f s wall: %.0f packets/s, %.3f CPU us/packet\n", v, r, p, c, n, w, p / w, (u + s) * 1e6 / p;
     printf "  per core: %.0f packets per CPU-second (user %.2f s + sys %.2f s); target 2000000\n", p / (u + s), u, s;
     printf "  peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c }'
+  # The floor under these figures: the same files written, fsynced,
+  # renamed and hashed with nothing else (examples/output_floor.rs), on
+  # the same kind of filesystem. No recorder can spend less than this.
+  : > "$work/floor"
+  for _ in $(seq "$runs"); do
+    fresh_spool
+    target/release/examples/output_floor "$spool_root/floor" "$wavs" $(( wav_bytes / (wavs > 0 ? wavs : 1) )) >> "$work/floor"
+    rm -rf "$spool_root/floor"
+  done
+  read -r fbytes fu fs < <(awk '{print $3 + $4, $0}' "$work/floor" | sort -n | awk -v m=$(( (runs + 1) / 2 )) 'NR == m {print $3, $4, $5}')
+  awk -v p="$packets" -v b="$fbytes" -v u="$fu" -v s="$fs" -v n="$wavs" 'BEGIN {
+    budget = p / 2000000;
+    printf "  output floor: writing, fsyncing and hashing the same %d files (%.0f MB) and nothing else takes %.2f CPU s (user %.2f + sys %.2f);\n", n, b / 1e6, u + s, u, s;
+    printf "    the 2000000 packets per CPU-second target allows %.2f CPU s for everything (%.0f%% of it spent by the floor)\n", budget, 100 * (u + s) / budget }'
 done
 if command -v tshark >/dev/null; then
   /usr/bin/time -f '%e' -o "$work/ttime" tshark -r "$work/bench.pcap" -q -o rtp.heuristic_rtp:TRUE -z rtp,streams > /dev/null 2>&1 || true
