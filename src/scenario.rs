@@ -104,6 +104,9 @@ pub enum MidCall {
     /// with a=sendrecv. What A sends meanwhile is A's voice (set a tone
     /// change for hold music).
     HoldByA { at_ms: u32, for_ms: u32 },
+    /// A sends a key in a SIP INFO (`application/dtmf-relay`, as SIP
+    /// phones without RFC 4733 do); B answers 200.
+    KeyInfoFromA { at_ms: u32, key: char },
 }
 
 #[derive(Clone, Debug)]
@@ -203,6 +206,26 @@ impl CallSpec {
         extra: &[String],
         body: Option<&str>,
     ) -> Vec<u8> {
+        self.sip_typed(
+            start,
+            cseq,
+            to_tag,
+            via_branch,
+            extra,
+            body.map(|b| ("application/sdp", b)),
+        )
+    }
+
+    /// [`CallSpec::sip`] with a body of any content type.
+    fn sip_typed(
+        &self,
+        start: &str,
+        cseq: &str,
+        to_tag: bool,
+        via_branch: &str,
+        extra: &[String],
+        body: Option<(&str, &str)>,
+    ) -> Vec<u8> {
         let host = self.b_sip.ip();
         let mut m = format!(
             "{start}\r\nVia: SIP/2.0/UDP {};branch=z9hG4bK{via_branch}\r\nMax-Forwards: 70\r\nFrom: <sip:{}@{}>;tag=a-{}\r\nTo: <sip:{}@{host}>{}\r\nCall-ID: {}\r\nCSeq: {cseq}\r\nContact: <sip:{}@{}>\r\n",
@@ -225,8 +248,8 @@ impl CallSpec {
             m.push_str("\r\n");
         }
         match body {
-            Some(b) => m.push_str(&format!(
-                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{b}",
+            Some((ct, b)) => m.push_str(&format!(
+                "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
                 b.len()
             )),
             None => m.push_str("Content-Length: 0\r\n\r\n"),
@@ -408,7 +431,8 @@ impl CallSpec {
             let at_ms = match ev {
                 MidCall::ReferFromB { at_ms, .. }
                 | MidCall::ReinviteFromB { at_ms, .. }
-                | MidCall::HoldByA { at_ms, .. } => *at_ms,
+                | MidCall::HoldByA { at_ms, .. }
+                | MidCall::KeyInfoFromA { at_ms, .. } => *at_ms,
             };
             let t = ans.add_micros(at_ms as i64 * 1000);
             let later = |ms: i64| t.add_micros(ms * 1000);
@@ -456,6 +480,23 @@ impl CallSpec {
                         }
                         b_media = new;
                     }
+                }
+                MidCall::KeyInfoFromA { key, .. } => {
+                    let cs = format!("{cseq} INFO");
+                    let body = format!("Signal={key}\r\nDuration=160\r\n");
+                    let info = self.sip_typed(
+                        &to_b("INFO"),
+                        &cs,
+                        true,
+                        &branch,
+                        &[],
+                        Some(("application/dtmf-relay", &body)),
+                    );
+                    out.push(self.a2b(t, info));
+                    out.push(self.b2a(
+                        later(20),
+                        self.sip("SIP/2.0 200 OK", &cs, true, &branch, &[], None),
+                    ));
                 }
                 MidCall::HoldByA { for_ms, .. } => {
                     let resume = t.add_micros(*for_ms as i64 * 1000);

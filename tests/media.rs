@@ -11,6 +11,7 @@ use std::path::Path;
 use callrec::config::{AudioFormat, Channels};
 use callrec::media::codec::{ALAW_DECODE, ULAW_DECODE, encode_alaw, encode_ulaw};
 use callrec::media::jitter::PLAYOUT_DELAY;
+use callrec::media::pause::PauseControl;
 use callrec::media::rtp::build_rtp;
 use callrec::recording::recorder::{CallRecorder, Leg, RecorderEvent, RecorderParams};
 use callrec::recording::wav::{read_wav, recover};
@@ -26,8 +27,6 @@ fn params(path: &Path, channels: Channels) -> RecorderParams {
         channels,
         start: START,
         telephone_event_pt: [Some(TE), Some(TE)],
-        pause_dtmf: Some("*1".into()),
-        resume_dtmf: Some("*2".into()),
     }
 }
 
@@ -83,11 +82,27 @@ fn leg_packets(
         .collect()
 }
 
+/// Feeds the packets in capture order. The subscriber's keys (pause `*1`,
+/// resume `*2`) are watched by a `PauseControl` whose decisions reach the
+/// recorder right after the deciding packet, as the engine delivers them.
+/// Returns what the recorder reported.
 fn run(rec: &mut CallRecorder, mut pkts: Vec<(Timestamp, Leg, Vec<u8>)>) -> Vec<RecorderEvent> {
     pkts.sort_by_key(|p| p.0);
-    pkts.iter()
-        .filter_map(|(t, leg, p)| rec.on_rtp(*leg, *t, p))
-        .collect()
+    let mut keys = PauseControl::new(START, Some("*1"), Some("*2"), Some(TE));
+    let mut events = Vec::new();
+    for (t, leg, p) in &pkts {
+        rec.on_rtp(*leg, *t, p);
+        if *leg == Leg::Subscriber
+            && let Some(c) = keys.on_rtp(*t, p)
+        {
+            events.extend(if c.paused {
+                rec.pause(c.at)
+            } else {
+                rec.resume(c.at)
+            });
+        }
+    }
+    events
 }
 
 fn secs(x: &[i16], from_ms: i64, to_ms: i64) -> &[i16] {

@@ -378,8 +378,6 @@ fn check_leg(
         channels: Channels::Stereo,
         start,
         telephone_event_pt: [None, None],
-        pause_dtmf: None,
-        resume_dtmf: None,
     })
     .unwrap();
     for (ts, d) in ours {

@@ -213,6 +213,84 @@ fn stereo_call_with_announcement_and_pause() {
     assert_eq!(rec["billing_start"], meta["guidance"]["started_at"]);
 }
 
+/// Keys sent in SIP INFO (phones without RFC 4733) pause and resume the
+/// recording exactly at the INFO's capture time, and both parties hear the
+/// beeps; the keys reach no log.
+#[test]
+fn keys_in_sip_info_pause_and_beep() {
+    use callrec::capture::PacketSource;
+    use callrec::scenario::MidCall;
+    let log = captured_log();
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("in.pcap");
+    let mut call = CallSpec::simple(
+        2,
+        "0312340001",
+        "0077260312349999",
+        Timestamp::from_secs_micros(T0, 0),
+        18_000,
+    );
+    call.mid_call = [(10_000, '*'), (10_200, '1'), (14_000, '*'), (14_200, '2')]
+        .into_iter()
+        .map(|(at_ms, key)| MidCall::KeyInfoFromA { at_ms, key })
+        .collect();
+    write_capture(&pcap, std::slice::from_ref(&call));
+    let out = run(dir.path(), "pcap", &pcap, "out");
+    let wavs = files(&out.join("queue/acme/ready"), "wav");
+    let meta = json(&files(&out.join("queue/acme/ready"), "json")[0]);
+    // Times in the file count from the prompt's end.
+    let prompt_ms = ms_between(
+        meta["answered_at"].as_str().unwrap(),
+        meta["guidance"]["ended_at"].as_str().unwrap(),
+    );
+    let pauses = meta["pauses"].as_array().unwrap();
+    assert_eq!(pauses.len(), 1, "{pauses:?}");
+    let (from, to) = (
+        pauses[0]["from_ms"].as_i64().unwrap(),
+        pauses[0]["to_ms"].as_i64().unwrap(),
+    );
+    assert_eq!((from, to), (10_200 - prompt_ms, 14_200 - prompt_ms));
+    let (_, samples) = read_pcm(&wavs[0]);
+    for (c, ch) in samples.iter().enumerate() {
+        let paused = &ch[from as usize * 8..to as usize * 8];
+        assert!(
+            paused.iter().all(|&v| v == 0),
+            "channel {c} not silent while paused"
+        );
+        let before = &ch[(from as usize - 1000) * 8..from as usize * 8];
+        assert!(
+            before.iter().any(|&v| v != 0),
+            "channel {c} silent before the pause"
+        );
+    }
+    // announcements.pcap: the prompt and both beeps (13 and 20 packets),
+    // towards each party.
+    let prompt = callrec::announce::Prompt::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio/guidance2.wav"),
+    )
+    .unwrap();
+    let mut src = callrec::capture::FileSource::open(out.join("announcements.pcap")).unwrap();
+    let mut frames = 0;
+    while src.next_packet().unwrap().is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 2 * (prompt.samples().len().div_ceil(160) + 13 + 20));
+    let text = String::from_utf8_lossy(&log.lock().unwrap()).into_owned();
+    assert!(text.contains("recording pause state changed"), "{text}");
+    assert!(!text.contains("Signal") && !text.contains("dtmf-relay"));
+}
+
+/// What tshark reads from `announcements.pcap` for one party, in file order.
+struct Sent {
+    time: f64,
+    ssrc: String,
+    seq: u16,
+    marker: bool,
+    samples: Vec<i16>,
+}
+
+/// The announcement capture read back by tshark: the prompt, then the
+/// pause and resume beeps, towards each party.
 #[test]
 fn announcements_pcap_read_by_tshark() {
     if !tools::tool_present("tshark", "-v") {
@@ -229,17 +307,24 @@ fn announcements_pcap_read_by_tshark() {
         .args([
             "-d",
             "udp.port==10002,rtp",
+            "-d",
+            "udp.port==20002,rtp",
             "-T",
             "fields",
-            "-e",
-            "ip.dst",
-            "-e",
-            "udp.dstport",
-            "-e",
-            "frame.time_epoch",
-            "-e",
-            "rtp.payload",
         ])
+        .args(
+            [
+                "ip.dst",
+                "udp.dstport",
+                "frame.time_epoch",
+                "rtp.payload",
+                "rtp.ssrc",
+                "rtp.seq",
+                "rtp.marker",
+            ]
+            .iter()
+            .flat_map(|f| ["-e", f]),
+        )
         .output()
         .unwrap();
     assert!(o.status.success());
@@ -248,33 +333,107 @@ fn announcements_pcap_read_by_tshark() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("guidance-audio/guidance2.wav"),
     )
     .unwrap();
+    // Where the recording's pause begins and ends, from its metadata.
+    let meta = json(&files(&out.join("queue/acme/ready"), "json")[0]);
+    let prompt_ms = ms_between(
+        meta["guidance"]["started_at"].as_str().unwrap(),
+        meta["guidance"]["ended_at"].as_str().unwrap(),
+    );
+    let pause = &meta["pauses"][0];
+    let (from_ms, to_ms) = (
+        pause["from_ms"].as_i64().unwrap(),
+        pause["to_ms"].as_i64().unwrap(),
+    );
+    let prompt_packets = prompt.samples().len().div_ceil(160);
     for (to, label) in [(call.a_rtp, "subscriber"), (call.b_rtp, "remote")] {
-        let rows: Vec<Vec<&str>> = text
+        let sent: Vec<Sent> = text
             .lines()
             .map(|l| l.split('\t').collect::<Vec<_>>())
             .filter(|f| f[0] == to.ip().to_string() && f[1] == to.port().to_string())
+            .map(|f| Sent {
+                time: f[2].parse().unwrap(),
+                samples: hex::decode(f[3].replace(':', ""))
+                    .unwrap()
+                    .iter()
+                    .map(|&b| audio_codec_algorithms::decode_ulaw(b))
+                    .collect(),
+                ssrc: f[4].to_string(),
+                seq: f[5].parse().unwrap(),
+                marker: f[6] == "1" || f[6] == "True",
+            })
             .collect();
-        let expected_packets = prompt.samples().len().div_ceil(160);
-        assert_eq!(rows.len(), expected_packets, "{label}: packets");
-        let times: Vec<f64> = rows.iter().map(|f| f[2].parse().unwrap()).collect();
-        assert!(
-            times
-                .windows(2)
-                .all(|w| ((w[1] - w[0]) - 0.020).abs() < 0.0005),
-            "{label}: not paced at 20 ms"
-        );
-        let payload: Vec<u8> = rows
-            .iter()
-            .flat_map(|f| hex::decode(f[3].replace(':', "")).unwrap())
-            .collect();
-        let decoded: Vec<i16> = payload
-            .iter()
-            .map(|&b| audio_codec_algorithms::decode_ulaw(b))
-            .collect();
+        // 250 ms pause beep, 400 ms resume beep (150 on, 100 off, 150 on).
+        let (pause_packets, resume_packets) = (13, 20);
         assert_eq!(
-            &decoded[..prompt.samples().len()],
+            sent.len(),
+            prompt_packets + pause_packets + resume_packets,
+            "{label}: packets"
+        );
+        let (prompt_rows, beeps) = sent.split_at(prompt_packets);
+        let (pause_rows, resume_rows) = beeps.split_at(pause_packets);
+        for (rows, what) in [
+            (prompt_rows, "prompt"),
+            (pause_rows, "pause beep"),
+            (resume_rows, "resume beep"),
+        ] {
+            assert!(
+                rows.windows(2)
+                    .all(|w| ((w[1].time - w[0].time) - 0.020).abs() < 0.0005),
+                "{label}: {what} not paced at 20 ms"
+            );
+            assert!(
+                rows[0].marker,
+                "{label}: no marker on the {what}'s first packet"
+            );
+        }
+        // One RTP source throughout, as a receiver expects.
+        assert!(
+            sent.iter().all(|r| r.ssrc == sent[0].ssrc),
+            "{label}: SSRC changed"
+        );
+        assert!(
+            sent.windows(2)
+                .all(|w| w[1].seq == w[0].seq.wrapping_add(1)),
+            "{label}: sequence numbers not continuous"
+        );
+        let audio = |rows: &[Sent]| -> Vec<i16> {
+            rows.iter()
+                .flat_map(|r| r.samples.iter().copied())
+                .collect()
+        };
+        assert_eq!(
+            &audio(prompt_rows)[..prompt.samples().len()],
             prompt.samples(),
             "{label}: payload is not the prompt"
+        );
+        // The parties hear each beep exactly where the recording's pause
+        // begins and ends (times relative to the prompt's first packet).
+        let at_ms = |r: &Sent| ((r.time - sent[0].time) * 1000.0).round() as i64;
+        assert_eq!(
+            at_ms(&pause_rows[0]),
+            prompt_ms + from_ms,
+            "{label}: pause beep"
+        );
+        assert_eq!(
+            at_ms(&resume_rows[0]),
+            prompt_ms + to_ms,
+            "{label}: resume beep"
+        );
+        let low = audio(pause_rows);
+        assert!(
+            power(&low[..2000], 425.0) > 100.0 * power(&low[..2000], 1000.0),
+            "{label}: the pause beep is not 425 Hz"
+        );
+        let high = audio(resume_rows);
+        for part in [&high[40..1160], &high[2040..3160]] {
+            assert!(
+                power(part, 1000.0) > 100.0 * power(part, 425.0),
+                "{label}: the resume beep is not 1 kHz"
+            );
+        }
+        assert!(
+            high[1220..1980].iter().all(|&v| v.abs() < 16),
+            "{label}: no gap between the resume beep's two tones"
         );
     }
 }

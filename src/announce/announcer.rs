@@ -1,5 +1,6 @@
 //! The announcer: plays a recorded call's prompt to both parties when it is
-//! answered, through the configured sink, and says whether it could.
+//! answered, and the pause and resume beeps when its recording pauses and
+//! resumes, through the configured sink, and says whether it could.
 //!
 //! Runs on the capture thread, which already knows every call's media
 //! addresses and sees the frames MAC addresses are learned from. MACs are
@@ -7,7 +8,7 @@
 //! per IP address: the MAC a host's frames come from, and the MAC frames
 //! towards it carry, with their VLAN tags.
 
-use crate::announce::{Player, Prompts, Sink, Target};
+use crate::announce::{BeepKind, Player, Prompts, Sink, Target};
 use crate::calls::tracker::{CallKey, MediaLegs};
 use crate::config::{AnnounceMode, Config};
 use crate::decode::L2Info;
@@ -32,6 +33,8 @@ pub struct AnnounceStats {
     pub failed: u64,
     pub packets: u64,
     pub send_errors: u64,
+    /// Pause and resume beeps started.
+    pub beeps: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -121,29 +124,13 @@ impl Announcer {
         id: u8,
         legs: &MediaLegs,
     ) -> Option<Played> {
-        let (Some(sub), Some(rem)) = (&legs.subscriber, &legs.remote) else {
-            return self.fail(short_id, "the SDP of one party is missing");
-        };
-        let (Some(sub_pt), Some(rem_pt)) = (sub.g711_pt(), rem.g711_pt()) else {
-            return self.fail(short_id, "no G.711 codec negotiated");
+        let targets = match self.targets(legs) {
+            Ok(t) => t,
+            Err(why) => return self.fail(short_id, why),
         };
         let Ok(prompt) = self.prompts.get(id) else {
             return self.fail(short_id, "no such guidance prompt");
         };
-        let targets = [
-            Target {
-                to: sub.addr,
-                from: rem.addr,
-                pt: sub_pt,
-                l2: self.l2_for(rem.addr.ip(), sub.addr.ip()),
-            },
-            Target {
-                to: rem.addr,
-                from: sub.addr,
-                pt: rem_pt,
-                l2: self.l2_for(sub.addr.ip(), rem.addr.ip()),
-            },
-        ];
         let times = match self.player.start(call, now, prompt, targets) {
             Ok(t) => t,
             Err(e) => return self.fail(short_id, &e.to_string()),
@@ -170,6 +157,60 @@ impl Announcer {
             started_at: times.started_at,
             ended_at: times.ended_at,
         })
+    }
+
+    /// The subscriber and the remote party, each addressed from the other.
+    fn targets(&self, legs: &MediaLegs) -> Result<[Target; 2], &'static str> {
+        let (Some(sub), Some(rem)) = (&legs.subscriber, &legs.remote) else {
+            return Err("the SDP of one party is missing");
+        };
+        let (Some(sub_pt), Some(rem_pt)) = (sub.g711_pt(), rem.g711_pt()) else {
+            return Err("no G.711 codec negotiated");
+        };
+        Ok([
+            Target {
+                to: sub.addr,
+                from: rem.addr,
+                pt: sub_pt,
+                l2: self.l2_for(rem.addr.ip(), sub.addr.ip()),
+            },
+            Target {
+                to: rem.addr,
+                from: sub.addr,
+                pt: rem_pt,
+                l2: self.l2_for(sub.addr.ip(), rem.addr.ip()),
+            },
+        ])
+    }
+
+    /// Tells both parties that the recording paused or resumed at `now`,
+    /// with the same streams the prompt used. Never cuts the prompt short:
+    /// a pause asked for while it plays (through the control interface)
+    /// takes effect silently, since recording has not begun. Whether or
+    /// not the beep can be sent, the pause itself stands.
+    pub fn beep(
+        &mut self,
+        call: CallKey,
+        short_id: &str,
+        now: Timestamp,
+        kind: BeepKind,
+        legs: &MediaLegs,
+    ) -> bool {
+        if self.player.is_prompting(call) {
+            return false;
+        }
+        let started = self.targets(legs).map_err(|e| e.to_string()).and_then(|t| {
+            self.player
+                .beep(call, now, t, kind)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(why) = started {
+            tracing::warn!(call = %short_id, beep = ?kind, reason = %why, "pause beep not played");
+            return false;
+        }
+        self.stats.beeps += 1;
+        self.poll(now);
+        true
     }
 
     fn fail(&mut self, short_id: &str, why: &str) -> Option<Played> {

@@ -92,6 +92,8 @@ struct Play {
     targets: [Target; 2],
     codecs: [G711; 2],
     payloads: [Arc<[u8]>; 2],
+    /// A pause or resume beep, not a guidance prompt.
+    beep: bool,
 }
 
 impl Play {
@@ -143,6 +145,17 @@ impl Player {
         prompt: &Prompt,
         targets: [Target; 2],
     ) -> Result<PlayTimes, PlayError> {
+        self.play(call, now, prompt, targets, false)
+    }
+
+    fn play(
+        &mut self,
+        call: u64,
+        now: Timestamp,
+        prompt: &Prompt,
+        targets: [Target; 2],
+        beep: bool,
+    ) -> Result<PlayTimes, PlayError> {
         let codecs = [codec_of(call, &targets[0])?, codec_of(call, &targets[1])?];
         self.stop(call);
         let frames = prompt.samples().len().div_ceil(FRAME_SAMPLES) as u64;
@@ -159,6 +172,7 @@ impl Player {
             targets,
             codecs,
             payloads: [prompt.payload(codecs[0]), prompt.payload(codecs[1])],
+            beep,
         };
         if frames > 0 {
             self.schedule.insert((play.due(), call));
@@ -170,7 +184,8 @@ impl Player {
         })
     }
 
-    /// Plays the pause or resume beep to both targets.
+    /// Plays the pause or resume beep to both targets, replacing a beep
+    /// still playing (the newer state is the one the parties must hear).
     pub fn beep(
         &mut self,
         call: u64,
@@ -182,7 +197,7 @@ impl Player {
             BeepKind::Pause => self.pause_beep.clone(),
             BeepKind::Resume => self.resume_beep.clone(),
         };
-        self.start(call, now, &tone, targets)
+        self.play(call, now, &tone, targets, true)
     }
 
     /// Stops whatever the call is playing; its streams are kept for later
@@ -201,6 +216,14 @@ impl Player {
 
     pub fn is_playing(&self, call: u64) -> bool {
         self.calls.get(&call).is_some_and(|c| c.play.is_some())
+    }
+
+    /// Whether the call's guidance prompt (not a beep) is still playing.
+    pub fn is_prompting(&self, call: u64) -> bool {
+        self.calls
+            .get(&call)
+            .and_then(|c| c.play.as_ref())
+            .is_some_and(|p| !p.beep)
     }
 
     /// Number of calls currently playing something.
@@ -369,6 +392,24 @@ mod tests {
         let ts = |r: &[u8]| u32::from_be_bytes([r[4], r[5], r[6], r[7]]);
         assert_eq!(ts(beep).wrapping_sub(ts(last)), 40_000 - 4 * 160);
         assert_ne!(beep[1] & 0x80, 0, "marker on the beep's first packet");
+    }
+
+    #[test]
+    fn a_beep_is_not_a_prompt() {
+        let mut p = Player::new(7);
+        let prompt = Prompt::from_samples("p", vec![1000; 800]);
+        p.start(1, Timestamp::ZERO, &prompt, targets(0)).unwrap();
+        assert!(p.is_prompting(1));
+        p.beep(2, Timestamp::ZERO, targets(8), BeepKind::Pause)
+            .unwrap();
+        assert!(p.is_playing(2) && !p.is_prompting(2));
+        // The pause beep is 250 ms: 13 packets per party.
+        let mut n = 0;
+        p.poll(Timestamp::from_millis(1000), &mut |o| {
+            n += usize::from(o.call == 2)
+        });
+        assert_eq!(n, 26);
+        assert!(!p.is_playing(2) && !p.is_prompting(1));
     }
 
     #[test]

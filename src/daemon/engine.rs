@@ -6,15 +6,17 @@
 //! schedules and control messages for the shards. Time is the frame's
 //! capture time throughout.
 
+use crate::announce::BeepKind;
 use crate::announce::announcer::Announcer;
 use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
 use crate::capture::Packet;
 use crate::config::Config;
-use crate::daemon::media::{CallSetup, MediaCtl};
+use crate::daemon::media::{CallSetup, MediaCtl, telephone_event_pt};
 use crate::daemon::shard::{Leg, ShardPool};
 use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
+use crate::media::pause::{PauseChange, PauseControl, PauseSource};
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 // Per-packet lookups: foldhash is several times cheaper than SipHash and
@@ -43,6 +45,9 @@ pub struct EngineStats {
 /// A SIP message copied out of the frame: time, source, destination, link
 /// layer (for MAC learning), bytes.
 type SipCopy = (Timestamp, SocketAddr, SocketAddr, Option<L2Info>, Vec<u8>);
+/// A telephone-event packet of a subscriber's leg, copied for the call's
+/// pause control: call, capture time, RTP bytes.
+type KeypadCopy = (CallKey, Timestamp, Vec<u8>);
 
 /// A recorded call in progress, as the control socket lists it. No
 /// numbers: a withheld caller must not reach an operator's screen either.
@@ -72,6 +77,10 @@ struct Route {
     /// The sender's own SDP address: always accepted (and latched onto),
     /// so a stray source that got there first cannot lock the party out.
     expected: Option<SocketAddr>,
+    /// Subscriber routes of calls whose keys can pause the recording: the
+    /// telephone-event payload type, whose packets also go to the call's
+    /// [`PauseControl`].
+    keypad_pt: Option<u8>,
 }
 
 /// A latched source silent this long gives way to a new one (a media
@@ -88,6 +97,7 @@ impl Route {
             latched: None,
             seen: Timestamp::ZERO,
             expected,
+            keypad_pt: None,
         }
     }
 
@@ -113,6 +123,9 @@ struct ActiveCall {
     /// Routing keys installed for this call, to remove them at the end.
     dst_routes: Vec<SocketAddr>,
     src_routes: Vec<SocketAddr>,
+    /// The parties' media as last signalled (where beeps go).
+    legs: MediaLegs,
+    pause: PauseControl,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -281,11 +294,42 @@ impl Engine {
     pub fn set_paused(&mut self, call: &str, paused: bool) -> Option<String> {
         let (&key, c) = self
             .calls
-            .iter()
+            .iter_mut()
             .find(|(_, c)| c.setup.short_id == call || c.call_id == call)?;
-        let at = self.now;
+        let short_id = c.setup.short_id.clone();
+        match c.pause.set(paused, self.now) {
+            Some(change) => self.apply_pause(key, change),
+            None => {
+                tracing::info!(call = %short_id, paused, by = "control socket", "recording already in that state")
+            }
+        }
+        Some(short_id)
+    }
+
+    /// Carries out a pause or resume the call's [`PauseControl`] decided:
+    /// the shard mutes or unmutes the recording from `change.at` (the
+    /// message follows the deciding packet in its ring), and both parties
+    /// hear the beep.
+    fn apply_pause(&mut self, key: CallKey, change: PauseChange) {
+        let Some(c) = self.calls.get(&key) else {
+            return;
+        };
+        let PauseChange { paused, at, source } = change;
+        let by = match source {
+            PauseSource::Keypad => "keypad",
+            PauseSource::Control => "control socket",
+        };
+        // Never the keys: only which way, when and from where.
+        tracing::info!(call = %c.setup.short_id, paused, by, "recording pause state changed");
         self.shards.senders[c.shard].send_ctl(MediaCtl::Pause { key, at, paused });
-        Some(c.setup.short_id.clone())
+        if let Some(a) = self.announcer.as_mut() {
+            let kind = if paused {
+                BeepKind::Pause
+            } else {
+                BeepKind::Resume
+            };
+            a.beep(key, &c.setup.short_id, at, kind, &c.legs);
+        }
     }
 
     /// Packets the shard rings had no room for (live capture drops them).
@@ -308,7 +352,9 @@ impl Engine {
         // The decoder borrows itself mutably while handing out payloads, so
         // the per-payload work happens in a function over the other fields.
         let mut sip_payloads: Vec<SipCopy> = Vec::new();
+        let mut keypad: Vec<KeypadCopy> = Vec::new();
         let mut ctx = RouteCtx {
+            keypad: &mut keypad,
             sip_ports: &self.cfg.capture.sip_ports,
             by_dst: &mut self.by_dst,
             by_src: &mut self.by_src,
@@ -331,6 +377,17 @@ impl Engine {
                 sip_payloads.push((p.ts, p.src, p.dst, p.l2, p.data.to_vec()));
             }
         });
+        // After the frame's media went to the shards, so that a pause
+        // follows the keypress that decided it in the shard's ring.
+        for (key, ts, data) in keypad {
+            if let Some(change) = self
+                .calls
+                .get_mut(&key)
+                .and_then(|c| c.pause.on_rtp(ts, &data))
+            {
+                self.apply_pause(key, change);
+            }
+        }
         for (ts, src, dst, l2, data) in sip_payloads {
             if let (Some(a), Some(l2)) = (self.announcer.as_mut(), l2) {
                 a.learn(&l2, src.ip(), dst.ip());
@@ -479,6 +536,12 @@ impl Engine {
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
                 });
+                let pause = PauseControl::new(
+                    record_start,
+                    setup.contract.pause_dtmf.as_deref(),
+                    setup.contract.resume_dtmf.as_deref(),
+                    telephone_event_pt(&legs, Leg::Subscriber),
+                );
                 self.calls.insert(
                     key,
                     ActiveCall {
@@ -487,15 +550,20 @@ impl Engine {
                         shard,
                         dst_routes: Vec::new(),
                         src_routes: Vec::new(),
+                        legs: legs.clone(),
+                        pause,
                     },
                 );
                 self.install_routes(key, &legs);
                 self.shards.senders[shard].send_ctl(MediaCtl::Start { setup, legs });
             }
             CallEvent::MediaChanged { key, at, legs } => {
-                if !self.calls.contains_key(&key) {
+                let Some(c) = self.calls.get_mut(&key) else {
                     return;
-                }
+                };
+                c.pause
+                    .set_event_pt(telephone_event_pt(&legs, Leg::Subscriber));
+                c.legs = legs.clone();
                 self.install_routes(key, &legs);
                 let shard = self.calls[&key].shard;
                 self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
@@ -511,8 +579,12 @@ impl Engine {
                 }
             }
             CallEvent::InfoDigit { key, at, digit } => {
-                if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::Digit { key, at, digit });
+                if let Some(change) = self
+                    .calls
+                    .get_mut(&key)
+                    .and_then(|c| c.pause.on_key(digit, at))
+                {
+                    self.apply_pause(key, change);
                 }
             }
             CallEvent::Ended {
@@ -573,11 +645,14 @@ impl Engine {
         // comes from the subscriber's own; the remote voice the other way.
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         let shard = call.shard;
+        let keypad_pt = call.pause.watched_pt();
+        let subscriber = |expected| Route {
+            keypad_pt,
+            ..Route::new(key, Leg::Subscriber, shard, expected)
+        };
         if let Some(r) = &legs.remote {
-            self.by_dst.insert(
-                r.addr,
-                Route::new(key, Leg::Subscriber, shard, addr(&legs.subscriber)),
-            );
+            self.by_dst
+                .insert(r.addr, subscriber(addr(&legs.subscriber)));
             self.by_src
                 .insert(r.addr, Route::new(key, Leg::Remote, shard, None));
             call.dst_routes.push(r.addr);
@@ -588,8 +663,7 @@ impl Engine {
                 s.addr,
                 Route::new(key, Leg::Remote, shard, addr(&legs.remote)),
             );
-            self.by_src
-                .insert(s.addr, Route::new(key, Leg::Subscriber, shard, None));
+            self.by_src.insert(s.addr, subscriber(None));
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
         }
@@ -618,6 +692,7 @@ impl Engine {
 
 /// The fields the per-payload path needs while the decoder is borrowed.
 struct RouteCtx<'e> {
+    keypad: &'e mut Vec<KeypadCopy>,
     sip_ports: &'e [u16],
     by_dst: &'e mut HashMap<SocketAddr, Route>,
     by_src: &'e mut HashMap<SocketAddr, Route>,
@@ -652,6 +727,11 @@ impl RouteCtx<'_> {
             }
         }
         self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
+        if let Some(pt) = r.keypad_pt
+            && p.data.get(1).is_some_and(|b| b & 0x7f == pt)
+        {
+            self.keypad.push((r.key, p.ts, p.data.to_vec()));
+        }
         true
     }
 }

@@ -58,17 +58,13 @@ pub enum MediaCtl {
         at: Timestamp,
         cause: &'static str,
     },
-    Digit {
-        key: CallKey,
-        at: Timestamp,
-        digit: char,
-    },
     End {
         key: CallKey,
         at: Timestamp,
         reason: String,
     },
-    /// Pause or resume asked for through the control interface.
+    /// Pause or resume, as the capture thread decided it
+    /// ([`crate::media::pause`]): sent right after the deciding packet.
     Pause {
         key: CallKey,
         at: Timestamp,
@@ -141,11 +137,9 @@ impl MediaWorker {
             channels: ct.channels,
             start,
             telephone_event_pt: [
-                te_pt(c.legs.remote.as_ref(), c.legs.subscriber.as_ref()),
-                te_pt(c.legs.subscriber.as_ref(), c.legs.remote.as_ref()),
+                telephone_event_pt(&c.legs, Leg::Subscriber),
+                telephone_event_pt(&c.legs, Leg::Remote),
             ],
-            pause_dtmf: ct.pause_dtmf.clone(),
-            resume_dtmf: ct.resume_dtmf.clone(),
         };
         let path = params.path.clone();
         match CallRecorder::create(params) {
@@ -220,12 +214,17 @@ impl MediaWorker {
     }
 }
 
-/// The telephone-event PT used by packets going *to* `receiver` (the
-/// receiver's SDP names it), falling back to the sender's.
-fn te_pt(receiver: Option<&Endpoint>, sender: Option<&Endpoint>) -> Option<u8> {
+/// The telephone-event PT of the packets `leg` sends: the one the
+/// receiver's SDP names, falling back to the sender's.
+pub fn telephone_event_pt(legs: &MediaLegs, leg: Leg) -> Option<u8> {
+    let (sender, receiver) = match leg {
+        Leg::Subscriber => (&legs.subscriber, &legs.remote),
+        Leg::Remote => (&legs.remote, &legs.subscriber),
+    };
     receiver
+        .as_ref()
         .and_then(Endpoint::telephone_event_pt)
-        .or_else(|| sender.and_then(Endpoint::telephone_event_pt))
+        .or_else(|| sender.as_ref().and_then(Endpoint::telephone_event_pt))
 }
 
 fn codec_map(primary: Option<&Endpoint>, other: Option<&Endpoint>) -> Vec<(u8, Codec)> {
@@ -267,10 +266,8 @@ impl ShardHandler for MediaWorker {
         let Some(c) = self.calls.get_mut(&key) else {
             return;
         };
-        if let Some(r) = c.rec.as_mut()
-            && let Some(ev) = r.on_rtp(leg, ts, rtp)
-        {
-            tracing::info!(call = %c.setup.short_id, event = ?ev, "recording pause state changed");
+        if let Some(r) = c.rec.as_mut() {
+            r.on_rtp(leg, ts, rtp);
         }
     }
 
@@ -338,26 +335,16 @@ impl ShardHandler for MediaWorker {
                 }
                 self.calls.insert(key, c);
             }
-            MediaCtl::Digit { key, at, digit } => {
-                if let Some(r) = self.calls.get_mut(&key).and_then(|c| c.rec.as_mut()) {
-                    r.on_signalled_digit(digit, at);
-                }
-            }
             MediaCtl::End { key, at, reason } => self.end_call(key, at, &reason),
             MediaCtl::Pause { key, at, paused } => {
                 let Some(c) = self.calls.get_mut(&key) else {
                     return;
                 };
                 let Some(r) = c.rec.as_mut() else { return };
+                // The capture thread logged the decision; this only says
+                // where on the timeline it fell.
                 let ev = if paused { r.pause(at) } else { r.resume(at) };
-                match ev {
-                    Some(ev) => {
-                        tracing::info!(call = %c.setup.short_id, event = ?ev, by = "control socket", "recording pause state changed")
-                    }
-                    None => {
-                        tracing::info!(call = %c.setup.short_id, paused, by = "control socket", "recording already in that state")
-                    }
-                }
+                tracing::debug!(call = %c.setup.short_id, event = ?ev, segment = c.index, "pause applied");
             }
         }
     }

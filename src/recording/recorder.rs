@@ -1,24 +1,23 @@
 //! `CallRecorder`: everything a shard worker holds for one call segment.
 //!
 //! It takes raw RTP per leg with its capture time, runs each leg's jitter
-//! buffer, watches the subscriber's RFC 4733 digits for the pause/resume
-//! sequences, and streams mixed frames into a WAV file with a fixed delay
-//! of [`PLAYOUT_DELAY`] samples behind the newest capture time. Memory per
-//! call is fixed: two 8 KiB sample rings, an 8 KiB write buffer and a few
-//! hundred bytes of state, whatever the traffic does.
+//! buffer (which takes RFC 4733 events out of the audio), and streams mixed
+//! frames into a WAV file with a fixed delay of [`PLAYOUT_DELAY`] samples
+//! behind the newest capture time. Memory per call is fixed: two 8 KiB
+//! sample rings, an 8 KiB write buffer and a few hundred bytes of state,
+//! whatever the traffic does.
 //!
-//! Privacy: digits are compared against the configured sequences in a
-//! private buffer that is cleared at every pause and resume; no digit is
-//! ever returned, logged or written (the type has no `Debug` for that
-//! reason). Events only say that recording paused or resumed.
+//! Whether to pause is not decided here but on the capture thread
+//! ([`crate::media::pause`]), which tells the recorder through
+//! [`CallRecorder::pause`] and [`CallRecorder::resume`] right after the
+//! packet that decided it.
 
 use std::io;
 use std::path::PathBuf;
 
 use crate::config::{AudioFormat, Channels};
 use crate::media::codec::Codec;
-use crate::media::dtmf::{DtmfDetector, TelephoneEvent};
-use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, Placed, sample_index};
+use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, sample_index};
 use crate::media::mixer::Mixer;
 use crate::media::quality::LegQuality;
 use crate::media::rtp::{RtpPacket, is_rtcp};
@@ -43,11 +42,9 @@ pub struct RecorderParams {
     pub start: Timestamp,
     /// RFC 4733 payload type per leg (subscriber, remote), from the SDP.
     pub telephone_event_pt: [Option<u8>; 2],
-    pub pause_dtmf: Option<String>,
-    pub resume_dtmf: Option<String>,
 }
 
-/// What the caller may log or act on. Never carries digits.
+/// What the caller may log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RecorderEvent {
     Paused { at_ms: u64 },
@@ -66,41 +63,13 @@ pub struct RecordingSummary {
     pub quality: [LegQuality; 2],
 }
 
-/// The last few digits of the subscriber's leg; private (see module doc).
-struct DigitTail {
-    buf: [u8; 16],
-    len: usize,
-}
-
-impl DigitTail {
-    fn push(&mut self, d: char) {
-        if self.len == self.buf.len() {
-            self.buf.copy_within(1.., 0);
-            self.len -= 1;
-        }
-        self.buf[self.len] = d as u8;
-        self.len += 1;
-    }
-    fn ends_with(&self, seq: &[u8]) -> bool {
-        !seq.is_empty() && self.buf[..self.len].ends_with(seq)
-    }
-    fn clear(&mut self) {
-        self.buf = [0; 16];
-        self.len = 0;
-    }
-}
-
 pub struct CallRecorder {
     start: Timestamp,
     legs: [JitterBuffer; 2],
-    dtmf: DtmfDetector,
     mixer: Mixer,
     wav: WavWriter,
     /// Newest capture position seen on either leg.
     newest: i64,
-    digits: DigitTail,
-    pause_seq: Vec<u8>,
-    resume_seq: Vec<u8>,
     rtcp: u64,
     /// First write error; the recording is then failed at `finish`.
     error: Option<io::Error>,
@@ -113,31 +82,15 @@ fn ms(samples: i64) -> u64 {
 impl CallRecorder {
     pub fn create(p: RecorderParams) -> io::Result<CallRecorder> {
         let channels = if p.channels == Channels::Stereo { 2 } else { 1 };
-        let seq = |s: Option<String>| -> Vec<u8> {
-            // Longer than the tail could never match; keep the last 16.
-            let v: Vec<u8> = s
-                .unwrap_or_default()
-                .bytes()
-                .filter(|b| !b.is_ascii_whitespace())
-                .collect();
-            v[v.len().saturating_sub(16)..].to_vec()
-        };
         Ok(CallRecorder {
             start: p.start,
             legs: [
                 JitterBuffer::new(p.start, p.telephone_event_pt[0]),
                 JitterBuffer::new(p.start, p.telephone_event_pt[1]),
             ],
-            dtmf: DtmfDetector::new(),
             mixer: Mixer::new(p.channels),
             wav: WavWriter::create(&p.path, p.format, channels)?,
             newest: 0,
-            digits: DigitTail {
-                buf: [0; 16],
-                len: 0,
-            },
-            pause_seq: seq(p.pause_dtmf),
-            resume_seq: seq(p.resume_dtmf),
             rtcp: 0,
             error: None,
         })
@@ -152,14 +105,14 @@ impl CallRecorder {
     /// One UDP payload received on `leg`, captured at `ts`. Packets
     /// captured before the start (the announcement) and RTCP are ignored;
     /// malformed ones are counted in the leg's quality.
-    pub fn on_rtp(&mut self, leg: Leg, ts: Timestamp, rtp: &[u8]) -> Option<RecorderEvent> {
+    pub fn on_rtp(&mut self, leg: Leg, ts: Timestamp, rtp: &[u8]) {
         if is_rtcp(rtp) {
             self.rtcp += 1;
-            return None;
+            return;
         }
         let pos = sample_index(self.start, ts);
         if pos < 0 {
-            return None;
+            return;
         }
         if pos > self.newest {
             // Play out before placing, so the window always has room.
@@ -174,21 +127,10 @@ impl CallRecorder {
             Err(e) => {
                 jb.quality.malformed += 1;
                 tracing::debug!(leg = ?leg, error = %e, "RTP packet skipped");
-                return None;
+                return;
             }
         };
-        match jb.push(ts, &pkt) {
-            Placed::Event {
-                ssrc,
-                rtp_ts,
-                payload,
-            } if leg == Leg::Subscriber => {
-                let ev = TelephoneEvent::parse(payload).ok()?;
-                let digit = self.dtmf.on_event(ts, ssrc, rtp_ts, &ev)?;
-                self.on_digit(digit.digit, digit.at)
-            }
-            _ => None,
-        }
+        jb.push(ts, &pkt);
     }
 
     /// First of two prefetch steps for a packet a few places ahead in the
@@ -228,17 +170,6 @@ impl CallRecorder {
         }
     }
 
-    fn on_digit(&mut self, d: char, at: Timestamp) -> Option<RecorderEvent> {
-        self.digits.push(d);
-        if !self.mixer.paused() && self.digits.ends_with(&self.pause_seq) {
-            return self.pause(at);
-        }
-        if self.mixer.paused() && self.digits.ends_with(&self.resume_seq) {
-            return self.resume(at);
-        }
-        None
-    }
-
     fn render(&mut self, upto: i64) {
         if self.error.is_some() {
             // Keep the window moving so memory stays bounded; the file is
@@ -264,7 +195,6 @@ impl CallRecorder {
     /// Starts muting both channels at `ts` (control interface or DTMF).
     pub fn pause(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
-        self.digits.clear();
         self.mixer
             .pause(pos)
             .then(|| RecorderEvent::Paused { at_ms: ms(pos) })
@@ -273,16 +203,9 @@ impl CallRecorder {
     /// Ends the pause at `ts`; a 200 ms beep marks the spot.
     pub fn resume(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
-        self.digits.clear();
         self.mixer
             .resume(pos)
             .then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
-    }
-
-    /// A digit signalled out of band (SIP INFO) by the subscriber: counts
-    /// towards pause/resume like an RFC 4733 digit.
-    pub fn on_signalled_digit(&mut self, d: char, at: Timestamp) -> Option<RecorderEvent> {
-        self.on_digit(d, at)
     }
 
     pub fn is_paused(&self) -> bool {
