@@ -483,8 +483,27 @@ impl Drop for Reap {
 
 const CHILD_ENV: &str = "CALLREC_TEST_INJECT_CHILD";
 
+/// UDP port the far side sends to while the child listens: its frames
+/// prove the child's capture on vA works.
+const FAR_PROBE_PORT: u16 = 40010;
+
+/// The UDP destination port of an Ethernet frame, if it carries UDP.
+fn udp_dst_port(frame: &[u8]) -> Option<u16> {
+    match etherparse::SlicedPacket::from_ethernet(frame)
+        .ok()?
+        .transport?
+    {
+        etherparse::TransportSlice::Udp(u) => Some(u.destination_port()),
+        _ => None,
+    }
+}
+
 /// Runs inside namespace A (started by `inject_between_namespaces`): plays
-/// guidance1 to both parties and injects the frames on the veth end.
+/// guidance1 to both parties and injects the frames on the veth end, with
+/// callrec's own live capture open on that same interface. The capture
+/// must not take the injected frames for media (the kernel shows a
+/// host's outgoing frames to every capture on the interface), yet must see
+/// what arrives from the far side.
 #[test]
 #[ignore = "helper: run by inject_between_namespaces inside a namespace"]
 fn inject_child() {
@@ -505,12 +524,34 @@ fn inject_child() {
     t[0].l2 = l2;
     t[1].l2 = l2;
     player.start(1, t0(), prompts.get(1).unwrap(), t).unwrap();
+    use callrec::capture::PacketSource;
+    let mut own = callrec::capture::LiveSource::open(dev, 65_535, true, 4 << 20).unwrap();
     let mut sink = InjectSink::open(dev).unwrap();
     for p in run_timeline(&mut player, t0()) {
         sink.send(&p).unwrap();
         // Gentle on the far side's capture buffer.
         std::thread::sleep(Duration::from_micros(200));
     }
+    let (mut injected_seen, mut probe_seen) = (0, false);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !probe_seen && Instant::now() < deadline {
+        let Some(p) = own.next_packet().unwrap() else {
+            continue;
+        };
+        match udp_dst_port(p.data) {
+            Some(40000 | 50000) => injected_seen += 1,
+            Some(FAR_PROBE_PORT) => probe_seen = true,
+            _ => {}
+        }
+    }
+    assert!(
+        probe_seen,
+        "the capture on {dev} saw nothing from the far side"
+    );
+    assert_eq!(
+        injected_seen, 0,
+        "the capture took this host's own injected frames"
+    );
 }
 
 #[test]
@@ -576,7 +617,7 @@ fn inject_between_namespaces() {
         "tcpdump did not start: {listening}"
     );
 
-    let child = Command::new("ip")
+    let mut child = Command::new("ip")
         .args(["netns", "exec", &na])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "inject_child", "--ignored", "--nocapture"])
@@ -584,8 +625,20 @@ fn inject_between_namespaces() {
             CHILD_ENV,
             format!("vA,{},{}", hex::encode(mac_a), hex::encode(mac_b)),
         )
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // The far side keeps sending a probe to A until the child is done.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &nb, "bash", "-c"])
+            .arg(format!("echo probe > /dev/udp/192.0.2.1/{FAR_PROBE_PORT}"))
+            .status();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let child = child.wait_with_output().unwrap();
     assert!(
         child.status.success(),
         "injecting child failed: {}{}",

@@ -49,6 +49,13 @@ impl LiveSource {
             .timeout(READ_TIMEOUT_MS)
             .open()
             .map_err(err)?;
+        // Only what arrives: a mirror port delivers every call as incoming
+        // frames, and what this host sends itself (announcements and
+        // beeps injected on this interface, which the kernel also shows
+        // every capture on it) must never be taken for a party's media.
+        if let Err(e) = cap.direction(pcap::Direction::In) {
+            tracing::warn!(interface, error = %e, "cannot ignore this host's own frames; injected announcements may be captured");
+        }
         let link = LinkType::from_dlt(cap.get_datalink().0);
         Ok(LiveSource {
             cap,
