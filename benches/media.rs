@@ -39,8 +39,6 @@ fn recorder(dir: &std::path::Path, format: AudioFormat, channels: Channels) -> C
         channels,
         start: START,
         telephone_event_pt: [Some(101), Some(101)],
-        pause_dtmf: Some("*1".into()),
-        resume_dtmf: Some("*2".into()),
     })
     .expect("create")
 }
