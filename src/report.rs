@@ -217,12 +217,12 @@ fn fmt_offset(secs: i32) -> String {
 /// The largest whole unit: 600s -> "10m", 1500ms -> "1500ms".
 pub fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
     for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= n && s % n == 0 {
+        if s >= n && s.is_multiple_of(n) {
             return format!("{}{unit}", s / n);
         }
     }
@@ -237,7 +237,7 @@ pub fn fmt_rate(bytes_per_sec: u64) -> String {
         ("Mbit", 1_000_000),
         ("kbit", 1000),
     ] {
-        if bits >= n && bits % n == 0 {
+        if bits >= n && bits.is_multiple_of(n) {
             return format!("{}{unit}/s", bits / n);
         }
     }
@@ -257,7 +257,7 @@ pub fn fmt_bytes(b: u64) -> String {
         ("kB", 1000),
         ("KiB", 1 << 10),
     ] {
-        if b >= n && b % n == 0 {
+        if b >= n && b.is_multiple_of(n) {
             return format!("{}{unit}", b / n);
         }
     }
@@ -419,10 +419,11 @@ pub fn select_calls(spool: &Path, q: &CallsQuery) -> Result<Vec<Map<String, Valu
         {
             continue;
         }
-        if let Some(n) = &number {
-            if s("caller") != Some(n.as_str()) && s("callee") != Some(n.as_str()) {
-                continue;
-            }
+        if let Some(n) = &number
+            && s("caller") != Some(n.as_str())
+            && s("callee") != Some(n.as_str())
+        {
+            continue;
         }
         if since.is_some() || until.is_some() {
             let Some(at) = s("invite_at").and_then(parse_rfc3339) else {

@@ -188,9 +188,13 @@ fn write_capture(path: &Path, call: &CallSpec, flood: bool) -> Sent {
             w.write(next, &udp_frame(call.a_rtp, call.b_rtp, &rtp))
                 .unwrap();
             sent.rtp_to_subscriber_leg += 1;
-            if n % 4 == 0 {
+            if n.is_multiple_of(4) {
                 // The same from a third address: dropped at the latch.
-                let to = if n % 8 == 0 { call.a_rtp } else { call.b_rtp };
+                let to = if n.is_multiple_of(8) {
+                    call.a_rtp
+                } else {
+                    call.b_rtp
+                };
                 w.write(next, &udp_frame(rogue, to, &rtp)).unwrap();
                 sent.foreign += 1;
             }

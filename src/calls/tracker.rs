@@ -575,11 +575,10 @@ impl Tracker {
             200..=299 => {
                 d.state = State::Confirmed;
                 d.b_tag = to_tag.clone();
-                if msg.sdp().is_none() {
-                    if let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
-                    {
-                        d.b_media = Some(ep.clone());
-                    }
+                if msg.sdp().is_none()
+                    && let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
+                {
+                    d.b_media = Some(ep.clone());
                 }
                 d.early.clear();
                 d.remote_identity = asserted_identity(msg);
@@ -654,18 +653,18 @@ impl Tracker {
             "INVITE" | "UPDATE" if d.state == State::Confirmed && d.verdict.record => {
                 // A new asserted identity for the connected party means the
                 // call now reaches someone else: a transfer.
-                if sender != d.subscriber_side() {
-                    if let Some(id) = asserted_identity(msg) {
-                        if d.remote_identity.as_ref().is_some_and(|old| *old != id) {
-                            d.segments += 1;
-                            out.push(CallEvent::NewSegment {
-                                key: d.key,
-                                at,
-                                cause: "identity-change",
-                            });
-                        }
-                        d.remote_identity = Some(id);
+                if sender != d.subscriber_side()
+                    && let Some(id) = asserted_identity(msg)
+                {
+                    if d.remote_identity.as_ref().is_some_and(|old| *old != id) {
+                        d.segments += 1;
+                        out.push(CallEvent::NewSegment {
+                            key: d.key,
+                            at,
+                            cause: "identity-change",
+                        });
                     }
+                    d.remote_identity = Some(id);
                 }
             }
             "INFO"

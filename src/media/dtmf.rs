@@ -85,10 +85,11 @@ impl DtmfDetector {
         // An event older than the newest one of this SSRC is a straggler of
         // a keypress whose key slot was already recycled: ignore it.
         let newest = self.recent[(self.next + self.recent.len() - 1) % self.recent.len()];
-        if let Some((s, t)) = newest {
-            if s == ssrc && (rtp_ts.wrapping_sub(t) as i32) < 0 {
-                return None;
-            }
+        if let Some((s, t)) = newest
+            && s == ssrc
+            && (rtp_ts.wrapping_sub(t) as i32) < 0
+        {
+            return None;
         }
         let digit = ev.digit()?;
         self.recent[self.next] = Some(key);

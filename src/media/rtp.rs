@@ -45,10 +45,10 @@ impl<'a> RtpPacket<'a> {
         if data.len() < FIXED_HEADER {
             // A version check first would be nicer, but a 1-byte packet has
             // no trustworthy version either: call it truncated.
-            if let Some(&b0) = data.first() {
-                if b0 >> 6 != 2 {
-                    return Err(RtpError::Version(b0 >> 6));
-                }
+            if let Some(&b0) = data.first()
+                && b0 >> 6 != 2
+            {
+                return Err(RtpError::Version(b0 >> 6));
             }
             return Err(RtpError::Truncated { len: data.len() });
         }
