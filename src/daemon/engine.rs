@@ -564,8 +564,8 @@ impl Engine {
                 c.pause
                     .set_event_pt(telephone_event_pt(&legs, Leg::Subscriber));
                 c.legs = legs.clone();
+                let shard = c.shard;
                 self.install_routes(key, &legs);
-                let shard = self.calls[&key].shard;
                 self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
             }
             CallEvent::NewSegment { key, at, cause } => {

@@ -53,7 +53,7 @@ pub fn sample_index(start: Timestamp, t: Timestamp) -> i64 {
 
 /// What became of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Placed<'a> {
+pub enum Placed {
     /// Decoded into the timeline at `pos` (`samples` long).
     Audio {
         pos: i64,
@@ -61,12 +61,9 @@ pub enum Placed<'a> {
     },
     /// Comfort noise or an empty payload: silence.
     Silence,
-    /// RFC 4733 event: not audio; hand it to the DTMF detector.
-    Event {
-        ssrc: u32,
-        rtp_ts: u32,
-        payload: &'a [u8],
-    },
+    /// RFC 4733 event: taken out of the audio. (Keys are read on the
+    /// capture thread: see [`crate::media::pause`].)
+    Event,
     Duplicate,
     /// Its place in the timeline was already played out.
     Late,
@@ -158,7 +155,7 @@ impl JitterBuffer {
     }
 
     /// Places one packet captured at `now`.
-    pub fn push<'a>(&mut self, now: Timestamp, pkt: &RtpPacket<'a>) -> Placed<'a> {
+    pub fn push(&mut self, now: Timestamp, pkt: &RtpPacket<'_>) -> Placed {
         let cap_pos = sample_index(self.start, now);
         if cap_pos < 0 {
             return Placed::BeforeStart;
@@ -190,11 +187,7 @@ impl JitterBuffer {
                     };
                     self.silence(pos, end);
                 }
-                Placed::Event {
-                    ssrc: pkt.ssrc,
-                    rtp_ts: pkt.ts,
-                    payload: pkt.payload,
-                }
+                Placed::Event
             }
             None => {
                 self.quality.unknown_pt += 1;
@@ -205,11 +198,7 @@ impl JitterBuffer {
 
     /// Sequence and timestamp bookkeeping: the packet's timeline position
     /// and whether it is the newest of its stream so far.
-    fn sequence<'a>(
-        &mut self,
-        cap_pos: i64,
-        pkt: &RtpPacket<'a>,
-    ) -> Result<(i64, bool), Placed<'a>> {
+    fn sequence(&mut self, cap_pos: i64, pkt: &RtpPacket<'_>) -> Result<(i64, bool), Placed> {
         let restart = match &self.stream {
             None => true,
             Some(s) if s.ssrc != pkt.ssrc => true,
@@ -287,7 +276,7 @@ impl JitterBuffer {
         Ok((s.anchor_pos + (ts - s.anchor_ts), false))
     }
 
-    fn audio<'a>(&mut self, pos: i64, payload: &[u8], table: &[i16; 256]) -> Placed<'a> {
+    fn audio(&mut self, pos: i64, payload: &[u8], table: &[i16; 256]) -> Placed {
         let n = payload.len();
         if n == 0 {
             return Placed::Silence;
