@@ -191,7 +191,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Run { config } => {
             let cfg = load_config(&config)?;
-            callrec::daemon::run::run(cfg)?;
+            callrec::daemon::run::run(cfg, &config)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Replay {

@@ -1,35 +1,119 @@
 //! Live capture from a network interface through libpcap.
 //!
-//! Opened in immediate mode (frames are handed over as they arrive, not
-//! when the kernel buffer fills) with a short read timeout, so the reading
-//! thread wakes regularly to check for shutdown even on a silent link.
+//! The handle is opened in immediate mode (frames are handed over as they
+//! arrive; TPACKET_V3's block timeout would delay a 200 OK, and with it the
+//! announcement, by up to the timeout) and **non-blocking**: libpcap's read
+//! timeout does not guarantee that a read returns on a silent link, so the
+//! caller waits itself, in [`LiveSource::wait`], on the capture descriptor
+//! and a [`Waker`] at once. A capture thread therefore wakes for frames,
+//! for a signal or a control request (someone calls [`Waker::wake`]) and
+//! for its own timers, whatever the wire does.
+//!
+//! A kernel filter (`inbound`) keeps this host's own outgoing frames out of
+//! the ring: they are not ours to record (announcements and beeps injected
+//! on the interface must never be taken for a party's media), and on the
+//! loopback, where each frame shows up once outgoing and once incoming,
+//! they would fill the ring and double the drop counter.
 
 use super::{CaptureError, LinkType, Packet, PacketSource};
-
-/// Read timeout: how long `next_packet` may wait before returning `Ok(None)`.
-pub const READ_TIMEOUT_MS: i32 = 100;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// Kernel and libpcap counters for a live interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveStats {
+    /// Frames that passed the kernel filter (`ps_recv`).
     pub received: u64,
-    /// Dropped because the ring buffer was full (we read too slowly).
+    /// Frames lost on arrival because the ring was full (we read too slowly).
     pub dropped: u64,
     /// Dropped by the interface or its driver.
     pub if_dropped: u64,
+    /// Frames longer than the snap length, cut short (counted by us).
+    pub truncated: u64,
+}
+
+/// Wakes a thread waiting in [`LiveSource::wait`] (an eventfd): cheap to
+/// call from any thread, and a wake that comes before the wait is not lost.
+#[derive(Debug)]
+pub struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub fn new() -> std::io::Result<Waker> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor that nothing else owns.
+        Ok(Waker {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Makes the next (or current) wait return at once.
+    pub fn wake(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our own eventfd. A full
+        // counter (EAGAIN) still leaves it readable, which is all we need.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    /// Clears pending wakes.
+    fn drain(&self) {
+        let mut n: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+
+    /// Waits until the waker is woken or `timeout` passes; for threads
+    /// that have no capture to wait on (an interface being reopened).
+    pub fn sleep(&self, timeout: Duration) {
+        poll_fds(&[self.fd.as_raw_fd()], timeout);
+        self.drain();
+    }
+
+    fn raw(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// Waits for any of `fds` to be readable; returns which were.
+fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: p is a live array of p.len() pollfd structs.
+    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    if n <= 0 {
+        return vec![false; fds.len()];
+    }
+    p.iter().map(|x| x.revents != 0).collect()
 }
 
 /// Frames from one interface. Unlike a file, `Ok(None)` from
-/// [`PacketSource::next_packet`] means "nothing within the read timeout":
-/// call again.
+/// [`PacketSource::next_packet`] means "nothing to read now": call
+/// [`LiveSource::wait`], then again.
 pub struct LiveSource {
     cap: pcap::Capture<pcap::Active>,
     name: String,
     link: LinkType,
     index: u64,
+    truncated: u64,
 }
 
 impl LiveSource {
+    /// Opens `interface`. `snaplen` bytes are kept of each frame (2,048 by
+    /// default: a 1,500-byte MTU with VLAN tags and tunnel headers; a
+    /// bigger snap length makes every slot of the kernel ring bigger and
+    /// the ring hold fewer frames); `buffer_bytes` is the kernel ring.
     pub fn open(
         interface: &str,
         snaplen: u32,
@@ -40,19 +124,21 @@ impl LiveSource {
             source_name: interface.to_string(),
             reason: e.to_string(),
         };
-        let cap = pcap::Capture::from_device(interface)
+        let mut cap = pcap::Capture::from_device(interface)
             .map_err(err)?
             .snaplen(snaplen.min(i32::MAX as u32) as i32)
             .promisc(promisc)
             .buffer_size(buffer_bytes.min(i32::MAX as u32) as i32)
             .immediate_mode(true)
-            .timeout(READ_TIMEOUT_MS)
             .open()
+            .map_err(err)?
+            .setnonblock()
             .map_err(err)?;
-        // Only what arrives: a mirror port delivers every call as incoming
-        // frames, and what this host sends itself (announcements and
-        // beeps injected on this interface, which the kernel also shows
-        // every capture on it) must never be taken for a party's media.
+        // Only what arrives: in the kernel where it can be (frames this host
+        // sends never take ring space), else in libpcap.
+        if let Err(e) = cap.filter("inbound", true) {
+            tracing::debug!(interface, error = %e, "no kernel inbound filter; filtering in libpcap");
+        }
         if let Err(e) = cap.direction(pcap::Direction::In) {
             tracing::warn!(interface, error = %e, "cannot ignore this host's own frames; injected announcements may be captured");
         }
@@ -62,6 +148,7 @@ impl LiveSource {
             name: interface.to_string(),
             link,
             index: 0,
+            truncated: 0,
         })
     }
 
@@ -69,8 +156,17 @@ impl LiveSource {
         self.link
     }
 
-    /// libpcap's counters; the `dropped` figure is what the metrics report
-    /// as frames lost before we saw them.
+    /// Waits up to `timeout` for a frame or a wake of `waker`, whichever
+    /// comes first. Returns at once when either is already pending.
+    pub fn wait(&self, waker: &Waker, timeout: Duration) {
+        let r = poll_fds(&[self.cap.as_raw_fd(), waker.raw()], timeout);
+        if r.get(1).copied().unwrap_or(false) {
+            waker.drain();
+        }
+    }
+
+    /// libpcap's counters; `dropped` is what the metrics report as frames
+    /// lost on arrival.
     pub fn stats(&mut self) -> Result<LiveStats, CaptureError> {
         let s = self.cap.stats().map_err(|e| CaptureError::Open {
             source_name: self.name.clone(),
@@ -80,6 +176,7 @@ impl LiveSource {
             received: s.received as u64,
             dropped: s.dropped as u64,
             if_dropped: s.if_dropped as u64,
+            truncated: self.truncated,
         })
     }
 }
@@ -90,9 +187,15 @@ impl PacketSource for LiveSource {
         match cap.next_packet() {
             Ok(p) => {
                 *index += 1;
+                if p.header.caplen < p.header.len {
+                    self.truncated += 1;
+                    if self.truncated == 1 {
+                        tracing::warn!(interface = %self.name, frame_bytes = p.header.len, kept_bytes = p.header.caplen, "a frame was longer than capture.snaplen and was cut (GRO/LRO on the capture interface makes frames bigger than the MTU: turn it off with ethtool -K IFACE gro off lro off)");
+                    }
+                }
                 Ok(Some(super::from_pcap(p, *index, self.link)))
             }
-            Err(pcap::Error::TimeoutExpired) => Ok(None),
+            Err(pcap::Error::TimeoutExpired | pcap::Error::NoMorePackets) => Ok(None),
             Err(e) => Err(CaptureError::Corrupt {
                 source_name: self.name.clone(),
                 after_packet: *index,

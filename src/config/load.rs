@@ -104,6 +104,7 @@ struct RawCapture {
     snaplen: S<i64>,
     promiscuous: S<bool>,
     buffer_bytes: S<IntOrStr>,
+    retry_for: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -638,7 +639,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let capture = Capture {
         interfaces,
         sip_ports,
-        snaplen: cx.int("capture.snaplen", &rc.snaplen, 65535, 64..=262_144)? as u32,
+        snaplen: cx.int("capture.snaplen", &rc.snaplen, 2048, 64..=262_144)? as u32,
         promiscuous: rc
             .promiscuous
             .as_ref()
@@ -651,6 +652,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 "must be below 4GiB",
             )
         })?,
+        retry_for: cx.duration("capture.retry_for", &rc.retry_for, Duration::from_secs(300))?,
     };
 
     // [recording]

@@ -42,6 +42,10 @@ pub struct Capture {
     pub promiscuous: bool,
     /// libpcap ring buffer per interface, bytes.
     pub buffer_bytes: u32,
+    /// How long an interface that went away or failed is reopened (with
+    /// backoff, an alarm at each failure) before the daemon gives up and
+    /// exits 1, so that systemd's `Restart=on-failure` takes over.
+    pub retry_for: std::time::Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -154,8 +154,10 @@ pub struct Engine {
     by_dst: HashMap<SocketAddr, Route>,
     by_src: HashMap<SocketAddr, Route>,
     calls: HashMap<CallKey, ActiveCall>,
-    /// Recorded calls decided but not yet answered: setup kept until answer.
-    pending: HashMap<CallKey, crate::calls::policy::Verdict>,
+    /// Recorded calls decided but not yet answered: the verdict and the
+    /// contract as configured at the decision (a reload before the answer
+    /// does not change how the call is recorded).
+    pending: HashMap<CallKey, (crate::calls::policy::Verdict, crate::config::Contract)>,
     short_ids: HashMap<CallKey, String>,
     call_ids: HashMap<CallKey, String>,
     shards: ShardPool<MediaCtl>,
@@ -232,6 +234,17 @@ impl Engine {
     }
     pub fn first_ts(&self) -> Option<Timestamp> {
         self.first_ts
+    }
+
+    /// A reloaded configuration (SIGHUP): calls that start from now on
+    /// follow it; calls already decided keep the contract they were
+    /// decided under, down to their last segment.
+    pub fn reload(&mut self, cfg: Arc<Config>) {
+        self.tracker.reload(&cfg);
+        self.spool_guard.warn = cfg.recording.spool_warn_bytes;
+        self.spool_guard.max = cfg.recording.spool_max_bytes;
+        self.spool_guard.next_check = Timestamp::ZERO;
+        self.cfg = cfg;
     }
 
     /// Live capture with nothing to read: time still passes (timeouts,
@@ -483,10 +496,11 @@ impl Engine {
                 verdict,
             } => {
                 self.stats.calls += 1;
-                if verdict.record {
+                let contract = verdict.contract.and_then(|i| self.cfg.contracts.get(i));
+                if let (true, Some(contract)) = (verdict.record, contract) {
                     self.short_ids.insert(key, short_id);
                     self.call_ids.insert(key, call_id);
-                    self.pending.insert(key, verdict);
+                    self.pending.insert(key, (verdict, contract.clone()));
                 }
             }
             CallEvent::Answered {
@@ -495,14 +509,7 @@ impl Engine {
                 at,
                 legs,
             } => {
-                let Some(verdict) = self.pending.remove(&key) else {
-                    return;
-                };
-                let Some(contract) = verdict
-                    .contract
-                    .and_then(|i| self.cfg.contracts.get(i))
-                    .cloned()
-                else {
+                let Some((verdict, contract)) = self.pending.remove(&key) else {
                     return;
                 };
                 let shard = (key as usize) % self.shards.len();

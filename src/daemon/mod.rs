@@ -1,5 +1,6 @@
 //! Wiring: threads, the capture loop, the control socket, metrics, systemd.
 
+pub mod capture_thread;
 pub mod control;
 pub mod engine;
 pub mod finisher;
@@ -13,7 +14,21 @@ pub mod systemd;
 
 use crate::config::Config;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
+
+/// The last alarm raised in this process, for systemd's `STATUS=` line.
+static LAST_ALARM: Mutex<Option<String>> = Mutex::new(None);
+
+/// Records `what` as the last alarm (the caller logs it at error level).
+pub fn raise_alarm(what: String) {
+    *LAST_ALARM.lock().unwrap_or_else(|e| e.into_inner()) = Some(what);
+}
+
+/// The last alarm raised, if any.
+pub fn last_alarm() -> Option<String> {
+    LAST_ALARM.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
 
 /// `replay --deliver`: pushes what the replay recorded and waits until the
 /// queues are empty or `timeout` passes. Returns (all delivered, report).

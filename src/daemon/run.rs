@@ -5,26 +5,33 @@
 //! quarantined), recordings a crash left half-written in `tmp/` are
 //! repaired and queued, the delivery workers start (so the backlog drains
 //! while we capture), and only then is each interface opened, with one
-//! capture thread per interface owning its engine (decode, SIP, calls,
-//! routes, announcer) and its shard workers, exactly as `replay` does with
-//! a file. A live capture never blocks: a full shard ring drops the packet
-//! and counts it. When no frame arrives within libpcap's read timeout the
-//! engine is ticked with the wall clock, so timeouts and announcements go
-//! on over a silent link.
+//! capture thread per interface ([`crate::daemon::capture_thread`])
+//! owning its engine (decode, SIP, calls, routes, announcer) and its shard
+//! workers, exactly as `replay` does with a file. A live capture never
+//! blocks: a full shard ring drops the packet and counts it.
 //!
-//! Signals: SIGTERM or SIGINT stop the capture; every open call is ended
-//! with reason `shutdown` and its recording published before the process
-//! exits. systemd: `READY=1` once capturing, `WATCHDOG=1` at half the
-//! watchdog period while the capture threads are alive, `STOPPING=1`.
-//! Status goes to the control socket (`callrec status`) and, when
-//! `daemon.metrics_listen` is set, to a Prometheus text endpoint.
+//! Signals: SIGTERM or SIGINT stop the capture within one
+//! [`TICK`](crate::daemon::capture_thread::TICK) even on a silent link;
+//! every open call is ended with reason `shutdown` and its recording
+//! published before the process exits. SIGHUP re-reads the configuration
+//! file: a valid one applies to calls that start afterwards (calls in
+//! progress keep the contract they started with), an invalid one is
+//! refused with the same error as `check-config` and the old one stays.
+//!
+//! systemd: `READY=1` once capturing, `RELOADING=1` around a reload,
+//! `WATCHDOG=1` at half the watchdog period only while every capture
+//! thread turns its loop and every delivery worker makes progress,
+//! `STATUS=` with active calls, queues and the last alarm, `STOPPING=1`.
+//! An interface that cannot be captured for `capture.retry_for` makes the
+//! process exit 1, so `Restart=on-failure` restarts it.
 //!
 //! Calls whose signalling and media cross different interfaces are not
 //! matched: each interface's engine sees only its own traffic.
 
 use crate::announce::announcer::Announcer;
-use crate::capture::{CaptureError, LiveSource, PacketSource};
+use crate::capture::{CaptureError, LiveSource, Waker};
 use crate::config::Config;
+use crate::daemon::capture_thread::{CaptureThread, ControlReq, Links, LiveClock};
 use crate::daemon::engine::{ActiveSummary, Engine};
 use crate::daemon::media::MediaWorker;
 use crate::daemon::replay::shard_count;
@@ -32,10 +39,11 @@ use crate::daemon::shard::ShardPool;
 use crate::daemon::systemd::Notifier;
 use crate::delivery::spool::{Spool, SpoolUsage};
 use crate::delivery::worker::{DestStatus, SystemClock, Workers};
-use crate::time::Timestamp;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +59,9 @@ pub enum RunError {
     },
     #[error("announcements: {0}")]
     Announce(#[from] crate::announce::announcer::AnnouncerError),
+    /// A capture thread gave up (its interface stayed unusable).
+    #[error("{0}")]
+    CaptureLost(String),
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
@@ -61,23 +72,15 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RunError {
 /// Ring slots per shard in live capture: about 0.3 s of 100,000 packets/s.
 const LIVE_RING: usize = 32_768;
 
-/// A control socket request for a capture thread: the calls belong to the
-/// engine on that thread, so the question goes to it and the answer back.
-enum ControlReq {
-    Calls(mpsc::Sender<Vec<ActiveSummary>>),
-    Pause {
-        call: String,
-        paused: bool,
-        reply: mpsc::Sender<Option<String>>,
-    },
-}
-
-/// Packets between two looks at the control requests on a busy link (an
-/// idle one looks at every read timeout): a `pause` takes effect within
-/// microseconds, before the digits it is meant to hide.
-const CONTROL_EVERY: u64 = 64;
-/// How long the control socket waits for a capture thread's answer.
+/// How long the control socket waits for a capture thread's answer (a
+/// capture thread wakes for it at once; this bounds a wedged one).
 const CONTROL_WAIT: Duration = Duration::from_secs(2);
+/// A capture thread that has not turned its loop for this long is stuck
+/// (it turns at least every tick): the watchdog goes unfed.
+const CAPTURE_STALL: Duration = Duration::from_secs(5);
+/// A delivery worker silent this long is stuck: every SSH operation has a
+/// shorter timeout, so a healthy one always comes back to its loop.
+const DELIVERY_STALL: Duration = Duration::from_secs(300);
 
 /// What one capture thread last reported (once a second).
 #[derive(Clone, Debug, Default)]
@@ -96,16 +99,35 @@ pub struct CaptureStatus {
     pub if_dropped: u64,
     /// RTP the shard rings had no room for.
     pub ring_dropped: u64,
+    /// Frames cut at the snap length.
+    pub truncated: u64,
     pub error: Option<String>,
 }
 
-type Shared = Arc<Mutex<Vec<CaptureStatus>>>;
+pub type Shared = Arc<Mutex<Vec<CaptureStatus>>>;
 
-pub fn run(cfg: Config) -> Result<(), RunError> {
+/// A capture thread as the rest of the daemon reaches it.
+struct CaptureLink {
+    interface: String,
+    control: mpsc::Sender<ControlReq>,
+    waker: Arc<Waker>,
+    heartbeat: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+/// What the signal thread sets for the main loop.
+#[derive(Default)]
+struct Signals {
+    stop: Arc<AtomicBool>,
+    reload: AtomicBool,
+}
+
+/// Runs the daemon with `cfg`, read from `path` (re-read on SIGHUP).
+pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let notifier = Notifier::from_env();
-    let stop = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone()).map_err(io("signal handling"))?;
-    let cfg = Arc::new(cfg);
+    let signals = Arc::new(Signals::default());
+    watch_signals(signals.clone()).map_err(io("signal handling"))?;
+    let mut cfg = Arc::new(cfg);
     if cfg.capture.interfaces.is_empty() {
         return Err(RunError::NoInterface);
     }
@@ -125,27 +147,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
         );
     }
     let usage = SpoolUsage::measure(&spool).map_err(io("spool size"))?;
-    let workers = Workers::start(
-        &cfg,
-        &spool.clone().with_usage(usage.clone()),
-        Arc::new(SystemClock),
-    )
-    .map_err(io("delivery workers"))?;
-    let dests: Vec<Arc<DestStatus>> = workers.statuses().to_vec();
-
-    // Open every interface before starting anything on it: a wrong name
-    // fails the start with the interface named.
-    let mut sources = Vec::new();
-    for name in &cfg.capture.interfaces {
-        sources.push(LiveSource::open(
-            name,
-            cfg.capture.snaplen,
-            cfg.capture.promiscuous,
-            cfg.capture.buffer_bytes,
-        )?);
-    }
-    let n_if = sources.len();
-    let per_if = (shard_count(&cfg, None) / n_if).max(1);
+    let spool = spool.with_usage(usage.clone());
+    let mut workers =
+        Workers::start(&cfg, &spool, Arc::new(SystemClock)).map_err(io("delivery workers"))?;
     let shared: Shared = Arc::new(Mutex::new(
         cfg.capture
             .interfaces
@@ -157,38 +161,19 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             })
             .collect(),
     ));
-    let mut threads = Vec::new();
-    let mut control_txs = Vec::new();
-    for (i, src) in sources.into_iter().enumerate() {
-        let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
-            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
-        })
-        .map_err(io("shard workers"))?;
-        let pcap_name = if n_if == 1 {
-            "announcements.pcap".to_owned()
-        } else {
-            format!("announcements-{}.pcap", src.name())
-        };
-        let announcer = Announcer::from_config(&cfg, &spool_dir.join(pcap_name))?;
-        let engine = Engine::new(cfg.clone(), &spool_dir, pool, announcer, usage.clone())
-            .map_err(io("call history"))?;
-        let (stop, shared) = (stop.clone(), shared.clone());
-        let (ctl_tx, ctl_rx) = mpsc::channel();
-        control_txs.push(ctl_tx);
-        let t = std::thread::Builder::new()
-            .name(format!("callrec-cap{i}"))
-            .spawn(move || capture_loop(i, src, engine, &stop, &shared, &ctl_rx))
-            .map_err(io("capture thread"))?;
-        threads.push(t);
-    }
-
+    let clock = LiveClock::start();
+    let mut links = start_capture(&cfg, &spool_dir, &usage, &shared, &signals.stop, clock)?;
     let control = {
-        let (shared, dests) = (shared.clone(), dests.clone());
+        let (shared, dests) = (shared.clone(), workers.statuses().to_vec());
         let offset = cfg.general.utc_offset_secs;
-        let txs = Mutex::new(control_txs);
+        let reach: Vec<(mpsc::Sender<ControlReq>, Arc<Waker>)> = links
+            .iter()
+            .map(|l| (l.control.clone(), l.waker.clone()))
+            .collect();
+        let reach = Mutex::new(reach);
         crate::daemon::control::serve(&cfg.daemon.control_socket, move |cmd| {
-            let txs = txs.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            answer(cmd, &shared, &dests, &txs, offset)
+            let reach = reach.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            answer(cmd, &shared, &dests, &reach, offset)
         })
         .map_err(io(format!(
             "control socket {}",
@@ -197,186 +182,321 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     };
     drop(control);
     if let Some(addr) = cfg.daemon.metrics_listen {
-        let (shared, dests) = (shared.clone(), dests.clone());
+        let (shared, dests) = (shared.clone(), workers.statuses().to_vec());
         serve_metrics(addr, shared, dests).map_err(io(format!("metrics on {addr}")))?;
     }
     tracing::info!(
         interfaces = %cfg.capture.interfaces.join(","),
-        shards = per_if * n_if,
         "capturing"
     );
     notifier.notify(&format!(
         "READY=1\nSTATUS=capturing on {}",
         cfg.capture.interfaces.join(",")
     ));
-    let watchdog = Notifier::watchdog_interval();
-    let mut last_dog = Instant::now();
-    while !stop.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
-        let alive = threads.iter().any(|t| !t.is_finished());
-        if !alive {
-            tracing::error!("every capture thread has stopped; shutting down");
-            break;
-        }
-        if let Some(every) = watchdog {
-            // Only while capture is alive: a wedged daemon gets restarted.
-            if last_dog.elapsed() >= every {
-                notifier.notify("WATCHDOG=1");
-                last_dog = Instant::now();
-            }
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
+    let failed = supervise(
+        &notifier,
+        &signals,
+        &mut links,
+        &mut workers,
+        &mut cfg,
+        path,
+        &spool,
+        &shared,
+        clock,
+    );
+    signals.stop.store(true, Ordering::Relaxed);
     notifier.notify("STOPPING=1");
     tracing::info!("stopping: ending open calls and publishing their recordings");
-    for t in threads {
-        let _ = t.join();
+    let mut failures: Vec<String> = failed.into_iter().collect();
+    for l in &mut links {
+        l.waker.wake();
+        if let Some(Err(e)) = l.thread.take().and_then(|t| t.join().ok()) {
+            failures.push(e);
+        }
     }
     workers.stop();
     let _ = std::fs::remove_file(&cfg.daemon.control_socket);
     tracing::info!("stopped");
-    Ok(())
-}
-
-/// One interface: frames to the engine until told to stop.
-fn capture_loop(
-    i: usize,
-    mut src: LiveSource,
-    mut engine: Engine,
-    stop: &AtomicBool,
-    shared: &Shared,
-    control: &mpsc::Receiver<ControlReq>,
-) {
-    let mut last_report = Instant::now();
-    let mut error = None;
-    let mut packets = 0u64;
-    while !stop.load(Ordering::Relaxed) {
-        match src.next_packet() {
-            Ok(Some(pkt)) => {
-                engine.on_packet(&pkt);
-                packets += 1;
-                if packets.is_multiple_of(CONTROL_EVERY) {
-                    serve_control(&mut engine, control);
-                }
-            }
-            Ok(None) => {
-                engine.on_idle(wall_now());
-                serve_control(&mut engine, control);
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "capture failed");
-                error = Some(e.to_string());
-                break;
-            }
-        }
-        if last_report.elapsed() >= Duration::from_secs(1) {
-            last_report = Instant::now();
-            // A busy link never times out: keep the clock moving anyway.
-            engine.on_idle(wall_now());
-            report(i, &mut src, &engine, shared, true, None);
-        }
-    }
-    report(i, &mut src, &engine, shared, false, error);
-    let stats = engine.finish("shutdown");
-    tracing::info!(
-        interface = %src.name(),
-        packets = stats.packets,
-        recorded = stats.recorded,
-        "capture stopped"
-    );
-}
-
-/// Answers what the control socket asked this capture thread.
-fn serve_control(engine: &mut Engine, control: &mpsc::Receiver<ControlReq>) {
-    while let Ok(req) = control.try_recv() {
-        match req {
-            ControlReq::Calls(reply) => {
-                let _ = reply.send(engine.active_calls());
-            }
-            ControlReq::Pause {
-                call,
-                paused,
-                reply,
-            } => {
-                let _ = reply.send(engine.set_paused(&call, paused));
-            }
-        }
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(RunError::CaptureLost(failures.join("; "))),
     }
 }
 
-fn wall_now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_micros() as i64)
-}
-
-fn report(
-    i: usize,
-    src: &mut LiveSource,
-    engine: &Engine,
+/// Opens every interface (a wrong name fails the start, naming it), then
+/// starts one capture thread per interface with its engine and shards.
+fn start_capture(
+    cfg: &Arc<Config>,
+    spool_dir: &Path,
+    usage: &SpoolUsage,
     shared: &Shared,
-    running: bool,
-    error: Option<String>,
-) {
-    let st = engine.stats();
-    let pcap = src.stats().unwrap_or_default();
-    let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = all.get_mut(i) {
-        *s = CaptureStatus {
-            interface: s.interface.clone(),
-            running,
-            packets: st.packets,
-            sip_messages: st.sip_messages,
-            rtp_routed: st.rtp_routed,
-            rtp_foreign: st.rtp_foreign,
-            calls: st.calls,
-            recorded: st.recorded,
-            active_recorded: engine.active_recorded() as u64,
-            pcap_dropped: pcap.dropped,
-            if_dropped: pcap.if_dropped,
-            ring_dropped: engine.ring_drops(),
-            error: error.or(s.error.take()),
+    stop: &Arc<AtomicBool>,
+    clock: LiveClock,
+) -> Result<Vec<CaptureLink>, RunError> {
+    let c = &cfg.capture;
+    let mut sources = Vec::new();
+    for name in &c.interfaces {
+        sources.push(LiveSource::open(
+            name,
+            c.snaplen,
+            c.promiscuous,
+            c.buffer_bytes,
+        )?);
+    }
+    let n_if = sources.len();
+    let per_if = (shard_count(cfg, None) / n_if).max(1);
+    let mut links = Vec::new();
+    for (i, src) in sources.into_iter().enumerate() {
+        let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
+            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
+        })
+        .map_err(io("shard workers"))?;
+        let interface = c.interfaces[i].clone();
+        let pcap_name = if n_if == 1 {
+            "announcements.pcap".to_owned()
+        } else {
+            format!("announcements-{interface}.pcap")
         };
+        let announcer = Announcer::from_config(cfg, &spool_dir.join(pcap_name))?;
+        let engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
+            .map_err(io("call history"))?;
+        let (tx, rx) = mpsc::channel();
+        let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
+        let heartbeat = Arc::new(AtomicU64::new(clock.millis()));
+        let thread = CaptureThread {
+            index: i,
+            interface: interface.clone(),
+            cfg: cfg.clone(),
+            engine,
+            links: Links {
+                stop: stop.clone(),
+                shared: shared.clone(),
+                waker: waker.clone(),
+                control: rx,
+                heartbeat: heartbeat.clone(),
+                clock,
+            },
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("callrec-cap{i}"))
+            .spawn(move || thread.run(src))
+            .map_err(io("capture thread"))?;
+        links.push(CaptureLink {
+            interface,
+            control: tx,
+            waker,
+            heartbeat,
+            thread: Some(t),
+        });
     }
+    Ok(links)
 }
 
-/// SIGTERM and SIGINT set `stop`. A small tokio runtime on its own thread
-/// waits for them: tokio runs what waits, never the packet path.
-fn watch_signals(stop: Arc<AtomicBool>) -> std::io::Result<()> {
+/// The main thread's loop: signals, reloads, the watchdog and `STATUS=`.
+/// Returns the reason when a capture thread gave up.
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    notifier: &Notifier,
+    signals: &Signals,
+    links: &mut [CaptureLink],
+    workers: &mut Workers,
+    cfg: &mut Arc<Config>,
+    path: &Path,
+    spool: &Spool,
+    shared: &Shared,
+    clock: LiveClock,
+) -> Option<String> {
+    let watchdog = Notifier::watchdog_interval();
+    let mut last_dog = Instant::now();
+    let mut last_status = String::new();
+    while !signals.stop.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if signals.reload.swap(false, Ordering::Relaxed) {
+            reload(notifier, path, cfg, links, workers, spool);
+        }
+        for l in links.iter_mut() {
+            if l.thread.as_ref().is_some_and(|t| t.is_finished()) {
+                let why = match l.thread.take().map(|t| t.join()) {
+                    // Told to stop (a signal since our last look).
+                    Some(Ok(Ok(()))) if signals.stop.load(Ordering::Relaxed) => return None,
+                    Some(Ok(Err(e))) => e,
+                    _ => format!("capture thread for {} ended", l.interface),
+                };
+                tracing::error!(alarm = true, "{why}; shutting down (exit 1)");
+                return Some(why);
+            }
+        }
+        let healthy = stalled(links, workers, clock).is_none();
+        if let Some(every) = watchdog
+            && healthy
+            && last_dog.elapsed() >= every
+        {
+            notifier.notify("WATCHDOG=1");
+            last_dog = Instant::now();
+        }
+        let status = status_line(shared, workers.statuses(), stalled(links, workers, clock));
+        if status != last_status {
+            notifier.notify(&format!("STATUS={status}"));
+            last_status = status;
+        }
+    }
+    None
+}
+
+/// What is stuck, if anything: a capture thread that has not turned its
+/// loop, or a delivery worker that has not come back to its own.
+fn stalled(links: &[CaptureLink], workers: &Workers, clock: LiveClock) -> Option<String> {
+    let now = clock.millis();
+    for l in links {
+        let since = now.saturating_sub(l.heartbeat.load(Ordering::Relaxed));
+        if since > CAPTURE_STALL.as_millis() as u64 {
+            return Some(format!("capture {} stalled {} ms", l.interface, since));
+        }
+    }
+    let now = SystemTime::now();
+    for d in workers.statuses() {
+        if let Some(age) = d.heartbeat_age(now)
+            && age > DELIVERY_STALL
+        {
+            return Some(format!("delivery {} stalled {} s", d.name, age.as_secs()));
+        }
+    }
+    None
+}
+
+/// systemd's one-line status: calls, queues, the last alarm.
+fn status_line(shared: &Shared, dests: &[Arc<DestStatus>], stall: Option<String>) -> String {
+    let caps = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let active: u64 = caps.iter().map(|c| c.active_recorded).sum();
+    let now = SystemTime::now();
+    let ready: u64 = dests.iter().map(|d| d.snapshot(now).ready).sum();
+    let held: u64 = dests.iter().map(|d| d.snapshot(now).held).sum();
+    let mut s = format!("{active} recorded calls in progress; queued {ready}, held {held}");
+    if let Some(st) = stall {
+        let _ = write!(s, "; STALLED: {st}");
+    }
+    if let Some(a) = crate::daemon::last_alarm() {
+        let _ = write!(s, "; last alarm: {a}");
+    }
+    s
+}
+
+/// SIGHUP: re-reads `path`. A valid configuration goes to every capture
+/// thread (for calls that start from now on) and to the delivery workers
+/// (new destinations start, contracts join theirs); an invalid one is
+/// refused with the same error as `check-config` and nothing changes.
+fn reload(
+    notifier: &Notifier,
+    path: &Path,
+    cfg: &mut Arc<Config>,
+    links: &[CaptureLink],
+    workers: &mut Workers,
+    spool: &Spool,
+) {
+    notifier.notify("RELOADING=1");
+    match crate::config::load(path) {
+        Err(e) => {
+            tracing::error!(
+                alarm = true,
+                "configuration reload refused, the running configuration stays: {e}"
+            );
+            crate::daemon::raise_alarm(format!("reload refused: {e}"));
+        }
+        Ok(new) => {
+            for key in restart_only_changes(cfg, &new) {
+                tracing::warn!(key, "{key} changed: takes effect at the next restart");
+            }
+            let new = Arc::new(new);
+            if let Err(e) = workers.reload(&new, spool, Arc::new(SystemClock)) {
+                tracing::error!(error = %e, "reload: cannot start the new destinations' workers");
+            }
+            for l in links {
+                let _ = l.control.send(ControlReq::Reload(new.clone()));
+                l.waker.wake();
+            }
+            tracing::info!(contracts = new.contracts.len(), destinations = new.destinations.len(), path = %path.display(), "configuration reloaded: new calls follow it, calls in progress keep theirs");
+            *cfg = new;
+        }
+    }
+    notifier.notify("READY=1");
+}
+
+/// Keys a running daemon cannot change (its interfaces, spool, sockets,
+/// shards, announcer): named in a warning at reload.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let d = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut v = Vec::new();
+    if d(&old.capture, &new.capture) {
+        v.push("[capture]");
+    }
+    if old.recording.spool_dir != new.recording.spool_dir {
+        v.push("recording.spool_dir");
+    }
+    if d(&old.announce, &new.announce) {
+        v.push("[announce]");
+    }
+    if d(&old.daemon, &new.daemon) {
+        v.push("[daemon]");
+    }
+    if d(&old.limits, &new.limits) {
+        v.push("[limits]");
+    }
+    let changed = |o: &crate::config::Destination| {
+        new.destinations.iter().any(|n| n.name == o.name && d(n, o))
+    };
+    if old.destinations.iter().any(changed) {
+        v.push("[[destination]] settings of an existing destination");
+    }
+    v
+}
+
+/// SIGTERM and SIGINT set `stop`, SIGHUP `reload`. A small tokio runtime
+/// on its own thread waits for them: tokio runs what waits, never the
+/// packet path.
+fn watch_signals(signals: Arc<Signals>) -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     // Registered before returning, so a signal from now on is not missed.
-    let (mut term, mut int) = rt.block_on(async {
+    let (mut term, mut int, mut hup) = rt.block_on(async {
         Ok::<_, std::io::Error>((
             signal(SignalKind::terminate())?,
             signal(SignalKind::interrupt())?,
+            signal(SignalKind::hangup())?,
         ))
     })?;
     std::thread::Builder::new()
         .name("callrec-signals".into())
         .spawn(move || {
             rt.block_on(async {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM"),
-                    _ = int.recv() => tracing::info!("SIGINT"),
+                loop {
+                    tokio::select! {
+                        _ = term.recv() => { tracing::info!("SIGTERM"); break }
+                        _ = int.recv() => { tracing::info!("SIGINT"); break }
+                        _ = hup.recv() => {
+                            tracing::info!("SIGHUP: reloading the configuration");
+                            signals.reload.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
             });
-            stop.store(true, Ordering::Relaxed);
+            signals.stop.store(true, Ordering::Relaxed);
         })?;
     Ok(())
 }
 
 const COMMANDS: &str = "commands: status, pause CALL, resume CALL (CALL: the short id from status or the logs, or the Call-ID)";
 
+/// A capture thread's request channel and the waker that makes it look.
+type Reach = (mpsc::Sender<ControlReq>, Arc<Waker>);
+
 /// The control socket's answers. A failure starts with `error:`.
 fn answer(
     cmd: &str,
     shared: &Shared,
     dests: &[Arc<DestStatus>],
-    capture: &[mpsc::Sender<ControlReq>],
+    capture: &[Reach],
     utc_offset_secs: i32,
 ) -> String {
     let mut words = cmd.split_whitespace();
@@ -404,15 +524,17 @@ fn answer(
     }
 }
 
-/// Asks every capture thread and gathers the answers that came in time.
-fn ask_capture<T>(
-    capture: &[mpsc::Sender<ControlReq>],
-    make: impl Fn(mpsc::Sender<T>) -> ControlReq,
-) -> Vec<T> {
+/// Asks every capture thread (waking it) and gathers the answers that
+/// came in time.
+fn ask_capture<T>(capture: &[Reach], make: impl Fn(mpsc::Sender<T>) -> ControlReq) -> Vec<T> {
     let (tx, rx) = mpsc::channel();
     let asked = capture
         .iter()
-        .filter(|c| c.send(make(tx.clone())).is_ok())
+        .filter(|(c, w)| {
+            let sent = c.send(make(tx.clone())).is_ok();
+            w.wake();
+            sent
+        })
         .count();
     drop(tx);
     let deadline = Instant::now() + CONTROL_WAIT;

@@ -73,6 +73,9 @@ pub struct DestStatus {
     /// Current backoff delay in ms (0 while connected).
     pub backoff_ms: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    /// Unix ms of the worker's last turn of its loop (0 before the first):
+    /// the watchdog's proof that delivery is not stuck.
+    pub heartbeat_unix_ms: AtomicU64,
 }
 
 /// A plain copy of [`DestStatus`], as persisted in `status.json`.
@@ -106,6 +109,17 @@ impl DestStatus {
             name: name.to_string(),
             ..Default::default()
         }
+    }
+
+    /// How long ago the worker last turned its loop; `None` before it first did.
+    pub fn heartbeat_age(&self, now: SystemTime) -> Option<Duration> {
+        let at = self.heartbeat_unix_ms.load(Ordering::Relaxed);
+        (at > 0).then(|| Duration::from_millis(unix_ms(now).saturating_sub(at)))
+    }
+
+    fn beat(&self) {
+        self.heartbeat_unix_ms
+            .store(unix_ms(SystemTime::now()), Ordering::Relaxed);
     }
 
     pub fn snapshot(&self, now: SystemTime) -> StatusSnapshot {
@@ -143,7 +157,7 @@ pub struct Worker {
     pub delivery: Delivery,
     /// Contract ids whose recordings may go to this destination (the first
     /// component of the stem); `None` disables the check.
-    pub contracts: Option<HashSet<String>>,
+    pub contracts: Option<ContractFilter>,
     pub clock: Arc<dyn Clock>,
     pub status: Arc<DestStatus>,
     pub stop: Arc<AtomicBool>,
@@ -286,6 +300,7 @@ impl Worker {
                 break;
             }
             std::thread::sleep(left.min(Duration::from_millis(20)));
+            self.status.beat();
         }
     }
 
@@ -390,7 +405,11 @@ impl Worker {
         let name = &self.dest.name;
         if let Some(allowed) = &self.contracts {
             let contract = stem.split('/').next().unwrap_or("");
-            if !allowed.contains(contract) {
+            let known = allowed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(contract);
+            if !known {
                 let e = self.bad_file(
                     stem,
                     format!(
@@ -646,6 +665,7 @@ impl Worker {
         let mut last_expire = Instant::now() - Duration::from_secs(3600);
         let mut last_refresh = (Instant::now() - Duration::from_secs(3600), usize::MAX);
         while !self.stop.load(Ordering::Relaxed) {
+            self.status.beat();
             if self.take_retry_marker() {
                 backoff = self.delivery.retry_initial;
                 next_try = Instant::now();
@@ -755,27 +775,61 @@ impl Worker {
 }
 
 /// The running workers of all destinations.
+/// The contracts whose recordings a destination takes; shared with its
+/// worker, so a reload can add contracts while it runs.
+pub type ContractFilter = Arc<Mutex<HashSet<String>>>;
+
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
     statuses: Vec<Arc<DestStatus>>,
+    filters: Vec<Option<ContractFilter>>,
     stop: Arc<AtomicBool>,
+    delivery: Delivery,
+    poll: Duration,
+}
+
+/// The contract ids that name each destination of `cfg`.
+fn contracts_of(cfg: &Config, dest: &str) -> HashSet<String> {
+    cfg.contracts
+        .iter()
+        .filter(|c| c.destination == dest)
+        .map(|c| c.id.clone())
+        .collect()
 }
 
 impl Workers {
     /// One worker per configured destination; a destination only takes
     /// recordings of the contracts that name it.
     pub fn start(cfg: &Config, spool: &Spool, clock: Arc<dyn Clock>) -> io::Result<Workers> {
-        let mut ws = Vec::new();
-        for d in &cfg.destinations {
-            let contracts = cfg
-                .contracts
-                .iter()
-                .filter(|c| c.destination == d.name)
-                .map(|c| c.id.clone())
-                .collect();
-            ws.push((d.clone(), Some(contracts)));
-        }
+        let ws = cfg
+            .destinations
+            .iter()
+            .map(|d| (d.clone(), Some(contracts_of(cfg, &d.name))))
+            .collect();
         Workers::start_with(spool, &cfg.delivery, ws, clock, Duration::from_millis(200))
+    }
+
+    /// A reloaded configuration: contracts join the filter of the
+    /// destination they name (none leaves one while it runs: recordings
+    /// queued under the old configuration must still go out), and new
+    /// destinations get their worker. Changed settings of a running
+    /// destination take effect at the next start.
+    pub fn reload(&mut self, cfg: &Config, spool: &Spool, clock: Arc<dyn Clock>) -> io::Result<()> {
+        for d in &cfg.destinations {
+            let add = contracts_of(cfg, &d.name);
+            match self.statuses.iter().position(|s| s.name == d.name) {
+                Some(i) => {
+                    if let Some(f) = &self.filters[i] {
+                        f.lock().unwrap_or_else(|e| e.into_inner()).extend(add);
+                    }
+                }
+                None => {
+                    tracing::info!(destination = %d.name, "reload: new destination, starting its worker");
+                    self.spawn(spool, d.clone(), Some(add), clock.clone())?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Lower-level start: explicit destinations and contract filters.
@@ -786,35 +840,49 @@ impl Workers {
         clock: Arc<dyn Clock>,
         poll: Duration,
     ) -> io::Result<Workers> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut handles = Vec::new();
-        let mut statuses = Vec::new();
+        let mut w = Workers {
+            handles: Vec::new(),
+            statuses: Vec::new(),
+            filters: Vec::new(),
+            stop: Arc::new(AtomicBool::new(false)),
+            delivery: delivery.clone(),
+            poll,
+        };
         for (dest, contracts) in dests {
-            spool.ensure_destination(&dest.name)?;
-            let status = Arc::new(DestStatus::new(&dest.name));
-            statuses.push(status.clone());
-            let w = Worker {
-                spool: spool.clone(),
-                dest: dest.clone(),
-                delivery: delivery.clone(),
-                contracts,
-                clock: clock.clone(),
-                status,
-                stop: stop.clone(),
-                poll,
-                bucket: dest.max_rate.map(TokenBucket::shared),
-            };
-            handles.push(
-                std::thread::Builder::new()
-                    .name(format!("deliver-{}", dest.name))
-                    .spawn(move || w.run())?,
-            );
+            w.spawn(spool, dest, contracts, clock.clone())?;
         }
-        Ok(Workers {
-            handles,
-            statuses,
-            stop,
-        })
+        Ok(w)
+    }
+
+    fn spawn(
+        &mut self,
+        spool: &Spool,
+        dest: Destination,
+        contracts: Option<HashSet<String>>,
+        clock: Arc<dyn Clock>,
+    ) -> io::Result<()> {
+        spool.ensure_destination(&dest.name)?;
+        let status = Arc::new(DestStatus::new(&dest.name));
+        let filter = contracts.map(|c| Arc::new(Mutex::new(c)));
+        let w = Worker {
+            spool: spool.clone(),
+            dest: dest.clone(),
+            delivery: self.delivery.clone(),
+            contracts: filter.clone(),
+            clock,
+            status: status.clone(),
+            stop: self.stop.clone(),
+            poll: self.poll,
+            bucket: dest.max_rate.map(TokenBucket::shared),
+        };
+        self.handles.push(
+            std::thread::Builder::new()
+                .name(format!("deliver-{}", dest.name))
+                .spawn(move || w.run())?,
+        );
+        self.statuses.push(status);
+        self.filters.push(filter);
+        Ok(())
     }
 
     pub fn statuses(&self) -> &[Arc<DestStatus>] {
