@@ -98,6 +98,39 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
     p.iter().map(|x| x.revents != 0).collect()
 }
 
+/// Attaches libpcap's `inbound` program to the capture socket ourselves.
+/// Through `pcap_setfilter`, libpcap also runs a new filter in user space
+/// on the frames it thinks were already in the ring, and its user-space
+/// BPF cannot evaluate the packet-type load `inbound` compiles to on
+/// Linux: it rejected the first frame that arrived after start (the
+/// first INVITE of a capture, seen in `tests/daemon_live.rs`). The
+/// kernel evaluates it; libpcap, not knowing of it, filters nothing.
+fn attach_inbound_filter(cap: &pcap::Capture<pcap::Active>) -> Result<(), String> {
+    let prog = cap.compile("inbound", true).map_err(|e| e.to_string())?;
+    let ins = prog.get_instructions();
+    let fprog = libc::sock_fprog {
+        len: u16::try_from(ins.len()).map_err(|_| "filter too long".to_owned())?,
+        // pcap's BpfInstruction is a transparent `struct bpf_insn`, which
+        // has the kernel's `struct sock_filter` layout.
+        filter: ins.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: fprog points at `len` live instructions for the duration of
+    // the call; the kernel copies them.
+    let rc = unsafe {
+        libc::setsockopt(
+            cap.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&fprog as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error().to_string()),
+    }
+}
+
 /// Frames from one interface. Unlike a file, `Ok(None)` from
 /// [`PacketSource::next_packet`] means "nothing to read now": call
 /// [`LiveSource::wait`], then again.
@@ -124,7 +157,7 @@ impl LiveSource {
             source_name: interface.to_string(),
             reason: e.to_string(),
         };
-        let mut cap = pcap::Capture::from_device(interface)
+        let cap = pcap::Capture::from_device(interface)
             .map_err(err)?
             .snaplen(snaplen.min(i32::MAX as u32) as i32)
             .promisc(promisc)
@@ -135,8 +168,8 @@ impl LiveSource {
             .setnonblock()
             .map_err(err)?;
         // Only what arrives: in the kernel where it can be (frames this host
-        // sends never take ring space), else in libpcap.
-        if let Err(e) = cap.filter("inbound", true) {
+        // sends never take ring space), and in libpcap in any case.
+        if let Err(e) = attach_inbound_filter(&cap) {
             tracing::debug!(interface, error = %e, "no kernel inbound filter; filtering in libpcap");
         }
         if let Err(e) = cap.direction(pcap::Direction::In) {
