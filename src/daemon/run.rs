@@ -569,7 +569,7 @@ fn status_text(
     for c in &caps {
         let _ = writeln!(
             s,
-            "capture {}: {}  packets {}  sip {}  rtp {}  calls {}  recorded {}  dropped: pcap {} interface {} ring {}  foreign rtp {}{}",
+            "capture {}: {}  packets {}  sip {}  rtp {}  calls {}  recorded {}  dropped: pcap {} interface {} ring {}  cut {}  foreign rtp {}{}",
             c.interface,
             if c.running { "running" } else { "stopped" },
             c.packets,
@@ -580,6 +580,7 @@ fn status_text(
             c.pcap_dropped,
             c.if_dropped,
             c.ring_dropped,
+            c.truncated,
             c.rtp_foreign,
             c.error
                 .as_deref()

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Live-capture benchmark: CALLS concurrent recorded calls of SECONDS each
+# (default 500 x 30 s, about 1.5 M packets) played by tcpreplay into
+# `callrec run` at each rate of RATES (packets per second; "top" for
+# tcpreplay --topspeed), with the shipped configuration (conf/callrec.toml:
+# default snap length, ring and buffers), only the interface, spool and
+# control socket changed. The daemon captures on one end of a veth pair in
+# a network namespace made here; tcpreplay sends on the other end. For
+# each rate it prints the packets sent, the packets the daemon counted,
+# what was dropped (kernel ring, interface, shard rings) and the
+# recordings made, against the calls in the capture.
+#
+#   scripts/bench-live.sh [CALLS] [SECONDS] ["RATE RATE ..."]   (root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+calls=${1:-500}; secs=${2:-30}; rates=${3:-"100000"}
+[ "$(id -u)" = 0 ] || { echo "bench-live.sh: needs root (network namespace, capture)" >&2; exit 2; }
+work=$(mktemp -d)
+ns="crbench-$$"
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cargo build --release --quiet --bins --examples
+target/release/examples/make_capture --bench "$calls" "$secs" "$work/bench.pcap" 2>/dev/null
+ip netns add "$ns"
+ip -n "$ns" link add va type veth peer name vb
+ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+ip -n "$ns" link set va up; ip -n "$ns" link set vb up
+status() { target/release/callrec status --socket "$work/control.sock" 2>/dev/null || true; }
+field() { sed -n "s/.* $1 \([0-9]*\).*/\1/p" | head -1; }
+printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s\n' rate sent counted pcap_drop if_drop ring_drop cut recordings of_calls
+for rate in $rates; do
+  rm -rf "$work/spool" "$work/control.sock"
+  sed -e 's|^interfaces = .*|interfaces = ["va"]|' -e 's|^mode = "pcap"|mode = "off"|' \
+      -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" \
+      -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" conf/callrec.toml > "$work/live.toml"
+  printf '[daemon]\ncontrol_socket = "%s"\n' "$work/control.sock" >> "$work/live.toml"
+  ip netns exec "$ns" target/release/callrec run --config "$work/live.toml" 2> "$work/daemon.log" &
+  pid=$!
+  for _ in $(seq 100); do [ -S "$work/control.sock" ] && break; sleep 0.1; done
+  if [ "$rate" = top ]; then speed=(--topspeed); else speed=(--pps="$rate"); fi
+  sent=$(ip netns exec "$ns" tcpreplay "${speed[@]}" -i vb "$work/bench.pcap" 2>&1 | awk '/Successful packets/ {print $NF}')
+  # Let the last calls end (their BYEs were the last packets) and the
+  # counters reach the control socket (once a second).
+  for _ in $(seq 60); do status | grep -q '^active recorded calls 0' && break; sleep 0.5; done
+  sleep 1.5
+  st=$(status | grep '^capture va')
+  kill -TERM "$pid"; wait "$pid" || true; pid=""
+  recs=$(find "$work/spool/queue" -name '*.json' 2>/dev/null | wc -l)
+  printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s\n' "$rate" "$sent" \
+    "$(echo "$st" | field packets)" "$(echo "$st" | field 'pcap')" "$(echo "$st" | field interface)" \
+    "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$calls"
+done
