@@ -492,3 +492,80 @@ fn a_deleted_interface_is_retried_then_exits_non_zero() {
     assert!(log.contains("CAPTURE ALARM"), "{log}");
     assert!(log.contains("va"), "{log}");
 }
+
+#[test]
+fn systemd_hears_ready_watchdog_status_and_reloads_on_a_silent_link() {
+    let Some(ns) = ready("notify") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let cfg = dir.path().join("callrec.toml");
+    let text = config(dir.path(), "", "", config_text::K0001_STEREO);
+    std::fs::write(&cfg, &text).unwrap();
+    let mut child = ns
+        .cmd(env!("CARGO_BIN_EXE_callrec"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut heard: Vec<(Instant, String)> = Vec::new();
+    let mut listen = |d: Duration| {
+        let end = Instant::now() + d;
+        let mut buf = [0u8; 4096];
+        while Instant::now() < end {
+            if let Ok(n) = rx.recv(&mut buf) {
+                heard.push((
+                    Instant::now(),
+                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                ));
+            }
+        }
+    };
+    // Three seconds of a silent link: the watchdog is fed all along.
+    listen(Duration::from_secs(3));
+    std::fs::write(&cfg, "[general]\ntimezone = 9\n").unwrap();
+    let _ = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status();
+    listen(Duration::from_secs(1));
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    listen(Duration::from_millis(1_500));
+    let _ = child.wait();
+    let all: Vec<&str> = heard.iter().map(|(_, m)| m.as_str()).collect();
+    assert!(all.iter().any(|m| m.starts_with("READY=1")), "{all:?}");
+    let dogs: Vec<Instant> = heard
+        .iter()
+        .filter(|(_, m)| m == "WATCHDOG=1")
+        .map(|(t, _)| *t)
+        .collect();
+    assert!(
+        dogs.len() >= 6,
+        "watchdog fed {} times in 5 s at a 1 s period: {all:?}",
+        dogs.len()
+    );
+    let gap = dogs.windows(2).map(|w| w[1] - w[0]).max().unwrap();
+    assert!(
+        gap <= Duration::from_millis(800),
+        "a watchdog gap of {gap:?}"
+    );
+    assert!(
+        all.iter()
+            .any(|m| m.starts_with("STATUS=0 recorded calls in progress; queued 0")),
+        "{all:?}"
+    );
+    assert!(all.contains(&"RELOADING=1"), "{all:?}");
+    assert!(
+        all.iter()
+            .any(|m| m.starts_with("STATUS=") && m.contains("last alarm: reload refused")),
+        "the refused reload shows in STATUS: {all:?}"
+    );
+    assert!(all.contains(&"STOPPING=1"), "{all:?}");
+}
