@@ -31,7 +31,7 @@ ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.
 ip -n "$ns" link set va up; ip -n "$ns" link set vb up
 status() { target/release/callrec status --socket "$work/control.sock" 2>/dev/null || true; }
 field() { sed -n "s/.* $1 \([0-9]*\).*/\1/p" | head -1; }
-printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s\n' rate sent counted pcap_drop if_drop ring_drop cut recordings of_calls
+printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s %9s\n' rate sent counted pcap_drop if_drop ring_drop cut recordings calls_rec of_calls
 for rate in $rates; do
   rm -rf "$work/spool" "$work/control.sock"
   sed -e 's|^interfaces = .*|interfaces = ["va"]|' -e 's|^mode = "pcap"|mode = "off"|' \
@@ -49,8 +49,10 @@ for rate in $rates; do
   sleep 1.5
   st=$(status | grep '^capture va')
   kill -TERM "$pid"; wait "$pid" || true; pid=""
-  recs=$(find "$work/spool/queue" -name '*.json' 2>/dev/null | wc -l)
-  printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s\n' "$rate" "$sent" \
+  recs=$(find "$work/spool/queue" -path '*/ready/*' -name '*.json' 2>/dev/null | wc -l)
+  recorded_calls=$(find "$work/spool/queue" -path '*/ready/*' -name '*.json' -exec grep -ho '"call_id": *"[^"]*"' {} + 2>/dev/null | sort -u | wc -l)
+  [ -n "${KEEP:-}" ] && cp -r "$work/spool" "$KEEP-$rate"
+  printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s %9s\n' "$rate" "$sent" \
     "$(echo "$st" | field packets)" "$(echo "$st" | field 'pcap')" "$(echo "$st" | field interface)" \
-    "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$calls"
+    "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$recorded_calls" "$calls"
 done
