@@ -11,6 +11,7 @@
 # recordings made, against the calls in the capture.
 #
 #   scripts/bench-live.sh [CALLS] [SECONDS] ["RATE RATE ..."]   (root)
+#   SNAPLEN=65535 scripts/bench-live.sh ...   the same with another snap length
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}; secs=${2:-30}; rates=${3:-"100000"}
@@ -36,7 +37,8 @@ for rate in $rates; do
   rm -rf "$work/spool" "$work/control.sock"
   sed -e 's|^interfaces = .*|interfaces = ["va"]|' -e 's|^mode = "pcap"|mode = "off"|' \
       -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" \
-      -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" conf/callrec.toml > "$work/live.toml"
+      -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
+      -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" conf/callrec.toml > "$work/live.toml"
   printf '[daemon]\ncontrol_socket = "%s"\n' "$work/control.sock" >> "$work/live.toml"
   ip netns exec "$ns" target/release/callrec run --config "$work/live.toml" 2> "$work/daemon.log" &
   pid=$!
