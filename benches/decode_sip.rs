@@ -21,6 +21,7 @@ fn limits() -> Limits {
         tcp_idle_timeout: Duration::from_secs(300),
         max_dialogs: 200_000,
         sip_message_bytes: 64 << 10,
+        ..Limits::default()
     }
 }
 

@@ -115,6 +115,13 @@ pub fn check_config_report(cfg: &Config) -> String {
         l.max_dialogs,
         fmt_bytes(l.sip_message_bytes as u64)
     );
+    let _ = writeln!(
+        o,
+        "              {} unanswered dialogs, {} per source; capture clock tolerance {}",
+        l.early_dialogs,
+        l.early_dialogs_per_source,
+        fmt_duration(l.clock_tolerance)
+    );
     let metrics = cfg
         .daemon
         .metrics_listen

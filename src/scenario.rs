@@ -690,6 +690,37 @@ fn dtmf_code(d: char) -> u8 {
     }
 }
 
+/// The bundled demo (`examples/make_capture.rs --demo`, `scripts/demo.sh`)
+/// against `conf/callrec.toml`: six calls from 2026-11-21T09:30:00+09:00,
+/// three of them recorded.
+pub fn demo_calls() -> Vec<CallSpec> {
+    const T0: i64 = 1_795_221_000;
+    let t = |s: i64| Timestamp::from_secs_micros(T0 + s, 0);
+    // Recorded outbound (mobile contract K-0001, stereo): the subscriber
+    // keys *1 at 12 s (pause) and *2 at 16 s (resume), after the prompt.
+    let mut out = CallSpec::simple(1, "0312340001", "0077260312349999", t(0), 24_000);
+    out.a_voice.digits = vec![(12_000, '*'), (12_200, '1'), (16_000, '*'), (16_200, '2')];
+    // Recorded inbound to the fixed contract K-0002 (mono); the callee hangs up.
+    let mut inbound = CallSpec::simple(2, "0398765432", "0612340002", t(1), 15_000);
+    inbound.bye_from_a = false;
+    inbound.b_voice = Voice::tone(700.0);
+    // Outbound without the prefix: not recorded.
+    let noprefix = CallSpec::simple(3, "0312340001", "0312349999", t(2), 5_000);
+    // Inbound, cancelled while ringing: not answered.
+    let mut cancelled = CallSpec::simple(4, "0398765432", "05011110001", t(3), 0);
+    cancelled.talk_ms = None;
+    cancelled.ring_ms = 6_000;
+    // Inbound from a caller who withheld the number: recorded as "anonymous".
+    let mut withheld = CallSpec::simple(5, "anonymous", "05011110001", t(4), 14_000);
+    withheld.invite_headers = vec![
+        "P-Asserted-Identity: <tel:+81398760000>".into(),
+        "Privacy: id".into(),
+    ];
+    // A prefixed call to an emergency number: never recorded.
+    let emergency = CallSpec::simple(6, "0312340001", "007726110", t(5), 3_000);
+    vec![out, inbound, noprefix, cancelled, withheld, emergency]
+}
+
 /// Merges several calls' datagrams into one time-ordered list.
 pub fn merge(calls: &[CallSpec]) -> Vec<Datagram> {
     let mut all: Vec<Datagram> = calls.iter().flat_map(|c| c.datagrams()).collect();

@@ -29,6 +29,7 @@ fn live_loopback_sees_a_sip_datagram() {
         tcp_idle_timeout: Duration::from_secs(60),
         max_dialogs: 16,
         sip_message_bytes: 1 << 16,
+        ..Default::default()
     };
     let mut dec = Decoder::new(&limits, &[5060]);
     let deadline = Instant::now() + Duration::from_secs(10);

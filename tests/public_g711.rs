@@ -264,6 +264,7 @@ fn our_datagrams(file: &Path, wanted: &[Key]) -> HashMap<Key, Vec<(Timestamp, Ve
         tcp_idle_timeout: Duration::from_secs(60),
         max_dialogs: 64,
         sip_message_bytes: 1 << 16,
+        ..Default::default()
     };
     let mut dec = Decoder::new(&limits, &[5060, 5080]);
     let mut src = FileSource::open(file).expect("libpcap opens the capture");

@@ -34,6 +34,7 @@ fuzz_target!(|data: &[u8]| {
         tcp_idle_timeout: Duration::from_secs(5),
         max_dialogs: 16,
         sip_message_bytes: 16 * 1024,
+        ..Limits::default()
     };
     let mut dec = Decoder::new(&limits, &[5060]);
     let mut index = 0u64;

@@ -12,7 +12,10 @@
 //! - **congestion**: a call that would be recorded while `max_active_calls`
 //!   calls are active or the spool is full is connected unrecorded:
 //!   "priority-bypass" for disaster-priority lines (listed numbers or a
-//!   Resource-Priority header), "overload" for the rest.
+//!   Resource-Priority header), "overload" for the rest. The tracker takes
+//!   this part at the answer ([`Policy::classify`] at the INVITE,
+//!   [`Policy::admit_at_answer`] at the 2xx), so unanswered INVITEs never
+//!   hold recording capacity; [`Policy::decide`] does both at once.
 //!
 //! A withheld caller's number is used to find the contract and the priority
 //! line, but the [`Verdict`] only ever says "anonymous".
@@ -197,6 +200,9 @@ pub struct Verdict {
     pub callee: String,
     /// For "destination-not-recordable": which rule refused it.
     pub not_recordable: Option<NotRecordable>,
+    /// A disaster-priority line (a listed number or a Resource-Priority
+    /// header): under congestion such a call is "priority-bypass".
+    pub priority: bool,
 }
 
 /// The caller shown when the number is withheld.
@@ -235,7 +241,33 @@ impl Policy {
         number.and_then(|n| self.numbers.get(n).copied())
     }
 
+    /// The whole decision at once: [`Policy::classify`], then the
+    /// congestion rule with `load` ([`Policy::admit_at_answer`]).
     pub fn decide(&self, facts: &InviteFacts, load: Load) -> Verdict {
+        let mut v = self.classify(facts);
+        self.admit_at_answer(&mut v, load);
+        v
+    }
+
+    /// The congestion rule for a recordable call, at its answer: with
+    /// `max_active_calls` recorded calls in progress or the spool full it
+    /// goes unrecorded, "priority-bypass" for priority lines, "overload"
+    /// otherwise. Returns whether it is still recorded.
+    pub fn admit_at_answer(&self, v: &mut Verdict, load: Load) -> bool {
+        if v.record && (load.active_calls >= self.max_active_calls || load.spool_full) {
+            v.record = false;
+            v.reason = Some(if v.priority {
+                SkipReason::PriorityBypass
+            } else {
+                SkipReason::Overload
+            });
+        }
+        v.record
+    }
+
+    /// Whether the call is one to record, from the INVITE alone: no load
+    /// is looked at (`record` means recordable until the answer decides).
+    pub fn classify(&self, facts: &InviteFacts) -> Verdict {
         let caller_real = facts.caller_number();
         let caller = if facts.withheld {
             ANONYMOUS.to_string()
@@ -257,6 +289,8 @@ impl Policy {
                 .or_else(|| facts.to_number.clone())
                 .unwrap_or_else(|| UNKNOWN.into()),
             not_recordable: None,
+            priority: facts.resource_priority
+                || caller_real.is_some_and(|n| self.priority.contains(n)),
         };
 
         // Outbound: a service prefix on the dialled number.
@@ -289,7 +323,8 @@ impl Policy {
                 v.not_recordable = Some(why);
                 return v;
             }
-            return self.admit(v, facts, load);
+            v.record = true;
+            return v;
         }
 
         // Inbound: a contract number called directly or forwarded from.
@@ -307,7 +342,8 @@ impl Policy {
                 v.contract = Some(ci);
                 v.service = Some(self.services[ci]);
                 v.callee = n.to_string();
-                return self.admit(v, facts, load);
+                v.record = true;
+                return v;
             }
             mobile_hit.get_or_insert((ci, n));
         }
@@ -328,24 +364,6 @@ impl Policy {
             return v;
         }
         v.reason = Some(SkipReason::NotAContractNumber);
-        v
-    }
-
-    /// A recordable call meets the congestion rule.
-    fn admit(&self, mut v: Verdict, facts: &InviteFacts, load: Load) -> Verdict {
-        if load.active_calls >= self.max_active_calls || load.spool_full {
-            let priority = facts.resource_priority
-                || facts
-                    .caller_number()
-                    .is_some_and(|n| self.priority.contains(n));
-            v.reason = Some(if priority {
-                SkipReason::PriorityBypass
-            } else {
-                SkipReason::Overload
-            });
-            return v;
-        }
-        v.record = true;
         v
     }
 }

@@ -10,7 +10,12 @@
 //! side A (the caller), the other side B. Which of them is the contract's
 //! subscriber follows from the policy's direction: outbound calls are placed
 //! by the subscriber (A), inbound calls reach the subscriber (B).
+//!
+//! Unanswered dialogs are bounded apart ([`crate::calls::early`]) and hold
+//! no recording capacity: whether a recordable call is recorded or goes
+//! unrecorded under congestion is decided at its answer.
 
+use crate::calls::early::EarlyDialogs;
 use crate::calls::policy::{Direction, InviteFacts, Load, Policy, SkipReason, Verdict};
 use crate::config::Config;
 use crate::history::CallRecord;
@@ -56,6 +61,11 @@ impl Endpoint {
 pub struct MediaLegs {
     pub subscriber: Option<Endpoint>,
     pub remote: Option<Endpoint>,
+    /// Where each party's signalling came from (the initial INVITE for the
+    /// caller, the answering 2xx for the callee): evidence for where its
+    /// media may come from when that is not its SDP address (NAT).
+    pub subscriber_sip: Option<IpAddr>,
+    pub remote_sip: Option<IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +161,16 @@ struct Dialog {
     remote_identity: Option<String>,
     /// BYE seen; the dialog lingers briefly for retransmissions.
     ended: bool,
+    /// Where the initial INVITE came from: the source its early dialog
+    /// counts against.
+    src_ip: IpAddr,
+    /// Counted in [`EarlyDialogs`] (INVITE seen, not answered, not ended).
+    in_early: bool,
+    /// Counted in the recorded calls in progress (answered and recorded).
+    counted: bool,
+    /// Signalling addresses of side A (the INVITE) and B (the 2xx).
+    a_sip: Option<IpAddr>,
+    b_sip: Option<IpAddr>,
 }
 
 impl Dialog {
@@ -158,13 +178,15 @@ impl Dialog {
         self.sub_side
     }
     fn legs(&self) -> MediaLegs {
-        let (s, r) = match self.subscriber_side() {
-            Side::A => (&self.a_media, &self.b_media),
-            Side::B => (&self.b_media, &self.a_media),
+        let (s, r, s_sip, r_sip) = match self.subscriber_side() {
+            Side::A => (&self.a_media, &self.b_media, self.a_sip, self.b_sip),
+            Side::B => (&self.b_media, &self.a_media, self.b_sip, self.a_sip),
         };
         MediaLegs {
             subscriber: s.clone(),
             remote: r.clone(),
+            subscriber_sip: s_sip,
+            remote_sip: r_sip,
         }
     }
     /// Which side sent `msg`. Requests come from the side whose tag is in
@@ -193,6 +215,12 @@ pub struct TrackerStats {
     pub forked_answers: u64,
     pub evicted: u64,
     pub bad_sdp: u64,
+    /// INVITEs not followed: their source was at `limits.early_dialogs_per_source`.
+    pub invites_throttled: u64,
+    /// Unanswered dialogs shed at `limits.early_dialogs` (also in `evicted`).
+    pub early_evicted: u64,
+    /// The most unanswered dialogs followed at once.
+    pub early_peak: usize,
 }
 
 pub struct Tracker {
@@ -204,6 +232,9 @@ pub struct Tracker {
     rtp_timeout: i64,
     max_call_length: i64,
     max_dialogs: usize,
+    max_early: usize,
+    max_early_per_source: usize,
+    early: EarlyDialogs,
     dialogs: HashMap<String, Dialog>,
     /// Call-IDs in INVITE order, for setup timeouts and eviction. Entries
     /// whose dialog is gone or answered are skipped lazily.
@@ -229,6 +260,9 @@ impl Tracker {
             rtp_timeout: us(cfg.recording.rtp_timeout),
             max_call_length: us(cfg.recording.max_call_length),
             max_dialogs: cfg.limits.max_dialogs.max(1),
+            max_early: cfg.limits.early_dialogs.max(1),
+            max_early_per_source: cfg.limits.early_dialogs_per_source.max(1),
+            early: EarlyDialogs::default(),
             dialogs: HashMap::new(),
             pending: VecDeque::new(),
             next_key: 1,
@@ -241,6 +275,10 @@ impl Tracker {
 
     pub fn stats(&self) -> &TrackerStats {
         &self.stats
+    }
+    /// Unanswered dialogs followed now.
+    pub fn early_dialogs(&self) -> usize {
+        self.early.total()
     }
     pub fn active_dialogs(&self) -> usize {
         self.dialogs.len()
@@ -350,7 +388,9 @@ impl Tracker {
         }
 
         match msg.status() {
-            Some(code) => self.on_response(at, call_id, code, cseq, cseq_method, to_tag, msg, out),
+            Some(code) => {
+                self.on_response(at, src, call_id, code, cseq, cseq_method, to_tag, msg, out)
+            }
             None => self.on_request(at, call_id, &method, sender, msg, out),
         }
     }
@@ -388,31 +428,38 @@ impl Tracker {
             // Call-ID reused after the old call ended: a new call.
             self.dialogs.remove(call_id);
         }
-        if self.replacing_invite(at, call_id, cseq, msg) {
+        // A new dialog: its source must be within its share first.
+        let src_ip = src.ip();
+        if self.early.count(src_ip) >= self.max_early_per_source {
+            self.stats.invites_throttled += 1;
+            if self.early.alarm_once(src_ip) {
+                tracing::error!(
+                    alarm = true,
+                    source = %src_ip,
+                    early_dialogs = self.early.count(src_ip),
+                    limit = self.max_early_per_source,
+                    "INVITE FLOOD: {src_ip} has {} unanswered INVITEs, at limits.early_dialogs_per_source; its further INVITEs are not followed (counted) until some are answered, cancelled or time out",
+                    self.early.count(src_ip)
+                );
+            }
+            return;
+        }
+        if self.replacing_invite(at, src_ip, call_id, cseq, msg) {
+            self.shed_early(at, out);
+            self.stats.early_peak = self.stats.early_peak.max(self.early.total());
             return;
         }
         let facts = InviteFacts::from_message(msg);
-        let load = Load {
-            active_calls: self.active_recorded,
-            spool_full: self.spool_full,
-        };
-        let verdict = self.policy.decide(&facts, load);
+        // Recordable or not; congestion is the answer's to decide.
+        let verdict = self.policy.classify(&facts);
         let key = self.next_key;
         self.next_key += 1;
         let short_id = short_id(call_id, at);
-        if verdict.record {
-            self.active_recorded += 1;
+        if !verdict.record {
+            // Final now; a recordable call's decision is logged at its
+            // answer (or its end, unanswered).
+            self.log_decision(&short_id, &verdict);
         }
-        tracing::info!(
-            call = %short_id,
-            decision = if verdict.record { "record" } else { "skip" },
-            reason = verdict.reason.map(|r| r.as_str()).unwrap_or("-"),
-            contract = verdict.contract.and_then(|i| self.contract_ids.get(i)).map_or("-", |s| s.as_str()),
-            direction = verdict.direction.map(|d| d.as_str()).unwrap_or("-"),
-            caller = %verdict.caller,
-            callee = %verdict.callee,
-            "call decision"
-        );
         out.push(CallEvent::Decided {
             key,
             call_id: call_id.to_owned(),
@@ -423,7 +470,6 @@ impl Tracker {
             .sdp()
             .and_then(|b| sdp::parse(b).ok())
             .and_then(|s| endpoint_from_sdp(&s));
-        let _ = src;
         let sub_side = match verdict.direction {
             Some(Direction::Inbound) => Side::B,
             _ => Side::A,
@@ -449,11 +495,81 @@ impl Tracker {
             segments: 0,
             remote_identity: None,
             ended: false,
+            src_ip,
+            in_early: true,
+            counted: false,
+            a_sip: Some(src_ip),
+            b_sip: None,
         };
+        let dialogs = &self.dialogs;
+        self.early.add(src_ip, key, call_id, &|k, c| {
+            dialogs.get(c).is_some_and(|d| d.key == k && d.in_early)
+        });
         self.dialogs.insert(call_id.to_owned(), d);
         self.pending.push_back((at, call_id.to_owned(), key));
+        self.compact_pending();
+        self.shed_early(at, out);
+        self.stats.early_peak = self.stats.early_peak.max(self.early.total());
         if self.dialogs.len() > self.max_dialogs {
             self.evict(at, out);
+        }
+    }
+
+    /// The "call decision" log line, once the decision is final.
+    fn log_decision(&self, short_id: &str, verdict: &Verdict) {
+        tracing::info!(
+            call = %short_id,
+            decision = if verdict.record { "record" } else { "skip" },
+            reason = verdict.reason.map(|r| r.as_str()).unwrap_or("-"),
+            contract = verdict.contract.and_then(|i| self.contract_ids.get(i)).map_or("-", |s| s.as_str()),
+            direction = verdict.direction.map(|d| d.as_str()).unwrap_or("-"),
+            caller = %verdict.caller,
+            callee = %verdict.callee,
+            "call decision"
+        );
+    }
+
+    /// Over `limits.early_dialogs`: the heaviest source's oldest
+    /// unanswered dialogs are ended ("evicted") until within it.
+    fn shed_early(&mut self, at: Timestamp, out: &mut Vec<CallEvent>) {
+        while self.early.total() > self.max_early {
+            let dialogs = &self.dialogs;
+            let Some((_, call_id)) = self
+                .early
+                .heaviest_oldest(&|k, c| dialogs.get(c).is_some_and(|d| d.key == k && d.in_early))
+            else {
+                break;
+            };
+            self.stats.evicted += 1;
+            self.stats.early_evicted += 1;
+            self.end(&call_id, at, "evicted", out);
+            self.dialogs.remove(&call_id);
+        }
+    }
+
+    /// Drops setup-timeout entries of dialogs long gone once they
+    /// outnumber the dialogs (shedding takes them out of order).
+    fn compact_pending(&mut self) {
+        if self.pending.len() > 2 * self.dialogs.len() + 1024 {
+            let dialogs = &self.dialogs;
+            self.pending.retain(|(_, c, k)| {
+                dialogs
+                    .get(c)
+                    .is_some_and(|d| d.key == *k && d.state != State::Confirmed && !d.ended)
+            });
+        }
+    }
+
+    /// A stretch of capture time with no packets at all was passed over
+    /// (a quiet link, or a clock step nothing could tell from one): it does
+    /// not count towards setup timeouts, so a call ringing across it is
+    /// not given up for the silence.
+    pub fn skip_setup_time(&mut self, gap_us: i64) {
+        if gap_us <= 0 {
+            return;
+        }
+        for e in self.pending.iter_mut() {
+            e.0 = e.0.add_micros(gap_us);
         }
     }
 
@@ -467,6 +583,7 @@ impl Tracker {
     fn replacing_invite(
         &mut self,
         at: Timestamp,
+        src_ip: IpAddr,
         call_id: &str,
         cseq: u32,
         msg: &Message<'_>,
@@ -527,10 +644,20 @@ impl Tracker {
             segments: old.segments,
             remote_identity: None,
             ended: false,
+            src_ip,
+            in_early: true,
+            // The old dialog holds the call's place until this one answers.
+            counted: false,
+            a_sip: Some(src_ip),
+            b_sip: None,
         };
+        let key = d.key;
+        let dialogs = &self.dialogs;
+        self.early.add(src_ip, key, call_id, &|k, c| {
+            dialogs.get(c).is_some_and(|d| d.key == k && d.in_early)
+        });
         self.dialogs.insert(call_id.to_owned(), d);
-        self.pending
-            .push_back((at, call_id.to_owned(), self.dialogs[call_id].key));
+        self.pending.push_back((at, call_id.to_owned(), key));
         true
     }
 
@@ -538,6 +665,7 @@ impl Tracker {
     fn on_response(
         &mut self,
         at: Timestamp,
+        src: SocketAddr,
         call_id: &str,
         code: u16,
         cseq: u32,
@@ -577,6 +705,10 @@ impl Tracker {
             200..=299 => {
                 d.state = State::Confirmed;
                 d.b_tag = to_tag.clone();
+                d.b_sip = Some(src.ip());
+                if std::mem::replace(&mut d.in_early, false) {
+                    self.early.remove(d.src_ip);
+                }
                 if msg.sdp().is_none()
                     && let Some((_, ep)) = d.early.iter().find(|(t, _)| Some(t) == to_tag.as_ref())
                 {
@@ -598,12 +730,26 @@ impl Tracker {
                     });
                     out.push(CallEvent::MediaChanged { key, at, legs });
                     // The old dialog is over without ending the call: its
-                    // BYE, when it comes, finds nothing.
-                    self.dialogs.remove(&old);
+                    // BYE, when it comes, finds nothing. Its place among the
+                    // recorded calls passes to this one.
+                    let counted = self.dialogs.remove(&old).is_some_and(|o| o.counted);
+                    if let Some(d) = self.dialogs.get_mut(call_id) {
+                        d.counted = counted;
+                    }
                     return;
                 }
                 d.answered_at = Some(at);
-                if d.verdict.record {
+                if !d.verdict.record {
+                    return;
+                }
+                // The congestion rule, now that the call is real.
+                let load = Load {
+                    active_calls: self.active_recorded,
+                    spool_full: self.spool_full,
+                };
+                if self.policy.admit_at_answer(&mut d.verdict, load) {
+                    d.counted = true;
+                    self.active_recorded += 1;
                     d.segments = 1;
                     out.push(CallEvent::Answered {
                         key: d.key,
@@ -612,6 +758,8 @@ impl Tracker {
                         legs: d.legs(),
                     });
                 }
+                let (short_id, verdict) = (d.short_id.clone(), d.verdict.clone());
+                self.log_decision(&short_id, &verdict);
             }
             401 | 407 => d.state = State::Challenged,
             _ => {
@@ -761,6 +909,7 @@ impl Tracker {
         }
         self.dialogs.clear();
         self.pending.clear();
+        self.early.clear();
     }
 
     /// Memory bound: the oldest unanswered dialog goes first.
@@ -789,16 +938,32 @@ impl Tracker {
             return;
         }
         d.ended = true;
+        // Never before the call began or was answered, whatever time the
+        // message that ended it carried.
+        let at = at
+            .max(d.invite_at)
+            .max(d.answered_at.unwrap_or(d.invite_at));
         d.last_activity = at;
+        if std::mem::replace(&mut d.in_early, false) {
+            self.early.remove(d.src_ip);
+        }
         if d.takes_over.is_some() {
             // A takeover that never happened: the recorded call goes on in
             // its own dialog.
             return;
         }
-        if d.verdict.record {
+        if std::mem::replace(&mut d.counted, false) {
             self.active_recorded = self.active_recorded.saturating_sub(1);
         }
         let answered = d.answered_at.is_some();
+        if d.verdict.record && !answered {
+            // A recordable call's decision is final here: not answered.
+            if reason == "evicted" {
+                tracing::debug!(call = %d.short_id, decision = "skip", reason = "not-answered", end_reason = reason, "call decision");
+            } else {
+                tracing::info!(call = %d.short_id, decision = "skip", reason = "not-answered", end_reason = reason, "call decision");
+            }
+        }
         let recorded = d.verdict.record && answered;
         let v = &d.verdict;
         let (decision, skip) = if recorded {
@@ -1132,6 +1297,68 @@ destination = "acme"
         assert_eq!(record.segments, 2);
         assert_eq!(record.end_reason.as_deref(), Some("bye-remote"));
         assert_eq!(t.active_recorded(), 0);
+    }
+
+    /// An INVITE from `src` for Call-ID `id` to a recordable number.
+    fn invite_from(t: &mut Tracker, ms: i64, id: &str, src: &str) -> Vec<CallEvent> {
+        let m = msg(
+            INVITE,
+            "1 INVITE",
+            None,
+            false,
+            "",
+            Some(sdp("192.0.2.1", 4000)),
+        )
+        .replace_call_id(id);
+        let parsed = crate::sip::parse(&m).unwrap();
+        let mut out = Vec::new();
+        t.on_message(
+            Timestamp::from_millis(1_795_221_000_000 + ms),
+            src.parse().unwrap(),
+            &parsed,
+            &mut out,
+        );
+        out
+    }
+
+    trait CallIdExt {
+        fn replace_call_id(self, id: &str) -> Vec<u8>;
+    }
+    impl CallIdExt for Vec<u8> {
+        fn replace_call_id(self, id: &str) -> Vec<u8> {
+            String::from_utf8(self)
+                .unwrap()
+                .replace("Call-ID: c1", &format!("Call-ID: {id}"))
+                .into_bytes()
+        }
+    }
+
+    #[test]
+    fn unanswered_invites_are_bounded_per_source_and_hold_no_capacity() {
+        let mut cfg = crate::config::load_str(CFG, std::path::Path::new("t.toml")).unwrap();
+        cfg.limits.early_dialogs = 5;
+        cfg.limits.early_dialogs_per_source = 3;
+        cfg.recording.max_active_calls = 1;
+        let mut t = Tracker::new(&cfg);
+        for i in 0..4 {
+            invite_from(&mut t, i, &format!("flood{i}"), "198.18.0.1:5060");
+        }
+        assert_eq!(t.stats().invites_throttled, 1, "the fourth from one source");
+        assert_eq!(t.active_recorded(), 0, "nothing answered, nothing counted");
+        // Three more from elsewhere: the total is 5, the flooding source
+        // (the heaviest) sheds its oldest.
+        for i in 0..3 {
+            invite_from(
+                &mut t,
+                10 + i,
+                &format!("other{i}"),
+                &format!("192.0.2.{}:5060", 50 + i),
+            );
+        }
+        assert_eq!(t.early_dialogs(), 5);
+        assert_eq!(t.stats().early_evicted, 1);
+        assert!(!t.dialogs.contains_key("flood0"));
+        assert!(t.dialogs.contains_key("other0"));
     }
 
     #[test]

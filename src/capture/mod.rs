@@ -69,6 +69,27 @@ pub(crate) fn header_time(h: &pcap::PacketHeader) -> Timestamp {
     Timestamp::from_secs_micros(i64::from(h.ts.tv_sec), i64::from(h.ts.tv_usec))
 }
 
+/// What is impossible about a record header, if anything: a microsecond
+/// field of a million or more (libpcap hands it out as it is, and the
+/// record's time is then unknowable), or a captured length above the
+/// length on the wire.
+#[allow(clippy::useless_conversion)]
+pub fn record_header_problem(h: &pcap::PacketHeader) -> Option<String> {
+    let usec = i64::from(h.ts.tv_usec);
+    if !(0..1_000_000).contains(&usec) {
+        return Some(format!(
+            "malformed record header: microseconds field {usec} (must be below 1000000)"
+        ));
+    }
+    if h.caplen > h.len {
+        return Some(format!(
+            "malformed record header: captured length {} above the original length {}",
+            h.caplen, h.len
+        ));
+    }
+    None
+}
+
 /// The `index`th frame libpcap handed out, with our link type.
 pub(crate) fn from_pcap<'a>(p: pcap::Packet<'a>, index: u64, link: LinkType) -> Packet<'a> {
     Packet {

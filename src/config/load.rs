@@ -175,6 +175,9 @@ struct RawLimits {
     tcp_idle_timeout: S<String>,
     max_dialogs: S<i64>,
     sip_message_bytes: S<IntOrStr>,
+    early_dialogs: S<i64>,
+    early_dialogs_per_source: S<i64>,
+    clock_tolerance: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -1129,7 +1132,32 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             &rl.sip_message_bytes,
             64 << 10,
         )?),
+        early_dialogs: cx.int(
+            "limits.early_dialogs",
+            &rl.early_dialogs,
+            20_000,
+            1..=10_000_000,
+        )? as usize,
+        early_dialogs_per_source: cx.int(
+            "limits.early_dialogs_per_source",
+            &rl.early_dialogs_per_source,
+            5_000,
+            1..=10_000_000,
+        )? as usize,
+        clock_tolerance: cx.duration(
+            "limits.clock_tolerance",
+            &rl.clock_tolerance,
+            Duration::from_millis(100),
+        )?,
     };
+    if limits.clock_tolerance.is_zero() || limits.clock_tolerance > Duration::from_secs(10) {
+        let span = rl
+            .clock_tolerance
+            .as_ref()
+            .map(|s| s.span())
+            .unwrap_or(0..0);
+        return Err(cx.err(span, "limits.clock_tolerance", "must be 1ms..10s"));
+    }
     if limits.sip_message_bytes < 1024 {
         let span = rl
             .sip_message_bytes
@@ -1181,6 +1209,54 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_traffic_limits() {
+        let base = r#"
+[delivery]
+allowed_networks = ["192.0.2.0/24"]
+[[destination]]
+name = "acme"
+url = "sftp://rec@192.0.2.10:22/in"
+identity = "/k"
+host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
+"#;
+        let load = |extra: &str| load_str(&format!("{base}{extra}"), Path::new("t.toml"));
+        let d = load("").unwrap().limits;
+        let def = Limits::default();
+        assert_eq!(
+            (
+                d.early_dialogs,
+                d.early_dialogs_per_source,
+                d.clock_tolerance
+            ),
+            (
+                def.early_dialogs,
+                def.early_dialogs_per_source,
+                def.clock_tolerance
+            )
+        );
+        let l = load("[limits]\nearly_dialogs = 10\nearly_dialogs_per_source = 2\nclock_tolerance = \"250ms\"\n")
+            .unwrap()
+            .limits;
+        assert_eq!(
+            (
+                l.early_dialogs,
+                l.early_dialogs_per_source,
+                l.clock_tolerance
+            ),
+            (10, 2, Duration::from_millis(250))
+        );
+        for bad in [
+            "early_dialogs = 0",
+            "early_dialogs_per_source = -1",
+            "clock_tolerance = \"0ms\"",
+            "clock_tolerance = \"1m\"",
+        ] {
+            let e = load(&format!("[limits]\n{bad}\n")).unwrap_err().to_string();
+            assert!(e.contains("limits."), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn units() {

@@ -198,8 +198,36 @@ pub struct Limits {
     pub tcp_idle_timeout: Duration,
     /// Dialogs tracked at once, answered or not (unanswered evicted first).
     pub max_dialogs: usize,
-    /// Largest SIP message accepted.
+    /// Largest SIP message accepted, over UDP and TCP alike; a larger one
+    /// is dropped and counted (`DecodeStats::sip_oversized`).
     pub sip_message_bytes: usize,
+    /// Unanswered dialogs (INVITE seen, no 2xx yet) followed at once, all
+    /// sources together; beyond it the heaviest source's oldest is shed.
+    pub early_dialogs: usize,
+    /// Unanswered dialogs followed at once per signalling source address;
+    /// further INVITEs from that address are not followed (counted, alarmed).
+    pub early_dialogs_per_source: usize,
+    /// How far a packet's capture time may stray from the capture clock,
+    /// either way, before it is an outlier the clock places.
+    pub clock_tolerance: Duration,
+}
+
+impl Default for Limits {
+    /// The documented defaults (`[limits]` in conf/callrec.toml).
+    fn default() -> Limits {
+        Limits {
+            fragment_bytes: 16 << 20,
+            fragment_timeout: Duration::from_secs(30),
+            tcp_stream_bytes: 256 << 10,
+            tcp_streams: 65_536,
+            tcp_idle_timeout: Duration::from_secs(300),
+            max_dialogs: 200_000,
+            sip_message_bytes: 64 << 10,
+            early_dialogs: 20_000,
+            early_dialogs_per_source: 5_000,
+            clock_tolerance: Duration::from_millis(100),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

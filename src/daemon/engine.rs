@@ -4,14 +4,19 @@
 //! the tracker, and routes RTP of recorded calls to their shard. Call
 //! events from the tracker become the call history, announcement
 //! schedules and control messages for the shards. Time is the frame's
-//! capture time throughout.
+//! capture time as the capture clock places it ([`crate::daemon::clock`]:
+//! a packet stamped far off the clock never moves it), and which source's
+//! packets a recorded address takes is decided from evidence
+//! ([`crate::daemon::routes`]).
 
 use crate::announce::BeepKind;
 use crate::announce::announcer::Announcer;
 use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
 use crate::capture::Packet;
 use crate::config::Config;
+use crate::daemon::clock::{CaptureClock, HeldFrame, Kind, Offer, OutlierLog, Resolution};
 use crate::daemon::media::{CallSetup, MediaCtl, telephone_event_pt};
+use crate::daemon::routes::{Evidence, Route};
 use crate::daemon::shard::{Leg, ShardPool};
 use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
@@ -32,14 +37,22 @@ pub struct EngineStats {
     pub sip_malformed: u64,
     pub sip_keepalives: u64,
     pub rtp_routed: u64,
-    /// RTP towards a recorded call's address from another source than the
-    /// one its stream latched onto: dropped.
+    /// RTP towards a recorded call's address from a source no evidence
+    /// supports as the sender (or while the supported one is alive): dropped.
     pub rtp_foreign: u64,
     /// UDP that is neither SIP nor media of a recorded call.
     pub other_udp: u64,
     pub calls: u64,
     pub recorded: u64,
     pub skipped: BTreeMap<String, u64>,
+    /// Frames captured shorter than they were on the wire (snap length).
+    pub frames_cut: u64,
+    /// Packets stamped off the capture clock and placed by it.
+    pub clock_outliers: u64,
+    /// Steps of a capture point's stamps taken up by a new offset.
+    pub clock_steps: u64,
+    /// Forward jumps with no packet at all, taken as time passing.
+    pub clock_gaps: u64,
 }
 
 /// A SIP message copied out of the frame: time, source, destination, link
@@ -59,63 +72,6 @@ pub struct ActiveSummary {
     pub answered_at: Timestamp,
 }
 
-/// Where a media address leads: a recorded call and whose voice it carries.
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    key: CallKey,
-    leg: Leg,
-    /// The call's shard, and when this route last kept the call alive:
-    /// copied here so that a packet costs one table lookup, not two.
-    shard: usize,
-    touched: Timestamp,
-    /// Destination routes only: the source this address's stream latched
-    /// onto, and when it was last heard. Packets from any other source are
-    /// dropped while it is live, so a stray or hostile sender aimed at a
-    /// recorded port cannot put its audio into the recording.
-    latched: Option<SocketAddr>,
-    seen: Timestamp,
-    /// The sender's own SDP address: always accepted (and latched onto),
-    /// so a stray source that got there first cannot lock the party out.
-    expected: Option<SocketAddr>,
-    /// Subscriber routes of calls whose keys can pause the recording: the
-    /// telephone-event payload type, whose packets also go to the call's
-    /// [`PauseControl`].
-    keypad_pt: Option<u8>,
-}
-
-/// A latched source silent this long gives way to a new one (a media
-/// source that moved without signalling, or NAT rebinding).
-const RELATCH_US: i64 = 500_000;
-
-impl Route {
-    fn new(key: CallKey, leg: Leg, shard: usize, expected: Option<SocketAddr>) -> Route {
-        Route {
-            key,
-            leg,
-            shard,
-            touched: Timestamp::ZERO,
-            latched: None,
-            seen: Timestamp::ZERO,
-            expected,
-            keypad_pt: None,
-        }
-    }
-
-    /// Whether a packet from `src` at `ts` belongs to this stream.
-    fn admit(&mut self, src: SocketAddr, ts: Timestamp) -> bool {
-        let ok = match self.latched {
-            None => true,
-            Some(l) if l == src => true,
-            Some(_) => Some(src) == self.expected || ts.since(self.seen) >= RELATCH_US,
-        };
-        if ok {
-            self.latched = Some(src);
-            self.seen = ts;
-        }
-        ok
-    }
-}
-
 struct ActiveCall {
     call_id: String,
     setup: Arc<CallSetup>,
@@ -126,6 +82,9 @@ struct ActiveCall {
     /// The parties' media as last signalled (where beeps go).
     legs: MediaLegs,
     pause: PauseControl,
+    /// Foreign packets counted on routes since replaced, per leg, not
+    /// yet told to the shard.
+    foreign: [u64; 2],
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -170,6 +129,10 @@ pub struct Engine {
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
+    /// Places each frame in time; frames it holds back wait in `held`.
+    clock: CaptureClock,
+    held: Vec<HeldFrame>,
+    outlier_log: OutlierLog,
 }
 
 impl Engine {
@@ -206,8 +169,32 @@ impl Engine {
             stats: EngineStats::default(),
             now: Timestamp::ZERO,
             first_ts: None,
+            clock: CaptureClock::new(cfg.limits.clock_tolerance),
+            held: Vec::new(),
+            outlier_log: OutlierLog::default(),
             cfg,
         })
+    }
+
+    /// Names the capture point the next frames come from (a capture file,
+    /// an interface, a capture agent): each keeps its own clock offset.
+    /// The default point is "capture".
+    pub fn set_capture_point(&mut self, name: &str) -> usize {
+        self.clock.select(name)
+    }
+
+    /// A capture point whose clock is known to be off: `offset_us` is
+    /// added to its frames' stamps (a capture agent reporting its own time).
+    pub fn set_capture_offset(&mut self, point: usize, offset_us: i64) {
+        self.clock.set_offset(point, offset_us);
+    }
+
+    /// The current capture point has no more frames (end of a capture
+    /// file): frames the clock held back are placed now.
+    pub fn end_capture_point(&mut self) {
+        if self.clock.finish_point() {
+            self.resolve_held();
+        }
     }
 
     /// Replay: before each spool check, wait for the shards to finish what
@@ -251,7 +238,13 @@ impl Engine {
     /// announcement packets due, the spool check), taken from the clock
     /// the capture timestamps come from.
     pub fn on_idle(&mut self, now: Timestamp) {
-        self.advance_clock(now);
+        // The wall clock is trusted: frames held as ahead of the capture
+        // clock are on time once it has caught up with them.
+        if self.clock.idle(now) {
+            self.resolve_held();
+        }
+        self.clock.advance(now);
+        self.advance_clock(self.clock.now().max(now));
         self.run_due();
     }
 
@@ -360,6 +353,105 @@ impl Engine {
 
     pub fn on_packet(&mut self, pkt: &Packet<'_>) {
         self.stats.packets += 1;
+        if (pkt.data.len() as u64) < u64::from(pkt.orig_len) {
+            self.note_cut(pkt);
+        }
+        loop {
+            match self.clock.offer(pkt.ts) {
+                Offer::At(ts) => return self.process(&Packet { ts, ..*pkt }),
+                Offer::Hold => return self.held.push(HeldFrame::copy(pkt)),
+                Offer::HoldAndResolve => {
+                    self.held.push(HeldFrame::copy(pkt));
+                    return self.resolve_held();
+                }
+                Offer::ResolveFirst => self.resolve_held(),
+            }
+        }
+    }
+
+    /// A frame shorter than on the wire: counted; the first is logged.
+    #[cold]
+    fn note_cut(&mut self, pkt: &Packet<'_>) {
+        if self.stats.frames_cut == 0 {
+            tracing::warn!(
+                capture = self.clock.point_name(),
+                packet = pkt.index,
+                captured = pkt.data.len(),
+                length = pkt.orig_len,
+                "frames are cut below their length on the wire (snap length): what they carried beyond it is lost"
+            );
+        }
+        self.stats.frames_cut += 1;
+    }
+
+    /// Places the frames the clock held back, as it decided, and
+    /// processes them in their order. The decision may rest on their RTP:
+    /// each held RTP packet of a recorded stream says by how much its
+    /// stamp moved from its media clock.
+    #[cold]
+    fn resolve_held(&mut self) {
+        let base = self.clock.held_base();
+        let votes: Vec<i64> = self
+            .held
+            .iter()
+            .filter_map(|f| {
+                let (src, dst, payload) = crate::decode::peek_udp(f.link, &f.data)?;
+                let r = self
+                    .by_dst
+                    .get(&dst)
+                    .filter(|r| r.latched() == Some(src))
+                    .or_else(|| self.by_src.get(&src))?;
+                r.vote(payload, f.raw.add_micros(base))
+            })
+            .collect();
+        let res = self.clock.resolve(&votes);
+        let mut frames = std::mem::take(&mut self.held);
+        // What the clock did not place, it still holds.
+        self.held = frames.split_off(res.times.len().min(frames.len()));
+        self.note_resolution(&res, &frames);
+        let gaps = matches!(res.kind, Kind::Gap { .. } | Kind::Start { .. });
+        let tol = self.clock.tolerance_us();
+        for (f, &ts) in frames.iter().zip(&res.times) {
+            if gaps && self.first_ts.is_some() && ts.since(self.now) > tol {
+                // A silent stretch, or a step nothing could tell from one:
+                // it does not count towards calls ringing across it.
+                self.tracker.skip_setup_time(ts.since(self.now));
+            }
+            self.process(&f.packet(ts));
+        }
+    }
+
+    /// Counts and logs what the clock decided about held frames.
+    fn note_resolution(&mut self, res: &Resolution, frames: &[HeldFrame]) {
+        let point = self.clock.point_name().to_owned();
+        for ((f, &t), _) in frames
+            .iter()
+            .zip(&res.times)
+            .zip(&res.outlier)
+            .filter(|(_, o)| **o)
+        {
+            self.outlier_log.note(&point, f.source(), f.raw, t);
+        }
+        match res.kind {
+            Kind::Outliers | Kind::Start { .. } => {}
+            Kind::Step { offset_us } => tracing::warn!(
+                capture = %point,
+                offset_us,
+                "the capture clock of {point} stepped: its packets are placed {:+.3} s from their stamps from now on (clock step)",
+                offset_us as f64 / 1e6
+            ),
+            Kind::Gap { gap_us } => {
+                tracing::debug!(capture = %point, gap_us, "no packet for a while: time passed")
+            }
+        }
+        let c = self.clock.stats();
+        self.stats.clock_outliers = c.outliers;
+        self.stats.clock_steps = c.steps;
+        self.stats.clock_gaps = c.gaps;
+    }
+
+    /// One frame at the time the clock placed it.
+    fn process(&mut self, pkt: &Packet<'_>) {
         self.first_ts.get_or_insert(pkt.ts);
         self.advance_clock(pkt.ts);
         // The decoder borrows itself mutably while handing out payloads, so
@@ -559,6 +651,7 @@ impl Engine {
                         src_routes: Vec::new(),
                         legs: legs.clone(),
                         pause,
+                        foreign: [0; 2],
                     },
                 );
                 self.install_routes(key, &legs);
@@ -576,6 +669,7 @@ impl Engine {
                 self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
             }
             CallEvent::NewSegment { key, at, cause } => {
+                self.flush_foreign(key);
                 if let Some(c) = self.calls.get(&key) {
                     self.shards.senders[c.shard].send_ctl(MediaCtl::Segment { key, at, cause });
                 }
@@ -610,6 +704,7 @@ impl Engine {
                     .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
+                self.flush_foreign(key);
                 if let Some(c) = self.calls.remove(&key) {
                     for a in &c.dst_routes {
                         self.by_dst.remove(a);
@@ -638,39 +733,99 @@ impl Engine {
         self.call_ids.get(&key).cloned().unwrap_or_default()
     }
 
+    /// Tells the call's shard the packets dropped as foreign on its
+    /// routes since last told (before a segment closes).
+    fn flush_foreign(&mut self, key: CallKey) {
+        let Some(c) = self.calls.get_mut(&key) else {
+            return;
+        };
+        for a in &c.dst_routes {
+            if let Some(r) = self.by_dst.get_mut(a).filter(|r| r.key == key) {
+                c.foreign[r.leg as usize] += r.take_foreign();
+            }
+        }
+        for leg in [Leg::Subscriber, Leg::Remote] {
+            let packets = std::mem::take(&mut c.foreign[leg as usize]);
+            if packets > 0 {
+                self.shards.senders[c.shard].send_ctl(MediaCtl::Foreign { key, leg, packets });
+            }
+        }
+    }
+
     fn install_routes(&mut self, key: CallKey, legs: &MediaLegs) {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
+        // What the routes being replaced learned: foreign packets still to
+        // report, and where each party was seen sending (symmetric RTP).
+        let mut learned: Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
         for a in call.dst_routes.drain(..) {
-            self.by_dst.remove(&a);
+            if let Some(mut r) = self.by_dst.remove(&a).filter(|r| r.key == key) {
+                call.foreign[r.leg as usize] += r.take_foreign();
+                learned.push((a, r.evidence.target, None));
+            }
         }
         for a in call.src_routes.drain(..) {
-            self.by_src.remove(&a);
+            if let Some(r) = self.by_src.remove(&a).filter(|r| r.key == key) {
+                learned.push((a, None, r.sends_to));
+            }
         }
+        let target = |a: SocketAddr| {
+            learned
+                .iter()
+                .find(|l| l.0 == a && l.1.is_some())
+                .and_then(|l| l.1)
+        };
+        let sends_to = |a: SocketAddr| {
+            learned
+                .iter()
+                .find(|l| l.0 == a && l.2.is_some())
+                .and_then(|l| l.2)
+        };
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
+        // What vouches for each sender: its SDP address and signalling
+        // address, and where the other party was seen sending to.
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         let shard = call.shard;
         let keypad_pt = call.pause.watched_pt();
-        let subscriber = |expected| Route {
-            keypad_pt,
-            ..Route::new(key, Leg::Subscriber, shard, expected)
+        let subscriber = |evidence| {
+            let mut r = Route::new(key, Leg::Subscriber, shard, evidence);
+            r.keypad_pt = keypad_pt;
+            r
         };
         if let Some(r) = &legs.remote {
-            self.by_dst
-                .insert(r.addr, subscriber(addr(&legs.subscriber)));
-            self.by_src
-                .insert(r.addr, Route::new(key, Leg::Remote, shard, None));
+            self.by_dst.insert(
+                r.addr,
+                subscriber(Evidence {
+                    sdp: addr(&legs.subscriber),
+                    sip_ip: legs.subscriber_sip,
+                    target: target(r.addr),
+                }),
+            );
+            let mut src = Route::new(key, Leg::Remote, shard, Evidence::default());
+            src.sends_to = sends_to(r.addr);
+            self.by_src.insert(r.addr, src);
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
             self.by_dst.insert(
                 s.addr,
-                Route::new(key, Leg::Remote, shard, addr(&legs.remote)),
+                Route::new(
+                    key,
+                    Leg::Remote,
+                    shard,
+                    Evidence {
+                        sdp: addr(&legs.remote),
+                        sip_ip: legs.remote_sip,
+                        target: target(s.addr),
+                    },
+                ),
             );
-            self.by_src.insert(s.addr, subscriber(None));
+            let mut src = subscriber(Evidence::default());
+            src.sends_to = sends_to(s.addr);
+            self.by_src.insert(s.addr, src);
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
         }
@@ -685,6 +840,12 @@ impl Engine {
     /// Ends every open call at the last packet time and waits for the
     /// shards to write their recordings.
     pub fn finish(mut self, reason: &str) -> EngineStats {
+        let current = self.clock.select_current();
+        for i in self.clock.points_holding() {
+            self.clock.select_index(i);
+            self.end_capture_point();
+        }
+        self.clock.select_index(current);
         let at = self.now;
         self.tracker.finish(at, reason, &mut self.events);
         self.flush_events();
@@ -720,10 +881,20 @@ impl RouteCtx<'_> {
             }
             r
         } else if let Some(r) = self.by_src.get_mut(&p.src) {
+            if r.sends_to != Some(p.dst) {
+                // Where this party sends is where the other party's packets
+                // come from when it is behind NAT (symmetric RTP): evidence
+                // for the route of packets sent to this party.
+                r.sends_to = Some(p.dst);
+                if let Some(d) = self.by_dst.get_mut(&p.src) {
+                    d.evidence.target = Some(p.dst);
+                }
+            }
             r
         } else {
             return false;
         };
+        r.note(p.data, p.ts);
         self.stats.rtp_routed += 1;
         // Keep the call alive against the RTP timeout, cheaply: at most
         // once a second per route.
@@ -748,42 +919,4 @@ impl RouteCtx<'_> {
 /// elsewhere only what starts like a SIP message is.
 fn on_sip_port(ports: &[u16], p: &Payload<'_>) -> bool {
     p.transport == Transport::Tcp || ports.contains(&p.dst.port()) || ports.contains(&p.src.port())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latch_keeps_the_first_source_until_it_falls_silent() {
-        let a: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
-        let moved: SocketAddr = "192.0.2.1:4100".parse().unwrap();
-        let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
-        let mut r = Route::new(1, Leg::Subscriber, 0, None);
-        assert!(r.admit(a, t(0)));
-        assert!(r.admit(a, t(20)));
-        assert!(
-            !r.admit(rogue, t(30)),
-            "another source while the stream is live"
-        );
-        assert!(r.admit(a, t(40)));
-        assert!(!r.admit(moved, t(539)), "silent 499 ms: still latched");
-        assert!(r.admit(moved, t(540)), "silent 500 ms: relatched");
-        assert!(!r.admit(a, t(560)), "the old source is now the stranger");
-    }
-
-    #[test]
-    fn the_senders_own_sdp_address_always_wins() {
-        let sdp: SocketAddr = "192.0.2.1:4000".parse().unwrap();
-        let rogue: SocketAddr = "203.0.113.66:40000".parse().unwrap();
-        let t = |ms: i64| Timestamp::from_millis(1_795_221_000_000 + ms);
-        let mut r = Route::new(1, Leg::Remote, 0, Some(sdp));
-        assert!(r.admit(rogue, t(0)), "first come");
-        assert!(
-            r.admit(sdp, t(10)),
-            "the announced sender takes over at once"
-        );
-        assert!(!r.admit(rogue, t(20)));
-    }
 }

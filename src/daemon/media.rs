@@ -70,6 +70,14 @@ pub enum MediaCtl {
         at: Timestamp,
         paused: bool,
     },
+    /// Packets the capture thread dropped as foreign on `leg` since the
+    /// last such message ([`crate::daemon::routes`]); sent before a
+    /// segment closes.
+    Foreign {
+        key: CallKey,
+        leg: Leg,
+        packets: u64,
+    },
 }
 
 struct CallMedia {
@@ -336,6 +344,11 @@ impl ShardHandler for MediaWorker {
                 self.calls.insert(key, c);
             }
             MediaCtl::End { key, at, reason } => self.end_call(key, at, &reason),
+            MediaCtl::Foreign { key, leg, packets } => {
+                if let Some(r) = self.calls.get_mut(&key).and_then(|c| c.rec.as_mut()) {
+                    r.add_foreign(leg, packets);
+                }
+            }
             MediaCtl::Pause { key, at, paused } => {
                 let Some(c) = self.calls.get_mut(&key) else {
                     return;

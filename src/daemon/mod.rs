@@ -1,6 +1,7 @@
 //! Wiring: threads, the capture loop, the control socket, metrics, systemd.
 
 pub mod capture_thread;
+pub mod clock;
 pub mod control;
 pub mod engine;
 pub mod finisher;
@@ -8,6 +9,7 @@ pub mod logging;
 pub mod media;
 pub mod recovery;
 pub mod replay;
+pub mod routes;
 pub mod run;
 pub mod shard;
 pub mod systemd;

@@ -1,9 +1,12 @@
 //! `callrec replay`: the live pipeline over capture files.
 //!
 //! Files are read in the order given, as one timeline; time is the packets'
-//! own. A file that is cut short or corrupt is processed as far as it can
-//! be read, named with the packet number in the report, and makes the
-//! command exit 1 after everything else is done.
+//! own, as the capture clock places it (each file is a capture point with
+//! its own offset). A file that is cut short or corrupt is processed as far
+//! as it can be read, named with the packet number in the report, and makes
+//! the command exit 1 after everything else is done. So do records with
+//! impossible headers (skipped), and frames cut below their length by a
+//! small snap length when no call could be recorded (a warning otherwise).
 
 use crate::capture::PacketSource;
 use crate::capture::file::FileSource;
@@ -41,8 +44,12 @@ pub enum ReplayError {
 #[derive(Debug, Default)]
 pub struct ReplayReport {
     pub files: Vec<(PathBuf, u64)>,
-    /// One line per capture that could not be read to its end.
+    /// One line per capture that could not be read to its end, per record
+    /// with a malformed header, and per capture whose cut frames left no
+    /// call recorded: any of them makes `replay` exit 1.
     pub capture_errors: Vec<String>,
+    /// Captures with frames cut below their length, calls recorded anyway.
+    pub capture_warnings: Vec<String>,
     pub stats: EngineStats,
     pub decode: DecodeStats,
     pub tracker: crate::calls::tracker::TrackerStats,
@@ -75,6 +82,9 @@ impl ReplayReport {
         for e in &self.capture_errors {
             let _ = writeln!(s, "error: {e}");
         }
+        for w in &self.capture_warnings {
+            let _ = writeln!(s, "warning: {w}");
+        }
         let _ = writeln!(
             s,
             "packets {}  malformed {}  non-ip {}  fragments {} (reassembled {}, dropped {})  tcp-sip {}",
@@ -91,6 +101,28 @@ impl ReplayReport {
             "sip messages {}  malformed sip {}  rtp routed {}  rtp from foreign sources {}  other udp {}",
             st.sip_messages, st.sip_malformed, st.rtp_routed, st.rtp_foreign, st.other_udp
         );
+        if st.clock_outliers + st.clock_steps > 0 {
+            let _ = writeln!(
+                s,
+                "clock outliers {} (stamped off the capture clock, placed by it)  clock steps {}",
+                st.clock_outliers, st.clock_steps
+            );
+        }
+        if d.sip_oversized > 0 {
+            let _ = writeln!(
+                s,
+                "sip messages over limits.sip_message_bytes {} (dropped)",
+                d.sip_oversized
+            );
+        }
+        let t = &self.tracker;
+        if t.invites_throttled + t.early_evicted > 0 {
+            let _ = writeln!(
+                s,
+                "unanswered INVITEs not followed {} (limits.early_dialogs_per_source)  shed {} (limits.early_dialogs)",
+                t.invites_throttled, t.early_evicted
+            );
+        }
         let skipped: u64 = st.skipped.values().sum();
         let _ = writeln!(
             s,
@@ -165,6 +197,9 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
         ..ReplayReport::default()
     };
     let started = Instant::now();
+    // Lines about frames cut by a snap length: which ones are errors is
+    // known once it is known whether anything was recorded.
+    let mut cut: Vec<(String, String)> = Vec::new();
     for path in &opts.captures {
         let mut src = match FileSource::open(path) {
             Ok(s) => s,
@@ -173,6 +208,7 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
                 continue;
             }
         };
+        engine.set_capture_point(&path.display().to_string());
         let mut count = 0u64;
         loop {
             match src.next_packet() {
@@ -188,12 +224,26 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
                 }
             }
         }
+        engine.end_capture_point();
+        report.capture_errors.extend(src.bad_record_lines());
+        if let (Some(fatal), Some(mild)) = (src.cut_line(true), src.cut_line(false)) {
+            tracing::warn!("{mild}");
+            cut.push((fatal, mild));
+        }
         report.files.push((path.clone(), count));
     }
     report.decode = engine.decode_stats().clone();
     report.tracker = engine.tracker_stats().clone();
     report.announce = engine.announce_stats();
     report.stats = engine.finish("capture-end");
+    for (fatal, mild) in cut {
+        if report.stats.recorded == 0 {
+            tracing::error!("{fatal}");
+            report.capture_errors.push(fatal);
+        } else {
+            report.capture_warnings.push(mild);
+        }
+    }
     report.elapsed = started.elapsed();
     report.delivery_ok = true;
     if opts.deliver {

@@ -86,14 +86,58 @@ pub struct DecodeStats {
     pub tcp_retransmissions: u64,
     /// Streams dropped to stay within `Limits.tcp_streams`.
     pub tcp_evicted: u64,
+    /// SIP messages (UDP datagrams on a SIP port or starting like SIP,
+    /// framed TCP messages) over `Limits.sip_message_bytes`: dropped.
+    pub sip_oversized: u64,
 }
 
 pub struct Decoder {
     stats: DecodeStats,
     sip_ports: Vec<u16>,
+    /// `Limits.sip_message_bytes`.
+    sip_max: usize,
     frags: frag::FragPool,
     tcp: tcp::TcpReassembler,
     last_sweep: Option<Timestamp>,
+}
+
+/// The UDP addresses and payload of one frame, read without any decoder
+/// state: no fragment or stream reassembly, no tunnels. For looking at a
+/// frame before deciding when it happened (the capture clock's evidence);
+/// `None` for anything else.
+pub fn peek_udp(link: LinkType, data: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let sliced = match link {
+        LinkType::Ethernet => SlicedPacket::from_ethernet(data),
+        LinkType::LinuxSll => SlicedPacket::from_linux_sll(data),
+        LinkType::LinuxSll2 => {
+            let (proto, len) = tunnel::parse_sll2(data)?;
+            SlicedPacket::from_ether_type(etherparse::EtherType(proto), &data[len..])
+        }
+        LinkType::RawIp | LinkType::Ipv4 | LinkType::Ipv6 => SlicedPacket::from_ip(data),
+        LinkType::Null => SlicedPacket::from_ip(data.get(4..)?),
+        LinkType::Other(_) => return None,
+    }
+    .ok()?;
+    let (src, dst): (IpAddr, IpAddr) = match sliced.net? {
+        NetSlice::Ipv4(v4) => (
+            v4.header().source_addr().into(),
+            v4.header().destination_addr().into(),
+        ),
+        NetSlice::Ipv6(v6) => (
+            v6.header().source_addr().into(),
+            v6.header().destination_addr().into(),
+        ),
+        _ => return None,
+    };
+    match sliced.transport? {
+        TransportSlice::Udp(u) => Some((
+            SocketAddr::new(src, u.source_port()),
+            SocketAddr::new(dst, u.destination_port()),
+            u.payload(),
+        )),
+        _ => None,
+    }
 }
 
 /// Where a frame came from, carried down the layers.
@@ -110,6 +154,7 @@ impl Decoder {
         Decoder {
             stats: DecodeStats::default(),
             sip_ports: sip_ports.to_vec(),
+            sip_max: limits.sip_message_bytes.max(1),
             frags: frag::FragPool::new(limits.fragment_bytes, limits.fragment_timeout),
             tcp: tcp::TcpReassembler::new(limits, sip_ports),
             last_sweep: None,
@@ -316,6 +361,17 @@ impl Decoder {
             IpNumber::UDP => match UdpSlice::from_slice(data) {
                 Ok(udp) => {
                     self.stats.udp += 1;
+                    // Media never comes near the SIP size limit, so the
+                    // length is looked at first.
+                    if udp.payload().len() > self.sip_max
+                        && (self.sip_ports.contains(&udp.source_port())
+                            || self.sip_ports.contains(&udp.destination_port())
+                            || crate::sip::looks_like_sip(udp.payload()))
+                    {
+                        self.stats.sip_oversized += 1;
+                        tracing::debug!(%src, bytes = udp.payload().len(), "SIP message over limits.sip_message_bytes dropped");
+                        return;
+                    }
                     out(Payload {
                         ts: ctx.ts,
                         packet_index: ctx.index,
@@ -403,5 +459,42 @@ impl Decoder {
             }
             _ => self.stats.non_ip += 1,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcapgen::{FrameOpts, Framing, udp_frame_with};
+
+    #[test]
+    fn peek_reads_udp_under_every_plain_framing() {
+        let (s, d): (SocketAddr, SocketAddr) = (
+            "192.0.2.1:4000".parse().unwrap(),
+            "198.51.100.2:5000".parse().unwrap(),
+        );
+        for framing in [
+            Framing::Ethernet,
+            Framing::LinuxSll,
+            Framing::LinuxSll2,
+            Framing::RawIp,
+        ] {
+            let opts = FrameOpts {
+                framing,
+                vlans: if framing == Framing::Ethernet {
+                    vec![10]
+                } else {
+                    vec![]
+                },
+                ..Default::default()
+            };
+            let f = udp_frame_with(s, d, b"hello", &opts);
+            assert_eq!(
+                peek_udp(framing.link_type(), &f),
+                Some((s, d, &b"hello"[..])),
+                "{framing:?}"
+            );
+        }
+        assert_eq!(peek_udp(LinkType::Ethernet, &[0u8; 20]), None);
     }
 }

@@ -7,6 +7,10 @@
 //! in-order bytes are cut into messages at the blank line after the
 //! headers plus Content-Length (RFC 3261 18.3).
 //!
+//! A message longer than `Limits.sip_message_bytes` is skipped whole (its
+//! Content-Length says where the next one starts) and counted in
+//! `DecodeStats::sip_oversized`.
+//!
 //! Memory is bounded three ways: `Limits.tcp_stream_bytes` per stream
 //! (a stream that exceeds it, or whose buffer does not start with a SIP
 //! start line, is reset and resynchronised on the next start line),
@@ -35,6 +39,8 @@ struct Stream {
     /// Segments that arrived ahead of `next_seq`: (sequence, bytes).
     early: Vec<(u32, Vec<u8>)>,
     early_bytes: usize,
+    /// In-order bytes still to drop: the rest of an oversized message.
+    discard: usize,
     last_seen: Timestamp,
     generation: u64,
 }
@@ -58,6 +64,8 @@ pub struct TcpReassembler {
     next_generation: u64,
     sip_ports: Vec<u16>,
     max_stream_bytes: usize,
+    /// Largest SIP message handed out (`Limits.sip_message_bytes`).
+    max_message: usize,
     max_streams: usize,
     idle_us: i64,
 }
@@ -67,6 +75,12 @@ pub struct TcpReassembler {
 enum Frame {
     /// A whole message of this many bytes.
     Message(usize),
+    /// A message of this many bytes (header and body), over the size
+    /// limit: skipped whole.
+    Oversized(usize),
+    /// A header block already over the size limit without its end: drop
+    /// this many bytes to reach the next start line.
+    OversizedHead(usize),
     /// Keep-alive CR/LF bytes to drop (RFC 5626 3.5.1).
     Skip(usize),
     /// Not a SIP start line: drop this many bytes to reach the next one.
@@ -82,6 +96,7 @@ impl TcpReassembler {
             next_generation: 0,
             sip_ports: sip_ports.to_vec(),
             max_stream_bytes: limits.tcp_stream_bytes.max(1),
+            max_message: limits.sip_message_bytes.max(1),
             max_streams: limits.tcp_streams.max(1),
             idle_us: limits.tcp_idle_timeout.as_micros().min(i64::MAX as u128) as i64,
         }
@@ -144,7 +159,7 @@ impl TcpReassembler {
             stream.early_bytes = 0;
         }
         stream.accept(data_seq, seg.payload, max, stats);
-        stream.frame(&key, seg, max, stats, out);
+        stream.frame(&key, seg, max.min(self.max_message), stats, out);
         if seg.fin {
             self.streams.remove(&key);
         }
@@ -179,6 +194,7 @@ impl TcpReassembler {
                 buf: Vec::new(),
                 early: Vec::new(),
                 early_bytes: 0,
+                discard: 0,
                 last_seen: ts,
                 generation,
             },
@@ -200,6 +216,7 @@ impl Stream {
         self.buf.clear();
         self.early.clear();
         self.early_bytes = 0;
+        self.discard = 0;
         stats.tcp_resets += 1;
     }
 
@@ -253,6 +270,10 @@ impl Stream {
 
     fn append(&mut self, data: &[u8], max: usize, stats: &mut DecodeStats) {
         self.next_seq = self.next_seq.wrapping_add(data.len() as u32);
+        // The rest of an oversized message goes before anything is kept.
+        let skip = self.discard.min(data.len());
+        self.discard -= skip;
+        let data = &data[skip..];
         if self.buf.len() + data.len() > max {
             // Endless message or a flood: start over from these bytes and
             // let framing resynchronise on the next start line.
@@ -264,7 +285,8 @@ impl Stream {
         self.buf.extend_from_slice(data);
     }
 
-    /// Cuts every whole message off the front of the buffer.
+    /// Cuts every whole message off the front of the buffer; `max` is the
+    /// largest message handed out.
     fn frame(
         &mut self,
         key: &StreamKey,
@@ -290,6 +312,22 @@ impl Stream {
                     start += n;
                 }
                 Frame::Skip(n) => start += n,
+                Frame::Oversized(n) => {
+                    stats.sip_oversized += 1;
+                    tracing::debug!(src = %key.src, bytes = n, "SIP message over limits.sip_message_bytes skipped");
+                    let have = self.buf.len() - start;
+                    if n <= have {
+                        start += n;
+                    } else {
+                        self.discard = n - have;
+                        start = self.buf.len();
+                    }
+                }
+                Frame::OversizedHead(n) => {
+                    stats.sip_oversized += 1;
+                    tracing::debug!(src = %key.src, "SIP header block over limits.sip_message_bytes skipped");
+                    start += n;
+                }
                 Frame::Garbage(n) => {
                     stats.tcp_resets += 1;
                     start += n;
@@ -324,14 +362,20 @@ fn next_frame(buf: &[u8], max: usize) -> Frame {
         return Frame::Garbage(resync(buf));
     }
     let Some((head_end, content_length)) = head(buf) else {
-        return Frame::NeedMore;
+        // A header block longer than any message we take: skip to the
+        // next start line.
+        return if buf.len() > max {
+            Frame::OversizedHead(resync(buf))
+        } else {
+            Frame::NeedMore
+        };
     };
     let Some(total) = content_length.and_then(|cl| head_end.checked_add(cl)) else {
         // An unreadable Content-Length: the message boundary is unknown.
         return Frame::Garbage(resync(buf));
     };
     if total > max {
-        return Frame::Garbage(resync(buf));
+        return Frame::Oversized(total);
     }
     if buf.len() >= total {
         Frame::Message(total)
@@ -413,8 +457,46 @@ mod tests {
     }
 
     #[test]
-    fn oversized_message_is_garbage() {
+    fn oversized_message_is_skipped_whole() {
         let big = b"MESSAGE sip:a@192.0.2.1 SIP/2.0\r\nContent-Length: 999999\r\n\r\n";
-        assert!(matches!(next_frame(big, 1000), Frame::Garbage(_)));
+        assert_eq!(next_frame(big, 1000), Frame::Oversized(big.len() + 999_999));
+        // Headers longer than the limit without their end: garbage.
+        let mut long = b"INVITE sip:a@192.0.2.1 SIP/2.0\r\n".to_vec();
+        long.extend(b"X-Pad: aaaaaaaaaaaaaaaa\r\n".repeat(100));
+        assert!(matches!(next_frame(&long, 1000), Frame::OversizedHead(_)));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_skipped_and_the_next_one_framed() {
+        let limits = crate::config::Limits {
+            sip_message_bytes: 1024,
+            ..Default::default()
+        };
+        let mut r = TcpReassembler::new(&limits, &[5060]);
+        let mut stats = DecodeStats::default();
+        let body = "v".repeat(3000);
+        let mut stream = format!(
+            "INVITE sip:b@198.51.100.2 SIP/2.0\r\nCall-ID: big\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes();
+        stream.extend_from_slice(INVITE);
+        let mut got = Vec::new();
+        for (i, chunk) in stream.chunks(700).enumerate() {
+            let seg = Segment {
+                src: "192.0.2.1:5060".parse().unwrap(),
+                dst: "198.51.100.2:5060".parse().unwrap(),
+                seq: 1 + 700 * i as u32,
+                syn: false,
+                fin: false,
+                rst: false,
+                payload: chunk,
+                ts: crate::time::Timestamp(0),
+                packet_index: i as u64,
+            };
+            r.segment(&seg, &mut stats, &mut |p| got.push(p.data.to_vec()));
+        }
+        assert_eq!(got, vec![INVITE.to_vec()]);
+        assert_eq!(stats.sip_oversized, 1);
     }
 }

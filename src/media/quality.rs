@@ -23,6 +23,9 @@ pub struct LegQuality {
     pub malformed: u64,
     /// Packets with a payload type the SDP did not map to G.711/CN/events.
     pub unknown_pt: u64,
+    /// Packets sent to this leg's address from a source no evidence
+    /// supports as the party's (dropped on the capture thread).
+    pub foreign: u64,
 }
 
 /// Running state behind [`LegQuality`]; integer arithmetic per packet.
@@ -33,6 +36,7 @@ pub struct QualityTracker {
     pub late: u64,
     pub malformed: u64,
     pub unknown_pt: u64,
+    pub foreign: u64,
     /// Loss of the SSRCs already finished.
     lost_closed: u64,
     /// Current SSRC: first and highest extended sequence and packets seen.
@@ -127,6 +131,7 @@ impl QualityTracker {
             },
             malformed: self.malformed,
             unknown_pt: self.unknown_pt,
+            foreign: self.foreign,
         }
     }
 }

@@ -216,6 +216,12 @@ impl CallRecorder {
         self.legs[leg as usize].quality.snapshot()
     }
 
+    /// Packets towards `leg`'s address that the capture thread dropped as
+    /// foreign (see [`crate::daemon::routes`]): counted in its quality.
+    pub fn add_foreign(&mut self, leg: Leg, packets: u64) {
+        self.legs[leg as usize].quality.foreign += packets;
+    }
+
     /// RTCP packets seen on the media ports (ignored for audio).
     pub fn rtcp_packets(&self) -> u64 {
         self.rtcp

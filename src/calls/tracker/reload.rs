@@ -36,5 +36,7 @@ impl Tracker {
         self.rtp_timeout = us(cfg.recording.rtp_timeout);
         self.max_call_length = us(cfg.recording.max_call_length);
         self.max_dialogs = cfg.limits.max_dialogs.max(1);
+        self.max_early = cfg.limits.early_dialogs.max(1);
+        self.max_early_per_source = cfg.limits.early_dialogs_per_source.max(1);
     }
 }
