@@ -105,6 +105,8 @@ pub struct CaptureThread {
     pub cfg: Arc<Config>,
     pub engine: Engine,
     pub links: Links,
+    /// Drop counters of handles lost before the current one.
+    pub carried: crate::capture::LiveStats,
 }
 
 impl CaptureThread {
@@ -142,14 +144,28 @@ impl CaptureThread {
                     Source::Open(s) => Some(s),
                     Source::Lost { .. } => None,
                 };
-                report(self.index, src, &self.engine, &self.links.shared, true);
+                report(
+                    self.index,
+                    src,
+                    self.carried,
+                    &self.engine,
+                    &self.links.shared,
+                    true,
+                );
             }
         }
         let src = match &mut source {
             Source::Open(s) => Some(s),
             Source::Lost { .. } => None,
         };
-        report(self.index, src, &self.engine, &self.links.shared, false);
+        report(
+            self.index,
+            src,
+            self.carried,
+            &self.engine,
+            &self.links.shared,
+            false,
+        );
         if let Some(f) = &failure {
             set_error(&self.links.shared, self.index, f.clone());
         }
@@ -174,7 +190,15 @@ impl CaptureThread {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return self.lost(&e.to_string()),
+                Err(e) => {
+                    // Counters of the next handle start at zero: carry these.
+                    if let Ok(st) = src.stats() {
+                        self.carried.dropped += st.dropped;
+                        self.carried.if_dropped += st.if_dropped;
+                        self.carried.truncated += st.truncated;
+                    }
+                    return self.lost(&e.to_string());
+                }
             }
         }
         // The ring is empty: time passes all the same.
@@ -268,22 +292,20 @@ fn set_error(shared: &Shared, i: usize, e: String) {
     }
 }
 
-/// Publishes this thread's counters for `status` and the metrics.
-fn report(i: usize, src: Option<&mut LiveSource>, engine: &Engine, shared: &Shared, running: bool) {
+/// Publishes this thread's counters for `status` and the metrics:
+/// `carried` holds what handles lost before the current one counted.
+fn report(
+    i: usize,
+    src: Option<&mut LiveSource>,
+    carried: crate::capture::LiveStats,
+    engine: &Engine,
+    shared: &Shared,
+    running: bool,
+) {
     let st = engine.stats();
-    let pcap = src.and_then(|s| s.stats().ok());
+    let pcap = src.and_then(|s| s.stats().ok()).unwrap_or_default();
     let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = all.get_mut(i) {
-        // Counters of a reopened handle start again at zero: keep the
-        // largest seen so the metrics stay monotonic.
-        let (dropped, if_dropped, truncated) =
-            pcap.map_or((s.pcap_dropped, s.if_dropped, s.truncated), |p| {
-                (
-                    s.pcap_dropped.max(p.dropped),
-                    s.if_dropped.max(p.if_dropped),
-                    s.truncated.max(p.truncated),
-                )
-            });
         *s = CaptureStatus {
             interface: s.interface.clone(),
             running,
@@ -294,10 +316,10 @@ fn report(i: usize, src: Option<&mut LiveSource>, engine: &Engine, shared: &Shar
             calls: st.calls,
             recorded: st.recorded,
             active_recorded: engine.active_recorded() as u64,
-            pcap_dropped: dropped,
-            if_dropped,
+            pcap_dropped: carried.dropped + pcap.dropped,
+            if_dropped: carried.if_dropped + pcap.if_dropped,
             ring_dropped: engine.ring_drops(),
-            truncated,
+            truncated: carried.truncated + pcap.truncated,
             error: s.error.take(),
         };
     }

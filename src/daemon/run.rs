@@ -268,6 +268,7 @@ fn start_capture(
             interface: interface.clone(),
             cfg: cfg.clone(),
             engine,
+            carried: Default::default(),
             links: Links {
                 stop: stop.clone(),
                 shared: shared.clone(),
