@@ -20,6 +20,8 @@ use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+pub mod snapshot;
+
 /// Identifies a call for the life of the process (never reused).
 pub type CallKey = u64;
 

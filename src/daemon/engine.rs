@@ -25,6 +25,8 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod restore;
+
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     pub packets: u64,
@@ -168,6 +170,8 @@ pub struct Engine {
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
+    /// Live daemon only: the call-state journal (`restore_journal`).
+    journal: Option<crate::daemon::journal::CallJournal>,
 }
 
 impl Engine {
@@ -204,6 +208,7 @@ impl Engine {
             stats: EngineStats::default(),
             now: Timestamp::ZERO,
             first_ts: None,
+            journal: None,
             cfg,
         })
     }
@@ -330,6 +335,7 @@ impl Engine {
             };
             a.beep(key, &c.setup.short_id, at, kind, &c.legs);
         }
+        self.journal_save(key);
     }
 
     /// Packets the shard rings had no room for (live capture drops them).
@@ -470,7 +476,9 @@ impl Engine {
     fn flush_events(&mut self) {
         let events = std::mem::take(&mut self.events);
         for ev in events {
+            let journal = crate::daemon::journal::JournalOp::of(&ev);
             self.on_event(ev);
+            self.journal_event(journal);
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod control;
 pub mod engine;
 pub mod finisher;
+pub mod journal;
 pub mod logging;
 pub mod media;
 pub mod recovery;

@@ -161,7 +161,7 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
     let mut control_txs = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
-            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
+            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone()).live()
         })
         .map_err(io("shard workers"))?;
         let pcap_name = if n_if == 1 {
@@ -170,8 +170,9 @@ pub fn run(cfg: Config) -> Result<(), RunError> {
             format!("announcements-{}.pcap", src.name())
         };
         let announcer = Announcer::from_config(&cfg, &spool_dir.join(pcap_name))?;
-        let engine = Engine::new(cfg.clone(), &spool_dir, pool, announcer, usage.clone())
+        let mut engine = Engine::new(cfg.clone(), &spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
+        engine.restore_journal(&spool_dir.join("state/calls").join(src.name()), wall_now());
         let (stop, shared) = (stop.clone(), shared.clone());
         let (ctl_tx, ctl_rx) = mpsc::channel();
         control_txs.push(ctl_tx);

@@ -213,6 +213,15 @@ impl WavWriter {
         self.file.write_all(&self.buf[..n])
     }
 
+    /// Hands what is buffered to the kernel (one `write`, no fsync): a
+    /// process killed afterwards loses none of it; a power cut still can.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        self.flush_buf()
+    }
+
     /// Pads with silence or cuts to exactly `frames` frames (when given),
     /// patches the header, and hashes the final file.
     pub fn finish(mut self, frames: Option<u64>) -> io::Result<WavSummary> {
