@@ -178,6 +178,11 @@ impl MediaWorker {
         match CallRecorder::create(params) {
             Ok(mut r) => {
                 r.set_flush_each_block(self.live);
+                if self.live
+                    && let Err(e) = r.keep_tail(&path, start)
+                {
+                    tracing::warn!(call = %setup.short_id, error = %e, "cannot keep the jitter window on disk: a crash would lose its last 200 ms");
+                }
                 apply_payloads(&mut r, &c.legs);
                 c.rec = Some(r);
                 c.seg_start = start;

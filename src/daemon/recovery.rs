@@ -55,8 +55,11 @@ pub fn write_intent(
     }
 }
 
+/// The segment is published (or dropped): the files that would have
+/// rescued it after a crash go (its intent and its jitter-window tail).
 pub fn remove_intent(wav: &Path) {
     let _ = std::fs::remove_file(intent_path(wav));
+    let _ = std::fs::remove_file(crate::recording::tail::tail_path(wav));
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -91,6 +94,17 @@ pub fn recover_tmp(spool: &Spool) -> std::io::Result<TmpRecovery> {
         .collect();
     wavs.sort();
     for path in wavs {
+        // The live daemon's jitter window first: the audio that had not
+        // waited out its 200 ms yet goes at the end of the file.
+        match crate::recording::tail::restore_tail(&path) {
+            Ok(0) => {}
+            Ok(frames) => {
+                tracing::info!(path = %path.display(), ms = frames / 8, "jitter window of a recording cut short appended")
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "jitter window of a recording cut short unreadable; the recording ends where its file does")
+            }
+        }
         let info = match wav::recover(&path) {
             Ok(i) => i,
             Err(e) => {
