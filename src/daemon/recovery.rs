@@ -26,8 +26,8 @@ pub fn intent_path(wav: &Path) -> PathBuf {
 
 /// The segment's provisional publication, written when it opens (and, in
 /// the live daemon, rewritten about once a second with the quality so
-/// far). Written to a temporary name and renamed over the old one, so a
-/// process killed mid-write leaves the previous intent whole. Not
+/// far). Written so that a process killed mid-write leaves the previous
+/// intent or the new one whole ([`crate::daemon::journal::write_whole`]). Not
 /// fsynced: after a power cut the WAV may be kept as unclaimed rather
 /// than queued, never lost.
 pub fn write_intent(
@@ -46,11 +46,7 @@ pub fn write_intent(
         "metadata": meta,
     });
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    let path = intent_path(wav);
-    let mut tmp = path.clone().into_os_string();
-    tmp.push(".tmp");
-    let written = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path));
-    if let Err(e) = written {
+    if let Err(e) = crate::daemon::journal::write_whole(&intent_path(wav), &bytes) {
         tracing::warn!(path = %wav.display(), error = %e, "cannot write the segment's intent; after a crash it would be unclaimed");
     }
 }
