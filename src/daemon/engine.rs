@@ -465,6 +465,7 @@ impl Engine {
             Ok(msg) => {
                 self.stats.sip_messages += 1;
                 self.tracker.on_message(ts, src, &msg, &mut self.events);
+                self.journal_sip(&msg);
             }
             Err(e) => {
                 self.stats.sip_malformed += 1;

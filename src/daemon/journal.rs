@@ -107,8 +107,9 @@ pub struct CallJournal {
     /// File names start with the process's start time (µs), so a file of
     /// this run never takes the name of one left by an earlier run.
     boot: i64,
-    /// The tracker's Call-ID of each call's current dialog.
-    pub(crate) dialogs: HashMap<CallKey, String>,
+    /// The tracker's Call-ID of each call's current dialog, and back.
+    dialogs: HashMap<CallKey, String>,
+    keys: HashMap<String, CallKey>,
     /// Writes done and their total time (µs), for the cost in the logs.
     pub writes: u64,
     pub write_us: u64,
@@ -137,6 +138,7 @@ impl CallJournal {
             dir: dir.to_owned(),
             boot: now.0,
             dialogs: HashMap::new(),
+            keys: HashMap::new(),
             writes: 0,
             write_us: 0,
         })
@@ -169,9 +171,29 @@ impl CallJournal {
         Ok(())
     }
 
+    /// Call `key` is (now) known by the tracker's dialog `call_id`.
+    pub fn track(&mut self, key: CallKey, call_id: String) {
+        if let Some(old) = self.dialogs.insert(key, call_id.clone()) {
+            self.keys.remove(&old);
+        }
+        self.keys.insert(call_id, key);
+    }
+
+    /// The tracker's Call-ID of call `key`'s dialog.
+    pub fn dialog_of(&self, key: CallKey) -> Option<&str> {
+        self.dialogs.get(&key).map(String::as_str)
+    }
+
+    /// The call whose dialog is `call_id`.
+    pub fn key_of(&self, call_id: &str) -> Option<CallKey> {
+        self.keys.get(call_id).copied()
+    }
+
     /// The call ended and its history line is written: its file goes.
     pub fn remove(&mut self, key: CallKey) {
-        self.dialogs.remove(&key);
+        if let Some(c) = self.dialogs.remove(&key) {
+            self.keys.remove(&c);
+        }
         let path = self.file_of(key);
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != std::io::ErrorKind::NotFound

@@ -110,7 +110,7 @@ impl Engine {
         let Some(j) = self.journal.as_mut() else {
             return;
         };
-        j.dialogs.insert(key, call_id.to_owned());
+        j.track(key, call_id.to_owned());
         if let Err(e) = j.adopt(old, key) {
             tracing::warn!(path = %old.display(), error = %e, "cannot rename a journal file; it is written anew");
         }
@@ -233,11 +233,29 @@ impl Engine {
         match op {
             JournalOp::None => {}
             JournalOp::Track(key, call_id) => {
-                j.dialogs.insert(key, call_id);
+                j.track(key, call_id);
                 self.journal_save(key);
             }
             JournalOp::Save(key) => self.journal_save(key),
             JournalOp::Remove(key) => j.remove(key),
+        }
+    }
+
+    /// After each SIP message: a response to an INVITE can change a call
+    /// without a call event (the answer of a call that is not recorded, an
+    /// early answer's SDP and tag), so the call's file is written again.
+    pub(super) fn journal_sip(&mut self, msg: &crate::sip::Message<'_>) {
+        let Some(j) = self.journal.as_ref() else {
+            return;
+        };
+        let invite = msg
+            .cseq()
+            .is_some_and(|(_, m)| m.eq_ignore_ascii_case("INVITE"));
+        if msg.status().is_none() || !invite {
+            return;
+        }
+        if let Some(key) = msg.call_id().and_then(|c| j.key_of(c.trim())) {
+            self.journal_save(key);
         }
     }
 
@@ -246,7 +264,7 @@ impl Engine {
         let Some(j) = self.journal.as_ref() else {
             return;
         };
-        let Some(call_id) = j.dialogs.get(&key) else {
+        let Some(call_id) = j.dialog_of(key) else {
             return;
         };
         let (Some(dialog), Some(mut record)) = (
