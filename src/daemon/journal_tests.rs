@@ -42,7 +42,6 @@ fn state() -> CallState {
             early: Vec::new(),
             answered_at_us: Some(1_795_221_001_000_000),
             segments: 1,
-            remote_identity: None,
         },
         engine: Some(EnginePart {
             contract: "K-1".into(),

@@ -4,7 +4,8 @@
 //! [`Dialog`]; plain serde structs mirror the types that carry no serde
 //! (the verdict's enums and `&'static str` prefix, endpoints, sides). The
 //! contract is kept by id, not by index, so a configuration that lists
-//! its contracts in another order at the next start still finds it.
+//! its contracts in another order at the next start still finds it. The
+//! connected party's asserted identity is left out: it may be withheld.
 
 use super::{CallKey, Dialog, Endpoint, Side, State, Tracker};
 use crate::calls::policy::{Direction, SkipReason, Verdict};
@@ -60,7 +61,6 @@ pub struct DialogSnapshot {
     pub early: Vec<(String, EndpointSnap)>,
     pub answered_at_us: Option<i64>,
     pub segments: u32,
-    pub remote_identity: Option<String>,
 }
 
 /// Why a snapshot cannot be taken back.
@@ -243,7 +243,6 @@ impl Tracker {
                 .collect(),
             answered_at_us: d.answered_at.map(|t| t.0),
             segments: d.segments,
-            remote_identity: d.remote_identity.clone(),
         })
     }
 
@@ -325,7 +324,11 @@ impl Tracker {
             answered_at: s.answered_at_us.map(Timestamp),
             last_activity: now,
             segments: s.segments + u32::from(recorded),
-            remote_identity: s.remote_identity.clone(),
+            // Not journalled: a connected party's asserted identity may be
+            // a withheld number, which never goes into a file. The next
+            // one seen is taken as it is (a transfer that changes it right
+            // after a restart goes unnoticed).
+            remote_identity: None,
             ended: false,
         };
         self.next_key += 1;

@@ -246,3 +246,39 @@ fn a_contract_gone_or_an_unknown_value_is_refused() {
     ));
     assert_eq!(tr.active_recorded(), 0, "nothing half restored");
 }
+
+#[test]
+fn no_withheld_or_asserted_number_reaches_the_journal() {
+    let mut tr = tracker(CFG);
+    let invite = String::from_utf8(msg(INVITE, "1 INVITE", None, false, Some("192.0.2.1:4000")))
+        .unwrap()
+        .replacen(
+            "Call-ID",
+            "Privacy: id\r\nP-Asserted-Identity: <sip:0312347777@192.0.2.1>\r\nCall-ID",
+            1,
+        )
+        .replace("sip:0312340001@", "sip:anonymous@");
+    feed(&mut tr, 0, invite.as_bytes());
+    let answer = String::from_utf8(msg(
+        "SIP/2.0 200 OK",
+        "1 INVITE",
+        Some("bbb"),
+        false,
+        Some("198.51.100.1:5000"),
+    ))
+    .unwrap()
+    .replacen(
+        "Call-ID",
+        "P-Asserted-Identity: <sip:0312346666@203.0.113.1>\r\nCall-ID",
+        1,
+    );
+    feed(&mut tr, 900, answer.as_bytes());
+    let text = format!(
+        "{}{}",
+        serde_json::to_string(&tr.snapshot("c1").unwrap()).unwrap(),
+        serde_json::to_string(&tr.history_template("c1").unwrap()).unwrap()
+    );
+    assert!(text.contains("\"caller\":\"anonymous\""), "{text}");
+    assert!(!text.contains("0312347777"), "{text}");
+    assert!(!text.contains("0312346666"), "{text}");
+}
