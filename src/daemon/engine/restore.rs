@@ -251,7 +251,8 @@ impl Engine {
         let invite = msg
             .cseq()
             .is_some_and(|(_, m)| m.eq_ignore_ascii_case("INVITE"));
-        if msg.status().is_none() || !invite {
+        // 100 Trying changes nothing a restart needs.
+        if msg.status().is_none_or(|c| c <= 100) || !invite {
             return;
         }
         if let Some(key) = msg.call_id().and_then(|c| j.key_of(c.trim())) {
