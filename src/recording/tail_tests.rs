@@ -6,10 +6,10 @@ use crate::recording::recorder::{CallRecorder, Leg, RecorderParams};
 
 const START: Timestamp = Timestamp(1_795_221_000_000_000);
 
-fn recorder(path: &Path, channels: Channels, live: bool) -> CallRecorder {
+fn recorder(path: &Path, format: AudioFormat, channels: Channels, live: bool) -> CallRecorder {
     let mut r = CallRecorder::create(RecorderParams {
         path: path.to_owned(),
-        format: AudioFormat::Pcm16,
+        format,
         channels,
         start: START,
         telephone_event_pt: [None, None],
@@ -39,14 +39,15 @@ fn feed(r: &mut CallRecorder, leg: Leg, i: u32, hz: f64) {
 /// (dropped unfinished, its tail restored at the "next start"), once as
 /// one that finishes at the last packet's end; returns both files' samples.
 fn killed_and_finished(
+    format: AudioFormat,
     channels: Channels,
     packets: u32,
     pause_at: Option<u32>,
 ) -> (wav::WavData, wav::WavData, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (cut, whole) = (dir.path().join("cut.wav"), dir.path().join("whole.wav"));
-    let mut a = recorder(&cut, channels, true);
-    let mut b = recorder(&whole, channels, false);
+    let mut a = recorder(&cut, format, channels, true);
+    let mut b = recorder(&whole, format, channels, false);
     for i in 0..packets {
         for r in [&mut a, &mut b] {
             if pause_at == Some(i) {
@@ -72,7 +73,7 @@ fn killed_and_finished(
 #[test]
 fn a_killed_recording_keeps_its_jitter_window() {
     for channels in [Channels::Stereo, Channels::Mono] {
-        let (cut, whole, added) = killed_and_finished(channels, 100, None);
+        let (cut, whole, added) = killed_and_finished(AudioFormat::Pcm16, channels, 100, None);
         // 2 s of audio sent; without the tail the file would end 200 ms
         // (the playout delay) early.
         assert_eq!(whole.samples[0].len(), 16_000);
@@ -91,8 +92,20 @@ fn a_killed_recording_keeps_its_jitter_window() {
 }
 
 #[test]
+fn the_window_is_appended_in_the_file_s_own_g711_format() {
+    for format in [AudioFormat::Ulaw, AudioFormat::Alaw] {
+        for channels in [Channels::Stereo, Channels::Mono] {
+            let (cut, whole, added) = killed_and_finished(format, channels, 60, None);
+            assert!(added >= 1_600, "{format:?} {channels:?}: {added}");
+            assert_eq!(cut.samples[0].len(), 9_604, "{format:?} {channels:?}");
+            same_audio(&cut, &whole);
+        }
+    }
+}
+
+#[test]
 fn a_pause_open_at_the_kill_mutes_the_restored_window() {
-    let (cut, whole, _) = killed_and_finished(Channels::Stereo, 100, Some(95));
+    let (cut, whole, _) = killed_and_finished(AudioFormat::Pcm16, Channels::Stereo, 100, Some(95));
     let from = 95 * 160;
     assert!(
         cut.samples[0][from..].iter().all(|&s| s == 0),
@@ -118,7 +131,7 @@ fn same_audio(cut: &wav::WavData, whole: &wav::WavData) {
 fn no_tail_file_or_a_foreign_one() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("x.wav");
-    let mut r = recorder(&w, Channels::Mono, false);
+    let mut r = recorder(&w, AudioFormat::Pcm16, Channels::Mono, false);
     feed(&mut r, Leg::Subscriber, 0, 440.0);
     drop(r);
     assert_eq!(restore_tail(&w).unwrap(), 0);
@@ -133,7 +146,7 @@ fn no_tail_file_or_a_foreign_one() {
 fn a_finished_recording_leaves_no_tail() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("x.wav");
-    let mut r = recorder(&w, Channels::Stereo, true);
+    let mut r = recorder(&w, AudioFormat::Pcm16, Channels::Stereo, true);
     for i in 0..20 {
         feed(&mut r, Leg::Subscriber, i, 440.0);
     }
