@@ -145,45 +145,8 @@ fn a_pause_outlives_the_crash_and_the_call_ends_with_one_line() {
     let mut segs = published(&spool);
     segs.sort_by_key(|(m, _)| m["segment"]["index"].as_u64());
     assert_eq!(segs.len(), 2);
-    let (m1, w1) = &segs[0];
-    assert_eq!(
-        (m1["end_reason"].as_str(), m1["segment"]["index"].as_u64()),
-        (Some("recovered"), Some(1))
-    );
-    assert!(
-        m1["quality"]["subscriber"]["packets"].as_u64().unwrap() > 200,
-        "{m1}"
-    );
-    // Recorded from 2 s to the kill at 8 s: 6 s, the jitter window included.
-    let d1 = m1["audio"]["duration_ms"].as_u64().unwrap();
-    assert!((5_980..=6_000).contains(&d1), "{d1} ms");
-    let s1 = read_wav(w1).unwrap();
-    assert!(
-        s1.samples[0][3 * 8000..].iter().all(|&x| x == 0),
-        "muted from the pause at 5 s to the kill"
-    );
-    assert!(power(&s1.samples[0][8000..16000], 440.0) > 0.0);
-    let (m2, w2) = &segs[1];
-    assert_eq!(m2["segment"]["cause"], "restart");
-    assert_eq!(m2["segment"]["index"], 2);
-    assert_eq!(m2["end_reason"], "bye-subscriber");
-    assert_eq!(
-        m2["pauses"][0]["from_ms"], 0,
-        "paused from its first sample: {m2}"
-    );
-    // Stamped with the last packet's time before the request (20 ms steps).
-    let to = m2["pauses"][0]["to_ms"].as_u64().unwrap();
-    assert!((2_960..=3_000).contains(&to), "{m2}");
-    let s2 = read_wav(w2).unwrap();
-    assert!(
-        s2.samples[0][..3 * 8000 - 800].iter().all(|&x| x == 0),
-        "still muted after the restart"
-    );
-    let after = &s2.samples[0][3 * 8000 + 2_000..];
-    assert!(
-        power(after, 440.0) > 100.0 * power(after, 1000.0),
-        "the subscriber after the resume"
-    );
+    check_cut_while_paused(&segs[0].0, &segs[0].1);
+    check_restart_still_paused(&segs[1].0, &segs[1].1);
     assert!(files(&spool.join("state/calls"), ".json").is_empty());
     assert!(
         files(&spool.join("tmp"), "").is_empty(),
@@ -242,4 +205,52 @@ fn a_contract_gone_ends_the_call_with_its_line_and_an_unrecorded_call_keeps_its_
     assert_eq!(segs.len(), 1);
     assert_eq!(segs[0].0["end_reason"], "recovered");
     assert!(files(&spool.join("state/calls"), ".json").is_empty());
+}
+
+/// The segment the kill cut: recovered with its quality and its pause.
+fn check_cut_while_paused(m1: &serde_json::Value, w1: &Path) {
+    assert_eq!(
+        (m1["end_reason"].as_str(), m1["segment"]["index"].as_u64()),
+        (Some("recovered"), Some(1))
+    );
+    assert!(
+        m1["quality"]["subscriber"]["packets"].as_u64().unwrap() > 200,
+        "{m1}"
+    );
+    // Recorded from 2 s to the kill at 8 s: 6 s, the jitter window included.
+    let d1 = m1["audio"]["duration_ms"].as_u64().unwrap();
+    assert!((5_980..=6_000).contains(&d1), "{d1} ms");
+    // The pause as the intent last had it (refreshed once a second).
+    let from = m1["pauses"][0]["from_ms"].as_u64().unwrap();
+    assert!((2_960..=3_000).contains(&from), "{m1}");
+    let s1 = read_wav(w1).unwrap();
+    assert!(
+        s1.samples[0][3 * 8000..].iter().all(|&x| x == 0),
+        "muted from the pause at 5 s to the kill"
+    );
+    assert!(power(&s1.samples[0][8000..16000], 440.0) > 0.0);
+}
+
+/// The restart segment: muted from its first sample until the resume.
+fn check_restart_still_paused(m2: &serde_json::Value, w2: &Path) {
+    assert_eq!(m2["segment"]["cause"], "restart");
+    assert_eq!(m2["segment"]["index"], 2);
+    assert_eq!(m2["end_reason"], "bye-subscriber");
+    assert_eq!(
+        m2["pauses"][0]["from_ms"], 0,
+        "paused from its first sample: {m2}"
+    );
+    // Stamped with the last packet's time before the request (20 ms steps).
+    let to = m2["pauses"][0]["to_ms"].as_u64().unwrap();
+    assert!((2_960..=3_000).contains(&to), "{m2}");
+    let s2 = read_wav(w2).unwrap();
+    assert!(
+        s2.samples[0][..3 * 8000 - 800].iter().all(|&x| x == 0),
+        "still muted after the restart"
+    );
+    let after = &s2.samples[0][3 * 8000 + 2_000..];
+    assert!(
+        power(after, 440.0) > 100.0 * power(after, 1000.0),
+        "the subscriber after the resume"
+    );
 }

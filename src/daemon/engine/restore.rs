@@ -157,11 +157,7 @@ impl Engine {
         now: Timestamp,
     ) {
         let d = &s.dialog;
-        let Some(contract) = verdict
-            .contract
-            .and_then(|i| self.cfg.contracts.get(i))
-            .cloned()
-        else {
+        let Some(setup) = self.restored_setup(key, verdict, s, e, answered_at) else {
             return;
         };
         let legs = self.tracker.legs_of(&d.call_id).unwrap_or_default();
@@ -169,30 +165,11 @@ impl Engine {
             .tracker
             .segments_of(&d.call_id)
             .unwrap_or(e.segment + 1);
-        let record_start = Timestamp(e.record_start_us);
         if let Some(b) = e.billing_start_us {
             self.billing.insert(key, Timestamp(b));
         }
-        let setup = Arc::new(CallSetup {
-            key,
-            call_id: d.history_call_id.clone(),
-            short_id: d.short_id.clone(),
-            contract,
-            verdict,
-            invite_at: Timestamp(d.invite_at_us),
-            answered_at,
-            record_start,
-            guidance: e.guidance.as_ref().map(|g| Guidance {
-                id: g.id,
-                played: g.played,
-                started_at: Timestamp(g.started_at_us),
-                ended_at: Timestamp(g.ended_at_us),
-            }),
-            utc_offset_secs: self.cfg.general.utc_offset_secs,
-            format: self.cfg.recording.format,
-        });
         let mut pause = PauseControl::new(
-            record_start,
+            setup.record_start,
             setup.contract.pause_dtmf.as_deref(),
             setup.contract.resume_dtmf.as_deref(),
             telephone_event_pt(&legs, Leg::Subscriber),
@@ -223,6 +200,41 @@ impl Engine {
             at: now,
             paused: e.paused,
         });
+    }
+
+    /// The recording's setup as the earlier run had it, under the
+    /// contract as configured now (None when it is gone).
+    fn restored_setup(
+        &self,
+        key: CallKey,
+        verdict: Verdict,
+        s: &CallState,
+        e: &EnginePart,
+        answered_at: Timestamp,
+    ) -> Option<Arc<CallSetup>> {
+        let d = &s.dialog;
+        let contract = verdict
+            .contract
+            .and_then(|i| self.cfg.contracts.get(i))
+            .cloned()?;
+        Some(Arc::new(CallSetup {
+            key,
+            call_id: d.history_call_id.clone(),
+            short_id: d.short_id.clone(),
+            contract,
+            verdict,
+            invite_at: Timestamp(d.invite_at_us),
+            answered_at,
+            record_start: Timestamp(e.record_start_us),
+            guidance: e.guidance.as_ref().map(|g| Guidance {
+                id: g.id,
+                played: g.played,
+                started_at: Timestamp(g.started_at_us),
+                ended_at: Timestamp(g.ended_at_us),
+            }),
+            utc_offset_secs: self.cfg.general.utc_offset_secs,
+            format: self.cfg.recording.format,
+        }))
     }
 
     /// After each call event: what it means for the call's journal file.
