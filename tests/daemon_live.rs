@@ -144,17 +144,12 @@ impl Daemon {
         assert!(exited, "daemon did not exit within {limit:?}: {err}");
         (took, code, err)
     }
+    /// The control socket's `status`, and how long the daemon took to
+    /// answer (the socket round trip, as `callrec status` makes it).
     fn status(&self) -> (Duration, String) {
         let t = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
-            .args(["status", "--socket"])
-            .arg(&self.sock)
-            .output()
-            .unwrap();
-        (
-            t.elapsed(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = callrec::daemon::control::query(&self.sock, "status").unwrap_or_default();
+        (t.elapsed(), out)
     }
     fn metas(&self) -> Vec<serde_json::Value> {
         files(&self.spool.join("queue/acme/ready"), ".json")

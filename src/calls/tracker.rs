@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 mod reload;
+pub mod snapshot;
 
 /// Identifies a call for the life of the process (never reused).
 pub type CallKey = u64;

@@ -25,6 +25,8 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+pub mod restore;
+
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
     pub packets: u64,
@@ -170,6 +172,8 @@ pub struct Engine {
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
+    /// Live daemon only: the call-state journal (`restore_journal`).
+    journal: Option<crate::daemon::journal::CallJournal>,
 }
 
 impl Engine {
@@ -206,6 +210,7 @@ impl Engine {
             stats: EngineStats::default(),
             now: Timestamp::ZERO,
             first_ts: None,
+            journal: None,
             cfg,
         })
     }
@@ -343,6 +348,7 @@ impl Engine {
             };
             a.beep(key, &c.setup.short_id, at, kind, &c.legs);
         }
+        self.journal_save(key);
     }
 
     /// Packets the shard rings had no room for (live capture drops them).
@@ -472,6 +478,7 @@ impl Engine {
             Ok(msg) => {
                 self.stats.sip_messages += 1;
                 self.tracker.on_message(ts, src, &msg, &mut self.events);
+                self.journal_sip(&msg);
             }
             Err(e) => {
                 self.stats.sip_malformed += 1;
@@ -483,7 +490,9 @@ impl Engine {
     fn flush_events(&mut self) {
         let events = std::mem::take(&mut self.events);
         for ev in events {
+            let journal = crate::daemon::journal::JournalOp::of(&ev);
             self.on_event(ev);
+            self.journal_event(journal);
         }
     }
 

@@ -4,6 +4,7 @@ pub mod capture_thread;
 pub mod control;
 pub mod engine;
 pub mod finisher;
+pub mod journal;
 pub mod logging;
 pub mod media;
 pub mod recovery;

@@ -248,7 +248,7 @@ fn start_capture(
     let mut links = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
-            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
+            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone()).live()
         })
         .map_err(io("shard workers"))?;
         let interface = c.interfaces[i].clone();
@@ -258,8 +258,9 @@ fn start_capture(
             format!("announcements-{interface}.pcap")
         };
         let announcer = Announcer::from_config(cfg, &spool_dir.join(pcap_name))?;
-        let engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
+        let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
+        engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());
         let (tx, rx) = mpsc::channel();
         let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
         let heartbeat = Arc::new(AtomicU64::new(clock.millis()));

@@ -145,6 +145,27 @@ impl JitterBuffer {
         );
     }
 
+    /// Copies the window's samples at timeline positions `from..to`
+    /// (clipped to the window) to the same ring places of `dst`: the live
+    /// daemon keeps such a copy in a file mapping, so a killed process
+    /// leaves its jitter window behind ([`crate::recording::tail`]).
+    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16; RING]) {
+        let from = from.max(self.read_pos);
+        let to = to.min(self.read_pos + RING as i64);
+        let mut p = from;
+        while p < to {
+            let a = (p & MASK) as usize;
+            let n = ((to - p) as usize).min(RING - a);
+            dst[a..a + n].copy_from_slice(&self.ring[a..a + n]);
+            p += n as i64;
+        }
+    }
+
+    /// Timeline span of the current telephone event (kept silent).
+    pub fn event_span(&self) -> (i64, i64) {
+        self.event_span
+    }
+
     /// Timeline position of the next sample [`JitterBuffer::pop`] returns.
     pub fn read_pos(&self) -> i64 {
         self.read_pos

@@ -7,4 +7,5 @@
 
 pub mod metadata;
 pub mod recorder;
+pub mod tail;
 pub mod wav;

@@ -17,11 +17,12 @@ use std::path::PathBuf;
 
 use crate::config::{AudioFormat, Channels};
 use crate::media::codec::Codec;
-use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, sample_index};
+use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, Placed, sample_index};
 use crate::media::mixer::Mixer;
 use crate::media::quality::LegQuality;
 use crate::media::rtp::{RtpPacket, is_rtcp};
 use crate::prefetch;
+use crate::recording::tail::TailMirror;
 use crate::recording::wav::WavWriter;
 use crate::time::Timestamp;
 
@@ -73,6 +74,13 @@ pub struct CallRecorder {
     rtcp: u64,
     /// First write error; the recording is then failed at `finish`.
     error: Option<io::Error>,
+    /// Live daemon: each mixed block (20 ms of audio or more) goes to the
+    /// kernel at once, so a killed process loses at most the block being
+    /// mixed. Off for `replay`, whose speed rests on 8 KiB writes.
+    flush_each_block: bool,
+    /// Live daemon: a copy of the jitter window in a file mapping, so the
+    /// 200 ms not yet written survive a kill ([`crate::recording::tail`]).
+    tail: Option<TailMirror>,
 }
 
 fn ms(samples: i64) -> u64 {
@@ -93,7 +101,22 @@ impl CallRecorder {
             newest: 0,
             rtcp: 0,
             error: None,
+            flush_each_block: false,
+            tail: None,
         })
+    }
+
+    /// Live daemon only: write each mixed block through to the kernel
+    /// (one `write` per 20 ms or more of audio) instead of every 8 KiB.
+    pub fn set_flush_each_block(&mut self, on: bool) {
+        self.flush_each_block = on;
+    }
+
+    /// Live daemon only: keeps the jitter window in `<wav>.tail` as well
+    /// (see [`crate::recording::tail`]); `wav` is this recorder's file.
+    pub fn keep_tail(&mut self, wav: &std::path::Path, start: Timestamp) -> io::Result<()> {
+        self.tail = Some(TailMirror::create(wav, start, self.wav.channels())?);
+        Ok(())
     }
 
     /// Payload-type meanings for one leg, from its SDP (adds to the
@@ -130,7 +153,17 @@ impl CallRecorder {
                 return;
             }
         };
-        jb.push(ts, &pkt);
+        let placed = jb.push(ts, &pkt);
+        if let Some(t) = self.tail.as_mut() {
+            let span = match placed {
+                Placed::Audio { pos, samples } => Some((pos, pos + samples as i64)),
+                Placed::Event => Some(jb.event_span()),
+                _ => None,
+            };
+            if let Some((from, to)) = span {
+                t.placed(leg as usize, jb, from, to);
+            }
+        }
     }
 
     /// First of two prefetch steps for a packet a few places ahead in the
@@ -182,7 +215,17 @@ impl CallRecorder {
             }
             return;
         }
-        if let Err(e) = self.mixer.render(&mut self.legs, upto, &mut self.wav) {
+        let mut r = self.mixer.render(&mut self.legs, upto, &mut self.wav);
+        if r.is_ok() && self.flush_each_block {
+            r = self.wav.flush();
+        }
+        // Only once the kernel has the samples may their copy go.
+        if r.is_ok()
+            && let Some(t) = self.tail.as_mut()
+        {
+            t.committed(self.legs[0].read_pos());
+        }
+        if let Err(e) = r {
             self.error = Some(e);
         }
     }
@@ -195,17 +238,21 @@ impl CallRecorder {
     /// Starts muting both channels at `ts` (control interface or DTMF).
     pub fn pause(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
-        self.mixer
-            .pause(pos)
-            .then(|| RecorderEvent::Paused { at_ms: ms(pos) })
+        let paused = self.mixer.pause(pos);
+        if paused && let Some(t) = self.tail.as_mut() {
+            t.paused(pos);
+        }
+        paused.then(|| RecorderEvent::Paused { at_ms: ms(pos) })
     }
 
     /// Ends the pause at `ts`; a 200 ms beep marks the spot.
     pub fn resume(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
-        self.mixer
-            .resume(pos)
-            .then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
+        let resumed = self.mixer.resume(pos);
+        if resumed && let Some(t) = self.tail.as_mut() {
+            t.resumed(pos);
+        }
+        resumed.then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
     }
 
     pub fn is_paused(&self) -> bool {
@@ -214,6 +261,25 @@ impl CallRecorder {
 
     pub fn quality(&self, leg: Leg) -> LegQuality {
         self.legs[leg as usize].quality.snapshot()
+    }
+
+    /// What the metadata would say if the segment ended now (audio
+    /// written so far; no hash): kept in the segment's intent so that a
+    /// recording cut short by a crash is published with its quality.
+    pub fn provisional_summary(&self) -> RecordingSummary {
+        let written = self.legs[0].read_pos();
+        RecordingSummary {
+            duration_ms: ms(written),
+            sha256: String::new(),
+            bytes: 0,
+            pauses: self
+                .mixer
+                .pauses(written)
+                .into_iter()
+                .map(|(a, b)| (ms(a), ms(b)))
+                .collect(),
+            quality: [self.quality(Leg::Subscriber), self.quality(Leg::Remote)],
+        }
     }
 
     /// RTCP packets seen on the media ports (ignored for audio).
@@ -226,6 +292,9 @@ impl CallRecorder {
     pub fn finish(mut self, end: Timestamp) -> io::Result<RecordingSummary> {
         let total = sample_index(self.start, end).max(0);
         self.render(total);
+        if let Some(t) = self.tail.take() {
+            t.discard();
+        }
         if let Some(e) = self.error.take() {
             return Err(e);
         }

@@ -213,6 +213,15 @@ impl WavWriter {
         self.file.write_all(&self.buf[..n])
     }
 
+    /// Hands what is buffered to the kernel (one `write`, no fsync): a
+    /// process killed afterwards loses none of it; a power cut still can.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        self.flush_buf()
+    }
+
     /// Pads with silence or cuts to exactly `frames` frames (when given),
     /// patches the header, and hashes the final file.
     pub fn finish(mut self, frames: Option<u64>) -> io::Result<WavSummary> {
@@ -445,6 +454,35 @@ pub fn recover(path: &Path) -> io::Result<RecoveredInfo> {
         bytes: keep,
         trimmed: len.saturating_sub(keep),
     })
+}
+
+/// Whole frames after the header of a WAV being written (whatever its
+/// header says), and its channel count.
+pub fn whole_frames(path: &Path) -> io::Result<(u64, u16)> {
+    let mut file = File::open(path)?;
+    let l = parse_layout(&read_head(&mut file)?, path)?;
+    let len = file.metadata()?.len();
+    Ok((
+        len.saturating_sub(l.data_at as u64) / l.block as u64,
+        l.channels,
+    ))
+}
+
+/// Appends interleaved `samples` (encoded in the file's format) after its
+/// first `frames` whole frames, dropping anything beyond them first. The
+/// header is left as it is: [`recover`] patches it.
+pub fn append_samples(path: &Path, frames: u64, samples: &[i16]) -> io::Result<()> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let l = parse_layout(&read_head(&mut file)?, path)?;
+    let end = l.data_at as u64 + frames * l.block as u64;
+    file.set_len(end)?;
+    let bytes: Vec<u8> = match l.format {
+        AudioFormat::Pcm16 => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        AudioFormat::Ulaw => samples.iter().map(|&s| encode_ulaw(s)).collect(),
+        AudioFormat::Alaw => samples.iter().map(|&s| encode_alaw(s)).collect(),
+    };
+    file.seek(SeekFrom::Start(end))?;
+    file.write_all(&bytes)
 }
 
 /// A decoded WAV file.
