@@ -5,6 +5,7 @@ pub mod engine;
 pub mod finisher;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod recovery;
 pub mod replay;
 pub mod run;

@@ -43,7 +43,7 @@ pub fn write_intent(
         "metadata": meta,
     });
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    if let Err(e) = std::fs::write(intent_path(wav), bytes) {
+    if let Err(e) = crate::recording::perms::write(&intent_path(wav), &bytes) {
         tracing::warn!(path = %wav.display(), error = %e, "cannot write the segment's intent; after a crash it would be unclaimed");
     }
 }
@@ -94,8 +94,8 @@ pub fn recover_tmp(spool: &Spool) -> std::io::Result<TmpRecovery> {
             Err(why) => {
                 let dir = spool.root().join("unclaimed");
                 let dest = dir.join(path.file_name().unwrap_or_default());
-                let moved =
-                    std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&path, &dest));
+                let moved = crate::recording::perms::create_dir_all(&dir)
+                    .and_then(|_| std::fs::rename(&path, &dest));
                 let _ = std::fs::rename(intent_path(&path), intent_path(&dest));
                 match moved {
                     Ok(()) => {

@@ -1,0 +1,397 @@
+//! The Prometheus endpoint (`daemon.metrics_listen`, meant for localhost
+//! or a management network): `GET /metrics` answers the OpenMetrics text
+//! format (OpenMetrics 1.0, which Prometheus scrapes natively) encoded by
+//! the `prometheus-client` crate; any other path is 404, any other method
+//! 405. One thread, one connection at a time: a scrape every few seconds
+//! needs no more, and the endpoint stays off the packet path.
+//!
+//! Every scrape builds a fresh registry from what the capture threads last
+//! reported (once a second, [`CaptureStatus`]), the delivery workers'
+//! [`DestStatus`] and the spool's running size, so nothing here is
+//! updated per packet. Names and labels are the contract that
+//! `dashboards/callrec.json` and `dashboards/callrec-alerts.yml` rely on
+//! (`tests/metrics_live.rs` checks every name they use against a scrape).
+
+use crate::announce::announcer::AnnounceStats;
+use crate::daemon::run::{CaptureStatus, Shared};
+use crate::delivery::spool::SpoolUsage;
+use crate::delivery::worker::DestStatus;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+/// The OpenMetrics media type (OpenMetrics 1.0, "Overall structure").
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+type Labels = Vec<(&'static str, String)>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// What a scrape reads.
+#[derive(Clone)]
+pub struct Sources {
+    pub capture: Shared,
+    pub destinations: Vec<Arc<DestStatus>>,
+    pub usage: SpoolUsage,
+    /// `recording.spool_warn_bytes` and `spool_max_bytes` (0 = none).
+    pub spool_warn_bytes: u64,
+    pub spool_max_bytes: u64,
+    /// When the process started (for restart alerts: the watchdog's kills).
+    pub started: SystemTime,
+}
+
+/// Binds `addr` and answers scrapes on a thread of its own. A port
+/// already taken fails here, at start (`AddrInUse`, naming the address).
+pub fn serve(addr: std::net::SocketAddr, src: Sources) -> std::io::Result<()> {
+    let listener = std::net::TcpListener::bind(addr)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    std::thread::Builder::new()
+        .name("callrec-metrics".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+                let _ = respond(&mut conn, &src);
+            }
+        })?;
+    Ok(())
+}
+
+/// Reads one request head and writes the answer.
+fn respond(conn: &mut (impl Read + Write), src: &Sources) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    let n = conn.read(&mut buf)?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    let mut words = head.lines().next().unwrap_or("").split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let path = target.split('?').next().unwrap_or("");
+    let (status, ctype, body) = match (method, path) {
+        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, render(src, SystemTime::now())),
+        (_, "/metrics") => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET and HEAD\n".into(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "not found: the metrics are at /metrics\n".into(),
+        ),
+    };
+    let allow = if status.starts_with("405") {
+        "Allow: GET, HEAD\r\n"
+    } else {
+        ""
+    };
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
+        body.len()
+    )?;
+    if method != "HEAD" {
+        conn.write_all(body.as_bytes())?;
+    }
+    conn.flush()
+}
+
+/// The exposition text of one scrape at `now`.
+pub fn render(src: &Sources, now: SystemTime) -> String {
+    let caps = src
+        .capture
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut reg = Registry::with_prefix("callrec");
+    capture_families(&mut reg, &caps);
+    decision_families(&mut reg, &caps);
+    announce_families(&mut reg, &caps);
+    destination_families(&mut reg, &src.destinations, now);
+    spool_families(&mut reg, src);
+    process_families(&mut reg, src.started);
+    let mut out = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut out, &reg);
+    out
+}
+
+fn counter(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
+    let f = Family::<Labels, Counter>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).inc_by(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn gauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
+    let f = Family::<Labels, FloatGauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    reg.register(name, help, f);
+}
+
+fn iface(c: &CaptureStatus) -> Labels {
+    vec![("interface", c.interface.clone())]
+}
+
+/// Per interface: name (counters without `_total`), help, kind, value.
+type CapFamily = (&'static str, &'static str, bool, fn(&CaptureStatus) -> u64);
+
+const CAPTURE: [CapFamily; 11] = [
+    ("packets", "Frames captured.", true, |c| c.packets),
+    ("sip_messages", "SIP messages parsed.", true, |c| {
+        c.sip_messages
+    }),
+    ("rtp_routed", "RTP packets of recorded calls.", true, |c| {
+        c.rtp_routed
+    }),
+    (
+        "rtp_foreign",
+        "RTP to a recorded port from a foreign source, dropped.",
+        true,
+        |c| c.rtp_foreign,
+    ),
+    (
+        "pcap_dropped",
+        "Frames the kernel capture ring had no room for (libpcap ps_drop).",
+        true,
+        |c| c.pcap_dropped,
+    ),
+    (
+        "interface_dropped",
+        "Frames the interface or its driver dropped (libpcap ps_ifdrop).",
+        true,
+        |c| c.if_dropped,
+    ),
+    (
+        "ring_dropped",
+        "RTP lost because a shard ring was full.",
+        true,
+        |c| c.ring_dropped,
+    ),
+    (
+        "calls",
+        "Calls seen (INVITEs decided by the policy).",
+        true,
+        |c| c.calls,
+    ),
+    (
+        "recorded_calls",
+        "Calls recorded, counted at their end.",
+        true,
+        |c| c.recorded,
+    ),
+    (
+        "active_recorded_calls",
+        "Recorded calls in progress.",
+        false,
+        |c| c.active_recorded,
+    ),
+    (
+        "capture_running",
+        "1 while the interface's capture thread runs, 0 once it stopped.",
+        false,
+        |c| c.running as u64,
+    ),
+];
+
+fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
+    for (name, help, is_counter, f) in CAPTURE {
+        if is_counter {
+            counter(
+                reg,
+                name,
+                help,
+                caps.iter().map(|c| (iface(c), f(c))).collect(),
+            );
+        } else {
+            let rows = caps.iter().map(|c| (iface(c), f(c) as f64)).collect();
+            gauge(reg, name, help, rows);
+        }
+    }
+}
+
+/// Final decisions (at each call's end, as the history has them).
+fn decision_families(reg: &mut Registry, caps: &[CaptureStatus]) {
+    let mut rows = Vec::new();
+    for c in caps {
+        let mut l = iface(c);
+        l.extend([("decision", "record".into()), ("reason", String::new())]);
+        rows.push((l, c.recorded));
+        for (reason, n) in &c.skipped {
+            let mut l = iface(c);
+            l.extend([("decision", "skip".into()), ("reason", reason.clone())]);
+            rows.push((l, *n));
+        }
+    }
+    counter(
+        reg,
+        "call_decisions",
+        "Calls by final decision (record, skip) and the history's reason.",
+        rows,
+    );
+}
+
+fn announce_families(reg: &mut Registry, caps: &[CaptureStatus]) {
+    let stats = |c: &CaptureStatus| c.announce.clone().unwrap_or_default();
+    let mut outcomes = Vec::new();
+    for c in caps {
+        let s = stats(c);
+        for (outcome, n) in [("played", s.played), ("failed", s.failed)] {
+            let mut l = iface(c);
+            l.push(("outcome", outcome.into()));
+            outcomes.push((l, n));
+        }
+    }
+    counter(
+        reg,
+        "announcements",
+        "Compliance announcements started (played) or not sent at all (failed).",
+        outcomes,
+    );
+    type AnnField = (&'static str, &'static str, fn(&AnnounceStats) -> u64);
+    const FIELDS: [AnnField; 3] = [
+        (
+            "announcement_packets",
+            "Announcement RTP packets sent.",
+            |s| s.packets,
+        ),
+        (
+            "announcement_send_errors",
+            "Announcement RTP packets that could not be sent.",
+            |s| s.send_errors,
+        ),
+        ("beeps", "Pause and resume beeps started.", |s| s.beeps),
+    ];
+    for (name, help, f) in FIELDS {
+        let rows = caps.iter().map(|c| (iface(c), f(&stats(c)))).collect();
+        counter(reg, name, help, rows);
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn destination_families(reg: &mut Registry, dests: &[Arc<DestStatus>], now: SystemTime) {
+    let now_ms = (unix_secs(now) * 1000.0) as u64;
+    let snaps: Vec<_> = dests.iter().map(|d| d.snapshot(now)).collect();
+    let dest =
+        |q: &crate::delivery::worker::StatusSnapshot| vec![("destination", q.destination.clone())];
+    type DestGauge = (
+        &'static str,
+        &'static str,
+        fn(&crate::delivery::worker::StatusSnapshot, u64) -> f64,
+    );
+    const GAUGES: [DestGauge; 7] = [
+        ("queue_ready", "Recordings waiting for delivery.", |q, _| {
+            q.ready as f64
+        }),
+        ("queue_inflight", "Recordings being uploaded.", |q, _| {
+            q.inflight as f64
+        }),
+        ("queue_held", "Recordings held for an operator.", |q, _| {
+            q.held as f64
+        }),
+        (
+            "queue_quarantine",
+            "Recordings quarantined (damaged).",
+            |q, _| q.quarantine as f64,
+        ),
+        (
+            "queue_oldest_age_seconds",
+            "Age of the oldest recording waiting (0 when none).",
+            |q, now_ms| {
+                q.oldest_ready_unix_ms
+                    .map_or(0.0, |ms| now_ms.saturating_sub(ms) as f64 / 1000.0)
+            },
+        ),
+        (
+            "destination_up",
+            "1 while the destination's SFTP connection works, 0 while it backs off.",
+            |q, _| q.connected as u8 as f64,
+        ),
+        (
+            "destination_backoff_seconds",
+            "Current wait before the next connection attempt (0 while up).",
+            |q, _| q.backoff_ms as f64 / 1000.0,
+        ),
+    ];
+    for (name, help, f) in GAUGES {
+        let rows = snaps.iter().map(|q| (dest(q), f(q, now_ms))).collect();
+        gauge(reg, name, help, rows);
+    }
+    type DestCounter = (&'static str, &'static str, fn(&DestStatus) -> u64);
+    const COUNTERS: [DestCounter; 3] = [
+        ("delivered", "Recordings delivered.", |d| {
+            d.delivered.load(Ordering::Relaxed)
+        }),
+        (
+            "delivery_retries",
+            "Connection attempts and uploads put back for a retry.",
+            |d| d.retries.load(Ordering::Relaxed),
+        ),
+        (
+            "delivery_failures",
+            "Recordings held or quarantined.",
+            |d| d.failed.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, help, f) in COUNTERS {
+        let rows = dests
+            .iter()
+            .zip(&snaps)
+            .map(|(d, q)| (dest(q), f(d)))
+            .collect();
+        counter(reg, name, help, rows);
+    }
+}
+
+fn spool_families(reg: &mut Registry, src: &Sources) {
+    let one = |v: u64| vec![(Labels::new(), v as f64)];
+    gauge(
+        reg,
+        "spool_bytes",
+        "Bytes of recordings in the spool (all queues), a running count.",
+        one(src.usage.bytes()),
+    );
+    gauge(
+        reg,
+        "spool_warn_bytes",
+        "recording.spool_warn_bytes: SPOOL ALARM above it (0 = none).",
+        one(src.spool_warn_bytes),
+    );
+    gauge(
+        reg,
+        "spool_max_bytes",
+        "recording.spool_max_bytes: new calls go unrecorded at it (0 = no limit).",
+        one(src.spool_max_bytes),
+    );
+}
+
+fn process_families(reg: &mut Registry, started: SystemTime) {
+    let build = vec![
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("rust_version", env!("CARGO_PKG_RUST_VERSION").to_owned()),
+    ];
+    gauge(
+        reg,
+        "build_info",
+        "Always 1; the labels say which build runs.",
+        vec![(build, 1.0)],
+    );
+    gauge(
+        reg,
+        "start_time_seconds",
+        "When this process started, seconds since the Unix epoch.",
+        vec![(Labels::new(), unix_secs(started))],
+    );
+}
