@@ -1,9 +1,11 @@
 //! The Prometheus endpoint (`daemon.metrics_listen`, meant for localhost
-//! or a management network): `GET /metrics` answers the OpenMetrics text
-//! format (OpenMetrics 1.0, which Prometheus scrapes natively) encoded by
-//! the `prometheus-client` crate; any other path is 404, any other method
-//! 405. One thread, one connection at a time: a scrape every few seconds
-//! needs no more, and the endpoint stays off the packet path.
+//! or a management network): `GET /metrics` answers, encoded by the
+//! `prometheus-client` crate, in the OpenMetrics 1.0 text format when the
+//! client's `Accept` asks for it (Prometheus does), else in the Prometheus
+//! text format 0.0.4 (curl, `promtool check metrics`), as the official Go
+//! client negotiates; any other path is 404, any other method 405. One
+//! thread, one connection at a time: a scrape every few seconds needs no
+//! more, and the endpoint stays off the packet path.
 //!
 //! Every scrape builds a fresh registry from what the capture threads last
 //! reported (once a second, [`CaptureStatus`]), the delivery workers'
@@ -27,7 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 /// The OpenMetrics media type (OpenMetrics 1.0, "Overall structure").
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The Prometheus text format's media type (exposition formats, 0.0.4).
+pub const TEXT_004: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 type Labels = Vec<(&'static str, String)>;
 type FloatGauge = Gauge<f64, AtomicU64>;
@@ -65,14 +69,31 @@ pub fn serve(addr: std::net::SocketAddr, src: Sources) -> std::io::Result<()> {
 
 /// Reads one request head and writes the answer.
 fn respond(conn: &mut (impl Read + Write), src: &Sources) -> std::io::Result<()> {
+    // The request head may come in pieces: read until its blank line.
     let mut buf = [0u8; 4096];
-    let n = conn.read(&mut buf)?;
+    let mut n = 0;
+    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
     let head = String::from_utf8_lossy(&buf[..n]);
     let mut words = head.lines().next().unwrap_or("").split_whitespace();
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
+    let openmetrics = head.lines().any(|l| {
+        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
+    });
     let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, render(src, SystemTime::now())),
+        ("GET" | "HEAD", "/metrics") if openmetrics => {
+            ("200 OK", OPENMETRICS, render(src, SystemTime::now()))
+        }
+        ("GET" | "HEAD", "/metrics") => (
+            "200 OK",
+            TEXT_004,
+            to_text_004(&render(src, SystemTime::now())),
+        ),
         (_, "/metrics") => (
             "405 Method Not Allowed",
             "text/plain",
@@ -120,20 +141,65 @@ pub fn render(src: &Sources, now: SystemTime) -> String {
     out
 }
 
+/// The Prometheus text format 0.0.4 of an OpenMetrics exposition made of
+/// counters and gauges: a counter family's HELP and TYPE name its samples
+/// (`x_total`, where OpenMetrics names the family `x`), and there is no
+/// `# EOF`. Everything else is the same text.
+pub fn to_text_004(om: &str) -> String {
+    let mut out = String::with_capacity(om.len());
+    let mut help: Option<&str> = None;
+    for line in om.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            help = Some(line);
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+            let name = if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_owned()
+            };
+            if let Some(h) = help.take() {
+                let text = h.splitn(4, ' ').nth(3).unwrap_or("");
+                out.push_str(&format!("# HELP {name} {text}\n"));
+            }
+            out.push_str(&format!("# TYPE {name} {kind}\n"));
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 fn counter(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, u64)>) {
     let f = Family::<Labels, Counter>::default();
     for (l, v) in rows {
         f.get_or_create(&l).inc_by(v);
     }
-    reg.register(name, help, f);
+    reg.register(name, help.trim_end_matches('.'), f);
 }
 
-fn gauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
+/// A gauge of whole numbers (counts, bytes, 0/1 states).
+fn gauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, i64)>) {
+    let f = Family::<Labels, Gauge>::default();
+    for (l, v) in rows {
+        f.get_or_create(&l).set(v);
+    }
+    reg.register(name, help.trim_end_matches('.'), f);
+}
+
+/// A gauge of seconds and other fractional values.
+fn fgauge(reg: &mut Registry, name: &str, help: &str, rows: Vec<(Labels, f64)>) {
     let f = Family::<Labels, FloatGauge>::default();
     for (l, v) in rows {
         f.get_or_create(&l).set(v);
     }
-    reg.register(name, help, f);
+    reg.register(name, help.trim_end_matches('.'), f);
 }
 
 fn iface(c: &CaptureStatus) -> Labels {
@@ -211,7 +277,7 @@ fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
                 caps.iter().map(|c| (iface(c), f(c))).collect(),
             );
         } else {
-            let rows = caps.iter().map(|c| (iface(c), f(c) as f64)).collect();
+            let rows = caps.iter().map(|c| (iface(c), f(c) as i64)).collect();
             gauge(reg, name, help, rows);
         }
     }
@@ -286,49 +352,50 @@ fn destination_families(reg: &mut Registry, dests: &[Arc<DestStatus>], now: Syst
     let snaps: Vec<_> = dests.iter().map(|d| d.snapshot(now)).collect();
     let dest =
         |q: &crate::delivery::worker::StatusSnapshot| vec![("destination", q.destination.clone())];
-    type DestGauge = (
-        &'static str,
-        &'static str,
-        fn(&crate::delivery::worker::StatusSnapshot, u64) -> f64,
-    );
-    const GAUGES: [DestGauge; 7] = [
-        ("queue_ready", "Recordings waiting for delivery.", |q, _| {
-            q.ready as f64
+    type Snap = crate::delivery::worker::StatusSnapshot;
+    type DestGauge = (&'static str, &'static str, fn(&Snap) -> u64);
+    const GAUGES: [DestGauge; 5] = [
+        ("queue_ready", "Recordings waiting for delivery.", |q| {
+            q.ready
         }),
-        ("queue_inflight", "Recordings being uploaded.", |q, _| {
-            q.inflight as f64
+        ("queue_inflight", "Recordings being uploaded.", |q| {
+            q.inflight
         }),
-        ("queue_held", "Recordings held for an operator.", |q, _| {
-            q.held as f64
-        }),
+        ("queue_held", "Recordings held for an operator.", |q| q.held),
         (
             "queue_quarantine",
             "Recordings quarantined (damaged).",
-            |q, _| q.quarantine as f64,
-        ),
-        (
-            "queue_oldest_age_seconds",
-            "Age of the oldest recording waiting (0 when none).",
-            |q, now_ms| {
-                q.oldest_ready_unix_ms
-                    .map_or(0.0, |ms| now_ms.saturating_sub(ms) as f64 / 1000.0)
-            },
+            |q| q.quarantine,
         ),
         (
             "destination_up",
             "1 while the destination's SFTP connection works, 0 while it backs off.",
-            |q, _| q.connected as u8 as f64,
-        ),
-        (
-            "destination_backoff_seconds",
-            "Current wait before the next connection attempt (0 while up).",
-            |q, _| q.backoff_ms as f64 / 1000.0,
+            |q| q.connected as u64,
         ),
     ];
     for (name, help, f) in GAUGES {
-        let rows = snaps.iter().map(|q| (dest(q), f(q, now_ms))).collect();
+        let rows = snaps.iter().map(|q| (dest(q), f(q) as i64)).collect();
         gauge(reg, name, help, rows);
     }
+    let oldest = |q: &Snap| {
+        q.oldest_ready_unix_ms
+            .map_or(0.0, |ms| now_ms.saturating_sub(ms) as f64 / 1000.0)
+    };
+    fgauge(
+        reg,
+        "queue_oldest_age_seconds",
+        "Age of the oldest recording waiting (0 when none).",
+        snaps.iter().map(|q| (dest(q), oldest(q))).collect(),
+    );
+    fgauge(
+        reg,
+        "destination_backoff_seconds",
+        "Current wait before the next connection attempt (0 while up).",
+        snaps
+            .iter()
+            .map(|q| (dest(q), q.backoff_ms as f64 / 1000.0))
+            .collect(),
+    );
     type DestCounter = (&'static str, &'static str, fn(&DestStatus) -> u64);
     const COUNTERS: [DestCounter; 3] = [
         ("delivered", "Recordings delivered.", |d| {
@@ -356,7 +423,7 @@ fn destination_families(reg: &mut Registry, dests: &[Arc<DestStatus>], now: Syst
 }
 
 fn spool_families(reg: &mut Registry, src: &Sources) {
-    let one = |v: u64| vec![(Labels::new(), v as f64)];
+    let one = |v: u64| vec![(Labels::new(), v as i64)];
     gauge(
         reg,
         "spool_bytes",
@@ -386,12 +453,32 @@ fn process_families(reg: &mut Registry, started: SystemTime) {
         reg,
         "build_info",
         "Always 1; the labels say which build runs.",
-        vec![(build, 1.0)],
+        vec![(build, 1)],
     );
-    gauge(
+    fgauge(
         reg,
         "start_time_seconds",
         "When this process started, seconds since the Unix epoch.",
         vec![(Labels::new(), unix_secs(started))],
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_named_by_their_samples_in_text_004() {
+        let om = "# HELP callrec_packets Frames captured.\n# TYPE callrec_packets counter\n\
+                  callrec_packets_total{interface=\"lo\"} 3\n\
+                  # HELP callrec_spool_bytes Bytes.\n# TYPE callrec_spool_bytes gauge\n\
+                  callrec_spool_bytes 7\n# EOF\n";
+        assert_eq!(
+            to_text_004(om),
+            "# HELP callrec_packets_total Frames captured.\n# TYPE callrec_packets_total counter\n\
+             callrec_packets_total{interface=\"lo\"} 3\n\
+             # HELP callrec_spool_bytes Bytes.\n# TYPE callrec_spool_bytes gauge\n\
+             callrec_spool_bytes 7\n"
+        );
+    }
 }
