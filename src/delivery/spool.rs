@@ -216,8 +216,15 @@ impl Spool {
     /// get the configured mode and group ([`crate::recording::perms`]).
     pub fn open(root: impl AsRef<Path>) -> io::Result<Spool> {
         let root = root.as_ref().to_path_buf();
-        perms::create_dir_all(&root.join("tmp"))?;
-        perms::create_dir_all(&root.join("queue"))?;
+        let made = perms::create_dir_all(&root.join("tmp"))
+            .and_then(|_| perms::create_dir_all(&root.join("queue")));
+        if let Err(e) = made {
+            // Say which folder refuses us, and its mode and owner.
+            if e.kind() == io::ErrorKind::PermissionDenied && root.is_dir() {
+                check_writable(&root)?;
+            }
+            return Err(e);
+        }
         Ok(Spool { root, usage: None })
     }
 
