@@ -81,7 +81,7 @@ impl Announcer {
         // endpoints, yet a replay writes the same announcements.pcap.
         Ok(Some(Announcer {
             prompts,
-            player: Player::new(0x6361_6c6c_7265_63),
+            player: Player::new(0x63_616c_6c72_6563), // "callrec" in ASCII
             sink,
             macs: HashMap::new(),
             stats: AnnounceStats::default(),

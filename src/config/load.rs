@@ -300,6 +300,8 @@ impl Ctx<'_> {
         }
     }
 
+    // "from" the TOML error, in the context of this file.
+    #[allow(clippy::wrong_self_convention)]
     fn from_toml(&self, e: toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
         let msg = e

@@ -46,6 +46,8 @@ pub struct Publish {
     pub reason: String,
 }
 
+// One job per segment, not per packet: the recorder travels by value.
+#[allow(clippy::large_enum_variant)]
 pub enum FinishJob {
     /// A segment ended: finish its file; publish it now when `publish` is
     /// given, else hold it until the call's end.

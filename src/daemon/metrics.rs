@@ -468,6 +468,48 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decisions_announcements_and_spool_limits_are_exposed() {
+        let cap = CaptureStatus {
+            interface: "eth1".into(),
+            running: true,
+            recorded: 3,
+            if_dropped: 4,
+            skipped: [("no-prefix".to_owned(), 2), ("overload".to_owned(), 1)].into(),
+            announce: Some(AnnounceStats {
+                played: 3,
+                failed: 1,
+                ..AnnounceStats::default()
+            }),
+            ..CaptureStatus::default()
+        };
+        let src = Sources {
+            capture: Arc::new(std::sync::Mutex::new(vec![cap])),
+            destinations: Vec::new(),
+            usage: SpoolUsage::starting_at(1234),
+            spool_warn_bytes: 8_000,
+            spool_max_bytes: 10_000,
+            started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+        };
+        let text = to_text_004(&render(&src, SystemTime::now()));
+        for want in [
+            "callrec_call_decisions_total{interface=\"eth1\",decision=\"record\",reason=\"\"} 3",
+            "callrec_call_decisions_total{interface=\"eth1\",decision=\"skip\",reason=\"no-prefix\"} 2",
+            "callrec_call_decisions_total{interface=\"eth1\",decision=\"skip\",reason=\"overload\"} 1",
+            "callrec_announcements_total{interface=\"eth1\",outcome=\"played\"} 3",
+            "callrec_announcements_total{interface=\"eth1\",outcome=\"failed\"} 1",
+            "callrec_interface_dropped_total{interface=\"eth1\"} 4",
+            "callrec_capture_running{interface=\"eth1\"} 1",
+            "\ncallrec_spool_bytes 1234\n",
+            "\ncallrec_spool_warn_bytes 8000\n",
+            "\ncallrec_spool_max_bytes 10000\n",
+            "\ncallrec_start_time_seconds 100",
+            "# TYPE callrec_call_decisions_total counter",
+        ] {
+            assert!(text.contains(want), "{want} not in:\n{text}");
+        }
+    }
+
+    #[test]
     fn counters_are_named_by_their_samples_in_text_004() {
         let om = "# HELP callrec_packets Frames captured.\n# TYPE callrec_packets counter\n\
                   callrec_packets_total{interface=\"lo\"} 3\n\
