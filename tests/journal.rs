@@ -6,7 +6,8 @@
 //! (`journalctl -p err` finds SPOOL ALARM), the call's fields as journal
 //! fields (CALL, CONTRACT, DECISION, REASON, END_REASON, BYTES), one final
 //! decision and one "call ended" line per call, no escape codes, and no
-//! withheld number. Elsewhere: plain text without colour when stderr is
+//! withheld number; a journal that goes away mid-run costs lines, not
+//! the run. Elsewhere: plain text without colour when stderr is
 //! not a terminal, JSON lines on request, and a journal that cannot be
 //! reached falls back to stderr with a message.
 
@@ -176,6 +177,57 @@ fn journal_child_inside_namespace() {
         "stderr used besides the journal: {stderr_text}"
     );
     check_entries(&entries);
+    journal_goes_away_mid_run(&dir, &cfg, &pcap);
+}
+
+/// journald restarted mid-run: the socket closes after a few lines and is
+/// gone for the rest. The lines meanwhile are lost; the run is not.
+fn journal_goes_away_mid_run(dir: &Path, cfg: &Path, pcap: &Path) {
+    let path = Path::new("/run/systemd/journal/socket");
+    let _ = std::fs::remove_file(path);
+    let sock = UnixDatagram::bind(path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        for _ in 0..3 {
+            let _ = sock.recv(&mut buf);
+        }
+        drop(sock);
+        let _ = std::fs::remove_file("/run/systemd/journal/socket");
+    });
+    let err = std::fs::File::create(dir.join("stderr2")).unwrap();
+    let meta = err.metadata().unwrap();
+    let spool = dir.join("spool2");
+    let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["replay", "--config"])
+        .arg(cfg)
+        .arg("--out")
+        .arg(&spool)
+        .arg(pcap)
+        .env("CALLREC_LOG", "info")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(err)
+        .output()
+        .unwrap();
+    reader.join().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let ready = spool.join("queue/acme/ready");
+    let mut jsons = 0;
+    let mut stack = vec![ready];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "json") {
+                jsons += 1;
+            }
+        }
+    }
+    assert_eq!(
+        jsons, 2,
+        "both recordings queued although the journal went away"
+    );
 }
 
 fn find<'a>(
