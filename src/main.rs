@@ -291,6 +291,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Queue { config, action } => {
             let cfg = load_config(&config)?;
+            // Folders and files it creates get the daemon's modes and group.
+            callrec::recording::perms::configure(cfg.recording.perms());
             use callrec::delivery::queue::QueueCmd;
             let cmd = match action.unwrap_or(QueueAction::List) {
                 QueueAction::List => QueueCmd::List,
