@@ -226,11 +226,12 @@ fn live_daemon_under_umask_000_writes_the_same_modes_and_a_0660_socket() {
     let files = config_text::live_on_lo(dir.path(), "");
     let t0 = Timestamp::from_secs_micros(1_795_221_000, 0);
     let mut c = CallSpec::simple(1, "0312340001", "0077260312349999", t0, 1_500);
-    let (a, b): ([u8; 4], [u8; 4]) = ([127, 0, 10, 1], [127, 0, 20, 1]);
+    // Addresses and ports no other live test uses.
+    let (a, b): ([u8; 4], [u8; 4]) = ([127, 0, 11, 1], [127, 0, 21, 1]);
     c.a_sip = (a, 5060).into();
     c.b_sip = (b, 5060).into();
-    c.a_rtp = (a, 20_002).into();
-    c.b_rtp = (b, 30_002).into();
+    c.a_rtp = (a, 21_002).into();
+    c.b_rtp = (b, 31_002).into();
     c.ring_ms = 300;
     let pcap = dir.path().join("call.pcap");
     write_capture(&pcap, &[c]);

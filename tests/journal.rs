@@ -377,6 +377,17 @@ fn text_without_colour_when_not_a_terminal_and_json_on_request() {
 }
 
 #[test]
+fn an_unknown_log_format_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["--log-format", "yaml", "calls", "--spool", "/nonexistent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("yaml") && err.contains("json"), "{err}");
+}
+
+#[test]
 fn an_unreachable_journal_falls_back_to_stderr() {
     if Path::new("/run/systemd/journal/socket").exists() {
         eprintln!("SKIP an_unreachable_journal_falls_back_to_stderr: this host runs a journal");
