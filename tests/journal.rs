@@ -7,7 +7,8 @@
 //! fields (CALL, CONTRACT, DECISION, REASON, END_REASON, BYTES), one final
 //! decision and one "call ended" line per call, no escape codes, and no
 //! withheld number; a journal that goes away mid-run costs lines, not
-//! the run. Elsewhere: plain text without colour when stderr is
+//! the run. Where systemd-journald is installed, a real one runs in such a
+//! namespace and journalctl (`-p err`, fields) reads what callrec wrote. Elsewhere: plain text without colour when stderr is
 //! not a terminal, JSON lines on request, and a journal that cannot be
 //! reached falls back to stderr with a message.
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 /// The withheld caller's number, in the forms it could leak in.
 const WITHHELD: [&str; 3] = ["9011112222", "09011112222", "+819011112222"];
 const CHILD_ENV: &str = "CALLREC_JOURNAL_TEST_DIR";
+const JOURNALD_ENV: &str = "CALLREC_JOURNALD_TEST_DIR";
 
 /// A recorded outbound call, an unrecorded one (no prefix) and a recorded
 /// inbound call from a withheld number; spool alarm at 1 byte.
@@ -112,13 +114,12 @@ fn journal_child_inside_namespace() {
         return;
     };
     let dir = PathBuf::from(dir);
-    // Only this namespace sees the tmpfs: the host's /run/systemd stays.
-    std::fs::create_dir_all("/run/systemd").unwrap();
+    // Only this namespace sees the tmpfs: the host's /run stays as it is.
     let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "tmpfs", "/run/systemd"])
+        .args(["-t", "tmpfs", "tmpfs", "/run"])
         .status()
         .unwrap();
-    assert!(ok.success(), "mount tmpfs on /run/systemd");
+    assert!(ok.success(), "mount tmpfs on /run");
     std::fs::create_dir_all("/run/systemd/journal").unwrap();
     let sock = UnixDatagram::bind("/run/systemd/journal/socket").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
@@ -321,6 +322,164 @@ fn journald_gets_priorities_and_fields_at_its_socket() {
             "--test-threads=1",
         ])
         .env(CHILD_ENV, dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Inside the next test's private mount namespace: a real
+/// systemd-journald (its runtime journal on a tmpfs), callrec replaying
+/// into it, and journalctl reading the result as an operator would.
+#[test]
+fn journalctl_child_inside_namespace() {
+    let Some(dir) = std::env::var_os(JOURNALD_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    // tmpfs over everything journald writes (all of /run, and the
+    // persistent journal's folder where it exists): the host's journal and
+    // its folders stay as they are.
+    for m in ["/run", "/var/log/journal"] {
+        if !Path::new(m).is_dir() {
+            continue;
+        }
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs", m])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount tmpfs on {m}");
+    }
+    std::fs::create_dir_all("/run/systemd/journal").unwrap();
+    let mut journald = Command::new("/lib/systemd/systemd-journald")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sock = Path::new("/run/systemd/journal/socket");
+    for _ in 0..50 {
+        if sock.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(sock.exists(), "journald's socket");
+    let (cfg, pcap) = setup(&dir);
+    let err = std::fs::File::create(dir.join("stderr")).unwrap();
+    let meta = err.metadata().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["replay", "--config"])
+        .arg(&cfg)
+        .arg("--out")
+        .arg(dir.join("spool"))
+        .arg(&pcap)
+        .env("CALLREC_LOG", "info")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stderr(err)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // journald writes asynchronously; journalctl -p err and the fields.
+    let query = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = Command::new("journalctl")
+            .args([
+                "-D",
+                "/run/log/journal",
+                "-o",
+                "json",
+                "--no-pager",
+                "SYSLOG_IDENTIFIER=callrec",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let mut all = Vec::new();
+    for _ in 0..50 {
+        all = query(&[]);
+        if all.iter().filter(|e| e["MESSAGE"] == "call ended").count() == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let errs = query(&["-p", "err"]);
+    let _ = journald.kill();
+    let _ = journald.wait();
+    let text = format!("{all:#?}");
+    let finals: Vec<_> = all
+        .iter()
+        .filter(|e| e["MESSAGE"] == "final decision")
+        .collect();
+    assert_eq!(finals.len(), 3, "{text}");
+    assert!(
+        finals
+            .iter()
+            .any(|e| e["DECISION"] == "skip" && e["REASON"] == "no-prefix" && e["PRIORITY"] == "6"),
+        "{text}"
+    );
+    assert!(
+        finals
+            .iter()
+            .all(|e| e["CALL"].as_str().is_some_and(|c| c.len() == 6)),
+        "{text}"
+    );
+    assert_eq!(
+        all.iter().filter(|e| e["MESSAGE"] == "call ended").count(),
+        3,
+        "{text}"
+    );
+    assert!(
+        !errs.is_empty()
+            && errs
+                .iter()
+                .all(|e| e["PRIORITY"].as_str().is_some_and(|p| p <= "3")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.contains("SPOOL ALARM"))),
+        "journalctl -p err shows the alarm: {errs:#?}"
+    );
+    for secret in WITHHELD {
+        assert!(!text.contains(secret), "withheld number in the journal");
+    }
+    assert!(!text.contains('\u{1b}'), "escape codes in the journal");
+}
+
+#[test]
+fn a_real_journal_shows_fields_and_priorities_in_journalctl() {
+    let journald = Path::new("/lib/systemd/systemd-journald");
+    if unsafe { libc::geteuid() } != 0
+        || !journald.exists()
+        || Command::new("journalctl")
+            .arg("--version")
+            .output()
+            .is_err()
+    {
+        eprintln!("SKIP a_real_journal_shows_fields: needs root, systemd-journald and journalctl");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "journalctl_child_inside_namespace",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(JOURNALD_ENV, dir.path())
         .output()
         .unwrap();
     let text = format!(
