@@ -59,6 +59,9 @@ pub struct MediaLegs {
     pub remote: Option<Endpoint>,
 }
 
+// A few events per call, never per packet: boxing the big ones would buy
+// nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallEvent {
     /// The policy decided on a new call (recorded or not).

@@ -321,6 +321,8 @@ fn report(
             ring_dropped: engine.ring_drops(),
             truncated: carried.truncated + pcap.truncated,
             error: s.error.take(),
+            skipped: st.skipped.clone(),
+            announce: engine.announce_stats(),
         };
     }
 }

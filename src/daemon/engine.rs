@@ -638,6 +638,13 @@ impl Engine {
                         .entry(record.reason.clone().unwrap_or_default())
                         .or_default() += 1;
                 }
+                // The decision is final only now (a cancelled or unanswered
+                // call is skipped after all); recorded calls get their
+                // "call ended" line from the finisher, which knows the bytes.
+                tracing::info!(call = %record.short_id, contract = record.contract.as_deref().unwrap_or("-"), direction = record.direction.as_deref().unwrap_or("-"), decision = %record.decision, reason = record.reason.as_deref().unwrap_or("-"), "final decision");
+                if !recorded {
+                    tracing::info!(call = %record.short_id, end_reason = record.end_reason.as_deref().unwrap_or("-"), segments = 0, bytes = 0, "call ended");
+                }
                 self.write_history(&record);
             }
         }

@@ -46,6 +46,8 @@ pub struct Publish {
     pub reason: String,
 }
 
+// One job per segment, not per packet: the recorder travels by value.
+#[allow(clippy::large_enum_variant)]
 pub enum FinishJob {
     /// A segment ended: finish its file; publish it now when `publish` is
     /// given, else hold it until the call's end.
@@ -131,13 +133,20 @@ impl Finisher {
 
 fn run(rx: Receiver<FinishJob>, spool: Option<Spool>, usage: SpoolUsage) {
     let mut held: HashMap<CallKey, Vec<Finished>> = HashMap::new();
+    // Bytes published per call so far, for its "call ended" line.
+    let mut bytes: HashMap<CallKey, u64> = HashMap::new();
     for job in rx {
-        handle(job, spool.as_ref(), &mut held);
+        handle(job, spool.as_ref(), &mut held, &mut bytes);
         usage.end();
     }
 }
 
-fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec<Finished>>) {
+fn handle(
+    job: FinishJob,
+    spool: Option<&Spool>,
+    held: &mut HashMap<CallKey, Vec<Finished>>,
+    bytes: &mut HashMap<CallKey, u64>,
+) {
     match job {
         FinishJob::Segment {
             key,
@@ -166,7 +175,7 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
                 summary,
             };
             match publish {
-                Some(p) => publish_segment(spool, &setup, &f, &p),
+                Some(p) => *bytes.entry(key).or_default() += publish_segment(spool, &setup, &f, &p),
                 None => held.entry(key).or_default().push(f),
             }
         }
@@ -193,9 +202,12 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
                 }
                 segs = vec![segs.swap_remove(best)];
             }
+            let mut total = bytes.remove(&key).unwrap_or(0);
             for f in &segs {
-                publish_segment(spool, &setup, f, &publish);
+                total += publish_segment(spool, &setup, f, &publish);
             }
+            let duration_ms = publish.ended_at.since(setup.answered_at).max(0) / 1000;
+            tracing::info!(call = %setup.short_id, contract = %setup.contract.id, duration_ms, segments = publish.count, end_reason = %publish.reason, bytes = total, "call ended");
         }
     }
 }
@@ -290,7 +302,9 @@ pub fn segment_metadata(
     (stem, meta)
 }
 
-fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) {
+/// Publishes one segment; returns the bytes of the WAV queued (0 when it
+/// could not be).
+fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) -> u64 {
     let (stem, meta) = segment_metadata(
         setup,
         f.index,
@@ -300,14 +314,16 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         p,
         Some(&f.summary),
     );
-    let Some(spool) = spool else { return };
+    let Some(spool) = spool else { return 0 };
     match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);
-            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
+            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, bytes = f.summary.bytes, destination = %setup.contract.destination, "recording queued");
+            f.summary.bytes
         }
         Err(e) => {
-            tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery")
+            tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery");
+            0
         }
     }
 }

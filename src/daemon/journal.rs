@@ -28,7 +28,7 @@ use crate::time::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// The announcement of a recorded call, as the journal keeps it.
@@ -115,16 +115,14 @@ pub struct CallJournal {
     pub write_us: u64,
 }
 
-const DIR_MODE: u32 = 0o750;
 const FILE_MODE: u32 = 0o640;
 
-/// Creates `dir` and its missing parents as 0750 (whatever the umask).
+/// Creates `dir` and its missing parents with the spool's folder mode and
+/// group (`[recording] file_mode`, `group`; 0750 by default), whatever
+/// the umask.
 fn make_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(DIR_MODE))
+    crate::recording::perms::create_dir_all(dir)?;
+    crate::recording::perms::apply_dir(dir)
 }
 
 impl CallJournal {
@@ -266,11 +264,16 @@ pub fn write_whole(path: &Path, text: &[u8]) -> std::io::Result<()> {
             .truncate(false)
             .mode(FILE_MODE)
             .open(path)?;
+        let len = f.metadata()?.len();
+        if len == 0 {
+            // New: the spool's file mode and group, whatever the umask.
+            crate::recording::perms::apply_file(&f)?;
+        }
         f.write_all_at(&page, 0)?;
         // A larger record written here before left more: cut it off (a
         // kill before this leaves a whole new page and stale bytes after
         // it, which no reader looks at).
-        if f.metadata()?.len() > PAGE as u64 {
+        if len > PAGE as u64 {
             f.set_len(PAGE as u64)?;
         }
         return Ok(());
@@ -284,6 +287,7 @@ pub fn write_whole(path: &Path, text: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(FILE_MODE)
         .open(&tmp)?;
+    crate::recording::perms::apply_file(&f)?;
     f.write_all(text)?;
     drop(f);
     std::fs::rename(&tmp, path)

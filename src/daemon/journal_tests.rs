@@ -1,5 +1,6 @@
 use super::*;
 use crate::calls::tracker::snapshot::{DialogSnapshot, VerdictSnap};
+use std::os::unix::fs::PermissionsExt;
 
 fn record() -> CallRecord {
     CallRecord {

@@ -7,6 +7,7 @@ pub mod finisher;
 pub mod journal;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod recovery;
 pub mod replay;
 pub mod run;

@@ -118,8 +118,8 @@ pub fn recover_tmp(spool: &Spool) -> std::io::Result<TmpRecovery> {
             Err(why) => {
                 let dir = spool.root().join("unclaimed");
                 let dest = dir.join(path.file_name().unwrap_or_default());
-                let moved =
-                    std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&path, &dest));
+                let moved = crate::recording::perms::create_dir_all(&dir)
+                    .and_then(|_| std::fs::rename(&path, &dest));
                 let _ = std::fs::rename(intent_path(&path), intent_path(&dest));
                 match moved {
                     Ok(()) => {

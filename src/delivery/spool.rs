@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::delivery::lock::check_writable;
+pub use crate::delivery::lock::{LOCK_FILE, SpoolLock};
+use crate::recording::perms;
+
 #[cfg(test)]
 use sha2::{Digest, Sha256};
 
@@ -208,12 +212,46 @@ fn with_ext(dir: &Path, stem: &str, ext: &str) -> PathBuf {
 }
 
 impl Spool {
-    /// Opens (creating if needed) the spool at `root`.
+    /// Opens (creating if needed) the spool at `root`. Folders it creates
+    /// get the configured mode and group ([`crate::recording::perms`]).
     pub fn open(root: impl AsRef<Path>) -> io::Result<Spool> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(root.join("tmp"))?;
-        fs::create_dir_all(root.join("queue"))?;
+        let made = perms::create_dir_all(&root.join("tmp"))
+            .and_then(|_| perms::create_dir_all(&root.join("queue")));
+        if let Err(e) = made {
+            // Say which folder refuses us, and its mode and owner.
+            if e.kind() == io::ErrorKind::PermissionDenied && root.is_dir() {
+                check_writable(&root)?;
+            }
+            return Err(e);
+        }
         Ok(Spool { root, usage: None })
+    }
+
+    /// Makes this process the spool's only writer (`run` and `replay`):
+    /// sets `p` as the process's modes and group, gives the spool root,
+    /// `tmp/` and `queue/` that mode (whatever the umask made of them, or
+    /// a hand changed), and takes an exclusive flock(2) on `SPOOL/.lock`
+    /// for as long as the returned guard lives. A second daemon on the
+    /// same spool gets `ResourceBusy` naming the holder's pid; a folder
+    /// we cannot write or re-mode gets `PermissionDenied` naming it.
+    pub fn lock(&self, p: perms::Perms) -> io::Result<SpoolLock> {
+        perms::configure(p);
+        for dir in [self.root.clone(), self.tmp_dir(), self.root.join("queue")] {
+            check_writable(&dir)?;
+            perms::apply_dir(&dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "spool folder {}: cannot set mode {:04o}{}: {e}",
+                        dir.display(),
+                        p.dir_mode,
+                        p.gid.map(|g| format!(" and group {g}")).unwrap_or_default()
+                    ),
+                )
+            })?;
+        }
+        SpoolLock::take(&self.root.join(LOCK_FILE))
     }
 
     /// This handle keeps `usage` up to date (publish adds, expiry subtracts).
@@ -248,7 +286,7 @@ impl Spool {
     pub fn ensure_destination(&self, dest: &str) -> io::Result<()> {
         validate_dest(dest)?;
         for s in QueueState::ALL {
-            fs::create_dir_all(self.state_dir(dest, s))?;
+            perms::create_dir_all(&self.state_dir(dest, s))?;
         }
         Ok(())
     }
@@ -294,7 +332,7 @@ impl Spool {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| ready.clone());
-        fs::create_dir_all(&parent)?;
+        perms::create_dir_all(&parent)?;
         File::options().write(true).open(wav_tmp)?.sync_all()?;
         fs::rename(wav_tmp, &wav)?;
         let wav_bytes = fs::metadata(&wav).map(|m| m.len()).unwrap_or(0);
@@ -304,7 +342,7 @@ impl Spool {
             PUBLISH_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut f = File::create(&tmp_json)?;
+            let mut f = perms::create(&tmp_json)?;
             f.write_all(json)?;
             f.sync_all()?;
             drop(f);
@@ -382,7 +420,7 @@ impl Spool {
         let dst_wav = self.file(dest, to, stem, "wav");
         let dst_json = self.file(dest, to, stem, "json");
         if let Some(p) = dst_json.parent() {
-            fs::create_dir_all(p)?;
+            perms::create_dir_all(p)?;
         }
         match fs::rename(&src_wav, &dst_wav) {
             Ok(()) => {}
@@ -540,7 +578,7 @@ impl Spool {
     fn quarantine_file(&self, dest: &str, from: &Path, stem: &str, ext: &str) -> io::Result<()> {
         let mut to = self.file(dest, QueueState::Quarantine, stem, ext);
         if let Some(p) = to.parent() {
-            fs::create_dir_all(p)?;
+            perms::create_dir_all(p)?;
         }
         let mut n = 1;
         while to.exists() {

@@ -347,7 +347,7 @@ impl Worker {
         let dir = self.qdir();
         let tmp = dir.join(".status.json.tmp");
         if let Ok(bytes) = serde_json::to_vec_pretty(&snap)
-            && std::fs::write(&tmp, bytes).is_ok()
+            && crate::recording::perms::write(&tmp, &bytes).is_ok()
         {
             let _ = std::fs::rename(&tmp, dir.join(STATUS_FILE));
         }

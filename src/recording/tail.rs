@@ -79,6 +79,7 @@ impl TailMirror {
             .truncate(true)
             .mode(0o640)
             .open(&path)?;
+        crate::recording::perms::apply_file(&file)?;
         file.set_len(SIZE as u64)?;
         // SAFETY: a fresh shared mapping of a file of SIZE bytes, checked
         // below; the file may be closed once mapped.

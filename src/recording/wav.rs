@@ -118,6 +118,7 @@ impl WavWriter {
             .create(true)
             .truncate(true)
             .open(path)?;
+        crate::recording::perms::apply_file(&file)?;
         let (h, fact_at, data_size_at) = header(format, channels);
         let mut buf = Box::new([0u8; BUF_BYTES]);
         buf[..h.len()].copy_from_slice(&h);
