@@ -16,7 +16,7 @@
 
 use crate::capture::{LiveSource, PacketSource, Waker};
 use crate::config::Config;
-use crate::daemon::engine::{ActiveSummary, Engine};
+use crate::daemon::engine::Engine;
 use crate::daemon::run::{CaptureStatus, Shared};
 use crate::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +38,6 @@ const REOPEN_MAX: Duration = Duration::from_secs(10);
 /// A request for a capture thread: the calls belong to the engine on that
 /// thread, so the question goes to it and the answer comes back.
 pub enum ControlReq {
-    Calls(mpsc::Sender<Vec<ActiveSummary>>),
     Pause {
         call: String,
         paused: bool,
@@ -107,6 +106,8 @@ pub struct CaptureThread {
     pub links: Links,
     /// Drop counters of handles lost before the current one.
     pub carried: crate::capture::LiveStats,
+    /// (calls in progress, recorded calls ended) when last published.
+    pub published: (usize, u64),
 }
 
 impl CaptureThread {
@@ -125,6 +126,7 @@ impl CaptureThread {
                 Source::Open(src) => self.read(src),
                 lost @ Source::Lost { .. } => self.reopen(lost),
             };
+            self.publish_calls_if_changed();
             if let Source::Lost { since, .. } = &source
                 && since.elapsed() >= self.cfg.capture.retry_for
             {
@@ -262,13 +264,27 @@ impl CaptureThread {
         }
     }
 
+    /// Puts the list of recorded calls in progress where `status` reads
+    /// it, whenever a call was answered or ended since the last look (the
+    /// count of calls in progress, or of recorded calls ended, moved), so
+    /// the control socket never waits for this thread to be scheduled.
+    fn publish_calls_if_changed(&mut self) {
+        let now = (self.engine.recording_now(), self.engine.stats().recorded);
+        if now == self.published {
+            return;
+        }
+        self.published = now;
+        let calls = self.engine.active_calls();
+        let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.get_mut(self.index) {
+            s.calls_in_progress = calls;
+        }
+    }
+
     /// Answers what the control socket (or a reload) asked this thread.
     fn serve_control(&mut self) {
         while let Ok(req) = self.links.control.try_recv() {
             match req {
-                ControlReq::Calls(reply) => {
-                    let _ = reply.send(self.engine.active_calls());
-                }
                 ControlReq::Pause {
                     call,
                     paused,
@@ -323,6 +339,7 @@ fn report(
             error: s.error.take(),
             skipped: st.skipped.clone(),
             announce: engine.announce_stats(),
+            calls_in_progress: std::mem::take(&mut s.calls_in_progress),
         };
     }
 }

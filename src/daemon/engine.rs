@@ -287,6 +287,11 @@ impl Engine {
         self.tracker.active_recorded()
     }
 
+    /// How many recorded calls are in progress (answered, not ended).
+    pub fn recording_now(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The recorded calls in progress, oldest answer first.
     pub fn active_calls(&self) -> Vec<ActiveSummary> {
         let mut v: Vec<ActiveSummary> = self

@@ -101,6 +101,10 @@ pub struct CaptureStatus {
     pub ring_dropped: u64,
     /// Frames cut at the snap length.
     pub truncated: u64,
+    /// The recorded calls in progress, as the capture thread last
+    /// published them (at once when the set changes): `status` answers
+    /// from here without waiting for the capture thread.
+    pub calls_in_progress: Vec<ActiveSummary>,
     pub error: Option<String>,
     /// Calls not recorded, by the history's reason.
     pub skipped: std::collections::BTreeMap<String, u64>,
@@ -282,6 +286,7 @@ fn start_capture(
             cfg: cfg.clone(),
             engine,
             carried: Default::default(),
+            published: (0, 0),
             links: Links {
                 stop: stop.clone(),
                 shared: shared.clone(),
@@ -516,8 +521,13 @@ fn answer(
     let mut words = cmd.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => {
-            let calls = ask_capture(capture, ControlReq::Calls);
-            status_text(shared, dests, &calls.concat(), utc_offset_secs)
+            let calls: Vec<ActiveSummary> = shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .flat_map(|c| c.calls_in_progress.clone())
+                .collect();
+            status_text(shared, dests, &calls, utc_offset_secs)
         }
         (Some(verb @ ("pause" | "resume")), Some(call), None) => {
             let paused = verb == "pause";
