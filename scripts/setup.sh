@@ -2,10 +2,15 @@
 # Installs what callrec builds against and what its tests use as real peers:
 # libpcap (capture), libssh2 (SFTP), OpenSSH server (delivery tests), tshark
 # (cross-checks), SIPp (live calls), sox (audio checks), Open JTalk (prompt
-# synthesis), iproute2 (network namespaces). Needs root or sudo.
+# synthesis), iproute2 (network namespaces); FFmpeg's libraries (codecs,
+# resampling, MP3/Opus/FLAC encoding) with clang for their bindings, libsrtp2
+# (SRTP), and the ffmpeg command line, sox's AMR formats and pylibsrtp as the
+# independent encoders the codec and SRTP tests use. Needs root or sudo.
 set -euo pipefail
 pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-client
-      tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic)
+      tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic
+      libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
+      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

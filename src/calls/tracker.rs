@@ -447,7 +447,7 @@ impl Tracker {
             answered_at: None,
             last_activity: at,
             segments: 0,
-            remote_identity: None,
+            remote_identity: caller_identity(sub_side, msg),
             ended: false,
         };
         self.dialogs.insert(call_id.to_owned(), d);
@@ -525,7 +525,7 @@ impl Tracker {
             answered_at: old.answered_at,
             last_activity: at,
             segments: old.segments,
-            remote_identity: None,
+            remote_identity: caller_identity(sub_side, msg),
             ended: false,
         };
         self.dialogs.insert(call_id.to_owned(), d);
@@ -583,7 +583,13 @@ impl Tracker {
                     d.b_media = Some(ep.clone());
                 }
                 d.early.clear();
-                d.remote_identity = asserted_identity(msg);
+                if d.sub_side == Side::A {
+                    // The answer comes from the callee, the remote party
+                    // only when the subscriber called (outbound). On an
+                    // inbound call it is the subscriber's own identity:
+                    // the remote one came with the INVITE.
+                    d.remote_identity = asserted_identity(msg);
+                }
                 if let Some(old) = d.takes_over.take() {
                     d.segments += 1;
                     let (key, legs) = (d.key, d.legs());
@@ -865,6 +871,15 @@ fn endpoint_from_sdp(s: &sdp::Sdp) -> Option<Endpoint> {
         ptime: m.ptime,
         direction,
     })
+}
+
+/// The remote party's identity from a dialog's initial INVITE: the
+/// caller's asserted identity when the caller (side A) is the remote party
+/// (`sub_side` B, an inbound call); otherwise it comes with the answer.
+fn caller_identity(sub_side: Side, msg: &Message<'_>) -> Option<String> {
+    (sub_side == Side::B)
+        .then(|| asserted_identity(msg))
+        .flatten()
 }
 
 fn asserted_identity(msg: &Message<'_>) -> Option<String> {

@@ -81,7 +81,15 @@ struct Route {
     /// telephone-event payload type, whose packets also go to the call's
     /// [`PauseControl`].
     keypad_pt: Option<u8>,
+    /// Capture time of the last packet routed here: a call ended by the
+    /// RTP timeout ends at its last packet, not at the last once-a-second
+    /// keep-alive (which cut up to a second of the conversation).
+    last: Timestamp,
 }
+
+/// Audio one RTP packet is assumed to carry past its capture time when a
+/// call ends on the RTP timeout (the RFC 3551 default packet time, 20 ms).
+const LAST_PACKET_US: i64 = 20_000;
 
 /// A latched source silent this long gives way to a new one (a media
 /// source that moved without signalling, or NAT rebinding).
@@ -98,6 +106,7 @@ impl Route {
             seen: Timestamp::ZERO,
             expected,
             keypad_pt: None,
+            last: Timestamp::ZERO,
         }
     }
 
@@ -126,6 +135,8 @@ struct ActiveCall {
     /// The parties' media as last signalled (where beeps go).
     legs: MediaLegs,
     pause: PauseControl,
+    /// Last RTP capture time of routes already replaced (see [`Route::last`]).
+    last_rtp: Timestamp,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -559,6 +570,7 @@ impl Engine {
                         src_routes: Vec::new(),
                         legs: legs.clone(),
                         pause,
+                        last_rtp: Timestamp::ZERO,
                     },
                 );
                 self.install_routes(key, &legs);
@@ -596,11 +608,19 @@ impl Engine {
             }
             CallEvent::Ended {
                 key,
-                at,
+                mut at,
                 recorded,
                 mut record,
             } => {
                 self.pending.remove(&key);
+                if record.end_reason.as_deref() == Some("rtp-timeout")
+                    && let Some(last) = self.last_rtp(key)
+                {
+                    // The tracker only hears of RTP once a second; the
+                    // recording runs to the end of the last packet heard.
+                    at = at.max(last.add_micros(LAST_PACKET_US));
+                    record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
+                }
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
@@ -634,6 +654,18 @@ impl Engine {
         }
     }
 
+    /// When the last RTP packet of a recorded call was routed, if any was.
+    fn last_rtp(&self, key: CallKey) -> Option<Timestamp> {
+        let c = self.calls.get(&key)?;
+        let routes = c.dst_routes.iter().filter_map(|a| self.by_dst.get(a));
+        let routes = routes.chain(c.src_routes.iter().filter_map(|a| self.by_src.get(a)));
+        let last = routes
+            .filter(|r| r.key == key)
+            .map(|r| r.last)
+            .fold(c.last_rtp, Timestamp::max);
+        (last > Timestamp::ZERO).then_some(last)
+    }
+
     fn tracker_call_id(&self, key: CallKey) -> String {
         self.call_ids.get(&key).cloned().unwrap_or_default()
     }
@@ -643,10 +675,14 @@ impl Engine {
             return;
         };
         for a in call.dst_routes.drain(..) {
-            self.by_dst.remove(&a);
+            if let Some(r) = self.by_dst.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+            }
         }
         for a in call.src_routes.drain(..) {
-            self.by_src.remove(&a);
+            if let Some(r) = self.by_src.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+            }
         }
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
@@ -725,6 +761,7 @@ impl RouteCtx<'_> {
             return false;
         };
         self.stats.rtp_routed += 1;
+        r.last = p.ts;
         // Keep the call alive against the RTP timeout, cheaply: at most
         // once a second per route.
         if p.ts.since(r.touched) > 1_000_000 {
