@@ -33,6 +33,10 @@ pub struct Endpoint {
     pub payloads: Vec<(u8, String)>,
     pub ptime: Option<u32>,
     pub direction: sdp::Direction,
+    /// Decodable payload types with clock and fmtp (see [`crate::media::codec::Format`]).
+    pub formats: Vec<(u8, crate::media::codec::Format)>,
+    /// How the party's media is protected (SDES keys, keys out of sight, none).
+    pub keys: crate::media::srtp::Keys,
 }
 
 impl Endpoint {
@@ -870,6 +874,8 @@ fn endpoint_from_sdp(s: &sdp::Sdp) -> Option<Endpoint> {
         payloads,
         ptime: m.ptime,
         direction,
+        formats: crate::media::codec::formats_from_sdp(m),
+        keys: crate::media::srtp::Keys::from_sdp(m),
     })
 }
 

@@ -269,7 +269,11 @@ pub fn segment_metadata(
             } else {
                 vec!["mixed".into()]
             },
-            sample_rate: 8000,
+            sample_rate: summary.map_or(8000, |s| s.sample_rate),
+            codecs: summary.map(|s| crate::recording::metadata::CodecsMeta {
+                subscriber: s.codecs[0].map(crate::media::codec::Codec::name),
+                remote: s.codecs[1].map(crate::media::codec::Codec::name),
+            }),
             duration_ms: summary.map_or(0, |s| s.duration_ms),
             sha256: summary.map(|s| s.sha256.clone()).unwrap_or_default(),
             bytes: summary.map_or(0, |s| s.bytes),

@@ -16,8 +16,8 @@ use std::io;
 use std::path::PathBuf;
 
 use crate::config::{AudioFormat, Channels};
-use crate::media::codec::Codec;
-use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, sample_index};
+use crate::media::codec::{Codec, Format};
+use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, sample_index_k};
 use crate::media::mixer::Mixer;
 use crate::media::quality::LegQuality;
 use crate::media::rtp::{RtpPacket, is_rtcp};
@@ -42,6 +42,8 @@ pub struct RecorderParams {
     pub start: Timestamp,
     /// RFC 4733 payload type per leg (subscriber, remote), from the SDP.
     pub telephone_event_pt: [Option<u8>; 2],
+    /// The recording's sample rate, Hz: 8000 or 16000.
+    pub sample_rate: u32,
 }
 
 /// What the caller may log.
@@ -61,6 +63,12 @@ pub struct RecordingSummary {
     pub pauses: Vec<(u64, u64)>,
     /// Subscriber, remote.
     pub quality: [LegQuality; 2],
+    /// Hz.
+    pub sample_rate: u32,
+    /// The audio codec last decoded on each leg (subscriber, remote).
+    pub codecs: [Option<Codec>; 2],
+    /// A codec that arrived and could not be decoded, per leg.
+    pub unsupported: [Option<String>; 2],
 }
 
 pub struct CallRecorder {
@@ -73,27 +81,43 @@ pub struct CallRecorder {
     rtcp: u64,
     /// First write error; the recording is then failed at `finish`.
     error: Option<io::Error>,
-}
-
-fn ms(samples: i64) -> u64 {
-    (samples.max(0) / 8) as u64
+    /// Timeline samples per 8 kHz sample (1, or 2 at 16 kHz).
+    k: i64,
 }
 
 impl CallRecorder {
     pub fn create(p: RecorderParams) -> io::Result<CallRecorder> {
         let channels = if p.channels == Channels::Stereo { 2 } else { 1 };
+        let rate = if p.sample_rate >= 16000 { 16000 } else { 8000 };
         Ok(CallRecorder {
             start: p.start,
             legs: [
-                JitterBuffer::new(p.start, p.telephone_event_pt[0]),
-                JitterBuffer::new(p.start, p.telephone_event_pt[1]),
+                JitterBuffer::with_rate(p.start, p.telephone_event_pt[0], rate),
+                JitterBuffer::with_rate(p.start, p.telephone_event_pt[1], rate),
             ],
-            mixer: Mixer::new(p.channels),
-            wav: WavWriter::create(&p.path, p.format, channels)?,
+            mixer: Mixer::with_rate(p.channels, rate),
+            wav: WavWriter::create_at(&p.path, p.format, channels, rate)?,
             newest: 0,
             rtcp: 0,
             error: None,
+            k: (rate / 8000) as i64,
         })
+    }
+
+    /// Timeline samples to milliseconds.
+    fn ms(&self, samples: i64) -> u64 {
+        (samples.max(0) / (8 * self.k)) as u64
+    }
+
+    /// The recording's sample rate, Hz.
+    pub fn sample_rate(&self) -> u32 {
+        8000 * self.k as u32
+    }
+
+    /// Payload types from one leg's SDP with clock and fmtp, and those
+    /// bound to codecs callrec cannot decode (call again after a re-INVITE).
+    pub fn set_formats(&mut self, leg: Leg, map: &[(u8, Format)], unsupported: &[(u8, String)]) {
+        self.legs[leg as usize].set_formats(map, unsupported);
     }
 
     /// Payload-type meanings for one leg, from its SDP (adds to the
@@ -110,14 +134,14 @@ impl CallRecorder {
             self.rtcp += 1;
             return;
         }
-        let pos = sample_index(self.start, ts);
+        let pos = sample_index_k(self.start, ts, self.k);
         if pos < 0 {
             return;
         }
         if pos > self.newest {
             // Play out before placing, so the window always has room.
             if self.playout_due(pos) > 0 {
-                self.render(pos - PLAYOUT_DELAY);
+                self.render(pos - PLAYOUT_DELAY * self.k);
             }
             self.newest = pos;
         }
@@ -144,7 +168,7 @@ impl CallRecorder {
     /// will be written to, and, if it moves playout on, the samples and
     /// the file buffer that the mix will read and write.
     pub fn prefetch_audio(&self, leg: Leg, ts: Timestamp) {
-        let pos = sample_index(self.start, ts);
+        let pos = sample_index_k(self.start, ts, self.k);
         if pos < 0 {
             return;
         }
@@ -162,8 +186,8 @@ impl CallRecorder {
     /// and moves playout on by at least a 20 ms block (mixing in blocks
     /// keeps the per-call overhead down).
     fn playout_due(&self, pos: i64) -> usize {
-        let due = pos - PLAYOUT_DELAY - self.legs[0].read_pos();
-        if pos > self.newest && due >= 160 {
+        let due = pos - PLAYOUT_DELAY * self.k - self.legs[0].read_pos();
+        if pos > self.newest && due >= 160 * self.k {
             due as usize
         } else {
             0
@@ -189,23 +213,25 @@ impl CallRecorder {
 
     fn pos(&self, ts: Timestamp) -> i64 {
         // A pause cannot reach back into frames already written.
-        sample_index(self.start, ts).max(self.legs[0].read_pos())
+        sample_index_k(self.start, ts, self.k).max(self.legs[0].read_pos())
     }
 
     /// Starts muting both channels at `ts` (control interface or DTMF).
     pub fn pause(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
+        let at_ms = self.ms(pos);
         self.mixer
             .pause(pos)
-            .then(|| RecorderEvent::Paused { at_ms: ms(pos) })
+            .then_some(RecorderEvent::Paused { at_ms })
     }
 
     /// Ends the pause at `ts`; a 200 ms beep marks the spot.
     pub fn resume(&mut self, ts: Timestamp) -> Option<RecorderEvent> {
         let pos = self.pos(ts);
+        let at_ms = self.ms(pos);
         self.mixer
             .resume(pos)
-            .then(|| RecorderEvent::Resumed { at_ms: ms(pos) })
+            .then_some(RecorderEvent::Resumed { at_ms })
     }
 
     pub fn is_paused(&self) -> bool {
@@ -224,12 +250,14 @@ impl CallRecorder {
     /// Writes out what is buffered, makes the file exactly `end - start`
     /// long (silence-padded or cut), patches the header and hashes (publication fsyncs).
     pub fn finish(mut self, end: Timestamp) -> io::Result<RecordingSummary> {
-        let total = sample_index(self.start, end).max(0);
+        let total = sample_index_k(self.start, end, self.k).max(0);
         self.render(total);
         if let Some(e) = self.error.take() {
             return Err(e);
         }
         let wav = self.wav.finish(Some(total as u64))?;
+        let k = self.k;
+        let ms = |s: i64| (s.max(0) / (8 * k)) as u64;
         Ok(RecordingSummary {
             duration_ms: ms(total),
             sha256: wav.sha256,
@@ -243,6 +271,12 @@ impl CallRecorder {
             quality: [
                 self.legs[0].quality.snapshot(),
                 self.legs[1].quality.snapshot(),
+            ],
+            sample_rate: 8000 * k as u32,
+            codecs: [self.legs[0].codec, self.legs[1].codec],
+            unsupported: [
+                self.legs[0].unsupported_seen.take(),
+                self.legs[1].unsupported_seen.take(),
             ],
         })
     }
