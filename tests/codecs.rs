@@ -171,8 +171,24 @@ fn g726_32() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let a = ff(440, &["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"]);
-    let b = ff(1000, &["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"]);
+    // 20 ms packets: 80 bytes of 4-bit codes after the 12-byte header.
+    let g726 = |hz: u32| {
+        cc::ffmpeg_rtp_sized(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &sine(hz),
+                "-ac",
+                "1",
+                "-af",
+                "volume=0.5",
+            ],
+            &["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"],
+            Some(92),
+        )
+    };
+    let (a, b) = (g726(440), g726(1000));
     let r = record(dir.path(), &a, &b, "auto").expect("a recording");
     check(&r, 8000, (440.0, 1000.0), "G726");
 }
@@ -283,11 +299,11 @@ fn amr_nb_both_payload_formats() {
         .map(|f| cc::amr_bandwidth_efficient(f, false))
         .collect();
     let b = Stream {
-        pt: 97,
+        pt: 98,
         rtpmap: "AMR/8000".into(),
         fmtp: None,
         clock: 8000,
-        packets: cc::wrap(&be, 97, 160, 2),
+        packets: cc::wrap(&be, 98, 160, 2),
     };
     let r = record(dir.path(), &a, &b, "auto").expect("a recording");
     check(&r, 8000, (440.0, 1000.0), "AMR");

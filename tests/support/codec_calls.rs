@@ -88,6 +88,12 @@ pub fn tone_raw(dir: &Path, hz: u32, rate: u32, secs: f64) -> PathBuf {
 
 /// ffmpeg encodes (input args, codec args) and packetises into RTP.
 pub fn ffmpeg_rtp(input: &[&str], codec: &[&str]) -> Stream {
+    ffmpeg_rtp_sized(input, codec, None)
+}
+
+/// [`ffmpeg_rtp`] with RTP packets of at most `pkt_size` bytes (for
+/// stream codecs ffmpeg would otherwise send in 1 KiB chunks).
+pub fn ffmpeg_rtp_sized(input: &[&str], codec: &[&str], pkt_size: Option<usize>) -> Stream {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     set_big_rcvbuf(&sock);
     sock.set_read_timeout(Some(Duration::from_millis(700)))
@@ -97,7 +103,13 @@ pub fn ffmpeg_rtp(input: &[&str], codec: &[&str]) -> Stream {
         .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
         .args(input)
         .args(codec)
-        .args(["-f", "rtp", &format!("rtp://127.0.0.1:{port}")])
+        // One frame per packet, as phones send (ffmpeg aggregates AMR
+        // frames up to its default 0.7 s delay otherwise).
+        .args(["-max_delay", "20000", "-f", "rtp"])
+        .arg(match pkt_size {
+            Some(n) => format!("rtp://127.0.0.1:{port}?pkt_size={n}"),
+            None => format!("rtp://127.0.0.1:{port}"),
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
