@@ -21,3 +21,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# pylibsrtp (PyPI, with its own libsrtp build): the independent SRTP
+# implementation tests/srtp.rs encrypts with.
+if ! python3 -c "import pylibsrtp" 2>/dev/null; then
+  python3 -m pip install --quiet pylibsrtp
+fi

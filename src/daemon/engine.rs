@@ -17,6 +17,7 @@ use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
 use crate::media::pause::{PauseChange, PauseControl, PauseSource};
+use crate::recording::undecodable::MediaCheck;
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 // Per-packet lookups: foldhash is several times cheaper than SipHash and
@@ -40,6 +41,10 @@ pub struct EngineStats {
     pub calls: u64,
     pub recorded: u64,
     pub skipped: BTreeMap<String, u64>,
+    /// Recorded calls none of whose audio could be decoded (encrypted
+    /// with keys out of sight or wrong, or codecs callrec lacks): no file
+    /// delivered, the history says why.
+    pub undecodable: u64,
 }
 
 /// A SIP message copied out of the frame: time, source, destination, link
@@ -81,6 +86,9 @@ struct Route {
     /// telephone-event payload type, whose packets also go to the call's
     /// [`PauseControl`].
     keypad_pt: Option<u8>,
+    /// The call's media is watched by [`MediaCheck`] (SRTP or codecs that
+    /// may be undecodable): its packets are shown to it.
+    check: bool,
     /// Capture time of the last packet routed here: a call ended by the
     /// RTP timeout ends at its last packet, not at the last once-a-second
     /// keep-alive (which cut up to a second of the conversation).
@@ -106,6 +114,7 @@ impl Route {
             seen: Timestamp::ZERO,
             expected,
             keypad_pt: None,
+            check: false,
             last: Timestamp::ZERO,
         }
     }
@@ -178,6 +187,8 @@ pub struct Engine {
     history: HistoryWriter,
     events: Vec<CallEvent>,
     stats: EngineStats,
+    /// Watches calls whose media may be undecodable (SRTP, odd codecs).
+    check: MediaCheck,
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
@@ -215,6 +226,7 @@ impl Engine {
             history: HistoryWriter::open(spool)?,
             events: Vec::new(),
             stats: EngineStats::default(),
+            check: MediaCheck::new(),
             now: Timestamp::ZERO,
             first_ts: None,
             cfg,
@@ -386,6 +398,7 @@ impl Engine {
             shards: &mut self.shards,
             tracker: &mut self.tracker,
             stats: &mut self.stats,
+            check: &mut self.check,
         };
         self.decoder.decode(pkt, &mut |p| {
             // Media of recorded calls is most of the traffic: the route
@@ -630,6 +643,12 @@ impl Engine {
                     .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
+                if let Some(why) = self.check.verdict(key).filter(|_| recorded) {
+                    // Never a file presented as good: the history says why.
+                    self.stats.undecodable += 1;
+                    tracing::error!(call = %record.short_id, reason = %why, "RECORDING ALARM: no audio of this call could be decoded; nothing delivered");
+                    record.reason = Some(why);
+                }
                 if let Some(c) = self.calls.remove(&key) {
                     for a in &c.dst_routes {
                         self.by_dst.remove(a);
@@ -689,23 +708,25 @@ impl Engine {
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         let shard = call.shard;
         let keypad_pt = call.pause.watched_pt();
+        let check = self.check.set_legs(key, legs);
         let subscriber = |expected| Route {
             keypad_pt,
+            check,
             ..Route::new(key, Leg::Subscriber, shard, expected)
+        };
+        let remote = |expected| Route {
+            check,
+            ..Route::new(key, Leg::Remote, shard, expected)
         };
         if let Some(r) = &legs.remote {
             self.by_dst
                 .insert(r.addr, subscriber(addr(&legs.subscriber)));
-            self.by_src
-                .insert(r.addr, Route::new(key, Leg::Remote, shard, None));
+            self.by_src.insert(r.addr, remote(None));
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
-            self.by_dst.insert(
-                s.addr,
-                Route::new(key, Leg::Remote, shard, addr(&legs.remote)),
-            );
+            self.by_dst.insert(s.addr, remote(addr(&legs.remote)));
             self.by_src.insert(s.addr, subscriber(None));
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
@@ -743,6 +764,7 @@ struct RouteCtx<'e> {
     shards: &'e mut ShardPool<MediaCtl>,
     tracker: &'e mut Tracker,
     stats: &'e mut EngineStats,
+    check: &'e mut MediaCheck,
 }
 
 impl RouteCtx<'_> {
@@ -769,6 +791,9 @@ impl RouteCtx<'_> {
             if let Some(call) = self.calls.get(&r.key) {
                 self.tracker.touch(&call.call_id, p.ts);
             }
+        }
+        if r.check {
+            self.check.on_packet(r.key, r.leg, p.data);
         }
         self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
         if let Some(pt) = r.keypad_pt

@@ -290,6 +290,7 @@ pub fn segment_metadata(
             subscriber: quality(0),
             remote: quality(1),
         },
+        undecodable: summary.and_then(|s| s.undecodable()),
     };
     (stem, meta)
 }
@@ -305,6 +306,12 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         Some(&f.summary),
     );
     let Some(spool) = spool else { return };
+    if let Some(why) = &meta.undecodable {
+        crate::recording::outputs::keep_undecodable(spool, &stem, &f.path, &meta.to_json(), why);
+        crate::daemon::recovery::remove_intent(&f.path);
+        tracing::error!(call = %setup.short_id, segment = f.index, reason = %why, "RECORDING ALARM: segment not delivered, none of its audio could be decoded");
+        return;
+    }
     match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);

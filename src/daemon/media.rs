@@ -233,6 +233,8 @@ fn apply_payloads(r: &mut CallRecorder, legs: &MediaLegs) {
     for leg in [Leg::Subscriber, Leg::Remote] {
         let (map, unsupported) = crate::recording::formats::leg_formats(legs, leg);
         r.set_formats(leg, &map, &unsupported);
+        let (sender, receiver) = crate::recording::formats::leg_keys(legs, leg);
+        r.set_keys(leg, &sender, &receiver);
     }
 }
 

@@ -5,6 +5,7 @@
 use crate::calls::tracker::{Endpoint, MediaLegs};
 use crate::config::{Contract, SampleRate};
 use crate::media::codec::{Codec, Format};
+use crate::media::srtp::Keys;
 use crate::recording::recorder::Leg;
 
 /// The payload types `leg`'s packets may carry: the receiver's SDP binds
@@ -30,6 +31,16 @@ pub fn leg_formats(legs: &MediaLegs, leg: Leg) -> (Vec<(u8, Format)>, Vec<(u8, S
         }
     }
     (map, unsupported)
+}
+
+/// The SDP keys of `leg`'s sender and of its receiver.
+pub fn leg_keys(legs: &MediaLegs, leg: Leg) -> (Keys, Keys) {
+    let (sender, receiver) = match leg {
+        Leg::Subscriber => (&legs.subscriber, &legs.remote),
+        Leg::Remote => (&legs.remote, &legs.subscriber),
+    };
+    let keys = |e: &Option<Endpoint>| e.as_ref().map(|e| e.keys.clone()).unwrap_or_default();
+    (keys(sender), keys(receiver))
 }
 
 /// The first audio codec an endpoint offered that callrec decodes.

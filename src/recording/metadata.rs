@@ -26,6 +26,10 @@ pub struct Metadata {
     pub audio: AudioMeta,
     pub pauses: Vec<PauseMeta>,
     pub quality: QualityMeta,
+    /// Why none of the audio could be decoded ("media-encrypted",
+    /// "codec-unsupported:NAME"); such a segment is never delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -7,5 +7,7 @@
 
 pub mod formats;
 pub mod metadata;
+pub mod outputs;
 pub mod recorder;
+pub mod undecodable;
 pub mod wav;

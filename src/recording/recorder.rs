@@ -21,6 +21,7 @@ use crate::media::jitter::{JitterBuffer, PLAYOUT_DELAY, sample_index_k};
 use crate::media::mixer::Mixer;
 use crate::media::quality::LegQuality;
 use crate::media::rtp::{RtpPacket, is_rtcp};
+use crate::media::srtp::{Keys, LegCrypto};
 use crate::prefetch;
 use crate::recording::wav::WavWriter;
 use crate::time::Timestamp;
@@ -69,6 +70,29 @@ pub struct RecordingSummary {
     pub codecs: [Option<Codec>; 2],
     /// A codec that arrived and could not be decoded, per leg.
     pub unsupported: [Option<String>; 2],
+    /// Per leg: encrypted with keys out of sight, or SRTP none of whose
+    /// packets authenticated.
+    pub encrypted: [bool; 2],
+}
+
+impl RecordingSummary {
+    /// Why none of the recording's audio could be decoded, if so: a leg
+    /// that gave packets and no audio, and no leg that gave audio.
+    pub fn undecodable(&self) -> Option<String> {
+        let q = &self.quality;
+        let heard = |i: usize| q[i].decoded + q[i].undecodable > 0;
+        if q.iter().any(|l| l.decoded > 0) || !(heard(0) || heard(1)) {
+            return None;
+        }
+        if (0..2).any(|i| heard(i) && self.encrypted[i]) {
+            return Some("media-encrypted".into());
+        }
+        let name = self.unsupported.iter().flatten().next();
+        Some(format!(
+            "codec-unsupported:{}",
+            name.map_or("unknown", |n| n.as_str())
+        ))
+    }
 }
 
 pub struct CallRecorder {
@@ -83,6 +107,11 @@ pub struct CallRecorder {
     error: Option<io::Error>,
     /// Timeline samples per 8 kHz sample (1, or 2 at 16 kHz).
     k: i64,
+    /// Per leg: how its packets are protected, and the SDP keys that
+    /// session was made from (a re-INVITE with the same keys keeps it,
+    /// and with it the rollover counter and replay window).
+    crypto: [LegCrypto; 2],
+    keys: [Option<(Keys, Keys)>; 2],
 }
 
 impl CallRecorder {
@@ -101,7 +130,21 @@ impl CallRecorder {
             rtcp: 0,
             error: None,
             k: (rate / 8000) as i64,
+            crypto: Default::default(),
+            keys: Default::default(),
         })
+    }
+
+    /// The SRTP keys of a leg: its sender's SDP keys and the receiver's
+    /// (whose answer names the line used). Unchanged keys keep the session.
+    pub fn set_keys(&mut self, leg: Leg, sender: &Keys, receiver: &Keys) {
+        let i = leg as usize;
+        let pair = (sender.clone(), receiver.clone());
+        if self.keys[i].as_ref() == Some(&pair) {
+            return;
+        }
+        self.crypto[i] = LegCrypto::for_sender(sender, receiver);
+        self.keys[i] = Some(pair);
     }
 
     /// Timeline samples to milliseconds.
@@ -146,6 +189,25 @@ impl CallRecorder {
             self.newest = pos;
         }
         let jb = &mut self.legs[leg as usize];
+        let rtp = match &mut self.crypto[leg as usize] {
+            LegCrypto::Clear => rtp,
+            LegCrypto::Srtp(s) => match s.unprotect(rtp) {
+                Ok(plain) => plain,
+                Err(crate::media::srtp::SrtpError::Replay) => {
+                    jb.quality.duplicates += 1;
+                    return;
+                }
+                Err(_) => {
+                    // Wrong key or tag: never decoded as if it were audio.
+                    jb.quality.undecodable += 1;
+                    return;
+                }
+            },
+            LegCrypto::Opaque(_) => {
+                jb.quality.undecodable += 1;
+                return;
+            }
+        };
         let pkt = match RtpPacket::parse(rtp) {
             Ok(p) => p,
             Err(e) => {
@@ -278,6 +340,7 @@ impl CallRecorder {
                 self.legs[0].unsupported_seen.take(),
                 self.legs[1].unsupported_seen.take(),
             ],
+            encrypted: [self.crypto[0].encrypted(), self.crypto[1].encrypted()],
         })
     }
 }

@@ -99,7 +99,7 @@ pub fn ffmpeg_rtp_sized(input: &[&str], codec: &[&str], pkt_size: Option<usize>)
     sock.set_read_timeout(Some(Duration::from_millis(700)))
         .unwrap();
     let port = sock.local_addr().unwrap().port();
-    let child = Command::new("ffmpeg")
+    let mut child = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-nostdin"])
         .args(input)
         .args(codec)
@@ -116,8 +116,15 @@ pub fn ffmpeg_rtp_sized(input: &[&str], codec: &[&str], pkt_size: Option<usize>)
         .expect("ffmpeg runs");
     let mut packets = Vec::new();
     let mut buf = [0u8; 4096];
-    while let Ok(n) = sock.recv(&mut buf) {
-        packets.push(buf[..n].to_vec());
+    // Until ffmpeg has exited and the socket has been quiet a while (a
+    // loaded machine can take long to start it).
+    let mut quiet_after_exit = 0;
+    while quiet_after_exit < 2 {
+        match sock.recv(&mut buf) {
+            Ok(n) => packets.push(buf[..n].to_vec()),
+            Err(_) if child.try_wait().unwrap().is_some() => quiet_after_exit += 1,
+            Err(_) => {}
+        }
     }
     let out = child.wait_with_output().unwrap();
     assert!(
