@@ -27,6 +27,7 @@ fn params(path: &Path, channels: Channels) -> RecorderParams {
         channels,
         start: START,
         telephone_event_pt: [Some(TE), Some(TE)],
+        sample_rate: 8000,
     }
 }
 

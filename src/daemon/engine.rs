@@ -566,6 +566,7 @@ impl Engine {
                     guidance,
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
+                    encoded: self.cfg.recording.encoded,
                 });
                 let pause = PauseControl::new(
                     record_start,

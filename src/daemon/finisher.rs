@@ -306,13 +306,23 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         Some(&f.summary),
     );
     let Some(spool) = spool else { return };
+    let (mut meta, mut path) = (meta, f.path.clone());
+    if let Some(e) = setup.encoded.filter(|_| meta.undecodable.is_none()) {
+        match crate::recording::outputs::encode_segment(&f.path, e, &mut meta.audio) {
+            Ok(p) => path = p,
+            Err(err) => {
+                // The WAV is still good: delivered as it is rather than lost.
+                tracing::error!(call = %setup.short_id, format = e.as_str(), error = %err, "RECORDING ALARM: cannot encode the recording; delivered as WAV")
+            }
+        }
+    }
     if let Some(why) = &meta.undecodable {
         crate::recording::outputs::keep_undecodable(spool, &stem, &f.path, &meta.to_json(), why);
         crate::daemon::recovery::remove_intent(&f.path);
         tracing::error!(call = %setup.short_id, segment = f.index, reason = %why, "RECORDING ALARM: segment not delivered, none of its audio could be decoded");
         return;
     }
-    match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
+    match spool.publish(&setup.contract.destination, &stem, &path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);
             tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")

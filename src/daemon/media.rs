@@ -32,6 +32,8 @@ pub struct CallSetup {
     pub guidance: Option<Guidance>,
     pub utc_offset_secs: i32,
     pub format: AudioFormat,
+    /// MP3, Opus or FLAC instead of WAV (`[recording] format`).
+    pub encoded: Option<crate::config::Encoded>,
 }
 
 #[derive(Clone, Debug)]

@@ -5,6 +5,7 @@
 //! is the per-call, per-segment object that ties the media path (jitter
 //! buffers, DTMF, mixer) to a WAV file; [`metadata`] is the JSON beside it.
 
+pub mod encode;
 pub mod formats;
 pub mod metadata;
 pub mod outputs;
