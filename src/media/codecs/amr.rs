@@ -193,4 +193,33 @@ mod tests {
         ));
         assert_eq!(out, vec![9], "nothing appended on error");
     }
+
+    /// The fuzz target's invariants over 20,000 pseudo-random payloads.
+    #[test]
+    fn random_payloads_keep_the_invariants() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for i in 0..20_000 {
+            let len = (i % 90) as usize;
+            let p: Vec<u8> = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            let (wb, oa) = (i & 1 == 1, i & 2 == 2);
+            let mut out = Vec::new();
+            match depacketize(&p, wb, oa, &mut out) {
+                Ok(n) => {
+                    let mut s = &out[..];
+                    for _ in 0..n {
+                        s = &s[frame_len(s[0], wb)..];
+                    }
+                    assert!(s.is_empty() && n <= MAX_FRAMES);
+                }
+                Err(_) => assert!(out.is_empty()),
+            }
+        }
+    }
 }

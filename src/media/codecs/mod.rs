@@ -235,8 +235,15 @@ mod tests {
             fmt(Codec::Opus),
             fmt(Codec::Gsm),
             fmt(Codec::Ilbc),
-            Format { param: 20, ..fmt(Codec::Ilbc) },
-            Format { clock: 16000, channels: 2, ..fmt(Codec::L16) },
+            Format {
+                param: 20,
+                ..fmt(Codec::Ilbc)
+            },
+            Format {
+                clock: 16000,
+                channels: 2,
+                ..fmt(Codec::L16)
+            },
             fmt(Codec::G726),
             fmt(Codec::Pcmu),
         ];
@@ -248,7 +255,12 @@ mod tests {
                     // 16 kHz), or one 120 ms Opus/AMR frame from a few
                     // bytes; the jitter buffer refuses what passes its window.
                     if let Ok(s) = d.decode(96, f, j) {
-                        assert!(s.len() <= j.len() * 16 + 4000, "{f:?}: {} samples from {} bytes", s.len(), j.len());
+                        assert!(
+                            s.len() <= j.len() * 16 + 4000,
+                            "{f:?}: {} samples from {} bytes",
+                            s.len(),
+                            j.len()
+                        );
                     }
                 }
                 assert_eq!(d.decode(96, f, &junk[5]), Err(DecodeError::Oversized));
@@ -259,11 +271,24 @@ mod tests {
     #[test]
     fn wrong_sizes_for_framed_codecs() {
         let mut d = LegDecoder::new(8000);
-        assert_eq!(d.decode(18, fmt(Codec::G729), &[0; 15]), Err(DecodeError::Corrupt));
-        assert_eq!(d.decode(3, fmt(Codec::Gsm), &[0xd0; 34]), Err(DecodeError::Corrupt));
-        assert_eq!(d.decode(97, fmt(Codec::Ilbc), &[0; 38]), Err(DecodeError::Corrupt));
+        assert_eq!(
+            d.decode(18, fmt(Codec::G729), &[0; 15]),
+            Err(DecodeError::Corrupt)
+        );
+        assert_eq!(
+            d.decode(3, fmt(Codec::Gsm), &[0xd0; 34]),
+            Err(DecodeError::Corrupt)
+        );
+        assert_eq!(
+            d.decode(97, fmt(Codec::Ilbc), &[0; 38]),
+            Err(DecodeError::Corrupt)
+        );
         // A G.729B SID frame alone: 10 ms of comfort silence.
-        assert_eq!(d.decode(18, fmt(Codec::G729), &[0x12, 0x34]).map(<[i16]>::len), Ok(80));
+        assert_eq!(
+            d.decode(18, fmt(Codec::G729), &[0x12, 0x34])
+                .map(<[i16]>::len),
+            Ok(80)
+        );
         // AMR with a reserved frame type.
         assert!(matches!(
             d.decode(97, fmt(Codec::AmrNb), &[0xf0, 0x60]),
@@ -274,9 +299,16 @@ mod tests {
     #[test]
     fn a_rebound_payload_type_gets_its_new_decoder() {
         let mut d = LegDecoder::new(8000);
-        assert_eq!(d.decode(96, fmt(Codec::Pcmu), &[0xff; 160]).map(<[i16]>::len), Ok(160));
+        assert_eq!(
+            d.decode(96, fmt(Codec::Pcmu), &[0xff; 160])
+                .map(<[i16]>::len),
+            Ok(160)
+        );
         // The same type now says L16 (a re-INVITE): 2 bytes a sample.
-        let l16 = Format { clock: 8000, ..fmt(Codec::L16) };
+        let l16 = Format {
+            clock: 8000,
+            ..fmt(Codec::L16)
+        };
         assert_eq!(d.decode(96, l16, &[0; 320]).map(<[i16]>::len), Ok(160));
     }
 }
