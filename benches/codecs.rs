@@ -42,34 +42,144 @@ fn cases(dir: &std::path::Path) -> Vec<Case> {
         Format::from_sdp(enc, clock, 1, fmtp).expect("decodable")
     };
     let mut v = vec![
-        Case { name: "pcmu_8k_table", fmt: f("PCMU", 8000, ""), rate: 8000, stream: ff(&["-c:a", "pcm_mulaw", "-ar", "8000"], Some(172)) },
-        Case { name: "pcmu_to_16k", fmt: f("PCMU", 8000, ""), rate: 16000, stream: ff(&["-c:a", "pcm_mulaw", "-ar", "8000"], Some(172)) },
-        Case { name: "g722_16k", fmt: f("G722", 8000, ""), rate: 16000, stream: ff(&["-c:a", "g722", "-ar", "16000"], Some(172)) },
-        Case { name: "g726_32", fmt: f("G726-32", 8000, ""), rate: 8000, stream: ff(&["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"], Some(92)) },
-        Case { name: "opus_16k", fmt: f("opus", 48000, ""), rate: 16000, stream: ff(&["-c:a", "libopus", "-ar", "48000", "-b:a", "32k"], None) },
-        Case { name: "l16_16k", fmt: f("L16", 16000, ""), rate: 16000, stream: ff(&["-c:a", "pcm_s16be", "-ar", "16000"], Some(652)) },
+        Case {
+            name: "pcmu_8k_table",
+            fmt: f("PCMU", 8000, ""),
+            rate: 8000,
+            stream: ff(&["-c:a", "pcm_mulaw", "-ar", "8000"], Some(172)),
+        },
+        Case {
+            name: "pcmu_to_16k",
+            fmt: f("PCMU", 8000, ""),
+            rate: 16000,
+            stream: ff(&["-c:a", "pcm_mulaw", "-ar", "8000"], Some(172)),
+        },
+        Case {
+            name: "g722_16k",
+            fmt: f("G722", 8000, ""),
+            rate: 16000,
+            stream: ff(&["-c:a", "g722", "-ar", "16000"], Some(172)),
+        },
+        Case {
+            name: "g726_32",
+            fmt: f("G726-32", 8000, ""),
+            rate: 8000,
+            stream: ff(&["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"], Some(92)),
+        },
+        Case {
+            name: "opus_16k",
+            fmt: f("opus", 48000, ""),
+            rate: 16000,
+            stream: ff(&["-c:a", "libopus", "-ar", "48000", "-b:a", "32k"], None),
+        },
+        Case {
+            name: "l16_16k",
+            fmt: f("L16", 16000, ""),
+            rate: 16000,
+            stream: ff(&["-c:a", "pcm_s16be", "-ar", "16000"], Some(652)),
+        },
     ];
     let raw8 = cc::tone_raw(dir, 440, 8000, SECS);
     let g729 = cc::ctypes_encode(dir, "g729", &raw8);
     let p: Vec<Vec<u8>> = g729.chunks_exact(20).map(<[u8]>::to_vec).collect();
-    v.push(Case { name: "g729", fmt: f("G729", 8000, ""), rate: 8000, stream: cc::Stream { pt: 18, rtpmap: "G729/8000".into(), fmtp: None, clock: 8000, packets: cc::wrap(&p, 18, 160, 1) } });
+    v.push(Case {
+        name: "g729",
+        fmt: f("G729", 8000, ""),
+        rate: 8000,
+        stream: cc::Stream {
+            pt: 18,
+            rtpmap: "G729/8000".into(),
+            fmtp: None,
+            clock: 8000,
+            packets: cc::wrap(&p, 18, 160, 1),
+        },
+    });
     let raw16 = cc::tone_raw(dir, 440, 16000, SECS);
     let awb = cc::ctypes_encode(dir, "amrwb", &raw16);
     let frames = cc::amr_frames(&awb, true);
-    let oa: Vec<Vec<u8>> = frames.iter().map(|fr| [vec![0xf0], fr.clone()].concat()).collect();
-    v.push(Case { name: "amr_wb_octet", fmt: f("AMR-WB", 16000, "octet-align=1"), rate: 16000, stream: cc::Stream { pt: 97, rtpmap: "AMR-WB/16000".into(), fmtp: None, clock: 16000, packets: cc::wrap(&oa, 97, 320, 1) } });
+    let oa: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|fr| [vec![0xf0], fr.clone()].concat())
+        .collect();
+    v.push(Case {
+        name: "amr_wb_octet",
+        fmt: f("AMR-WB", 16000, "octet-align=1"),
+        rate: 16000,
+        stream: cc::Stream {
+            pt: 97,
+            rtpmap: "AMR-WB/16000".into(),
+            fmtp: None,
+            clock: 16000,
+            packets: cc::wrap(&oa, 97, 320, 1),
+        },
+    });
     let amr = dir.join("t.amr");
-    let ok = std::process::Command::new("sox").args(["-n", "-r", "8000", "-c", "1", "-t", "amr-nb", "-C", "7"]).arg(&amr).args(["synth", &SECS.to_string(), "sine", "440"]).status().is_ok_and(|s| s.success());
+    let ok = std::process::Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-t", "amr-nb", "-C", "7"])
+        .arg(&amr)
+        .args(["synth", &SECS.to_string(), "sine", "440"])
+        .status()
+        .is_ok_and(|s| s.success());
     if ok {
         let frames = cc::amr_frames(&std::fs::read(&amr).unwrap(), false);
-        let be: Vec<Vec<u8>> = frames.iter().map(|fr| cc::amr_bandwidth_efficient(fr, false)).collect();
-        v.push(Case { name: "amr_nb_bandwidth_eff", fmt: f("AMR", 8000, ""), rate: 8000, stream: cc::Stream { pt: 97, rtpmap: "AMR/8000".into(), fmtp: None, clock: 8000, packets: cc::wrap(&be, 97, 160, 1) } });
+        let be: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|fr| cc::amr_bandwidth_efficient(fr, false))
+            .collect();
+        v.push(Case {
+            name: "amr_nb_bandwidth_eff",
+            fmt: f("AMR", 8000, ""),
+            rate: 8000,
+            stream: cc::Stream {
+                pt: 97,
+                rtpmap: "AMR/8000".into(),
+                fmtp: None,
+                clock: 8000,
+                packets: cc::wrap(&be, 97, 160, 1),
+            },
+        });
     }
     let gsm = dir.join("t.gsm");
-    let ok = std::process::Command::new("ffmpeg").args(["-hide_banner", "-loglevel", "error", "-nostdin", "-f", "lavfi", "-i", &sine(440), "-ac", "1", "-ar", "8000", "-c:a", "libgsm", "-f", "gsm"]).arg(&gsm).status().is_ok_and(|s| s.success());
+    let ok = std::process::Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-nostdin",
+            "-f",
+            "lavfi",
+            "-i",
+            &sine(440),
+            "-ac",
+            "1",
+            "-ar",
+            "8000",
+            "-c:a",
+            "libgsm",
+            "-f",
+            "gsm",
+        ])
+        .arg(&gsm)
+        .status()
+        .is_ok_and(|s| s.success());
     if ok {
-        let p: Vec<Vec<u8>> = std::fs::read(&gsm).unwrap().chunks_exact(33).map(<[u8]>::to_vec).collect();
-        v.push(Case { name: "gsm", fmt: f("GSM", 8000, ""), rate: 8000, stream: cc::Stream { pt: 3, rtpmap: "GSM/8000".into(), fmtp: None, clock: 8000, packets: cc::wrap(&p, 3, 160, 1) } });
+        let p: Vec<Vec<u8>> = std::fs::read(&gsm)
+            .unwrap()
+            .chunks_exact(33)
+            .map(<[u8]>::to_vec)
+            .collect();
+        v.push(Case {
+            name: "gsm",
+            fmt: f("GSM", 8000, ""),
+            rate: 8000,
+            stream: cc::Stream {
+                pt: 3,
+                rtpmap: "GSM/8000".into(),
+                fmtp: None,
+                clock: 8000,
+                packets: cc::wrap(&p, 3, 160, 1),
+            },
+        });
     }
     v
 }
@@ -152,7 +262,10 @@ fn bench(cr: &mut Criterion) {
     g.finish();
     let base = report[0].1;
     for (name, ns) in report {
-        println!("per packet {name:>22}: {ns:>7.0} ns ({:.1}x G.711 table)", ns / base);
+        println!(
+            "per packet {name:>22}: {ns:>7.0} ns ({:.1}x G.711 table)",
+            ns / base
+        );
     }
 }
 

@@ -29,7 +29,9 @@ fn payloads(codec: &str, frames: &[u8]) -> (Vec<Vec<u8>>, u8, String, u32) {
             1,
         ),
         "amrwb" => {
-            let body = frames.strip_prefix(b"#!AMR-WB\n".as_slice()).unwrap_or_else(|| usage());
+            let body = frames
+                .strip_prefix(b"#!AMR-WB\n".as_slice())
+                .unwrap_or_else(|| usage());
             let mut out = Vec::new();
             let mut s = body;
             while let Some(&h) = s.first() {
@@ -37,7 +39,12 @@ fn payloads(codec: &str, frames: &[u8]) -> (Vec<Vec<u8>>, u8, String, u32) {
                 out.push([&[0xf0u8][..], &s[..n]].concat());
                 s = &s[n..];
             }
-            (out, 97, "a=rtpmap:97 AMR-WB/16000\r\na=fmtp:97 octet-align=1\r\n".into(), 2)
+            (
+                out,
+                97,
+                "a=rtpmap:97 AMR-WB/16000\r\na=fmtp:97 octet-align=1\r\n".into(),
+                2,
+            )
         }
         _ => usage(),
     }
@@ -57,7 +64,13 @@ fn rewrite_sip(msg: &[u8], pt: u8, lines: &str) -> Vec<u8> {
         .replace("a=rtpmap:0 PCMU/8000\r\n", lines);
     let head: Vec<String> = head
         .lines()
-        .map(|l| if l.starts_with("Content-Length:") { format!("Content-Length: {}", body.len()) } else { l.to_owned() })
+        .map(|l| {
+            if l.starts_with("Content-Length:") {
+                format!("Content-Length: {}", body.len())
+            } else {
+                l.to_owned()
+            }
+        })
         .collect();
     format!("{}\r\n\r\n{body}", head.join("\r\n")).into_bytes()
 }
@@ -67,7 +80,9 @@ fn main() -> std::io::Result<()> {
     if a.len() != 6 {
         usage();
     }
-    let (Ok(calls), Ok(secs)) = (a[2].parse::<u32>(), a[3].parse::<u32>()) else { usage() };
+    let (Ok(calls), Ok(secs)) = (a[2].parse::<u32>(), a[3].parse::<u32>()) else {
+        usage()
+    };
     let (pl, pt, lines, k) = payloads(&a[1], &std::fs::read(&a[4])?);
     if pl.is_empty() {
         usage();
@@ -92,7 +107,14 @@ fn main() -> std::io::Result<()> {
                 d.payload.clone()
             } else {
                 n += 1;
-                build_rtp(pt, r.seq, r.ts.wrapping_mul(k), r.ssrc, r.marker, &pl[r.seq as usize % pl.len()])
+                build_rtp(
+                    pt,
+                    r.seq,
+                    r.ts.wrapping_mul(k),
+                    r.ssrc,
+                    r.marker,
+                    &pl[r.seq as usize % pl.len()],
+                )
             }
         } else {
             d.payload.clone()
@@ -100,6 +122,11 @@ fn main() -> std::io::Result<()> {
         w.write(d.ts, &udp_frame(d.src, d.dst, &payload))?;
     }
     w.finish()?;
-    eprintln!("make_codec_capture: {calls} calls, {} packets ({n} {}) -> {}", all.len(), a[1], a[5]);
+    eprintln!(
+        "make_codec_capture: {calls} calls, {} packets ({n} {}) -> {}",
+        all.len(),
+        a[1],
+        a[5]
+    );
     Ok(())
 }

@@ -364,3 +364,144 @@ fn g711_upsampled_to_16khz_without_images() {
         "an image at 7 kHz: {image:.0} vs {tone:.0}"
     );
 }
+
+/// A re-INVITE 2 s into the call moves the subscriber from G.711 to
+/// G.722 (a new SSRC and clock): the timeline holds, both halves carry
+/// the tone, the length is the signalling's.
+#[test]
+fn codec_change_by_reinvite_keeps_the_timeline() {
+    if !cc::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pcmu = |hz: u32| {
+        cc::ffmpeg_rtp_sized(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &sine(hz),
+                "-ac",
+                "1",
+                "-af",
+                "volume=0.5",
+            ],
+            &["-c:a", "pcm_mulaw", "-ar", "8000"],
+            Some(172),
+        )
+    };
+    let (a, b) = (pcmu(440), pcmu(1000));
+    let g722 = cc::ffmpeg_rtp_sized(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &sine(440),
+            "-ac",
+            "1",
+            "-af",
+            "volume=0.5",
+        ],
+        &["-c:a", "g722", "-ar", "16000"],
+        Some(172),
+    );
+    let (mut dg, c) = cc::call(&CallMedia {
+        a: &a,
+        b: &b,
+        proto: "RTP/AVP",
+        a_extra: String::new(),
+        b_extra: String::new(),
+        talk_ms: TALK_MS,
+    });
+    let switch = c.answer_at().add_micros(2_000_000);
+    // A's G.711 stops at the switch; its G.722 starts there.
+    dg.retain(|d| !(d.src == c.a_rtp && d.ts >= switch));
+    for (i, p) in g722.packets.iter().enumerate() {
+        let at = switch.add_micros(20_000 * i as i64 + 5_000);
+        if at < c.bye_at().unwrap() {
+            dg.push(callrec::scenario::Datagram {
+                ts: at,
+                src: c.a_rtp,
+                dst: c.b_rtp,
+                payload: p.clone(),
+            });
+        }
+    }
+    let text = |d: &callrec::scenario::Datagram| String::from_utf8_lossy(&d.payload).into_owned();
+    let invite = dg
+        .iter()
+        .find(|d| d.payload.starts_with(b"INVITE"))
+        .map(text)
+        .unwrap();
+    let ok = dg
+        .iter()
+        .find(|d| text(d).starts_with("SIP/2.0 200") && text(d).contains("INVITE"))
+        .map(text)
+        .unwrap();
+    let header = |m: &str, name: &str| m.lines().find(|l| l.starts_with(name)).unwrap().to_owned();
+    let sdp = |ip: std::net::IpAddr, port: u16| {
+        format!(
+            "v=0\r\no=- 1 2 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {port} RTP/AVP 9 0\r\na=rtpmap:9 G722/8000\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n"
+        )
+    };
+    let msg = |start: &str, body: String| {
+        format!(
+            "{start}\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKre\r\n{}\r\n{}\r\n{}\r\nCSeq: 2 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{body}",
+            c.a_sip,
+            header(&invite, "From:"),
+            header(&ok, "To:"),
+            header(&invite, "Call-ID:"),
+            body.len()
+        )
+        .into_bytes()
+    };
+    dg.push(callrec::scenario::Datagram {
+        ts: switch.add_micros(-20_000),
+        src: c.a_sip,
+        dst: c.b_sip,
+        payload: msg(
+            &format!("INVITE sip:0312349999@{} SIP/2.0", c.b_sip.ip()),
+            sdp(c.a_rtp.ip(), c.a_rtp.port()),
+        ),
+    });
+    dg.push(callrec::scenario::Datagram {
+        ts: switch.add_micros(-10_000),
+        src: c.b_sip,
+        dst: c.a_sip,
+        payload: msg("SIP/2.0 200 OK", sdp(c.b_rtp.ip(), c.b_rtp.port())),
+    });
+    dg.sort_by_key(|d| d.ts);
+    let pcap = dir.path().join("in.pcap");
+    cc::write_pcap(&pcap, &dg);
+    let out = dir.path().join("out");
+    let opts = ReplayOptions {
+        out: out.clone(),
+        captures: vec![pcap],
+        deliver: false,
+        deliver_timeout: Duration::from_secs(1),
+        shards: Some(1),
+    };
+    replay(config(dir.path(), "auto"), &opts).expect("replay runs");
+    let json = audio::files(&out.join("queue/acme/ready"), ".json");
+    assert_eq!(
+        json.len(),
+        1,
+        "one segment: a codec change is not a transfer"
+    );
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+    let w = read_wav(&json[0].with_file_name(meta["audio"]["file"].as_str().unwrap())).unwrap();
+    assert_eq!(w.rate, 8000, "decided at the answer, by G.711");
+    let left = &w.samples[0];
+    let ms = left.len() as i64 / 8;
+    assert!((ms - TALK_MS as i64).abs() <= 60, "{ms} ms");
+    assert_tone("G.711 half", &left[2400..15_200], 440.0, 1000.0, 8000);
+    assert_tone("G.722 half", &left[17_600..31_200], 440.0, 1000.0, 8000);
+    assert_eq!(meta["audio"]["codecs"]["subscriber"], "G722");
+    // No gap at the switch longer than a packet or two.
+    let quiet = left[15_200..17_600]
+        .chunks(80)
+        .filter(|c| c.iter().all(|&s| s.abs() < 50))
+        .count();
+    assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
+}
