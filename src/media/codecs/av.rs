@@ -236,6 +236,20 @@ impl AvDecoder {
             let mut got = false;
             while av::avcodec_receive_frame(self.ctx, self.frame) == 0 {
                 let f = &*self.frame;
+                let s16 = f.format == av::AVSampleFormat::AV_SAMPLE_FMT_S16 as i32
+                    || f.format == av::AVSampleFormat::AV_SAMPLE_FMT_S16P as i32;
+                if s16 && f.ch_layout.nb_channels == 1 && f.sample_rate == self.resampler.out_rate {
+                    // Already what the recording takes (G.722 at 16 kHz,
+                    // G.729/G.726/GSM at 8 kHz): copied, not resampled.
+                    let n = f.nb_samples.max(0) as usize;
+                    out.extend_from_slice(std::slice::from_raw_parts(
+                        *f.extended_data as *const i16,
+                        n,
+                    ));
+                    av::av_frame_unref(self.frame);
+                    got = true;
+                    continue;
+                }
                 let r = self.resampler.convert(
                     f.format,
                     &f.ch_layout,
