@@ -52,7 +52,7 @@ pub enum FinishJob {
     Segment {
         key: CallKey,
         setup: Arc<CallSetup>,
-        rec: CallRecorder,
+        rec: Box<CallRecorder>,
         path: PathBuf,
         index: u32,
         started: Timestamp,

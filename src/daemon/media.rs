@@ -189,7 +189,7 @@ impl MediaWorker {
         self.finish(FinishJob::Segment {
             key: c.setup.key,
             setup: c.setup.clone(),
-            rec,
+            rec: Box::new(rec),
             path: self.tmp_path(&c.setup, c.index),
             index: c.index,
             started: c.seg_start,

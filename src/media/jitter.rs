@@ -116,7 +116,10 @@ pub struct JitterBuffer {
     k: i64,
     read_pos: i64,
     start: Timestamp,
-    pt_map: [Option<Format>; 128],
+    /// Payload type → 1 + index into `formats` (0: not mapped). Bytes, so
+    /// the per-call state stays small enough to stay in cache.
+    pt_map: [u8; 128],
+    formats: Vec<Format>,
     /// Payload types the SDP bound to codecs callrec cannot decode.
     unsupported: Vec<(u8, String)>,
     /// Opened on the first packet that needs it.
@@ -141,12 +144,16 @@ impl JitterBuffer {
     /// A leg on a timeline of `rate` Hz (8000 or 16000).
     pub fn with_rate(start: Timestamp, telephone_event: Option<u8>, rate: u32) -> Self {
         let k = if rate >= 16000 { 2 } else { 1 };
-        let mut pt_map = [None; 128];
+        let mut jb_formats = Vec::new();
+        let mut pt_map = [0u8; 128];
         for pt in 0..128u8 {
-            pt_map[pt as usize] = Codec::from_static_pt(pt).map(Format::of);
+            if let Some(c) = Codec::from_static_pt(pt) {
+                pt_map[pt as usize] = intern(&mut jb_formats, Format::of(c));
+            }
         }
         if let Some(pt) = telephone_event {
-            pt_map[(pt & 0x7f) as usize] = Some(Format::of(Codec::TelephoneEvent));
+            pt_map[(pt & 0x7f) as usize] =
+                intern(&mut jb_formats, Format::of(Codec::TelephoneEvent));
         }
         JitterBuffer {
             ring: vec![0; RING * k as usize].into_boxed_slice(),
@@ -155,6 +162,7 @@ impl JitterBuffer {
             read_pos: 0,
             start,
             pt_map,
+            formats: jb_formats,
             unsupported: Vec::new(),
             decoder: None,
             stream: None,
@@ -173,7 +181,7 @@ impl JitterBuffer {
     /// Adds or replaces payload-type meanings (codecs with RFC 3551 defaults).
     pub fn set_payload_map(&mut self, map: &[(u8, Codec)]) {
         for &(pt, c) in map {
-            self.pt_map[(pt & 0x7f) as usize] = Some(Format::of(c));
+            self.pt_map[(pt & 0x7f) as usize] = intern(&mut self.formats, Format::of(c));
         }
     }
 
@@ -181,10 +189,10 @@ impl JitterBuffer {
     /// names the types bound to codecs callrec cannot decode.
     pub fn set_formats(&mut self, map: &[(u8, Format)], unsupported: &[(u8, String)]) {
         for &(pt, f) in map {
-            self.pt_map[(pt & 0x7f) as usize] = Some(f);
+            self.pt_map[(pt & 0x7f) as usize] = intern(&mut self.formats, f);
         }
         for (pt, name) in unsupported {
-            self.pt_map[(pt & 0x7f) as usize] = None;
+            self.pt_map[(pt & 0x7f) as usize] = 0;
             self.unsupported.retain(|(p, _)| p != pt);
             self.unsupported.push((*pt, name.clone()));
         }
@@ -224,7 +232,10 @@ impl JitterBuffer {
         if cap_pos < 0 {
             return Placed::BeforeStart;
         }
-        let fmt = self.pt_map[pkt.pt as usize];
+        let fmt = match self.pt_map[pkt.pt as usize] {
+            0 => None,
+            i => self.formats.get(i as usize - 1).copied(),
+        };
         let (pos, new) = match self.sequence(cap_pos, pkt, fmt) {
             Ok(v) => v,
             Err(p) => return p,
@@ -529,6 +540,20 @@ impl JitterBuffer {
             self.read_pos += n as i64;
         }
     }
+}
+
+/// 1 + the index of `f` in `formats`, added if new (at most 128 distinct
+/// formats: payload types are 7 bits, so the map can never need more).
+fn intern(formats: &mut Vec<Format>, f: Format) -> u8 {
+    let i = match formats.iter().position(|x| *x == f) {
+        Some(i) => i,
+        None if formats.len() < 255 => {
+            formats.push(f);
+            formats.len() - 1
+        }
+        None => return 0,
+    };
+    (i + 1) as u8
 }
 
 /// RTP timestamp units at `clock` Hz to samples at `k` × 8 kHz.

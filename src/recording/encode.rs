@@ -101,7 +101,7 @@ impl Encoder {
             if r < 0 || s.fmt.is_null() {
                 return Err(err("output format", r));
             }
-            (*s.fmt).flags |= av::AVFMT_FLAG_BITEXACT as i32;
+            (*s.fmt).flags |= av::AVFMT_FLAG_BITEXACT;
             let c = av::avcodec_find_encoder_by_name(codec.as_ptr());
             if c.is_null() {
                 return Err(io::Error::other(format!(
@@ -124,7 +124,7 @@ impl Encoder {
                 den: rate as i32,
             };
             ctx.flags |= av::AV_CODEC_FLAG_BITEXACT as i32;
-            if (*(*s.fmt).oformat).flags & av::AVFMT_GLOBALHEADER as i32 != 0 {
+            if (*(*s.fmt).oformat).flags & av::AVFMT_GLOBALHEADER != 0 {
                 ctx.flags |= av::AV_CODEC_FLAG_GLOBAL_HEADER as i32;
             }
             let r = av::avcodec_open2(s.ctx, c, ptr::null_mut());
@@ -137,7 +137,7 @@ impl Encoder {
             }
             (*st).time_base = ctx.time_base;
             av::avcodec_parameters_from_context((*st).codecpar, s.ctx);
-            let r = av::avio_open(&mut (*s.fmt).pb, path.as_ptr(), av::AVIO_FLAG_WRITE as i32);
+            let r = av::avio_open(&mut (*s.fmt).pb, path.as_ptr(), av::AVIO_FLAG_WRITE);
             if r < 0 {
                 return Err(err("opening the output file", r));
             }

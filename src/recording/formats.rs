@@ -8,10 +8,14 @@ use crate::media::codec::{Codec, Format};
 use crate::media::srtp::Keys;
 use crate::recording::recorder::Leg;
 
+/// Decodable payload types with their formats, and the types bound to
+/// codecs callrec cannot decode, by name.
+pub type LegFormats = (Vec<(u8, Format)>, Vec<(u8, String)>);
+
 /// The payload types `leg`'s packets may carry: the receiver's SDP binds
 /// dynamic types (RFC 3264 section 5.1), the sender's fills any gap. The
 /// second list names the types bound to codecs callrec cannot decode.
-pub fn leg_formats(legs: &MediaLegs, leg: Leg) -> (Vec<(u8, Format)>, Vec<(u8, String)>) {
+pub fn leg_formats(legs: &MediaLegs, leg: Leg) -> LegFormats {
     let (sender, receiver) = match leg {
         Leg::Subscriber => (&legs.subscriber, &legs.remote),
         Leg::Remote => (&legs.remote, &legs.subscriber),

@@ -130,7 +130,7 @@ fn pcm(fmt: Format, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeErro
         Codec::Pcma => out.extend(payload.iter().map(|&b| ALAW_DECODE[b as usize])),
         _ => {
             let ch = fmt.channels.max(1) as usize;
-            if payload.len() % (2 * ch) != 0 {
+            if !payload.len().is_multiple_of(2 * ch) {
                 return Err(DecodeError::Corrupt);
             }
             out.extend(payload.chunks_exact(2 * ch).map(|f| {
@@ -155,7 +155,7 @@ fn frames(
     rate: u32,
 ) -> Result<(), DecodeError> {
     let fixed = |n: usize, d: &mut AvDecoder, out: &mut Vec<i16>| {
-        if payload.is_empty() || payload.len() % n != 0 {
+        if payload.is_empty() || !payload.len().is_multiple_of(n) {
             return Err(DecodeError::Corrupt);
         }
         payload.chunks_exact(n).try_for_each(|f| d.decode(f, out))
