@@ -33,7 +33,7 @@ for codec in g711 g722 amrwb; do
     /usr/bin/time -f '%e %U %S' -a -o "$work/times" \
       target/release/callrec replay --config "$work/bench.toml" --out "$work/spool" "$pcap" > /dev/null 2>&1
   done
-  rate=$(find "$work/spool/queue" -name '*.json' | head -1 | xargs grep -o '"sample_rate":[0-9]*' | cut -d: -f2)
+  rate=$(find "$work/spool/queue" -name '*.json' -print -quit | xargs grep -o '"sample_rate": *[0-9]*' | cut -d: -f2 | tr -d ' ')
   read -r wall user sys < <(awk '{print $2 + $3, $0}' "$work/times" | sort -n | awk -v m=$(( (runs + 1) / 2 )) 'NR == m {print $2, $3, $4}')
   cpu=$(awk -v u="$user" -v s="$sys" 'BEGIN {print u + s}')
   [ -z "$base" ] && base=$cpu
