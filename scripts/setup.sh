@@ -21,8 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-# pylibsrtp (PyPI, with its own libsrtp build): the independent SRTP
-# implementation tests/srtp.rs encrypts with.
-if ! python3 -c "import pylibsrtp" 2>/dev/null; then
-  python3 -m pip install --quiet pylibsrtp
+# pylibsrtp (PyPI, with its own libsrtp build) and cryptography (for
+# tests/support/srtp_mki.py, an SRTP sender written from RFC 3711): the
+# independent SRTP implementations tests/srtp.rs encrypts with.
+if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
+  python3 -m pip install --quiet pylibsrtp cryptography
 fi

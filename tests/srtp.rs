@@ -221,6 +221,116 @@ fn aes_gcm_decrypts_to_the_tones() {
     }
 }
 
+/// MKI, and a rekey by it: an SRTP sender written from RFC 3711 alone
+/// (`srtp_mki.py`, on the `cryptography` package, not libsrtp) switches
+/// from master key 1 to 2 after 2 s, across a sequence rollover; the SDP
+/// carries both keys with their MKIs on one a=crypto line.
+#[test]
+fn mki_rekey_with_an_independent_sender() {
+    if !pylibsrtp_present() {
+        return;
+    }
+    let ok = Command::new("python3")
+        .args(["-c", "import cryptography"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("SKIP: python3 cryptography not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mki = |s: &Stream, k1: &[u8], k2: &[u8]| {
+        let (src, dst) = (dir.path().join("p.bin"), dir.path().join("s.bin"));
+        let mut buf = Vec::new();
+        for p in &s.packets {
+            buf.extend((p.len() as u16).to_be_bytes());
+            buf.extend(p);
+        }
+        std::fs::write(&src, buf).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/srtp_mki.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args([hex::encode(k1), hex::encode(k2), "100".into()])
+            .arg(&src)
+            .arg(&dst)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let data = std::fs::read(&dst).unwrap();
+        let mut packets = Vec::new();
+        let mut i = 0;
+        while i < data.len() {
+            let n = u16::from_be_bytes([data[i], data[i + 1]]) as usize;
+            packets.push(data[i + 2..i + 2 + n].to_vec());
+            i += 2 + n;
+        }
+        Stream {
+            pt: s.pt,
+            rtpmap: s.rtpmap.clone(),
+            fmtp: None,
+            clock: s.clock,
+            packets,
+        }
+    };
+    let (a1, a2, b1, b2) = ([0x31u8; 30], [0x32u8; 30], [0x41u8; 30], [0x42u8; 30]);
+    let a = mki(&renumber(g711(440), 65_450), &a1, &a2);
+    let b = mki(&renumber(g711(1000), 65_450), &b1, &b2);
+    let b64 = |k: &[u8]| base64::engine::general_purpose::STANDARD.encode(k);
+    let line = |k1: &[u8], k2: &[u8]| {
+        format!(
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{}|2^20|1:4;inline:{}|2^20|2:4\r\n",
+            b64(k1),
+            b64(k2)
+        )
+    };
+    let m = CallMedia {
+        a: &a,
+        b: &b,
+        proto: "RTP/SAVP",
+        a_extra: line(&a1, &a2),
+        b_extra: line(&b1, &b2),
+        talk_ms: 4000,
+    };
+    let (out, h) = run(dir.path(), &m);
+    assert!(h["reason"].is_null(), "{h}");
+    let json = audio::files(&out.join("queue/acme/ready"), ".json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+    assert_eq!(
+        meta["quality"]["subscriber"]["undecodable"], 0,
+        "{}",
+        meta["quality"]
+    );
+    assert_eq!(meta["quality"]["remote"]["undecodable"], 0);
+    let w = read_wav(&json[0].with_file_name(meta["audio"]["file"].as_str().unwrap())).unwrap();
+    // Both keys' halves: before and after the rekey at packet 100 (2 s).
+    assert_tone(
+        "subscriber, key 1",
+        &w.samples[0][2400..15_000],
+        440.0,
+        1000.0,
+        8000,
+    );
+    assert_tone(
+        "subscriber, key 2",
+        &w.samples[0][17_000..31_000],
+        440.0,
+        1000.0,
+        8000,
+    );
+    assert_tone(
+        "remote, key 2",
+        &w.samples[1][17_000..31_000],
+        1000.0,
+        440.0,
+        8000,
+    );
+}
+
 /// The history line and the absence of any delivered recording.
 fn assert_not_delivered(out: &Path, h: &serde_json::Value, why: &str) {
     assert_eq!(h["reason"], why, "{h}");
