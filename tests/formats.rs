@@ -158,3 +158,68 @@ fn opus_in_ogg() {
 fn flac() {
     check("flac");
 }
+
+#[path = "support/sshd.rs"]
+mod sshd;
+
+/// An MP3 recording goes through the real SFTP delivery (a local OpenSSH
+/// server) as `STEM.mp3` beside `STEM.json`, the JSON last, with the hash
+/// the metadata names.
+#[test]
+fn mp3_is_delivered_under_the_same_stem() {
+    if !cc::tools_present() {
+        return;
+    }
+    let Some(srv) = sshd::Sshd::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[recording]\nspool_dir = \"{}\"\nformat = \"mp3\"\n[announce]\nmode = \"off\"\n[delivery]\nallowed_networks = [\"127.0.0.0/8\"]\n[[destination]]\nname = \"acme\"\nurl = {:?}\nidentity = {:?}\nhost_key = {:?}\n[[contract]]\nid = \"K-0001\"\nservice = \"mobile\"\nnumbers = [\"0312340001\"]\nguidance = 1\nchannels = \"stereo\"\ndestination = \"acme\"\n",
+        dir.path().join("spool").display(),
+        srv.url(),
+        srv.client_key.display().to_string(),
+        srv.host_pub
+    );
+    let cfg = callrec::config::load_str(&text, &dir.path().join("t.toml")).expect("config loads");
+    let mut c = CallSpec::simple(
+        5,
+        "0312340001",
+        "0077260312349999",
+        Timestamp::from_secs_micros(cc::T0, 0),
+        TALK_MS,
+    );
+    c.a_voice = Voice::tone(440.0);
+    c.b_voice = Voice::tone(1000.0);
+    let pcap = dir.path().join("in.pcap");
+    cc::write_pcap(&pcap, &c.datagrams());
+    let out = dir.path().join("out");
+    let opts = ReplayOptions {
+        out,
+        captures: vec![pcap],
+        deliver: true,
+        deliver_timeout: Duration::from_secs(60),
+        shards: Some(1),
+    };
+    replay(cfg, &opts).expect("replay delivers");
+    let json = audio::files(&srv.incoming, ".json");
+    assert_eq!(json.len(), 1, "one recording delivered");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+    let mp3 = json[0].with_extension("mp3");
+    assert_eq!(
+        meta["audio"]["file"],
+        mp3.file_name().unwrap().to_str().unwrap()
+    );
+    let (_, sha) = callrec::recording::wav::sha256_file(&mp3).unwrap();
+    assert_eq!(meta["audio"]["sha256"], sha.as_str());
+    assert!(audio::files(&srv.incoming, ".wav").is_empty());
+    let ch = decode(&mp3, 8000, 2);
+    cc::assert_tone(
+        "delivered, left",
+        &ch[0][1600..ch[0].len() - 800],
+        440.0,
+        1000.0,
+        8000,
+    );
+}
