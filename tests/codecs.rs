@@ -505,3 +505,85 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
         .count();
     assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
 }
+
+/// G.729 Annex B (libbcg729 with VAD): talk spurts of the tone between
+/// silences, which the encoder sends as 2-byte SID frames or not at all.
+/// The tone comes through; the silences stay silent (never noise), and
+/// no SID frame counts as undecodable.
+#[test]
+fn g729_annex_b_silence_suppression() {
+    if !cc::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // 0.8 s tone, 0.8 s silence, repeated: 4.8 s.
+    let pcm: Vec<u8> = (0..38_400)
+        .flat_map(|i: i32| {
+            let on = (i / 6400) % 2 == 0;
+            let v = if on {
+                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16
+            } else {
+                0
+            };
+            v.to_le_bytes()
+        })
+        .collect();
+    let raw = dir.path().join("talk.raw");
+    std::fs::write(&raw, pcm).unwrap();
+    let enc = cc::ctypes_encode(dir.path(), "g729b", &raw);
+    // 10 ms frames (length-prefixed), two to a 20 ms packet; a packet
+    // whose frames were all suppressed is not sent.
+    let mut frames = Vec::new();
+    let mut s = &enc[..];
+    while let Some((&n, rest)) = s.split_first() {
+        frames.push(rest[..n as usize].to_vec());
+        s = &rest[n as usize..];
+    }
+    let mut packets = Vec::new();
+    let (mut seq, mut sid) = (0u16, 0);
+    for (k, pair) in frames.chunks(2).enumerate() {
+        let payload: Vec<u8> = pair.concat();
+        sid += pair.iter().filter(|f| f.len() == 2).count();
+        if !payload.is_empty() {
+            packets.push(callrec::media::rtp::build_rtp(
+                18,
+                seq,
+                160 * k as u32,
+                7,
+                false,
+                &payload,
+            ));
+            seq += 1;
+        }
+    }
+    assert!(sid > 0, "the encoder sent SID frames");
+    let a = Stream {
+        pt: 18,
+        rtpmap: "G729/8000".into(),
+        fmtp: None,
+        clock: 8000,
+        packets: packets.clone(),
+    };
+    let b = Stream {
+        pt: 18,
+        rtpmap: "G729/8000".into(),
+        fmtp: None,
+        clock: 8000,
+        packets,
+    };
+    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+    assert_eq!(
+        r.meta["quality"]["subscriber"]["undecodable"], 0,
+        "{}",
+        r.meta["quality"]
+    );
+    // Talk spurt 2 (1.6..2.4 s of the source) and the silence after it.
+    let talk = &r.left[13_600..18_400];
+    let quiet = &r.left[20_800..24_000];
+    assert!(
+        cc::power(talk, 440.0, 8000) > 60_000.0,
+        "no tone in a talk spurt"
+    );
+    let loud = quiet.iter().map(|s| s.unsigned_abs()).max().unwrap();
+    assert!(loud < 300, "the silence holds audio up to {loud}");
+}
