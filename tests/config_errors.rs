@@ -168,9 +168,9 @@ fn general_capture_recording_announce() {
     expect(
         "format",
         0,
-        r#"format = "mp3""#,
+        r#"format = "aac""#,
         "recording.format",
-        "pcm16, ulaw, alaw",
+        "pcm16, ulaw, alaw, mp3, opus, flac",
     );
     expect(
         "max_active_calls",

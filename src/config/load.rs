@@ -162,6 +162,7 @@ struct RawContract {
     numbers: Spanned<Vec<Spanned<String>>>,
     guidance: Spanned<i64>,
     channels: S<String>,
+    sample_rate: S<String>,
     segments: S<String>,
     pause_dtmf: S<String>,
     resume_dtmf: S<String>,
@@ -690,6 +691,20 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "must not exceed recording.spool_max_bytes",
         ));
     }
+    // WAV encodings, or a compressed format over a PCM16 intermediate.
+    let output = cx.choice(
+        "recording.format",
+        &rr.format,
+        (AudioFormat::Pcm16, None),
+        &[
+            ("pcm16", (AudioFormat::Pcm16, None)),
+            ("ulaw", (AudioFormat::Ulaw, None)),
+            ("alaw", (AudioFormat::Alaw, None)),
+            ("mp3", (AudioFormat::Pcm16, Some(Encoded::Mp3))),
+            ("opus", (AudioFormat::Pcm16, Some(Encoded::Opus))),
+            ("flac", (AudioFormat::Pcm16, Some(Encoded::Flac))),
+        ],
+    )?;
     let recording = Recording {
         spool_dir: match &rr.spool_dir {
             None => "/var/spool/callrec".into(),
@@ -698,16 +713,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             Some(s) => cx.resolve(s.get_ref()),
         },
-        format: cx.choice(
-            "recording.format",
-            &rr.format,
-            AudioFormat::Pcm16,
-            &[
-                ("pcm16", AudioFormat::Pcm16),
-                ("ulaw", AudioFormat::Ulaw),
-                ("alaw", AudioFormat::Alaw),
-            ],
-        )?,
+        format: output.0,
+        encoded: output.1,
         max_active_calls: cx.int(
             "recording.max_active_calls",
             &rr.max_active_calls,
@@ -1039,6 +1046,16 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Channels::Mono,
             &[("mono", Channels::Mono), ("stereo", Channels::Stereo)],
         )?;
+        let sample_rate = cx.choice(
+            &k("sample_rate"),
+            &c.sample_rate,
+            SampleRate::Auto,
+            &[
+                ("8000", SampleRate::Narrow),
+                ("16000", SampleRate::Wide),
+                ("auto", SampleRate::Auto),
+            ],
+        )?;
         let segments = cx.choice(
             &k("segments"),
             &c.segments,
@@ -1103,6 +1120,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             numbers,
             guidance: g as u8,
             channels,
+            sample_rate,
             segments,
             pause_dtmf: c.pause_dtmf.as_ref().map(|s| s.get_ref().clone()),
             resume_dtmf: c.resume_dtmf.as_ref().map(|s| s.get_ref().clone()),

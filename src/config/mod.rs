@@ -65,10 +65,48 @@ impl AudioFormat {
     }
 }
 
+/// A compressed file format (`[recording] format = "mp3" | "opus" |
+/// "flac"`): the recording is mixed into a PCM16 WAV as usual, then
+/// encoded once when the segment closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoded {
+    /// MPEG-1/2 Layer III (libmp3lame), `.mp3`.
+    Mp3,
+    /// Opus (libopus) in Ogg (RFC 7845), `.opus`.
+    Opus,
+    /// FLAC, `.flac`.
+    Flac,
+}
+
+impl Encoded {
+    /// The configuration and metadata name, also the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoded::Mp3 => "mp3",
+            Encoded::Opus => "opus",
+            Encoded::Flac => "flac",
+        }
+    }
+}
+
+/// The recording's sample rate per contract (`sample_rate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleRate {
+    /// "8000".
+    Narrow,
+    /// "16000": narrowband legs are resampled up.
+    Wide,
+    /// "auto": 16000 when a leg's codec is wideband, else 8000.
+    Auto,
+}
+
 #[derive(Clone, Debug)]
 pub struct Recording {
     pub spool_dir: PathBuf,
+    /// The WAV sample encoding (PCM16 when `encoded` is set).
     pub format: AudioFormat,
+    /// Set for MP3, Opus and FLAC output.
+    pub encoded: Option<Encoded>,
     pub max_active_calls: usize,
     /// Media shard workers; 0 means one per core less the capture thread.
     pub shards: usize,
@@ -194,6 +232,8 @@ pub struct Contract {
     /// 1..=5
     pub guidance: u8,
     pub channels: Channels,
+    /// Default "auto".
+    pub sample_rate: SampleRate,
     pub segments: SegmentPolicy,
     pub pause_dtmf: Option<String>,
     pub resume_dtmf: Option<String>,

@@ -17,6 +17,7 @@ use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
 use crate::media::pause::{PauseChange, PauseControl, PauseSource};
+use crate::recording::undecodable::MediaCheck;
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 // Per-packet lookups: foldhash is several times cheaper than SipHash and
@@ -42,6 +43,10 @@ pub struct EngineStats {
     pub calls: u64,
     pub recorded: u64,
     pub skipped: BTreeMap<String, u64>,
+    /// Recorded calls none of whose audio could be decoded (encrypted
+    /// with keys out of sight or wrong, or codecs callrec lacks): no file
+    /// delivered, the history says why.
+    pub undecodable: u64,
 }
 
 /// A SIP message copied out of the frame: time, source, destination, link
@@ -83,7 +88,18 @@ struct Route {
     /// telephone-event payload type, whose packets also go to the call's
     /// [`PauseControl`].
     keypad_pt: Option<u8>,
+    /// The call's media is watched by [`MediaCheck`] (SRTP or codecs that
+    /// may be undecodable): its packets are shown to it.
+    check: bool,
+    /// Capture time of the last packet routed here: a call ended by the
+    /// RTP timeout ends at its last packet, not at the last once-a-second
+    /// keep-alive (which cut up to a second of the conversation).
+    last: Timestamp,
 }
+
+/// Audio one RTP packet is assumed to carry past its capture time when a
+/// call ends on the RTP timeout (the RFC 3551 default packet time, 20 ms).
+const LAST_PACKET_US: i64 = 20_000;
 
 /// A latched source silent this long gives way to a new one (a media
 /// source that moved without signalling, or NAT rebinding).
@@ -100,6 +116,8 @@ impl Route {
             seen: Timestamp::ZERO,
             expected,
             keypad_pt: None,
+            check: false,
+            last: Timestamp::ZERO,
         }
     }
 
@@ -128,6 +146,8 @@ struct ActiveCall {
     /// The parties' media as last signalled (where beeps go).
     legs: MediaLegs,
     pause: PauseControl,
+    /// Last RTP capture time of routes already replaced (see [`Route::last`]).
+    last_rtp: Timestamp,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -169,6 +189,8 @@ pub struct Engine {
     history: HistoryWriter,
     events: Vec<CallEvent>,
     stats: EngineStats,
+    /// Watches calls whose media may be undecodable (SRTP, odd codecs).
+    check: MediaCheck,
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
@@ -208,6 +230,7 @@ impl Engine {
             history: HistoryWriter::open(spool)?,
             events: Vec::new(),
             stats: EngineStats::default(),
+            check: MediaCheck::new(),
             now: Timestamp::ZERO,
             first_ts: None,
             journal: None,
@@ -386,6 +409,7 @@ impl Engine {
             shards: &mut self.shards,
             tracker: &mut self.tracker,
             stats: &mut self.stats,
+            check: &mut self.check,
         };
         self.decoder.decode(pkt, &mut |p| {
             // Media of recorded calls is most of the traffic: the route
@@ -556,6 +580,7 @@ impl Engine {
                     guidance,
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
+                    encoded: self.cfg.recording.encoded,
                 });
                 let pause = PauseControl::new(
                     record_start,
@@ -573,6 +598,7 @@ impl Engine {
                         src_routes: Vec::new(),
                         legs: legs.clone(),
                         pause,
+                        last_rtp: Timestamp::ZERO,
                     },
                 );
                 self.install_routes(key, &legs);
@@ -610,11 +636,19 @@ impl Engine {
             }
             CallEvent::Ended {
                 key,
-                at,
+                mut at,
                 recorded,
                 mut record,
             } => {
                 self.pending.remove(&key);
+                if record.end_reason.as_deref() == Some("rtp-timeout")
+                    && let Some(last) = self.last_rtp(key)
+                {
+                    // The tracker only hears of RTP once a second; the
+                    // recording runs to the end of the last packet heard.
+                    at = at.max(last.add_micros(LAST_PACKET_US));
+                    record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
+                }
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
@@ -624,6 +658,12 @@ impl Engine {
                     .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
+                if let Some(why) = self.check.verdict(key).filter(|_| recorded) {
+                    // Never a file presented as good: the history says why.
+                    self.stats.undecodable += 1;
+                    tracing::error!(call = %record.short_id, reason = %why, "RECORDING ALARM: no audio of this call could be decoded; nothing delivered");
+                    record.reason = Some(why);
+                }
                 if let Some(c) = self.calls.remove(&key) {
                     for a in &c.dst_routes {
                         self.by_dst.remove(a);
@@ -655,6 +695,18 @@ impl Engine {
         }
     }
 
+    /// When the last RTP packet of a recorded call was routed, if any was.
+    fn last_rtp(&self, key: CallKey) -> Option<Timestamp> {
+        let c = self.calls.get(&key)?;
+        let routes = c.dst_routes.iter().filter_map(|a| self.by_dst.get(a));
+        let routes = routes.chain(c.src_routes.iter().filter_map(|a| self.by_src.get(a)));
+        let last = routes
+            .filter(|r| r.key == key)
+            .map(|r| r.last)
+            .fold(c.last_rtp, Timestamp::max);
+        (last > Timestamp::ZERO).then_some(last)
+    }
+
     fn tracker_call_id(&self, key: CallKey) -> String {
         self.call_ids.get(&key).cloned().unwrap_or_default()
     }
@@ -664,33 +716,39 @@ impl Engine {
             return;
         };
         for a in call.dst_routes.drain(..) {
-            self.by_dst.remove(&a);
+            if let Some(r) = self.by_dst.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+            }
         }
         for a in call.src_routes.drain(..) {
-            self.by_src.remove(&a);
+            if let Some(r) = self.by_src.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+            }
         }
         // The subscriber's voice travels to the remote party's address and
         // comes from the subscriber's own; the remote voice the other way.
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         let shard = call.shard;
         let keypad_pt = call.pause.watched_pt();
+        let check = self.check.set_legs(key, legs);
         let subscriber = |expected| Route {
             keypad_pt,
+            check,
             ..Route::new(key, Leg::Subscriber, shard, expected)
+        };
+        let remote = |expected| Route {
+            check,
+            ..Route::new(key, Leg::Remote, shard, expected)
         };
         if let Some(r) = &legs.remote {
             self.by_dst
                 .insert(r.addr, subscriber(addr(&legs.subscriber)));
-            self.by_src
-                .insert(r.addr, Route::new(key, Leg::Remote, shard, None));
+            self.by_src.insert(r.addr, remote(None));
             call.dst_routes.push(r.addr);
             call.src_routes.push(r.addr);
         }
         if let Some(s) = &legs.subscriber {
-            self.by_dst.insert(
-                s.addr,
-                Route::new(key, Leg::Remote, shard, addr(&legs.remote)),
-            );
+            self.by_dst.insert(s.addr, remote(addr(&legs.remote)));
             self.by_src.insert(s.addr, subscriber(None));
             call.dst_routes.push(s.addr);
             call.src_routes.push(s.addr);
@@ -728,6 +786,7 @@ struct RouteCtx<'e> {
     shards: &'e mut ShardPool<MediaCtl>,
     tracker: &'e mut Tracker,
     stats: &'e mut EngineStats,
+    check: &'e mut MediaCheck,
 }
 
 impl RouteCtx<'_> {
@@ -746,6 +805,7 @@ impl RouteCtx<'_> {
             return false;
         };
         self.stats.rtp_routed += 1;
+        r.last = p.ts;
         // Keep the call alive against the RTP timeout, cheaply: at most
         // once a second per route.
         if p.ts.since(r.touched) > 1_000_000 {
@@ -753,6 +813,9 @@ impl RouteCtx<'_> {
             if let Some(call) = self.calls.get(&r.key) {
                 self.tracker.touch(&call.call_id, p.ts);
             }
+        }
+        if r.check {
+            self.check.on_packet(r.key, r.leg, p.data);
         }
         self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
         if let Some(pt) = r.keypad_pt

@@ -54,7 +54,7 @@ pub enum FinishJob {
     Segment {
         key: CallKey,
         setup: Arc<CallSetup>,
-        rec: CallRecorder,
+        rec: Box<CallRecorder>,
         path: PathBuf,
         index: u32,
         started: Timestamp,
@@ -281,7 +281,11 @@ pub fn segment_metadata(
             } else {
                 vec!["mixed".into()]
             },
-            sample_rate: 8000,
+            sample_rate: summary.map_or(8000, |s| s.sample_rate),
+            codecs: summary.map(|s| crate::recording::metadata::CodecsMeta {
+                subscriber: s.codecs[0].map(crate::media::codec::Codec::name),
+                remote: s.codecs[1].map(crate::media::codec::Codec::name),
+            }),
             duration_ms: summary.map_or(0, |s| s.duration_ms),
             sha256: summary.map(|s| s.sha256.clone()).unwrap_or_default(),
             bytes: summary.map_or(0, |s| s.bytes),
@@ -298,6 +302,7 @@ pub fn segment_metadata(
             subscriber: quality(0),
             remote: quality(1),
         },
+        undecodable: summary.and_then(|s| s.undecodable()),
     };
     (stem, meta)
 }
@@ -315,11 +320,29 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         Some(&f.summary),
     );
     let Some(spool) = spool else { return 0 };
-    match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
+    let (mut meta, mut path) = (meta, f.path.clone());
+    if let Some(e) = setup.encoded.filter(|_| meta.undecodable.is_none()) {
+        match crate::recording::outputs::encode_segment(&f.path, e, &mut meta.audio) {
+            Ok(p) => path = p,
+            Err(err) => {
+                // The WAV is still good: delivered as it is rather than lost.
+                tracing::error!(call = %setup.short_id, format = e.as_str(), error = %err, "RECORDING ALARM: cannot encode the recording; delivered as WAV")
+            }
+        }
+    }
+    if let Some(why) = &meta.undecodable {
+        crate::recording::outputs::keep_undecodable(spool, &stem, &f.path, &meta.to_json(), why);
+        crate::daemon::recovery::remove_intent(&f.path);
+        tracing::error!(call = %setup.short_id, segment = f.index, reason = %why, "RECORDING ALARM: segment not delivered, none of its audio could be decoded");
+        return 0;
+    }
+    // What is delivered: the encoded file where there is one.
+    let bytes = std::fs::metadata(&path).map_or(f.summary.bytes, |m| m.len());
+    match spool.publish(&setup.contract.destination, &stem, &path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);
-            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, bytes = f.summary.bytes, destination = %setup.contract.destination, "recording queued");
-            f.summary.bytes
+            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, bytes, destination = %setup.contract.destination, "recording queued");
+            bytes
         }
         Err(e) => {
             tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery");

@@ -136,6 +136,7 @@ fn a_shorter_or_a_larger_record_replaces_the_last_one_whole() {
                 payloads: vec![(0, "PCMU".into()), (101, "TELEPHONE-EVENT".into())],
                 ptime: Some(20),
                 direction: "sendrecv".into(),
+                formats: vec![(0, "PCMU".into(), 8000, 1, 0)],
             };
             (format!("fork{i}"), ep)
         })

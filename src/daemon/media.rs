@@ -10,7 +10,6 @@ use crate::config::{Config, SegmentPolicy};
 use crate::daemon::finisher::{FinishJob, Finisher, Publish};
 use crate::daemon::shard::{Leg, ShardHandler};
 use crate::delivery::spool::{Spool, SpoolUsage};
-use crate::media::codec::Codec;
 use crate::recording::recorder::{CallRecorder, RecorderParams, RecordingSummary};
 use crate::time::Timestamp;
 // Looked up per packet: see the engine on the hasher.
@@ -33,6 +32,8 @@ pub struct CallSetup {
     pub guidance: Option<Guidance>,
     pub utc_offset_secs: i32,
     pub format: AudioFormat,
+    /// MP3, Opus or FLAC instead of WAV (`[recording] format`).
+    pub encoded: Option<crate::config::Encoded>,
 }
 
 #[derive(Clone, Debug)]
@@ -173,6 +174,7 @@ impl MediaWorker {
                 telephone_event_pt(&c.legs, Leg::Subscriber),
                 telephone_event_pt(&c.legs, Leg::Remote),
             ],
+            sample_rate: crate::recording::formats::recording_rate(ct, &c.legs),
         };
         let path = params.path.clone();
         match CallRecorder::create(params) {
@@ -222,7 +224,7 @@ impl MediaWorker {
         self.finish(FinishJob::Segment {
             key: c.setup.key,
             setup: c.setup.clone(),
-            rec,
+            rec: Box::new(rec),
             path: self.tmp_path(&c.setup, c.index),
             index: c.index,
             started: c.seg_start,
@@ -291,36 +293,15 @@ pub fn telephone_event_pt(legs: &MediaLegs, leg: Leg) -> Option<u8> {
         .or_else(|| sender.as_ref().and_then(Endpoint::telephone_event_pt))
 }
 
-fn codec_map(primary: Option<&Endpoint>, other: Option<&Endpoint>) -> Vec<(u8, Codec)> {
-    let mut map: Vec<(u8, Codec)> = Vec::new();
-    for ep in [primary, other].into_iter().flatten() {
-        for (pt, enc) in &ep.payloads {
-            let c = match enc.as_str() {
-                "PCMU" => Codec::Pcmu,
-                "PCMA" => Codec::Pcma,
-                "CN" => Codec::ComfortNoise,
-                "TELEPHONE-EVENT" => Codec::TelephoneEvent,
-                _ => continue,
-            };
-            if !map.iter().any(|(p, _)| p == pt) {
-                map.push((*pt, c));
-            }
-        }
-    }
-    map
-}
-
 /// Packets a party sends are labelled with the payload types the *other*
 /// party declared (it is the receiver's SDP that binds dynamic types).
 fn apply_payloads(r: &mut CallRecorder, legs: &MediaLegs) {
-    r.set_payload_map(
-        Leg::Subscriber,
-        &codec_map(legs.remote.as_ref(), legs.subscriber.as_ref()),
-    );
-    r.set_payload_map(
-        Leg::Remote,
-        &codec_map(legs.subscriber.as_ref(), legs.remote.as_ref()),
-    );
+    for leg in [Leg::Subscriber, Leg::Remote] {
+        let (map, unsupported) = crate::recording::formats::leg_formats(legs, leg);
+        r.set_formats(leg, &map, &unsupported);
+        let (sender, receiver) = crate::recording::formats::leg_keys(legs, leg);
+        r.set_keys(leg, &sender, &receiver);
+    }
 }
 
 impl ShardHandler for MediaWorker {

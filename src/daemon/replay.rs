@@ -100,6 +100,13 @@ impl ReplayReport {
         for (reason, n) in &st.skipped {
             let _ = writeln!(s, "  skipped {reason}: {n}");
         }
+        if st.undecodable > 0 {
+            let _ = writeln!(
+                s,
+                "  recorded but undecodable (encrypted or unsupported codec; nothing delivered): {}",
+                st.undecodable
+            );
+        }
         if let Some(a) = &self.announce {
             let _ = writeln!(
                 s,

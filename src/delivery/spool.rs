@@ -207,6 +207,20 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Audio file extensions a recording may have: WAV, or the compressed
+/// formats of `[recording] format` (the stem is the same).
+pub const AUDIO_EXTS: [&str; 4] = ["wav", "mp3", "opus", "flac"];
+
+/// The audio extension of a path ("wav" unless it is another audio one).
+pub fn audio_ext(p: &Path) -> &'static str {
+    let e = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+    AUDIO_EXTS
+        .iter()
+        .copied()
+        .find(|x| *x == e)
+        .unwrap_or("wav")
+}
+
 fn with_ext(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     dir.join(format!("{stem}.{ext}"))
 }
@@ -282,6 +296,16 @@ impl Spool {
         with_ext(&self.state_dir(dest, state), stem, ext)
     }
 
+    /// Path of a recording's audio file in a state: whichever of
+    /// [`AUDIO_EXTS`] exists (the `.wav` path when none does).
+    pub fn audio_file(&self, dest: &str, state: QueueState, stem: &str) -> PathBuf {
+        AUDIO_EXTS
+            .iter()
+            .map(|ext| self.file(dest, state, stem, ext))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| self.file(dest, state, stem, "wav"))
+    }
+
     /// Creates the state folders of a destination.
     pub fn ensure_destination(&self, dest: &str) -> io::Result<()> {
         validate_dest(dest)?;
@@ -315,7 +339,7 @@ impl Spool {
         validate_dest(dest)?;
         validate_stem(stem)?;
         let ready = self.state_dir(dest, QueueState::Ready);
-        let wav = with_ext(&ready, stem, "wav");
+        let wav = with_ext(&ready, stem, audio_ext(wav_tmp));
         let jsn = with_ext(&ready, stem, "json");
         for s in QueueState::ALL {
             if self.file(dest, s, stem, "json").exists() {
@@ -416,8 +440,8 @@ impl Spool {
                 format!("recording {stem} is not {} for {dest}", from.as_str()),
             ));
         }
-        let src_wav = self.file(dest, from, stem, "wav");
-        let dst_wav = self.file(dest, to, stem, "wav");
+        let src_wav = self.audio_file(dest, from, stem);
+        let dst_wav = self.file(dest, to, stem, audio_ext(&src_wav));
         let dst_json = self.file(dest, to, stem, "json");
         if let Some(p) = dst_json.parent() {
             perms::create_dir_all(p)?;
@@ -499,7 +523,10 @@ impl Spool {
         for s in QueueState::ALL {
             let (mut wavs, mut jsons) = (BTreeSet::new(), BTreeSet::new());
             walk_files(&self.state_dir(dest, s), &mut |rel| {
-                if let Some(st) = rel.strip_suffix(".wav") {
+                if let Some(st) = AUDIO_EXTS
+                    .iter()
+                    .find_map(|e| rel.strip_suffix(&format!(".{e}")))
+                {
                     wavs.insert(st.to_string());
                 } else if let Some(st) = rel.strip_suffix(".json") {
                     jsons.insert(st.to_string());
@@ -521,13 +548,14 @@ impl Spool {
                 .cloned()
                 .collect();
             for stem in lone {
-                let from = self.file(dest, s, &stem, "wav");
+                let from = self.audio_file(dest, s, &stem);
+                let ext = audio_ext(&from);
                 match json_state(&stem) {
                     Some(js) => {
-                        let to = self.file(dest, js, &stem, "wav");
+                        let to = self.file(dest, js, &stem, ext);
                         if to.exists() {
                             // Two WAVs for one stem: keep the one beside the JSON, set the other aside.
-                            self.quarantine_file(dest, &from, &stem, "wav")?;
+                            self.quarantine_file(dest, &from, &stem, ext)?;
                             rep.quarantined += 1;
                         } else {
                             fs::rename(&from, &to)?;
@@ -544,7 +572,7 @@ impl Spool {
                             && (s != QueueState::Ready || age >= ORPHAN_GRACE)
                         {
                             tracing::error!(destination = dest, stem = %stem, "WAV without metadata in the spool; quarantined");
-                            self.quarantine_file(dest, &from, &stem, "wav")?;
+                            self.quarantine_file(dest, &from, &stem, ext)?;
                             rep.quarantined += 1;
                         }
                     }
@@ -598,7 +626,7 @@ impl Spool {
         let json = fs::read(self.file(dest, state, stem, "json"))
             .map_err(|e| format!("metadata unreadable: {e}"))?;
         let want = json_audio_sha256(&json).ok_or("metadata has no audio.sha256")?;
-        let got = sha256_file(&self.file(dest, state, stem, "wav"))
+        let got = sha256_file(&self.audio_file(dest, state, stem))
             .map_err(|e| format!("WAV unreadable: {e}"))?;
         if got != want {
             return Err(format!("WAV sha256 {got} does not match metadata {want}"));
@@ -651,7 +679,8 @@ impl Spool {
             };
             if now.duration_since(at).unwrap_or(Duration::ZERO) >= keep_delivered {
                 let mut result = Ok(());
-                for ext in ["wav", "json"] {
+                let audio = self.audio_file(dest, QueueState::Done, &stem);
+                for ext in [audio_ext(&audio), "json"] {
                     let p = self.file(dest, QueueState::Done, &stem, ext);
                     let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                     match fs::remove_file(&p) {

@@ -444,12 +444,12 @@ impl Worker {
         let staged = match self.spool.verify(name, QueueState::Inflight, stem) {
             Err(why) => Err(SftpError::BadSpoolFile {
                 dest: name.clone(),
-                path: self.spool.file(name, QueueState::Inflight, stem, "wav"),
+                path: self.spool.audio_file(name, QueueState::Inflight, stem),
                 msg: why,
             }),
             Ok(sha) => remote.stage(
                 stem,
-                &self.spool.file(name, QueueState::Inflight, stem, "wav"),
+                &self.spool.audio_file(name, QueueState::Inflight, stem),
                 &self.spool.file(name, QueueState::Inflight, stem, "json"),
                 &sha,
             ),

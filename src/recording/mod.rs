@@ -6,8 +6,12 @@
 //! buffers, DTMF, mixer) to a WAV file; [`metadata`] is the JSON beside it;
 //! [`perms`] gives every file and folder written its mode and group.
 
+pub mod encode;
+pub mod formats;
 pub mod metadata;
+pub mod outputs;
 pub mod perms;
 pub mod recorder;
 pub mod tail;
+pub mod undecodable;
 pub mod wav;

@@ -13,6 +13,7 @@ fn recorder(path: &Path, format: AudioFormat, channels: Channels, live: bool) ->
         channels,
         start: START,
         telephone_event_pt: [None, None],
+        sample_rate: 8000,
     })
     .unwrap();
     if live {

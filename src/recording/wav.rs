@@ -45,7 +45,7 @@ fn silence_byte(f: AudioFormat) -> u8 {
 
 /// Header bytes; returns them and the offsets of the fact sample count
 /// (non-PCM only) and the data size.
-fn header(format: AudioFormat, channels: u16) -> (Vec<u8>, Option<usize>, usize) {
+fn header(format: AudioFormat, channels: u16, rate: u32) -> (Vec<u8>, Option<usize>, usize) {
     let bps = bytes_per_sample(format);
     let block = channels * bps;
     let mut h = Vec::with_capacity(58);
@@ -57,8 +57,8 @@ fn header(format: AudioFormat, channels: u16) -> (Vec<u8>, Option<usize>, usize)
     h.extend_from_slice(&(if pcm { 16u32 } else { 18 }).to_le_bytes());
     h.extend_from_slice(&format_tag(format).to_le_bytes());
     h.extend_from_slice(&channels.to_le_bytes());
-    h.extend_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h.extend_from_slice(&(SAMPLE_RATE * block as u32).to_le_bytes());
+    h.extend_from_slice(&rate.to_le_bytes());
+    h.extend_from_slice(&(rate * block as u32).to_le_bytes());
     h.extend_from_slice(&block.to_le_bytes());
     h.extend_from_slice(&(bps * 8).to_le_bytes());
     let mut fact = None;
@@ -103,8 +103,18 @@ pub struct WavWriter {
 }
 
 impl WavWriter {
-    /// Creates (truncates) `path` and writes the header.
+    /// Creates (truncates) `path` and writes the header (8 kHz).
     pub fn create(path: &Path, format: AudioFormat, channels: u16) -> io::Result<WavWriter> {
+        Self::create_at(path, format, channels, SAMPLE_RATE)
+    }
+
+    /// [`WavWriter::create`] at `rate` Hz (8000 or 16000).
+    pub fn create_at(
+        path: &Path,
+        format: AudioFormat,
+        channels: u16,
+        rate: u32,
+    ) -> io::Result<WavWriter> {
         if !(1..=2).contains(&channels) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -119,7 +129,7 @@ impl WavWriter {
             .truncate(true)
             .open(path)?;
         crate::recording::perms::apply_file(&file)?;
-        let (h, fact_at, data_size_at) = header(format, channels);
+        let (h, fact_at, data_size_at) = header(format, channels, rate);
         let mut buf = Box::new([0u8; BUF_BYTES]);
         buf[..h.len()].copy_from_slice(&h);
         Ok(WavWriter {

@@ -24,6 +24,34 @@ pub struct EndpointSnap {
     pub ptime: Option<u32>,
     /// "sendrecv", "sendonly", "recvonly" or "inactive".
     pub direction: String,
+    /// Decodable payload types: (pt, codec name, clock Hz, channels,
+    /// param), as [`crate::media::codec::Format`] has them. SRTP keys are
+    /// never journalled: a restart segment of SRTP media is undecodable
+    /// and says so (`media-encrypted`).
+    #[serde(default)]
+    pub formats: Vec<(u8, String, u32, u8, u8)>,
+}
+
+/// The codec whose [`Codec::name`] is `n`.
+fn codec_named(n: &str) -> Option<crate::media::codec::Codec> {
+    use crate::media::codec::Codec::*;
+    [
+        Pcmu,
+        Pcma,
+        ComfortNoise,
+        TelephoneEvent,
+        G722,
+        G729,
+        AmrNb,
+        AmrWb,
+        Opus,
+        Gsm,
+        Ilbc,
+        L16,
+        G726,
+    ]
+    .into_iter()
+    .find(|c| c.name() == n)
 }
 
 /// The policy's decision ([`Verdict`] with its enums as their strings).
@@ -140,6 +168,11 @@ impl EndpointSnap {
             payloads: e.payloads.clone(),
             ptime: e.ptime,
             direction: pair_name(&SDP_DIRECTIONS)(e.direction).to_owned(),
+            formats: e
+                .formats
+                .iter()
+                .map(|(pt, f)| (*pt, f.codec.name().to_owned(), f.clock, f.channels, f.param))
+                .collect(),
         }
     }
     fn endpoint(&self) -> Result<Endpoint, RestoreError> {
@@ -154,6 +187,22 @@ impl EndpointSnap {
                 "direction",
                 &self.direction,
             )?,
+            formats: self
+                .formats
+                .iter()
+                .filter_map(|(pt, name, clock, channels, param)| {
+                    Some((
+                        *pt,
+                        crate::media::codec::Format {
+                            codec: codec_named(name)?,
+                            clock: *clock,
+                            channels: *channels,
+                            param: *param,
+                        },
+                    ))
+                })
+                .collect(),
+            keys: crate::media::srtp::Keys::default(),
         })
     }
 }

@@ -199,6 +199,7 @@ impl Engine {
                 src_routes: Vec::new(),
                 legs: legs.clone(),
                 pause,
+                last_rtp: now,
             },
         );
         self.install_routes(key, &legs);
@@ -243,6 +244,7 @@ impl Engine {
                 ended_at: Timestamp(g.ended_at_us),
             }),
             utc_offset_secs: self.cfg.general.utc_offset_secs,
+            encoded: self.cfg.recording.encoded,
             format: self.cfg.recording.format,
         }))
     }
