@@ -39,6 +39,7 @@ fn recorder(dir: &std::path::Path, format: AudioFormat, channels: Channels) -> C
         channels,
         start: START,
         telephone_event_pt: [Some(101), Some(101)],
+        sample_rate: 8000,
     })
     .expect("create")
 }

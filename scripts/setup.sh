@@ -2,10 +2,21 @@
 # Installs what callrec builds against and what its tests use as real peers:
 # libpcap (capture), libssh2 (SFTP), OpenSSH server (delivery tests), tshark
 # (cross-checks), SIPp (live calls), sox (audio checks), Open JTalk (prompt
-# synthesis), iproute2 (network namespaces). Needs root or sudo.
+# synthesis), iproute2 (network namespaces), prometheus (promtool for the
+# metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
+# and passwd (the package installed into a clean root); FFmpeg's libraries
+# (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
+# bindings, libsrtp2 (SRTP), and the ffmpeg command line, sox's AMR formats
+# and pylibsrtp as the independent encoders the codec and SRTP tests use.
+# Then the cargo tools CI runs: cargo-deb (the .deb) and cargo-deny
+# (licences, bans, advisories), each installed only when absent. Needs root
+# or sudo.
 set -euo pipefail
 pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-client
-      tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic)
+      tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic
+      prometheus systemd dpkg passwd util-linux
+      libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
+      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -15,4 +26,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+# The prometheus package starts a server on :9090 where systemd runs; the
+# tests only need promtool.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+fi
+for tool in cargo-deb cargo-deny; do
+  command -v "$tool" >/dev/null || cargo install "$tool" --locked --quiet
+done
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt 2>/dev/null || true
+# pylibsrtp (PyPI, with its own libsrtp build) and cryptography (for
+# tests/support/srtp_mki.py, an SRTP sender written from RFC 3711): the
+# independent SRTP implementations tests/srtp.rs encrypts with.
+if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
+  python3 -m pip install --quiet pylibsrtp cryptography
 fi

@@ -36,13 +36,17 @@ pub struct HistoryWriter {
 }
 
 impl HistoryWriter {
+    /// Opens `SPOOL/calls.jsonl` for appending, with the configured mode
+    /// and group ([`crate::recording::perms`]) whatever the umask: the
+    /// history names every caller.
     pub fn open(spool: &Path) -> std::io::Result<HistoryWriter> {
-        std::fs::create_dir_all(spool)?;
+        crate::recording::perms::create_dir_all(spool)?;
         let path = spool.join("calls.jsonl");
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)?;
+        crate::recording::perms::apply_file(&file)?;
         Ok(HistoryWriter { path, file })
     }
 

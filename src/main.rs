@@ -13,6 +13,9 @@ use std::process::ExitCode;
     about = "Carrier-side call recording: capture, announce, record, deliver"
 )]
 struct Cli {
+    /// Log output: auto (the journal when stderr is the journal, else text), text, json, journal.
+    #[arg(long, global = true, default_value = "auto")]
+    log_format: callrec::daemon::logging::LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -167,13 +170,15 @@ fn main() -> ExitCode {
             };
         }
     };
-    callrec::daemon::logging::init();
+    callrec::daemon::logging::init(cli.log_format);
     match dispatch(cli.cmd) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("callrec: {e:#}");
             if e.downcast_ref::<callrec::config::ConfigError>().is_some()
                 || e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<callrec::daemon::run::RunError>()
+                    .is_some_and(refused_at_start)
             {
                 ExitCode::from(2)
             } else {
@@ -181,6 +186,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Start-up failures that are the host's setup, not a fault at run time
+/// (exit 2): a port or control socket another process holds, a spool
+/// another daemon writes, a spool folder we may not write.
+fn refused_at_start(e: &callrec::daemon::run::RunError) -> bool {
+    use std::io::ErrorKind::{AddrInUse, PermissionDenied, ResourceBusy};
+    matches!(e, callrec::daemon::run::RunError::Io { source, .. }
+        if matches!(source.kind(), AddrInUse | ResourceBusy | PermissionDenied))
 }
 
 fn load_config(path: &std::path::Path) -> anyhow::Result<callrec::config::Config> {
@@ -277,6 +291,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Queue { config, action } => {
             let cfg = load_config(&config)?;
+            // Folders and files it creates get the daemon's modes and group.
+            callrec::recording::perms::configure(cfg.recording.perms());
             use callrec::delivery::queue::QueueCmd;
             let cmd = match action.unwrap_or(QueueAction::List) {
                 QueueAction::List => QueueCmd::List,

@@ -25,6 +25,8 @@ impl Timestamp {
     pub fn add_micros(self, us: i64) -> Self {
         Timestamp(self.0 + us)
     }
+    /// This time plus `d` (microsecond precision).
+    #[allow(clippy::should_implement_trait)] // by value, with a Duration: no Add impl wanted
     pub fn add(self, d: std::time::Duration) -> Self {
         Timestamp(self.0 + d.as_micros() as i64)
     }

@@ -168,9 +168,9 @@ fn general_capture_recording_announce() {
     expect(
         "format",
         0,
-        r#"format = "mp3""#,
+        r#"format = "aac""#,
         "recording.format",
-        "pcm16, ulaw, alaw",
+        "pcm16, ulaw, alaw, mp3, opus, flac",
     );
     expect(
         "max_active_calls",
@@ -208,7 +208,7 @@ fn durations_rates_networks() {
     expect(
         "retry_max",
         0,
-        r#"retry_max = "10 minutes""#,
+        r#"retry_max = "ten minutes""#,
         "delivery.retry_max",
         "duration",
     );
@@ -253,6 +253,15 @@ fn durations_rates_networks() {
         r#"allowed_networks = ["192.0.2.0/33"]"#,
         "delivery.allowed_networks",
         "192.0.2.0/33",
+    );
+    // Host bits set: a typo on the dedicated line's allow-list is refused,
+    // naming the network that was probably meant.
+    expect(
+        "allowed_networks",
+        0,
+        r#"allowed_networks = ["127.0.0.1/8"]"#,
+        "delivery.allowed_networks",
+        "127.0.0.0/8",
     );
     expect(
         "priority_numbers",

@@ -22,7 +22,7 @@ use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
 use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
-use live::wait_for;
+use live::{span_ms, wait_for};
 use netns::Netns;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -144,17 +144,12 @@ impl Daemon {
         assert!(exited, "daemon did not exit within {limit:?}: {err}");
         (took, code, err)
     }
+    /// The control socket's `status`, and how long the daemon took to
+    /// answer (the socket round trip, as `callrec status` makes it).
     fn status(&self) -> (Duration, String) {
         let t = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
-            .args(["status", "--socket"])
-            .arg(&self.sock)
-            .output()
-            .unwrap();
-        (
-            t.elapsed(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-        )
+        let out = callrec::daemon::control::query(&self.sock, "status").unwrap_or_default();
+        (t.elapsed(), out)
     }
     fn metas(&self) -> Vec<serde_json::Value> {
         files(&self.spool.join("queue/acme/ready"), ".json")
@@ -180,18 +175,6 @@ impl Drop for Daemon {
         let _ = &self.dir;
         let _ = &self.cfg;
     }
-}
-
-/// A segment's length from its `started_at` and `ended_at` (RFC 3339,
-/// the same day and offset), in ms.
-fn span_ms(seg: &serde_json::Value) -> i64 {
-    let ms = |k: &str| {
-        let t = seg[k].as_str().unwrap();
-        let clock = &t[11..23]; // HH:MM:SS.mmm
-        let f = |r: std::ops::Range<usize>| clock[r].parse::<i64>().unwrap();
-        ((f(0..2) * 60 + f(3..5)) * 60 + f(6..8)) * 1000 + f(9..12)
-    };
-    (ms("ended_at") - ms("started_at")).rem_euclid(86_400_000)
 }
 
 /// Like `wait_for`, polling every 10 ms (exit times are measured).
@@ -522,7 +505,8 @@ fn systemd_hears_ready_watchdog_status_and_reloads_on_a_silent_link() {
             if let Ok(n) = rx.recv(&mut buf) {
                 heard.push((
                     Instant::now(),
-                    String::from_utf8_lossy(&buf[..n]).into_owned(),
+                    // sd_notify(3) allows a trailing newline.
+                    String::from_utf8_lossy(&buf[..n]).trim_end().to_owned(),
                 ));
             }
         }

@@ -379,6 +379,7 @@ fn check_leg(
         channels: Channels::Stereo,
         start,
         telephone_event_pt: [None, None],
+        sample_rate: 8000,
     })
     .unwrap();
     for (ts, d) in ours {

@@ -58,11 +58,9 @@ fn exercise(data: &[u8]) {
             m.diversions(),
             m.resource_priorities(),
         );
-        let _ = m
-            .history_info()
-            .iter()
-            .map(|h| (h.cause(), h.index_path()))
-            .count();
+        for h in m.history_info().iter() {
+            let _ = (h.cause(), h.index_path());
+        }
         let _ = (m.replaces(), m.refer_to_replaces(), m.referred_by());
         if let Some(body) = m.sdp() {
             exercise_sdp(body);

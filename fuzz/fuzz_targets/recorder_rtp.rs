@@ -4,7 +4,8 @@
 //! writer, with capture times that step back and forth.
 //!
 //! Input: records of `[flags][step][len][rtp...]`: `flags` bit 0 picks
-//! the leg, bit 1 pauses, bit 2 resumes, bits 3-4 the format; `step` is
+//! the leg, bit 1 pauses, bit 2 resumes, bits 3-4 the format (of the first
+//! record), bit 5 a 16 kHz recording (the first record); `step` is
 //! the capture time's move in ms (128 and up: back by `256 - step`).
 //! The recording must come out exactly as long as asked, its header
 //! matching the file.
@@ -38,6 +39,11 @@ fuzz_target!(|input: &[u8]| {
         },
         start,
         telephone_event_pt: [Some(101), Some(101)],
+        sample_rate: if input.first().is_some_and(|f| f & 0x20 != 0) {
+            16_000
+        } else {
+            8_000
+        },
     })
     .expect("recorder");
     let mut now = start;

@@ -81,7 +81,7 @@ impl Announcer {
         // endpoints, yet a replay writes the same announcements.pcap.
         Ok(Some(Announcer {
             prompts,
-            player: Player::new(0x6361_6c6c_7265_63),
+            player: Player::new(0x63_616c_6c72_6563), // "callrec" in ASCII
             sink,
             macs: HashMap::new(),
             stats: AnnounceStats::default(),
@@ -153,6 +153,7 @@ impl Announcer {
             return self.fail(short_id, &e);
         }
         self.stats.played += 1;
+        tracing::info!(call = %short_id, guidance = id, duration_ms = times.ended_at.since(times.started_at) / 1000, "announcement played");
         Some(Played {
             started_at: times.started_at,
             ended_at: times.ended_at,
@@ -215,7 +216,7 @@ impl Announcer {
 
     fn fail(&mut self, short_id: &str, why: &str) -> Option<Played> {
         self.stats.failed += 1;
-        tracing::warn!(call = %short_id, reason = why, "guidance not played; recording from the answer");
+        tracing::warn!(call = %short_id, reason = why, "announcement failed: guidance not played; recording from the answer");
         None
     }
 

@@ -27,6 +27,11 @@ pub enum SinkError {
     Pcap { path: PathBuf, source: pcap::Error },
     #[error("interface {name}: {reason}")]
     Interface { name: String, reason: String },
+    #[error("announcement pcap {}: cannot set its mode: {source}", path.display())]
+    Mode {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("sending {from} -> {to}: {source}")]
     Send {
         from: SocketAddr,
@@ -135,6 +140,11 @@ impl PcapSink {
         };
         let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).map_err(perr)?;
         let file = dead.savefile(path).map_err(perr)?;
+        // libpcap creates it with fopen(3): whatever the umask allows.
+        crate::recording::perms::apply_path(path).map_err(|source| SinkError::Mode {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(PcapSink {
             path: path.to_owned(),
             file,

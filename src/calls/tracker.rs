@@ -26,6 +26,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 mod reload;
+pub mod snapshot;
 
 /// Identifies a call for the life of the process (never reused).
 pub type CallKey = u64;
@@ -38,6 +39,10 @@ pub struct Endpoint {
     pub payloads: Vec<(u8, String)>,
     pub ptime: Option<u32>,
     pub direction: sdp::Direction,
+    /// Decodable payload types with clock and fmtp (see [`crate::media::codec::Format`]).
+    pub formats: Vec<(u8, crate::media::codec::Format)>,
+    /// How the party's media is protected (SDES keys, keys out of sight, none).
+    pub keys: crate::media::srtp::Keys,
 }
 
 impl Endpoint {
@@ -68,6 +73,9 @@ pub struct MediaLegs {
     pub remote_sip: Option<IpAddr>,
 }
 
+// A few events per call, never per packet: boxing the big ones would buy
+// nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum CallEvent {
     /// The policy decided on a new call (recorded or not).
@@ -493,7 +501,7 @@ impl Tracker {
             answered_at: None,
             last_activity: at,
             segments: 0,
-            remote_identity: None,
+            remote_identity: caller_identity(sub_side, msg),
             ended: false,
             src_ip,
             in_early: true,
@@ -642,7 +650,7 @@ impl Tracker {
             answered_at: old.answered_at,
             last_activity: at,
             segments: old.segments,
-            remote_identity: None,
+            remote_identity: caller_identity(sub_side, msg),
             ended: false,
             src_ip,
             in_early: true,
@@ -715,7 +723,13 @@ impl Tracker {
                     d.b_media = Some(ep.clone());
                 }
                 d.early.clear();
-                d.remote_identity = asserted_identity(msg);
+                if d.sub_side == Side::A {
+                    // The answer comes from the callee, the remote party
+                    // only when the subscriber called (outbound). On an
+                    // inbound call it is the subscriber's own identity:
+                    // the remote one came with the INVITE.
+                    d.remote_identity = asserted_identity(msg);
+                }
                 if let Some(old) = d.takes_over.take() {
                     d.segments += 1;
                     let (key, legs) = (d.key, d.legs());
@@ -1029,7 +1043,18 @@ fn endpoint_from_sdp(s: &sdp::Sdp) -> Option<Endpoint> {
         payloads,
         ptime: m.ptime,
         direction,
+        formats: crate::media::codec::formats_from_sdp(m),
+        keys: crate::media::srtp::Keys::from_sdp(m),
     })
+}
+
+/// The remote party's identity from a dialog's initial INVITE: the
+/// caller's asserted identity when the caller (side A) is the remote party
+/// (`sub_side` B, an inbound call); otherwise it comes with the answer.
+fn caller_identity(sub_side: Side, msg: &Message<'_>) -> Option<String> {
+    (sub_side == Side::B)
+        .then(|| asserted_identity(msg))
+        .flatten()
 }
 
 fn asserted_identity(msg: &Message<'_>) -> Option<String> {

@@ -118,6 +118,8 @@ struct RawRecording {
     setup_timeout: S<String>,
     spool_warn_bytes: S<IntOrStr>,
     spool_max_bytes: S<IntOrStr>,
+    file_mode: S<String>,
+    group: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +162,7 @@ struct RawContract {
     numbers: Spanned<Vec<Spanned<String>>>,
     guidance: Spanned<i64>,
     channels: S<String>,
+    sample_rate: S<String>,
     segments: S<String>,
     pause_dtmf: S<String>,
     resume_dtmf: S<String>,
@@ -186,21 +189,10 @@ struct RawDaemon {
     metrics_listen: S<String>,
 }
 
-/// "5s", "10m", "24h", "7d", "250ms".
+/// A duration as humantime writes it: "5s", "10m", "24h", "7d", "250ms",
+/// also combined ("1h 30m"). A bare number has no unit and is refused.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let secs = |mul: u64| n.checked_mul(mul).map(Duration::from_secs);
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "s" => secs(1),
-        "m" => secs(60),
-        "h" => secs(3600),
-        "d" => secs(86400),
-        _ => None,
-    }
+    humantime::parse_duration(s.trim()).ok()
 }
 
 /// A size in bytes: "10GB", "512MiB", "64kB", "100" (decimal SI or binary units).
@@ -313,6 +305,8 @@ impl Ctx<'_> {
         }
     }
 
+    // "from" the TOML error, in the context of this file.
+    #[allow(clippy::wrong_self_convention)]
     fn from_toml(&self, e: toml::de::Error) -> ConfigError {
         let span = e.span().unwrap_or(0..0);
         let msg = e
@@ -467,37 +461,16 @@ fn valid_dtmf(s: &str) -> bool {
             .all(|c| matches!(c, '0'..='9' | '*' | '#' | 'A'..='D'))
 }
 
-/// Standard base64 (with padding), for the pinned host key blob (also
-/// used by the SFTP client to compare it with the server's key).
+/// Standard base64 with padding (RFC 4648 section 4), for the pinned host
+/// key blob (also used by the SFTP client to compare it with the
+/// server's key). The `base64` crate's strict decoder: no whitespace, no
+/// missing padding.
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    if s.is_empty() || !s.len().is_multiple_of(4) {
+    use base64::Engine;
+    if s.is_empty() {
         return None;
     }
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    for chunk in s.as_bytes().chunks(4) {
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 {
-            return None;
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = (n << 6) | val(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
 }
 
 /// `TYPE BASE64 [comment]`, where the blob's first field repeats TYPE (RFC 4253 6.6).
@@ -584,6 +557,53 @@ fn parse_sftp_url(url: &str) -> Result<(String, std::net::IpAddr, u16, String), 
         d => d.to_string(),
     };
     Ok((user.to_string(), host, port, dir))
+}
+
+/// `recording.file_mode`: octal permission bits as a string ("0640").
+/// Files must stay readable and writable by the service itself, and never
+/// writable or readable by others: recordings are personal data.
+fn file_mode(cx: &Ctx, v: &S<String>) -> Result<u32, ConfigError> {
+    let Some(s) = v else { return Ok(0o640) };
+    let text = s.get_ref().trim();
+    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            cx.err(
+                s.span(),
+                "recording.file_mode",
+                format!("{text:?} is not an octal mode like \"0640\""),
+            )
+        })?;
+    if mode & 0o600 != 0o600 || mode & 0o007 != 0 || mode & 0o111 != 0 {
+        return Err(cx.err(
+            s.span(),
+            "recording.file_mode",
+            format!(
+                "{text}: the owner must read and write, nobody execute, others nothing (e.g. 0640, 0660, 0600)"
+            ),
+        ));
+    }
+    Ok(mode)
+}
+
+/// `recording.group`: a group that exists on this host (name and id).
+fn group(cx: &Ctx, v: &S<String>) -> Result<Option<(String, u32)>, ConfigError> {
+    let Some(s) = v else { return Ok(None) };
+    let name = s.get_ref().trim();
+    match crate::recording::perms::group_id(name) {
+        Ok(Some(gid)) => Ok(Some((name.to_owned(), gid))),
+        Ok(None) => Err(cx.err(
+            s.span(),
+            "recording.group",
+            format!("no group {name:?} on this host (see /etc/group)"),
+        )),
+        Err(e) => Err(cx.err(
+            s.span(),
+            "recording.group",
+            format!("cannot look up group {name:?}: {e}"),
+        )),
+    }
 }
 
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -674,6 +694,20 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "must not exceed recording.spool_max_bytes",
         ));
     }
+    // WAV encodings, or a compressed format over a PCM16 intermediate.
+    let output = cx.choice(
+        "recording.format",
+        &rr.format,
+        (AudioFormat::Pcm16, None),
+        &[
+            ("pcm16", (AudioFormat::Pcm16, None)),
+            ("ulaw", (AudioFormat::Ulaw, None)),
+            ("alaw", (AudioFormat::Alaw, None)),
+            ("mp3", (AudioFormat::Pcm16, Some(Encoded::Mp3))),
+            ("opus", (AudioFormat::Pcm16, Some(Encoded::Opus))),
+            ("flac", (AudioFormat::Pcm16, Some(Encoded::Flac))),
+        ],
+    )?;
     let recording = Recording {
         spool_dir: match &rr.spool_dir {
             None => "/var/spool/callrec".into(),
@@ -682,16 +716,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             }
             Some(s) => cx.resolve(s.get_ref()),
         },
-        format: cx.choice(
-            "recording.format",
-            &rr.format,
-            AudioFormat::Pcm16,
-            &[
-                ("pcm16", AudioFormat::Pcm16),
-                ("ulaw", AudioFormat::Ulaw),
-                ("alaw", AudioFormat::Alaw),
-            ],
-        )?,
+        format: output.0,
+        encoded: output.1,
         max_active_calls: cx.int(
             "recording.max_active_calls",
             &rr.max_active_calls,
@@ -716,6 +742,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         )?,
         spool_warn_bytes,
         spool_max_bytes,
+        file_mode: file_mode(&cx, &rr.file_mode)?,
+        group: group(&cx, &rr.group)?,
     };
     for (key, v, d) in [
         (
@@ -797,13 +825,10 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let rd = &raw.delivery;
     let mut allowed_networks = Vec::new();
     for n in rd.allowed_networks.iter().flat_map(|l| l.get_ref()) {
-        allowed_networks.push(IpNet::parse(n.get_ref()).ok_or_else(|| {
-            cx.err(
-                n.span(),
-                "delivery.allowed_networks",
-                format!("{:?} is not a network like 192.0.2.0/24", n.get_ref()),
-            )
-        })?);
+        allowed_networks.push(
+            IpNet::parse(n.get_ref())
+                .map_err(|r| cx.err(n.span(), "delivery.allowed_networks", r))?,
+        );
     }
     let delivery = Delivery {
         allowed_networks,
@@ -1024,6 +1049,16 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             Channels::Mono,
             &[("mono", Channels::Mono), ("stereo", Channels::Stereo)],
         )?;
+        let sample_rate = cx.choice(
+            &k("sample_rate"),
+            &c.sample_rate,
+            SampleRate::Auto,
+            &[
+                ("8000", SampleRate::Narrow),
+                ("16000", SampleRate::Wide),
+                ("auto", SampleRate::Auto),
+            ],
+        )?;
         let segments = cx.choice(
             &k("segments"),
             &c.segments,
@@ -1088,6 +1123,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             numbers,
             guidance: g as u8,
             channels,
+            sample_rate,
             segments,
             pause_dtmf: c.pause_dtmf.as_ref().map(|s| s.get_ref().clone()),
             resume_dtmf: c.resume_dtmf.as_ref().map(|s| s.get_ref().clone()),
@@ -1264,6 +1300,7 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_duration("7"), None);
         assert_eq!(parse_duration("5x"), None);
+        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
         assert_eq!(parse_rate("20Mbit"), Some(2_500_000));
         assert_eq!(parse_rate("500kbit"), Some(62_500));
         assert_eq!(parse_rate("2MB"), Some(2_000_000));
@@ -1287,21 +1324,8 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX
     }
 
     fn encode(b: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut s = String::new();
-        for c in b.chunks(3) {
-            let n = (c[0] as u32) << 16
-                | (*c.get(1).unwrap_or(&0) as u32) << 8
-                | *c.get(2).unwrap_or(&0) as u32;
-            for i in 0..4 {
-                if i <= c.len() {
-                    s.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    s.push('=');
-                }
-            }
-        }
-        s
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(b)
     }
 
     #[test]

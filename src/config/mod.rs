@@ -65,10 +65,48 @@ impl AudioFormat {
     }
 }
 
+/// A compressed file format (`[recording] format = "mp3" | "opus" |
+/// "flac"`): the recording is mixed into a PCM16 WAV as usual, then
+/// encoded once when the segment closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Encoded {
+    /// MPEG-1/2 Layer III (libmp3lame), `.mp3`.
+    Mp3,
+    /// Opus (libopus) in Ogg (RFC 7845), `.opus`.
+    Opus,
+    /// FLAC, `.flac`.
+    Flac,
+}
+
+impl Encoded {
+    /// The configuration and metadata name, also the file extension.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoded::Mp3 => "mp3",
+            Encoded::Opus => "opus",
+            Encoded::Flac => "flac",
+        }
+    }
+}
+
+/// The recording's sample rate per contract (`sample_rate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleRate {
+    /// "8000".
+    Narrow,
+    /// "16000": narrowband legs are resampled up.
+    Wide,
+    /// "auto": 16000 when a leg's codec is wideband, else 8000.
+    Auto,
+}
+
 #[derive(Clone, Debug)]
 pub struct Recording {
     pub spool_dir: PathBuf,
+    /// The WAV sample encoding (PCM16 when `encoded` is set).
     pub format: AudioFormat,
+    /// Set for MP3, Opus and FLAC output.
+    pub encoded: Option<Encoded>,
     pub max_active_calls: usize,
     /// Media shard workers; 0 means one per core less the capture thread.
     pub shards: usize,
@@ -82,6 +120,22 @@ pub struct Recording {
     pub spool_warn_bytes: u64,
     /// Spool size at which new calls go unrecorded with reason "overload"; 0 = no limit.
     pub spool_max_bytes: u64,
+    /// Mode of recordings, metadata, history and every spool file (folders
+    /// get the matching execute bits): 0640 unless configured.
+    pub file_mode: u32,
+    /// Group (name, id) given to what the daemon writes; None keeps the
+    /// process's group (the unit's `Group=`).
+    pub group: Option<(String, u32)>,
+}
+
+impl Recording {
+    /// The modes and group to write with.
+    pub fn perms(&self) -> crate::recording::perms::Perms {
+        crate::recording::perms::Perms::from_file_mode(
+            self.file_mode,
+            self.group.as_ref().map(|g| g.1),
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -178,6 +232,8 @@ pub struct Contract {
     /// 1..=5
     pub guidance: u8,
     pub channels: Channels,
+    /// Default "auto".
+    pub sample_rate: SampleRate,
     pub segments: SegmentPolicy,
     pub pause_dtmf: Option<String>,
     pub resume_dtmf: Option<String>,
@@ -237,55 +293,42 @@ pub struct Daemon {
     pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
-/// An IPv4 or IPv6 network in CIDR form.
+/// An IPv4 or IPv6 network in CIDR form (RFC 4632), parsed by the `ipnet`
+/// crate. A network written with host bits set (`127.0.0.1/8`) is refused
+/// rather than silently widened or narrowed: on the dedicated line's
+/// allow-list a typo must not pass.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IpNet {
-    pub addr: std::net::IpAddr,
-    pub prefix: u8,
-}
+pub struct IpNet(ipnet::IpNet);
 
 impl IpNet {
-    pub fn parse(s: &str) -> Option<IpNet> {
-        let (a, p) = match s.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (s, None),
+    /// `192.0.2.0/24`, `2001:db8::/32`, or a bare address (a /32 or /128).
+    /// The error says what is wrong, e.g. which network was meant.
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let s = s.trim();
+        let net = match s.parse::<ipnet::IpNet>() {
+            Ok(n) => n,
+            Err(_) => s
+                .parse::<std::net::IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| format!("{s:?} is not a network like 192.0.2.0/24"))?,
         };
-        let addr: std::net::IpAddr = a.trim().parse().ok()?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix = match p {
-            Some(p) => p.trim().parse().ok().filter(|p| *p <= max)?,
-            None => max,
-        };
-        Some(IpNet { addr, prefix })
+        if net.addr() != net.network() {
+            return Err(format!(
+                "{s:?} has host bits set: the network is {}",
+                net.trunc()
+            ));
+        }
+        Ok(IpNet(net))
     }
 
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        use std::net::IpAddr::*;
-        match (self.addr, ip) {
-            (V4(n), V4(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u32::MAX << (32 - self.prefix)
-                };
-                u32::from(n) & mask == u32::from(a) & mask
-            }
-            (V6(n), V6(a)) => {
-                let mask = if self.prefix == 0 {
-                    0
-                } else {
-                    u128::MAX << (128 - self.prefix)
-                };
-                u128::from(n) & mask == u128::from(a) & mask
-            }
-            _ => false,
-        }
+        self.0.contains(&ip)
     }
 }
 
 impl std::fmt::Display for IpNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
+        self.0.fmt(f)
     }
 }
 
@@ -318,6 +361,12 @@ mod tests {
         let n6 = IpNet::parse("2001:db8::/32").unwrap();
         assert!(n6.contains("2001:db8::1".parse().unwrap()));
         assert!(!n6.contains("2001:db9::1".parse().unwrap()));
-        assert!(IpNet::parse("192.0.2.0/33").is_none());
+        assert!(IpNet::parse("192.0.2.0/33").is_err());
+        assert_eq!(
+            IpNet::parse("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        let e = IpNet::parse("127.0.0.1/8").unwrap_err();
+        assert!(e.contains("127.0.0.0/8"), "{e}");
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::capture::{LiveSource, PacketSource, Waker};
 use crate::config::Config;
-use crate::daemon::engine::{ActiveSummary, Engine};
+use crate::daemon::engine::Engine;
 use crate::daemon::run::{CaptureStatus, Shared};
 use crate::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -38,7 +38,6 @@ const REOPEN_MAX: Duration = Duration::from_secs(10);
 /// A request for a capture thread: the calls belong to the engine on that
 /// thread, so the question goes to it and the answer comes back.
 pub enum ControlReq {
-    Calls(mpsc::Sender<Vec<ActiveSummary>>),
     Pause {
         call: String,
         paused: bool,
@@ -105,6 +104,10 @@ pub struct CaptureThread {
     pub cfg: Arc<Config>,
     pub engine: Engine,
     pub links: Links,
+    /// Drop counters of handles lost before the current one.
+    pub carried: crate::capture::LiveStats,
+    /// (calls in progress, recorded calls ended) when last published.
+    pub published: (usize, u64),
 }
 
 impl CaptureThread {
@@ -123,6 +126,7 @@ impl CaptureThread {
                 Source::Open(src) => self.read(src),
                 lost @ Source::Lost { .. } => self.reopen(lost),
             };
+            self.publish_calls_if_changed();
             if let Source::Lost { since, .. } = &source
                 && since.elapsed() >= self.cfg.capture.retry_for
             {
@@ -142,14 +146,28 @@ impl CaptureThread {
                     Source::Open(s) => Some(s),
                     Source::Lost { .. } => None,
                 };
-                report(self.index, src, &self.engine, &self.links.shared, true);
+                report(
+                    self.index,
+                    src,
+                    self.carried,
+                    &self.engine,
+                    &self.links.shared,
+                    true,
+                );
             }
         }
         let src = match &mut source {
             Source::Open(s) => Some(s),
             Source::Lost { .. } => None,
         };
-        report(self.index, src, &self.engine, &self.links.shared, false);
+        report(
+            self.index,
+            src,
+            self.carried,
+            &self.engine,
+            &self.links.shared,
+            false,
+        );
         if let Some(f) = &failure {
             set_error(&self.links.shared, self.index, f.clone());
         }
@@ -174,7 +192,15 @@ impl CaptureThread {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return self.lost(&e.to_string()),
+                Err(e) => {
+                    // Counters of the next handle start at zero: carry these.
+                    if let Ok(st) = src.stats() {
+                        self.carried.dropped += st.dropped;
+                        self.carried.if_dropped += st.if_dropped;
+                        self.carried.truncated += st.truncated;
+                    }
+                    return self.lost(&e.to_string());
+                }
             }
         }
         // The ring is empty: time passes all the same.
@@ -238,13 +264,27 @@ impl CaptureThread {
         }
     }
 
+    /// Puts the list of recorded calls in progress where `status` reads
+    /// it, whenever a call was answered or ended since the last look (the
+    /// count of calls in progress, or of recorded calls ended, moved), so
+    /// the control socket never waits for this thread to be scheduled.
+    fn publish_calls_if_changed(&mut self) {
+        let now = (self.engine.recording_now(), self.engine.stats().recorded);
+        if now == self.published {
+            return;
+        }
+        self.published = now;
+        let calls = self.engine.active_calls();
+        let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.get_mut(self.index) {
+            s.calls_in_progress = calls;
+        }
+    }
+
     /// Answers what the control socket (or a reload) asked this thread.
     fn serve_control(&mut self) {
         while let Ok(req) = self.links.control.try_recv() {
             match req {
-                ControlReq::Calls(reply) => {
-                    let _ = reply.send(self.engine.active_calls());
-                }
                 ControlReq::Pause {
                     call,
                     paused,
@@ -268,22 +308,20 @@ fn set_error(shared: &Shared, i: usize, e: String) {
     }
 }
 
-/// Publishes this thread's counters for `status` and the metrics.
-fn report(i: usize, src: Option<&mut LiveSource>, engine: &Engine, shared: &Shared, running: bool) {
+/// Publishes this thread's counters for `status` and the metrics:
+/// `carried` holds what handles lost before the current one counted.
+fn report(
+    i: usize,
+    src: Option<&mut LiveSource>,
+    carried: crate::capture::LiveStats,
+    engine: &Engine,
+    shared: &Shared,
+    running: bool,
+) {
     let st = engine.stats();
-    let pcap = src.and_then(|s| s.stats().ok());
+    let pcap = src.and_then(|s| s.stats().ok()).unwrap_or_default();
     let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(s) = all.get_mut(i) {
-        // Counters of a reopened handle start again at zero: keep the
-        // largest seen so the metrics stay monotonic.
-        let (dropped, if_dropped, truncated) =
-            pcap.map_or((s.pcap_dropped, s.if_dropped, s.truncated), |p| {
-                (
-                    s.pcap_dropped.max(p.dropped),
-                    s.if_dropped.max(p.if_dropped),
-                    s.truncated.max(p.truncated),
-                )
-            });
         *s = CaptureStatus {
             interface: s.interface.clone(),
             running,
@@ -294,11 +332,14 @@ fn report(i: usize, src: Option<&mut LiveSource>, engine: &Engine, shared: &Shar
             calls: st.calls,
             recorded: st.recorded,
             active_recorded: engine.active_recorded() as u64,
-            pcap_dropped: dropped,
-            if_dropped,
+            pcap_dropped: carried.dropped + pcap.dropped,
+            if_dropped: carried.if_dropped + pcap.if_dropped,
             ring_dropped: engine.ring_drops(),
-            truncated,
+            truncated: carried.truncated + pcap.truncated,
             error: s.error.take(),
+            skipped: st.skipped.clone(),
+            announce: engine.announce_stats(),
+            calls_in_progress: std::mem::take(&mut s.calls_in_progress),
         };
     }
 }

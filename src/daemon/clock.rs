@@ -112,13 +112,14 @@ enum End {
     Finish,
 }
 
-/// A held packet: its stamp, and for one found ahead of later traffic
-/// (an outlier inside a quiet stretch), the stamp of the packet it is to
-/// be placed with.
+/// A held packet: its stamp, and for an outlier inside a quiet stretch
+/// (found ahead of later traffic, or behind the clock), the stamp of the
+/// packet it is to be placed with; `next`: the next one held by its stamp.
 #[derive(Clone, Copy, Debug)]
 struct Member {
     raw: Timestamp,
     with: Option<Timestamp>,
+    next: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -132,6 +133,9 @@ struct Group {
     /// Mapped time of the latest of those.
     last: Timestamp,
     end: Option<End>,
+    /// Members from here on are the start of a step back, not outliers:
+    /// they stay held as a group of their own when this one is resolved.
+    split: Option<usize>,
 }
 
 /// Held packets beyond which a group is resolved whatever it holds.
@@ -142,9 +146,23 @@ impl Group {
         let m = self
             .members
             .iter()
-            .find(|m| m.with.is_none())
+            .find(|m| m.with.is_none() && !m.next)
             .unwrap_or(&self.members[0]);
         m.raw.add_micros(self.base)
+    }
+    /// Outliers still waiting for a packet to be placed with go with the
+    /// latest one held by its stamp.
+    fn settle(&mut self) {
+        let last = self
+            .members
+            .iter()
+            .rev()
+            .find(|x| x.with.is_none() && !x.next)
+            .map(|x| x.raw);
+        for x in self.members.iter_mut().filter(|x| x.next) {
+            x.with = last.or(Some(x.raw));
+            x.next = false;
+        }
     }
     /// Packets at the end of the held ones that follow each other without
     /// a jump: what it takes to confirm a step or a gap is [`GROUP`] of
@@ -153,7 +171,12 @@ impl Group {
     fn tail(&self, tol: i64) -> usize {
         let mut n = 0;
         let mut next: Option<Timestamp> = None;
-        for x in self.members.iter().rev().filter(|x| x.with.is_none()) {
+        for x in self
+            .members
+            .iter()
+            .rev()
+            .filter(|x| x.with.is_none() && !x.next)
+        {
             let m = x.raw.add_micros(self.base);
             if next.is_some_and(|t| t.since(m) > tol) {
                 break;
@@ -165,7 +188,15 @@ impl Group {
     }
     fn push(&mut self, raw: Timestamp) {
         let m = raw.add_micros(self.base);
-        self.members.push(Member { raw, with: None });
+        for x in self.members.iter_mut().filter(|x| x.next) {
+            x.with = Some(raw);
+            x.next = false;
+        }
+        self.members.push(Member {
+            raw,
+            with: None,
+            next: false,
+        });
         self.regular += 1;
         self.last = if self.regular == 1 {
             m
@@ -179,7 +210,11 @@ impl Group {
         let m = raw.add_micros(self.base);
         let base = self.base;
         let mut last: Option<Timestamp> = None;
-        for x in self.members.iter_mut().filter(|x| x.with.is_none()) {
+        for x in self
+            .members
+            .iter_mut()
+            .filter(|x| x.with.is_none() && !x.next)
+        {
             let xm = x.raw.add_micros(base);
             if xm.since(m) > tol {
                 x.with = Some(raw);
@@ -422,15 +457,40 @@ impl CaptureClock {
                 && lane.is_none()
                 && g.forward
                 && off(m) > tol
-                && g.members
-                    .iter()
-                    .any(|x| x.with.is_none() && x.raw.add_micros(g.base).since(m) <= tol);
+                && g.members.iter().any(|x| {
+                    x.with.is_none() && !x.next && x.raw.add_micros(g.base).since(m) <= tol
+                });
             if overtakes {
                 g.overtaken_by(raw, tol);
             }
             if along || overtakes {
                 g.push(raw);
                 if g.tail(tol) >= GROUP || g.members.len() >= MAX_HELD {
+                    g.end = Some(End::Full);
+                    return Offer::HoldAndResolve;
+                }
+                return Offer::Hold;
+            }
+            if g.forward && lane.is_none() && off(m) < -tol {
+                // Behind the clock while a quiet stretch is held: says
+                // nothing about the stretch. An outlier of its own, placed
+                // with the next packet held by its stamp; but a second one
+                // that follows it is a step back starting: the stretch is
+                // settled first, and they go on as a group of their own.
+                let run = g.members.iter().rev().take_while(|x| x.next).count();
+                if let Some(prev) = g.members.last().filter(|x| x.next)
+                    && m.since(prev.raw.add_micros(g.base)) >= -tol
+                {
+                    g.split = Some(g.members.len() - run);
+                    g.end = Some(End::Finish);
+                    return Offer::ResolveFirst;
+                }
+                g.members.push(Member {
+                    raw,
+                    with: None,
+                    next: true,
+                });
+                if g.members.len() >= MAX_HELD {
                     g.end = Some(End::Full);
                     return Offer::HoldAndResolve;
                 }
@@ -466,6 +526,7 @@ impl CaptureClock {
             regular: 0,
             last: m,
             end: None,
+            split: None,
         };
         g.push(raw);
         p.held = Some(g);
@@ -541,13 +602,30 @@ impl CaptureClock {
         }
         let (tol, now, floor) = (self.tol, self.now, self.floor);
         let p = &mut self.points[self.current];
-        let Some(g) = p.held.take() else {
+        let Some(mut g) = p.held.take() else {
             return Resolution {
                 kind: Kind::Outliers,
                 times: Vec::new(),
                 outlier: Vec::new(),
             };
         };
+        // A step back that started inside: held on as its own group.
+        let rest = g.split.map(|i| {
+            let mut r = Group {
+                forward: false,
+                base: g.base,
+                members: Vec::new(),
+                regular: 0,
+                last: Timestamp::ZERO,
+                end: None,
+                split: None,
+            };
+            for x in g.members.split_off(i) {
+                r.push(x.raw);
+            }
+            r
+        });
+        g.settle();
         let n = g.members.len();
         let all_at = |t: Timestamp| Resolution {
             kind: Kind::Outliers,
@@ -603,6 +681,9 @@ impl CaptureClock {
         if let Some(&last) = res.times.iter().max() {
             self.placed(last);
         }
+        if let Some(r) = rest {
+            self.points[self.current].held = Some(r);
+        }
         res
     }
 
@@ -651,6 +732,7 @@ impl CaptureClock {
                     regular: 0,
                     last: m,
                     end: None,
+                    split: None,
                 };
                 g.push(raw);
                 p.held = Some(g);
@@ -919,6 +1001,41 @@ mod tests {
             assert_eq!(got, want, "packet {bad}");
             assert_eq!(c.stats().outliers, 1);
         }
+    }
+
+    #[test]
+    fn behind_the_clock_inside_a_quiet_stretch() {
+        // A quiet stretch (ringing: 200 ms, then 1 s) with one packet from
+        // an hour back among it: placed with the next one, the stretch
+        // keeps its times.
+        let mut c = clock();
+        let s = [
+            0,
+            30,
+            200,
+            1000,
+            1030,
+            1200,
+            2000 - 3_600_000,
+            2000,
+            2020,
+            2040,
+        ];
+        let got = run(&mut c, &s, &[]);
+        assert_eq!(got, [0, 30, 200, 1000, 1030, 1200, 2000, 2000, 2020, 2040]);
+        assert_eq!(c.stats().outliers, 1);
+        // The same, but everything from the 2 s on an hour back: a step.
+        let mut c = clock();
+        let s: Vec<i64> = [0, 30, 200, 1000, 1030, 1200]
+            .into_iter()
+            .chain((0..30).map(|i| 2000 + 20 * i - 3_600_000))
+            .collect();
+        let got = run(&mut c, &s, &[]);
+        assert_eq!(&got[..6], &[0, 30, 200, 1000, 1030, 1200]);
+        // Without the media's word it goes on from where the clock was.
+        let want: Vec<i64> = (0..30).map(|i| 1200 + 20 * i).collect();
+        assert_eq!(&got[6..], &want[..]);
+        assert_eq!(c.stats().steps, 1);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::decode::{Decoder, L2Info, Payload, Transport};
 use crate::delivery::SpoolUsage;
 use crate::history::{CallRecord, HistoryWriter};
 use crate::media::pause::{PauseChange, PauseControl, PauseSource};
+use crate::recording::undecodable::MediaCheck;
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
 // Per-packet lookups: foldhash is several times cheaper than SipHash and
@@ -29,6 +30,8 @@ use std::collections::BTreeMap;
 use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
+
+pub mod restore;
 
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
@@ -53,6 +56,10 @@ pub struct EngineStats {
     pub clock_steps: u64,
     /// Forward jumps with no packet at all, taken as time passing.
     pub clock_gaps: u64,
+    /// Recorded calls none of whose audio could be decoded (encrypted
+    /// with keys out of sight or wrong, or codecs callrec lacks): no file
+    /// delivered, the history says why.
+    pub undecodable: u64,
 }
 
 /// A SIP message copied out of the frame: time, source, destination, link
@@ -72,6 +79,10 @@ pub struct ActiveSummary {
     pub answered_at: Timestamp,
 }
 
+/// Audio one RTP packet is assumed to carry past its capture time when a
+/// call ends on the RTP timeout (the RFC 3551 default packet time, 20 ms).
+const LAST_PACKET_US: i64 = 20_000;
+
 struct ActiveCall {
     call_id: String,
     setup: Arc<CallSetup>,
@@ -85,6 +96,8 @@ struct ActiveCall {
     /// Foreign packets counted on routes since replaced, per leg, not
     /// yet told to the shard.
     foreign: [u64; 2],
+    /// Last RTP capture time of routes already replaced (see [`Route::last`]).
+    last_rtp: Timestamp,
 }
 
 /// The spool's limits, checked at most once per second of capture time
@@ -126,6 +139,8 @@ pub struct Engine {
     history: HistoryWriter,
     events: Vec<CallEvent>,
     stats: EngineStats,
+    /// Watches calls whose media may be undecodable (SRTP, odd codecs).
+    check: MediaCheck,
     now: Timestamp,
     first_ts: Option<Timestamp>,
     spool_guard: SpoolGuard,
@@ -133,6 +148,8 @@ pub struct Engine {
     clock: CaptureClock,
     held: Vec<HeldFrame>,
     outlier_log: OutlierLog,
+    /// Live daemon only: the call-state journal (`restore_journal`).
+    journal: Option<crate::daemon::journal::CallJournal>,
 }
 
 impl Engine {
@@ -167,11 +184,13 @@ impl Engine {
             history: HistoryWriter::open(spool)?,
             events: Vec::new(),
             stats: EngineStats::default(),
+            check: MediaCheck::new(),
             now: Timestamp::ZERO,
             first_ts: None,
             clock: CaptureClock::new(cfg.limits.clock_tolerance),
             held: Vec::new(),
             outlier_log: OutlierLog::default(),
+            journal: None,
             cfg,
         })
     }
@@ -275,6 +294,11 @@ impl Engine {
         self.tracker.active_recorded()
     }
 
+    /// How many recorded calls are in progress (answered, not ended).
+    pub fn recording_now(&self) -> usize {
+        self.calls.len()
+    }
+
     /// The recorded calls in progress, oldest answer first.
     pub fn active_calls(&self) -> Vec<ActiveSummary> {
         let mut v: Vec<ActiveSummary> = self
@@ -336,6 +360,7 @@ impl Engine {
             };
             a.beep(key, &c.setup.short_id, at, kind, &c.legs);
         }
+        self.journal_save(key);
     }
 
     /// Packets the shard rings had no room for (live capture drops them).
@@ -467,6 +492,7 @@ impl Engine {
             shards: &mut self.shards,
             tracker: &mut self.tracker,
             stats: &mut self.stats,
+            check: &mut self.check,
         };
         self.decoder.decode(pkt, &mut |p| {
             // Media of recorded calls is most of the traffic: the route
@@ -564,6 +590,7 @@ impl Engine {
             Ok(msg) => {
                 self.stats.sip_messages += 1;
                 self.tracker.on_message(ts, src, &msg, &mut self.events);
+                self.journal_sip(&msg);
             }
             Err(e) => {
                 self.stats.sip_malformed += 1;
@@ -575,7 +602,9 @@ impl Engine {
     fn flush_events(&mut self) {
         let events = std::mem::take(&mut self.events);
         for ev in events {
+            let journal = crate::daemon::journal::JournalOp::of(&ev);
             self.on_event(ev);
+            self.journal_event(journal);
         }
     }
 
@@ -634,6 +663,7 @@ impl Engine {
                     guidance,
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
+                    encoded: self.cfg.recording.encoded,
                 });
                 let pause = PauseControl::new(
                     record_start,
@@ -652,6 +682,7 @@ impl Engine {
                         legs: legs.clone(),
                         pause,
                         foreign: [0; 2],
+                        last_rtp: Timestamp::ZERO,
                     },
                 );
                 self.install_routes(key, &legs);
@@ -690,11 +721,19 @@ impl Engine {
             }
             CallEvent::Ended {
                 key,
-                at,
+                mut at,
                 recorded,
                 mut record,
             } => {
                 self.pending.remove(&key);
+                if record.end_reason.as_deref() == Some("rtp-timeout")
+                    && let Some(last) = self.last_rtp(key)
+                {
+                    // The tracker only hears of RTP once a second; the
+                    // recording runs to the end of the last packet heard.
+                    at = at.max(last.add_micros(LAST_PACKET_US));
+                    record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
+                }
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
@@ -705,6 +744,12 @@ impl Engine {
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
                 self.flush_foreign(key);
+                if let Some(why) = self.check.verdict(key).filter(|_| recorded) {
+                    // Never a file presented as good: the history says why.
+                    self.stats.undecodable += 1;
+                    tracing::error!(call = %record.short_id, reason = %why, "RECORDING ALARM: no audio of this call could be decoded; nothing delivered");
+                    record.reason = Some(why);
+                }
                 if let Some(c) = self.calls.remove(&key) {
                     for a in &c.dst_routes {
                         self.by_dst.remove(a);
@@ -724,9 +769,28 @@ impl Engine {
                         .entry(record.reason.clone().unwrap_or_default())
                         .or_default() += 1;
                 }
+                // The decision is final only now (a cancelled or unanswered
+                // call is skipped after all); recorded calls get their
+                // "call ended" line from the finisher, which knows the bytes.
+                tracing::info!(call = %record.short_id, contract = record.contract.as_deref().unwrap_or("-"), direction = record.direction.as_deref().unwrap_or("-"), decision = %record.decision, reason = record.reason.as_deref().unwrap_or("-"), "final decision");
+                if !recorded {
+                    tracing::info!(call = %record.short_id, end_reason = record.end_reason.as_deref().unwrap_or("-"), segments = 0, bytes = 0, "call ended");
+                }
                 self.write_history(&record);
             }
         }
+    }
+
+    /// When the last RTP packet of a recorded call was routed, if any was.
+    fn last_rtp(&self, key: CallKey) -> Option<Timestamp> {
+        let c = self.calls.get(&key)?;
+        let routes = c.dst_routes.iter().filter_map(|a| self.by_dst.get(a));
+        let routes = routes.chain(c.src_routes.iter().filter_map(|a| self.by_src.get(a)));
+        let last = routes
+            .filter(|r| r.key == key)
+            .map(|r| r.last)
+            .fold(c.last_rtp, Timestamp::max);
+        (last > Timestamp::ZERO).then_some(last)
     }
 
     fn tracker_call_id(&self, key: CallKey) -> String {
@@ -756,18 +820,25 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        // What the routes being replaced learned: foreign packets still to
-        // report, and where each party was seen sending (symmetric RTP).
+        // What the routes being replaced learned: their last packet, the
+        // foreign packets still to report, and where each party was seen
+        // sending (symmetric RTP).
         let mut learned: Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
         for a in call.dst_routes.drain(..) {
-            if let Some(mut r) = self.by_dst.remove(&a).filter(|r| r.key == key) {
-                call.foreign[r.leg as usize] += r.take_foreign();
-                learned.push((a, r.evidence.target, None));
+            if let Some(mut r) = self.by_dst.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+                if r.key == key {
+                    call.foreign[r.leg as usize] += r.take_foreign();
+                    learned.push((a, r.evidence.target, None));
+                }
             }
         }
         for a in call.src_routes.drain(..) {
-            if let Some(r) = self.by_src.remove(&a).filter(|r| r.key == key) {
-                learned.push((a, None, r.sends_to));
+            if let Some(r) = self.by_src.remove(&a) {
+                call.last_rtp = call.last_rtp.max(r.last);
+                if r.key == key {
+                    learned.push((a, None, r.sends_to));
+                }
             }
         }
         let target = |a: SocketAddr| {
@@ -789,21 +860,28 @@ impl Engine {
         let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
         let shard = call.shard;
         let keypad_pt = call.pause.watched_pt();
-        let subscriber = |evidence| {
-            let mut r = Route::new(key, Leg::Subscriber, shard, evidence);
-            r.keypad_pt = keypad_pt;
+        let check = self.check.set_legs(key, legs);
+        let route = |leg: Leg, evidence: Evidence| {
+            let mut r = Route::new(key, leg, shard, evidence);
+            r.check = check;
+            if leg == Leg::Subscriber {
+                r.keypad_pt = keypad_pt;
+            }
             r
         };
         if let Some(r) = &legs.remote {
             self.by_dst.insert(
                 r.addr,
-                subscriber(Evidence {
-                    sdp: addr(&legs.subscriber),
-                    sip_ip: legs.subscriber_sip,
-                    target: target(r.addr),
-                }),
+                route(
+                    Leg::Subscriber,
+                    Evidence {
+                        sdp: addr(&legs.subscriber),
+                        sip_ip: legs.subscriber_sip,
+                        target: target(r.addr),
+                    },
+                ),
             );
-            let mut src = Route::new(key, Leg::Remote, shard, Evidence::default());
+            let mut src = route(Leg::Remote, Evidence::default());
             src.sends_to = sends_to(r.addr);
             self.by_src.insert(r.addr, src);
             call.dst_routes.push(r.addr);
@@ -812,10 +890,8 @@ impl Engine {
         if let Some(s) = &legs.subscriber {
             self.by_dst.insert(
                 s.addr,
-                Route::new(
-                    key,
+                route(
                     Leg::Remote,
-                    shard,
                     Evidence {
                         sdp: addr(&legs.remote),
                         sip_ip: legs.remote_sip,
@@ -823,7 +899,7 @@ impl Engine {
                     },
                 ),
             );
-            let mut src = subscriber(Evidence::default());
+            let mut src = route(Leg::Subscriber, Evidence::default());
             src.sends_to = sends_to(s.addr);
             self.by_src.insert(s.addr, src);
             call.dst_routes.push(s.addr);
@@ -868,6 +944,7 @@ struct RouteCtx<'e> {
     shards: &'e mut ShardPool<MediaCtl>,
     tracker: &'e mut Tracker,
     stats: &'e mut EngineStats,
+    check: &'e mut MediaCheck,
 }
 
 impl RouteCtx<'_> {
@@ -896,6 +973,7 @@ impl RouteCtx<'_> {
         };
         r.note(p.data, p.ts);
         self.stats.rtp_routed += 1;
+        r.last = p.ts;
         // Keep the call alive against the RTP timeout, cheaply: at most
         // once a second per route.
         if p.ts.since(r.touched) > 1_000_000 {
@@ -903,6 +981,9 @@ impl RouteCtx<'_> {
             if let Some(call) = self.calls.get(&r.key) {
                 self.tracker.touch(&call.call_id, p.ts);
             }
+        }
+        if r.check {
+            self.check.on_packet(r.key, r.leg, p.data);
         }
         self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
         if let Some(pt) = r.keypad_pt

@@ -46,13 +46,15 @@ pub struct Publish {
     pub reason: String,
 }
 
+// One job per segment, not per packet: the recorder travels by value.
+#[allow(clippy::large_enum_variant)]
 pub enum FinishJob {
     /// A segment ended: finish its file; publish it now when `publish` is
     /// given, else hold it until the call's end.
     Segment {
         key: CallKey,
         setup: Arc<CallSetup>,
-        rec: CallRecorder,
+        rec: Box<CallRecorder>,
         path: PathBuf,
         index: u32,
         started: Timestamp,
@@ -131,13 +133,20 @@ impl Finisher {
 
 fn run(rx: Receiver<FinishJob>, spool: Option<Spool>, usage: SpoolUsage) {
     let mut held: HashMap<CallKey, Vec<Finished>> = HashMap::new();
+    // Bytes published per call so far, for its "call ended" line.
+    let mut bytes: HashMap<CallKey, u64> = HashMap::new();
     for job in rx {
-        handle(job, spool.as_ref(), &mut held);
+        handle(job, spool.as_ref(), &mut held, &mut bytes);
         usage.end();
     }
 }
 
-fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec<Finished>>) {
+fn handle(
+    job: FinishJob,
+    spool: Option<&Spool>,
+    held: &mut HashMap<CallKey, Vec<Finished>>,
+    bytes: &mut HashMap<CallKey, u64>,
+) {
     match job {
         FinishJob::Segment {
             key,
@@ -166,7 +175,7 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
                 summary,
             };
             match publish {
-                Some(p) => publish_segment(spool, &setup, &f, &p),
+                Some(p) => *bytes.entry(key).or_default() += publish_segment(spool, &setup, &f, &p),
                 None => held.entry(key).or_default().push(f),
             }
         }
@@ -193,9 +202,12 @@ fn handle(job: FinishJob, spool: Option<&Spool>, held: &mut HashMap<CallKey, Vec
                 }
                 segs = vec![segs.swap_remove(best)];
             }
+            let mut total = bytes.remove(&key).unwrap_or(0);
             for f in &segs {
-                publish_segment(spool, &setup, f, &publish);
+                total += publish_segment(spool, &setup, f, &publish);
             }
+            let duration_ms = publish.ended_at.since(setup.answered_at).max(0) / 1000;
+            tracing::info!(call = %setup.short_id, contract = %setup.contract.id, duration_ms, segments = publish.count, end_reason = %publish.reason, bytes = total, "call ended");
         }
     }
 }
@@ -269,7 +281,11 @@ pub fn segment_metadata(
             } else {
                 vec!["mixed".into()]
             },
-            sample_rate: 8000,
+            sample_rate: summary.map_or(8000, |s| s.sample_rate),
+            codecs: summary.map(|s| crate::recording::metadata::CodecsMeta {
+                subscriber: s.codecs[0].map(crate::media::codec::Codec::name),
+                remote: s.codecs[1].map(crate::media::codec::Codec::name),
+            }),
             duration_ms: summary.map_or(0, |s| s.duration_ms),
             sha256: summary.map(|s| s.sha256.clone()).unwrap_or_default(),
             bytes: summary.map_or(0, |s| s.bytes),
@@ -286,11 +302,14 @@ pub fn segment_metadata(
             subscriber: quality(0),
             remote: quality(1),
         },
+        undecodable: summary.and_then(|s| s.undecodable()),
     };
     (stem, meta)
 }
 
-fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) {
+/// Publishes one segment; returns the bytes of the WAV queued (0 when it
+/// could not be).
+fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &Publish) -> u64 {
     let (stem, meta) = segment_metadata(
         setup,
         f.index,
@@ -300,14 +319,34 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
         p,
         Some(&f.summary),
     );
-    let Some(spool) = spool else { return };
-    match spool.publish(&setup.contract.destination, &stem, &f.path, &meta.to_json()) {
+    let Some(spool) = spool else { return 0 };
+    let (mut meta, mut path) = (meta, f.path.clone());
+    if let Some(e) = setup.encoded.filter(|_| meta.undecodable.is_none()) {
+        match crate::recording::outputs::encode_segment(&f.path, e, &mut meta.audio) {
+            Ok(p) => path = p,
+            Err(err) => {
+                // The WAV is still good: delivered as it is rather than lost.
+                tracing::error!(call = %setup.short_id, format = e.as_str(), error = %err, "RECORDING ALARM: cannot encode the recording; delivered as WAV")
+            }
+        }
+    }
+    if let Some(why) = &meta.undecodable {
+        crate::recording::outputs::keep_undecodable(spool, &stem, &f.path, &meta.to_json(), why);
+        crate::daemon::recovery::remove_intent(&f.path);
+        tracing::error!(call = %setup.short_id, segment = f.index, reason = %why, "RECORDING ALARM: segment not delivered, none of its audio could be decoded");
+        return 0;
+    }
+    // What is delivered: the encoded file where there is one.
+    let bytes = std::fs::metadata(&path).map_or(f.summary.bytes, |m| m.len());
+    match spool.publish(&setup.contract.destination, &stem, &path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);
-            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, destination = %setup.contract.destination, "recording queued")
+            tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, bytes, destination = %setup.contract.destination, "recording queued");
+            bytes
         }
         Err(e) => {
-            tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery")
+            tracing::error!(call = %setup.short_id, error = %e, "cannot queue the recording; left in tmp/ for recovery");
+            0
         }
     }
 }

@@ -24,9 +24,12 @@ pub fn intent_path(wav: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// The segment's provisional publication, written when it opens. Not
-/// fsynced: a crash soon after the open loses little audio, and the WAV is
-/// then kept as unclaimed rather than lost.
+/// The segment's provisional publication, written when it opens (and, in
+/// the live daemon, rewritten about once a second with the quality so
+/// far). Written so that a process killed mid-write leaves the previous
+/// intent or the new one whole ([`crate::daemon::journal::write_whole`]). Not
+/// fsynced: after a power cut the WAV may be kept as unclaimed rather
+/// than queued, never lost.
 pub fn write_intent(
     wav: &Path,
     destination: &str,
@@ -43,13 +46,16 @@ pub fn write_intent(
         "metadata": meta,
     });
     let bytes = serde_json::to_vec(&v).unwrap_or_default();
-    if let Err(e) = std::fs::write(intent_path(wav), bytes) {
+    if let Err(e) = crate::daemon::journal::write_whole(&intent_path(wav), &bytes) {
         tracing::warn!(path = %wav.display(), error = %e, "cannot write the segment's intent; after a crash it would be unclaimed");
     }
 }
 
+/// The segment is published (or dropped): the files that would have
+/// rescued it after a crash go (its intent and its jitter-window tail).
 pub fn remove_intent(wav: &Path) {
     let _ = std::fs::remove_file(intent_path(wav));
+    let _ = std::fs::remove_file(crate::recording::tail::tail_path(wav));
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -70,13 +76,31 @@ pub fn recover_tmp(spool: &Spool) -> std::io::Result<TmpRecovery> {
     let Ok(entries) = std::fs::read_dir(&tmp) else {
         return Ok(out);
     };
-    let mut wavs: Vec<PathBuf> = entries
-        .flatten()
-        .map(|e| e.path())
+    let paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    // A refresh cut by the kill: the intent it was replacing is whole.
+    for p in paths
+        .iter()
+        .filter(|p| p.to_string_lossy().ends_with(".intent.json.tmp"))
+    {
+        let _ = std::fs::remove_file(p);
+    }
+    let mut wavs: Vec<PathBuf> = paths
+        .into_iter()
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "wav"))
         .collect();
     wavs.sort();
     for path in wavs {
+        // The live daemon's jitter window first: the audio that had not
+        // waited out its 200 ms yet goes at the end of the file.
+        match crate::recording::tail::restore_tail(&path) {
+            Ok(0) => {}
+            Ok(frames) => {
+                tracing::info!(path = %path.display(), ms = frames / 8, "jitter window of a recording cut short appended")
+            }
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "jitter window of a recording cut short unreadable; the recording ends where its file does")
+            }
+        }
         let info = match wav::recover(&path) {
             Ok(i) => i,
             Err(e) => {
@@ -94,8 +118,8 @@ pub fn recover_tmp(spool: &Spool) -> std::io::Result<TmpRecovery> {
             Err(why) => {
                 let dir = spool.root().join("unclaimed");
                 let dest = dir.join(path.file_name().unwrap_or_default());
-                let moved =
-                    std::fs::create_dir_all(&dir).and_then(|_| std::fs::rename(&path, &dest));
+                let moved = crate::recording::perms::create_dir_all(&dir)
+                    .and_then(|_| std::fs::rename(&path, &dest));
                 let _ = std::fs::rename(intent_path(&path), intent_path(&dest));
                 match moved {
                     Ok(()) => {
@@ -139,9 +163,18 @@ fn publish_recovered(spool: &Spool, wav_path: &Path, duration_ms: u64) -> Result
     meta["audio"]["duration_ms"] = duration_ms.into();
     meta["audio"]["bytes"] = bytes.into();
     meta["audio"]["sha256"] = sha256.into();
-    // What the jitter buffers had measured died with the process.
-    meta["quality"]["subscriber"] = serde_json::Value::Null;
-    meta["quality"]["remote"] = serde_json::Value::Null;
+    // The quality is what the intent last carried (the live daemon
+    // refreshes it about once a second; null when never refreshed). The
+    // intent's duration and pauses were provisional: keep the pauses that
+    // fall inside what the disk holds.
+    if let Some(p) = meta["pauses"].as_array_mut() {
+        p.retain(|x| x["from_ms"].as_u64().is_some_and(|f| f < duration_ms));
+        for x in p.iter_mut() {
+            if x["to_ms"].as_u64().is_some_and(|t| t > duration_ms) {
+                x["to_ms"] = duration_ms.into();
+            }
+        }
+    }
     let mut json = serde_json::to_vec_pretty(&meta).map_err(|e| e.to_string())?;
     json.push(b'\n');
     spool

@@ -132,6 +132,13 @@ impl ReplayReport {
         for (reason, n) in &st.skipped {
             let _ = writeln!(s, "  skipped {reason}: {n}");
         }
+        if st.undecodable > 0 {
+            let _ = writeln!(
+                s,
+                "  recorded but undecodable (encrypted or unsupported codec; nothing delivered): {}",
+                st.undecodable
+            );
+        }
         if let Some(a) = &self.announce {
             let _ = writeln!(
                 s,
@@ -177,6 +184,9 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     let cfg = Arc::new(cfg);
     let n = shard_count(&cfg, opts.shards);
     let spool = crate::delivery::Spool::open(&opts.out).map_err(io(&opts.out))?;
+    // This run is the spool's only writer until it returns; files and
+    // folders get the configured modes whatever the umask.
+    let _lock = spool.lock(cfg.recording.perms()).map_err(io(&opts.out))?;
     // Recordings an earlier run left half-written go to their queues first.
     let recovered = crate::daemon::recovery::recover_tmp(&spool).map_err(io(&opts.out))?;
     // One walk of the spool now; after that the shards count what they add.

@@ -80,6 +80,13 @@ pub struct Route {
     /// Subscriber routes of calls whose keys can pause the recording: the
     /// telephone-event payload type.
     pub keypad_pt: Option<u8>,
+    /// The call's media is watched by the engine's media check (SRTP or
+    /// codecs that may be undecodable): its packets are shown to it.
+    pub check: bool,
+    /// Capture time of the last packet routed here: a call ended by the
+    /// RTP timeout ends at its last packet, not at the last once-a-second
+    /// keep-alive (which cut up to a second of the conversation).
+    pub last: Timestamp,
     /// Destination routes: what vouches for the sender, and the source
     /// latched on, how strongly, and when it was last heard.
     pub evidence: Evidence,
@@ -103,6 +110,8 @@ impl Route {
             shard,
             touched: Timestamp::ZERO,
             keypad_pt: None,
+            check: false,
+            last: Timestamp::ZERO,
             evidence,
             latched: None,
             strong: false,

@@ -101,7 +101,15 @@ pub struct CaptureStatus {
     pub ring_dropped: u64,
     /// Frames cut at the snap length.
     pub truncated: u64,
+    /// The recorded calls in progress, as the capture thread last
+    /// published them (at once when the set changes): `status` answers
+    /// from here without waiting for the capture thread.
+    pub calls_in_progress: Vec<ActiveSummary>,
     pub error: Option<String>,
+    /// Calls not recorded, by the history's reason.
+    pub skipped: std::collections::BTreeMap<String, u64>,
+    /// The announcer's counters (None without announcements).
+    pub announce: Option<crate::announce::announcer::AnnounceStats>,
 }
 
 pub type Shared = Arc<Mutex<Vec<CaptureStatus>>>;
@@ -134,6 +142,7 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let spool_dir = cfg.recording.spool_dir.clone();
     std::fs::create_dir_all(&spool_dir).map_err(io(spool_dir.display().to_string()))?;
     let spool = Spool::open(&spool_dir).map_err(io(spool_dir.display().to_string()))?;
+    let _lock = spool.lock(cfg.recording.perms()).map_err(io("spool"))?;
     let rec = spool
         .recover_at_startup(SystemTime::now())
         .map_err(io("spool recovery"))?;
@@ -182,8 +191,15 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     };
     drop(control);
     if let Some(addr) = cfg.daemon.metrics_listen {
-        let (shared, dests) = (shared.clone(), workers.statuses().to_vec());
-        serve_metrics(addr, shared, dests).map_err(io(format!("metrics on {addr}")))?;
+        let src = crate::daemon::metrics::Sources {
+            capture: shared.clone(),
+            destinations: workers.statuses().to_vec(),
+            usage: usage.clone(),
+            spool_warn_bytes: cfg.recording.spool_warn_bytes,
+            spool_max_bytes: cfg.recording.spool_max_bytes,
+            started: SystemTime::now(),
+        };
+        crate::daemon::metrics::serve(addr, src).map_err(io("metrics"))?;
     }
     tracing::info!(
         interfaces = %cfg.capture.interfaces.join(","),
@@ -248,7 +264,7 @@ fn start_capture(
     let mut links = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
-            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone())
+            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone()).live()
         })
         .map_err(io("shard workers"))?;
         let interface = c.interfaces[i].clone();
@@ -258,8 +274,9 @@ fn start_capture(
             format!("announcements-{interface}.pcap")
         };
         let announcer = Announcer::from_config(cfg, &spool_dir.join(pcap_name))?;
-        let engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
+        let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
+        engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());
         let (tx, rx) = mpsc::channel();
         let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
         let heartbeat = Arc::new(AtomicU64::new(clock.millis()));
@@ -268,6 +285,8 @@ fn start_capture(
             interface: interface.clone(),
             cfg: cfg.clone(),
             engine,
+            carried: Default::default(),
+            published: (0, 0),
             links: Links {
                 stop: stop.clone(),
                 shared: shared.clone(),
@@ -502,8 +521,13 @@ fn answer(
     let mut words = cmd.split_whitespace();
     match (words.next(), words.next(), words.next()) {
         (Some("status"), None, _) => {
-            let calls = ask_capture(capture, ControlReq::Calls);
-            status_text(shared, dests, &calls.concat(), utc_offset_secs)
+            let calls: Vec<ActiveSummary> = shared
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .flat_map(|c| c.calls_in_progress.clone())
+                .collect();
+            status_text(shared, dests, &calls, utc_offset_secs)
         }
         (Some(verb @ ("pause" | "resume")), Some(call), None) => {
             let paused = verb == "pause";
@@ -617,164 +641,5 @@ fn status_text(
                 .unwrap_or_default()
         );
     }
-    s
-}
-
-/// Prometheus text exposition on `addr` (meant for localhost), one thread.
-fn serve_metrics(
-    addr: std::net::SocketAddr,
-    shared: Shared,
-    dests: Vec<Arc<DestStatus>>,
-) -> std::io::Result<()> {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind(addr)?;
-    std::thread::Builder::new()
-        .name("callrec-metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                // The request itself does not matter: every path answers.
-                let mut buf = [0u8; 2048];
-                let _ = conn.read(&mut buf);
-                let body = metrics_text(&shared, &dests);
-                let _ = write!(
-                    conn,
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
-        })?;
-    Ok(())
-}
-
-pub fn metrics_text(shared: &Shared, dests: &[Arc<DestStatus>]) -> String {
-    let caps = shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut s = String::new();
-    let mut family = |name: &str, kind: &str, help: &str, rows: Vec<(String, u64)>| {
-        let _ = writeln!(
-            s,
-            "# HELP callrec_{name} {help}\n# TYPE callrec_{name} {kind}"
-        );
-        for (labels, v) in rows {
-            let _ = writeln!(s, "callrec_{name}{labels} {v}");
-        }
-    };
-    // Per interface: name, kind, help, value.
-    type CapFamily = (
-        &'static str,
-        &'static str,
-        &'static str,
-        fn(&CaptureStatus) -> u64,
-    );
-    const CAPTURE: [CapFamily; 9] = [
-        ("packets_total", "counter", "Frames captured.", |c| {
-            c.packets
-        }),
-        (
-            "sip_messages_total",
-            "counter",
-            "SIP messages parsed.",
-            |c| c.sip_messages,
-        ),
-        (
-            "rtp_routed_total",
-            "counter",
-            "RTP packets of recorded calls.",
-            |c| c.rtp_routed,
-        ),
-        (
-            "rtp_foreign_total",
-            "counter",
-            "RTP to a recorded port from a foreign source, dropped.",
-            |c| c.rtp_foreign,
-        ),
-        (
-            "pcap_dropped_total",
-            "counter",
-            "Frames lost in the kernel capture ring.",
-            |c| c.pcap_dropped,
-        ),
-        (
-            "ring_dropped_total",
-            "counter",
-            "RTP lost because a shard ring was full.",
-            |c| c.ring_dropped,
-        ),
-        ("calls_total", "counter", "Calls decided.", |c| c.calls),
-        ("recorded_calls_total", "counter", "Calls recorded.", |c| {
-            c.recorded
-        }),
-        (
-            "active_recorded_calls",
-            "gauge",
-            "Recorded calls in progress.",
-            |c| c.active_recorded,
-        ),
-    ];
-    for (name, kind, help, f) in CAPTURE {
-        let rows = caps
-            .iter()
-            .map(|c| (format!("{{interface=\"{}\"}}", c.interface), f(c)))
-            .collect();
-        family(name, kind, help, rows);
-    }
-    let now = SystemTime::now();
-    let now_ms = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64;
-    let snaps: Vec<_> = dests.iter().map(|d| (d.clone(), d.snapshot(now))).collect();
-    let per_dest = |f: &dyn Fn(&DestStatus, &crate::delivery::worker::StatusSnapshot) -> u64| {
-        snaps
-            .iter()
-            .map(|(d, q)| (format!("{{destination=\"{}\"}}", q.destination), f(d, q)))
-            .collect::<Vec<_>>()
-    };
-    family(
-        "queue_ready",
-        "gauge",
-        "Recordings waiting for delivery.",
-        per_dest(&|_, q| q.ready),
-    );
-    family(
-        "queue_held",
-        "gauge",
-        "Recordings held for an operator.",
-        per_dest(&|_, q| q.held),
-    );
-    family(
-        "queue_quarantine",
-        "gauge",
-        "Recordings quarantined.",
-        per_dest(&|_, q| q.quarantine),
-    );
-    family(
-        "queue_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest recording waiting (0 when none).",
-        per_dest(&|_, q| {
-            q.oldest_ready_unix_ms
-                .map_or(0, |ms| now_ms.saturating_sub(ms) / 1000)
-        }),
-    );
-    family(
-        "delivered_total",
-        "counter",
-        "Recordings delivered.",
-        per_dest(&|d, _| d.delivered.load(Ordering::Relaxed)),
-    );
-    family(
-        "delivery_retries_total",
-        "counter",
-        "Delivery attempts put back for a retry.",
-        per_dest(&|d, _| d.retries.load(Ordering::Relaxed)),
-    );
-    family(
-        "delivery_failures_total",
-        "counter",
-        "Recordings held or quarantined.",
-        per_dest(&|d, _| d.failed.load(Ordering::Relaxed)),
-    );
     s
 }

@@ -1,83 +1,41 @@
-//! The systemd notify protocol (`Type=notify`, `WatchdogSec=`), spoken
-//! directly: one datagram per state change to `$NOTIFY_SOCKET`. Twenty
-//! lines do not justify a dependency. Outside systemd every call is a
-//! no-op.
+//! The systemd notify protocol (`Type=notify`, `WatchdogSec=`), through the
+//! `sd-notify` crate: one datagram per state change to `$NOTIFY_SOCKET`
+//! (sd_notify(3)). Outside systemd every call is a no-op.
 
-use std::os::unix::net::UnixDatagram;
+use sd_notify::NotifyState;
 use std::time::Duration;
 
+/// Sends state changes (`READY=1`, `WATCHDOG=1`, `STOPPING=1`, `STATUS=...`)
+/// to the service manager that started us, if one did.
 pub struct Notifier {
-    socket: Option<(UnixDatagram, String)>,
+    enabled: bool,
 }
 
 impl Notifier {
+    /// A notifier for `$NOTIFY_SOCKET` (a path, or `@name` for an abstract
+    /// socket); silent when the variable is unset or empty.
     pub fn from_env() -> Notifier {
-        match std::env::var("NOTIFY_SOCKET") {
-            Ok(p) if !p.is_empty() => Notifier::to(&p),
-            _ => Notifier { socket: None },
-        }
+        let enabled = std::env::var_os("NOTIFY_SOCKET").is_some_and(|p| !p.is_empty());
+        Notifier { enabled }
     }
 
-    /// Notifies the socket at `path` (`@name` for an abstract one).
-    pub fn to(path: &str) -> Notifier {
-        let socket = UnixDatagram::unbound().ok().map(|s| (s, path.to_owned()));
-        Notifier { socket }
-    }
-
+    /// Sends `state`: newline-separated `KEY=VALUE` assignments, as
+    /// sd_notify(3) defines them. A failure is logged, never fatal: the
+    /// service manager's timeouts handle a daemon it cannot hear.
     pub fn notify(&self, state: &str) {
-        let Some((sock, path)) = &self.socket else {
+        if !self.enabled {
             return;
-        };
-        let sent = if let Some(name) = path.strip_prefix('@') {
-            // An abstract socket (Linux): the name after the '@'.
-            use std::os::linux::net::SocketAddrExt;
-            std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())
-                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
-        } else {
-            sock.send_to(state.as_bytes(), path)
-        };
-        if let Err(e) = sent {
+        }
+        if let Err(e) = sd_notify::notify(&[NotifyState::Custom(state)]) {
             tracing::warn!(error = %e, "cannot notify systemd");
         }
     }
 
-    /// Half the watchdog period systemd asked for, if it asked.
+    /// Half the watchdog period systemd asked for (`WATCHDOG_USEC`, for this
+    /// process when `WATCHDOG_PID` is set), if it asked.
     pub fn watchdog_interval() -> Option<Duration> {
-        let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
-        (usec > 0).then(|| Duration::from_micros(usec / 2))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn states_arrive_as_datagrams() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("notify");
-        let rx = UnixDatagram::bind(&path).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let n = Notifier::to(path.to_str().unwrap());
-        n.notify("READY=1\nSTATUS=capturing on lo");
-        n.notify("WATCHDOG=1");
-        let mut buf = [0u8; 256];
-        let k = rx.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..k], b"READY=1\nSTATUS=capturing on lo");
-        let k = rx.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..k], b"WATCHDOG=1");
-    }
-
-    #[test]
-    fn abstract_socket_names_work() {
-        let name = format!("callrec-test-{}", std::process::id());
-        use std::os::linux::net::SocketAddrExt;
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let rx = UnixDatagram::bind_addr(&addr).unwrap();
-        rx.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        Notifier::to(&format!("@{name}")).notify("STOPPING=1");
-        let mut buf = [0u8; 64];
-        let k = rx.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..k], b"STOPPING=1");
+        sd_notify::watchdog_enabled()
+            .filter(|d| !d.is_zero())
+            .map(|d| d / 2)
     }
 }

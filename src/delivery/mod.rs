@@ -7,6 +7,7 @@
 //! * [`worker`]: one thread per destination, with backoff, hold and status.
 //! * [`queue`]: the `callrec queue` commands and `replay --deliver`.
 
+pub mod lock;
 pub mod queue;
 pub mod sftp;
 pub mod spool;

@@ -147,7 +147,7 @@ pub fn queue_command(cfg: &Config, cmd: QueueCmd) -> Result<String, DeliveryErro
             for name in selected(cfg, &destination)? {
                 spool.ensure_destination(&name).map_err(spool_err(&spool))?;
                 let n = move_all(&spool, &name, QueueState::Held, QueueState::Ready, now)?;
-                std::fs::write(spool.queue_dir(&name).join(RETRY_NOW), b"")
+                crate::recording::perms::write(&spool.queue_dir(&name).join(RETRY_NOW), b"")
                     .map_err(spool_err(&spool))?;
                 let _ = writeln!(
                     out,

@@ -401,7 +401,8 @@ impl Remote {
                 path: json.to_path_buf(),
                 msg: e.to_string(),
             })?;
-        let wav = self.stage_file(wav, format!("{base}.wav"), wav_sha256.to_string())?;
+        let ext = crate::delivery::spool::audio_ext(wav);
+        let wav = self.stage_file(wav, format!("{base}.{ext}"), wav_sha256.to_string())?;
         let json = match self.stage_file(json, format!("{base}.json"), json_sha) {
             Ok(j) => j,
             Err(e) => {

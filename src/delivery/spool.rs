@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use crate::delivery::lock::check_writable;
+pub use crate::delivery::lock::{LOCK_FILE, SpoolLock};
+use crate::recording::perms;
+
 #[cfg(test)]
 use sha2::{Digest, Sha256};
 
@@ -203,17 +207,65 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Audio file extensions a recording may have: WAV, or the compressed
+/// formats of `[recording] format` (the stem is the same).
+pub const AUDIO_EXTS: [&str; 4] = ["wav", "mp3", "opus", "flac"];
+
+/// The audio extension of a path ("wav" unless it is another audio one).
+pub fn audio_ext(p: &Path) -> &'static str {
+    let e = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+    AUDIO_EXTS
+        .iter()
+        .copied()
+        .find(|x| *x == e)
+        .unwrap_or("wav")
+}
+
 fn with_ext(dir: &Path, stem: &str, ext: &str) -> PathBuf {
     dir.join(format!("{stem}.{ext}"))
 }
 
 impl Spool {
-    /// Opens (creating if needed) the spool at `root`.
+    /// Opens (creating if needed) the spool at `root`. Folders it creates
+    /// get the configured mode and group ([`crate::recording::perms`]).
     pub fn open(root: impl AsRef<Path>) -> io::Result<Spool> {
         let root = root.as_ref().to_path_buf();
-        fs::create_dir_all(root.join("tmp"))?;
-        fs::create_dir_all(root.join("queue"))?;
+        let made = perms::create_dir_all(&root.join("tmp"))
+            .and_then(|_| perms::create_dir_all(&root.join("queue")));
+        if let Err(e) = made {
+            // Say which folder refuses us, and its mode and owner.
+            if e.kind() == io::ErrorKind::PermissionDenied && root.is_dir() {
+                check_writable(&root)?;
+            }
+            return Err(e);
+        }
         Ok(Spool { root, usage: None })
+    }
+
+    /// Makes this process the spool's only writer (`run` and `replay`):
+    /// sets `p` as the process's modes and group, gives the spool root,
+    /// `tmp/` and `queue/` that mode (whatever the umask made of them, or
+    /// a hand changed), and takes an exclusive flock(2) on `SPOOL/.lock`
+    /// for as long as the returned guard lives. A second daemon on the
+    /// same spool gets `ResourceBusy` naming the holder's pid; a folder
+    /// we cannot write or re-mode gets `PermissionDenied` naming it.
+    pub fn lock(&self, p: perms::Perms) -> io::Result<SpoolLock> {
+        perms::configure(p);
+        for dir in [self.root.clone(), self.tmp_dir(), self.root.join("queue")] {
+            check_writable(&dir)?;
+            perms::apply_dir(&dir).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "spool folder {}: cannot set mode {:04o}{}: {e}",
+                        dir.display(),
+                        p.dir_mode,
+                        p.gid.map(|g| format!(" and group {g}")).unwrap_or_default()
+                    ),
+                )
+            })?;
+        }
+        SpoolLock::take(&self.root.join(LOCK_FILE))
     }
 
     /// This handle keeps `usage` up to date (publish adds, expiry subtracts).
@@ -244,11 +296,21 @@ impl Spool {
         with_ext(&self.state_dir(dest, state), stem, ext)
     }
 
+    /// Path of a recording's audio file in a state: whichever of
+    /// [`AUDIO_EXTS`] exists (the `.wav` path when none does).
+    pub fn audio_file(&self, dest: &str, state: QueueState, stem: &str) -> PathBuf {
+        AUDIO_EXTS
+            .iter()
+            .map(|ext| self.file(dest, state, stem, ext))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| self.file(dest, state, stem, "wav"))
+    }
+
     /// Creates the state folders of a destination.
     pub fn ensure_destination(&self, dest: &str) -> io::Result<()> {
         validate_dest(dest)?;
         for s in QueueState::ALL {
-            fs::create_dir_all(self.state_dir(dest, s))?;
+            perms::create_dir_all(&self.state_dir(dest, s))?;
         }
         Ok(())
     }
@@ -277,7 +339,7 @@ impl Spool {
         validate_dest(dest)?;
         validate_stem(stem)?;
         let ready = self.state_dir(dest, QueueState::Ready);
-        let wav = with_ext(&ready, stem, "wav");
+        let wav = with_ext(&ready, stem, audio_ext(wav_tmp));
         let jsn = with_ext(&ready, stem, "json");
         for s in QueueState::ALL {
             if self.file(dest, s, stem, "json").exists() {
@@ -294,7 +356,7 @@ impl Spool {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| ready.clone());
-        fs::create_dir_all(&parent)?;
+        perms::create_dir_all(&parent)?;
         File::options().write(true).open(wav_tmp)?.sync_all()?;
         fs::rename(wav_tmp, &wav)?;
         let wav_bytes = fs::metadata(&wav).map(|m| m.len()).unwrap_or(0);
@@ -304,7 +366,7 @@ impl Spool {
             PUBLISH_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         let result = (|| {
-            let mut f = File::create(&tmp_json)?;
+            let mut f = perms::create(&tmp_json)?;
             f.write_all(json)?;
             f.sync_all()?;
             drop(f);
@@ -378,11 +440,11 @@ impl Spool {
                 format!("recording {stem} is not {} for {dest}", from.as_str()),
             ));
         }
-        let src_wav = self.file(dest, from, stem, "wav");
-        let dst_wav = self.file(dest, to, stem, "wav");
+        let src_wav = self.audio_file(dest, from, stem);
+        let dst_wav = self.file(dest, to, stem, audio_ext(&src_wav));
         let dst_json = self.file(dest, to, stem, "json");
         if let Some(p) = dst_json.parent() {
-            fs::create_dir_all(p)?;
+            perms::create_dir_all(p)?;
         }
         match fs::rename(&src_wav, &dst_wav) {
             Ok(()) => {}
@@ -461,7 +523,10 @@ impl Spool {
         for s in QueueState::ALL {
             let (mut wavs, mut jsons) = (BTreeSet::new(), BTreeSet::new());
             walk_files(&self.state_dir(dest, s), &mut |rel| {
-                if let Some(st) = rel.strip_suffix(".wav") {
+                if let Some(st) = AUDIO_EXTS
+                    .iter()
+                    .find_map(|e| rel.strip_suffix(&format!(".{e}")))
+                {
                     wavs.insert(st.to_string());
                 } else if let Some(st) = rel.strip_suffix(".json") {
                     jsons.insert(st.to_string());
@@ -483,13 +548,14 @@ impl Spool {
                 .cloned()
                 .collect();
             for stem in lone {
-                let from = self.file(dest, s, &stem, "wav");
+                let from = self.audio_file(dest, s, &stem);
+                let ext = audio_ext(&from);
                 match json_state(&stem) {
                     Some(js) => {
-                        let to = self.file(dest, js, &stem, "wav");
+                        let to = self.file(dest, js, &stem, ext);
                         if to.exists() {
                             // Two WAVs for one stem: keep the one beside the JSON, set the other aside.
-                            self.quarantine_file(dest, &from, &stem, "wav")?;
+                            self.quarantine_file(dest, &from, &stem, ext)?;
                             rep.quarantined += 1;
                         } else {
                             fs::rename(&from, &to)?;
@@ -506,7 +572,7 @@ impl Spool {
                             && (s != QueueState::Ready || age >= ORPHAN_GRACE)
                         {
                             tracing::error!(destination = dest, stem = %stem, "WAV without metadata in the spool; quarantined");
-                            self.quarantine_file(dest, &from, &stem, "wav")?;
+                            self.quarantine_file(dest, &from, &stem, ext)?;
                             rep.quarantined += 1;
                         }
                     }
@@ -540,7 +606,7 @@ impl Spool {
     fn quarantine_file(&self, dest: &str, from: &Path, stem: &str, ext: &str) -> io::Result<()> {
         let mut to = self.file(dest, QueueState::Quarantine, stem, ext);
         if let Some(p) = to.parent() {
-            fs::create_dir_all(p)?;
+            perms::create_dir_all(p)?;
         }
         let mut n = 1;
         while to.exists() {
@@ -560,7 +626,7 @@ impl Spool {
         let json = fs::read(self.file(dest, state, stem, "json"))
             .map_err(|e| format!("metadata unreadable: {e}"))?;
         let want = json_audio_sha256(&json).ok_or("metadata has no audio.sha256")?;
-        let got = sha256_file(&self.file(dest, state, stem, "wav"))
+        let got = sha256_file(&self.audio_file(dest, state, stem))
             .map_err(|e| format!("WAV unreadable: {e}"))?;
         if got != want {
             return Err(format!("WAV sha256 {got} does not match metadata {want}"));
@@ -613,7 +679,8 @@ impl Spool {
             };
             if now.duration_since(at).unwrap_or(Duration::ZERO) >= keep_delivered {
                 let mut result = Ok(());
-                for ext in ["wav", "json"] {
+                let audio = self.audio_file(dest, QueueState::Done, &stem);
+                for ext in [audio_ext(&audio), "json"] {
                     let p = self.file(dest, QueueState::Done, &stem, ext);
                     let len = fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
                     match fs::remove_file(&p) {

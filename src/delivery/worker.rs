@@ -347,7 +347,7 @@ impl Worker {
         let dir = self.qdir();
         let tmp = dir.join(".status.json.tmp");
         if let Ok(bytes) = serde_json::to_vec_pretty(&snap)
-            && std::fs::write(&tmp, bytes).is_ok()
+            && crate::recording::perms::write(&tmp, &bytes).is_ok()
         {
             let _ = std::fs::rename(&tmp, dir.join(STATUS_FILE));
         }
@@ -444,12 +444,12 @@ impl Worker {
         let staged = match self.spool.verify(name, QueueState::Inflight, stem) {
             Err(why) => Err(SftpError::BadSpoolFile {
                 dest: name.clone(),
-                path: self.spool.file(name, QueueState::Inflight, stem, "wav"),
+                path: self.spool.audio_file(name, QueueState::Inflight, stem),
                 msg: why,
             }),
             Ok(sha) => remote.stage(
                 stem,
-                &self.spool.file(name, QueueState::Inflight, stem, "wav"),
+                &self.spool.audio_file(name, QueueState::Inflight, stem),
                 &self.spool.file(name, QueueState::Inflight, stem, "json"),
                 &sha,
             ),

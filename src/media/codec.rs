@@ -18,33 +18,175 @@ pub enum Codec {
     ComfortNoise,
     /// RFC 4733 telephone-event: taken out of the audio, fed to DTMF.
     TelephoneEvent,
+    /// G.722 (static PT 9): 16 kHz audio on an 8000 Hz RTP clock (RFC 3551 4.5.2).
+    G722,
+    /// G.729 / Annex A / Annex B (static PT 18): 10-byte frames, 2-byte SID.
+    G729,
+    /// AMR-NB (RFC 4867), 8 kHz.
+    AmrNb,
+    /// AMR-WB (RFC 4867), 16 kHz.
+    AmrWb,
+    /// Opus (RFC 7587): 48000 Hz RTP clock whatever the audio bandwidth.
+    Opus,
+    /// GSM 06.10 full rate (static PT 3): 33-byte frames.
+    Gsm,
+    /// iLBC (RFC 3952): 38-byte (20 ms) or 50-byte (30 ms) frames.
+    Ilbc,
+    /// Linear 16-bit big-endian PCM (RFC 3551 4.5.11), rate from the rtpmap.
+    L16,
+    /// G.726 ADPCM (RFC 3551 4.5.4), packed as RFC 3551 says.
+    G726,
+}
+
+/// A payload type's meaning: codec plus what RTP and SDP say about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Format {
+    pub codec: Codec,
+    /// RTP timestamp clock, Hz (rtpmap; RFC 3551 for static types).
+    pub clock: u32,
+    /// Audio channels (rtpmap's third field; 1 when absent).
+    pub channels: u8,
+    /// Codec detail: AMR 1 = octet-aligned (fmtp `octet-align=1`), 0 =
+    /// bandwidth-efficient; G.726 bits per sample (2..5); iLBC frame
+    /// length in ms (20 or 30, fmtp `mode`).
+    pub param: u8,
+}
+
+impl Format {
+    /// A format with the codec's RFC 3551 defaults.
+    pub fn of(codec: Codec) -> Format {
+        let clock = match codec {
+            Codec::Opus => 48000,
+            Codec::AmrWb => 16000,
+            _ => 8000,
+        };
+        let param = match codec {
+            Codec::G726 => 4,
+            Codec::Ilbc => 30,
+            _ => 0,
+        };
+        Format {
+            codec,
+            clock,
+            channels: 1,
+            param,
+        }
+    }
+
+    /// From an SDP rtpmap's name, clock rate and channels and the type's
+    /// fmtp; None for encodings callrec cannot decode.
+    pub fn from_sdp(name: &str, clock: u32, channels: u16, fmtp: &str) -> Option<Format> {
+        let codec = Codec::from_encoding(name)?;
+        let mut f = Format::of(codec);
+        // G.722's rtpmap says 8000 by RFC 3551's historical error; keep it.
+        f.clock = if clock == 0 { f.clock } else { clock };
+        f.channels = channels.clamp(1, 2) as u8;
+        let has = |key: &str, val: &str| {
+            fmtp.split(';').any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case(key) && v.trim() == val)
+            })
+        };
+        match codec {
+            Codec::AmrNb | Codec::AmrWb => f.param = has("octet-align", "1") as u8,
+            Codec::Ilbc => f.param = if has("mode", "20") { 20 } else { 30 },
+            Codec::G726 => {
+                let kbit = name.rsplit('-').next().and_then(|k| k.parse::<u8>().ok());
+                f.param = kbit.map_or(4, |k| (k / 8).clamp(2, 5));
+            }
+            _ => {}
+        }
+        Some(f)
+    }
+
+    /// Audio that is really 16 kHz or wider: worth a 16 kHz recording.
+    pub fn is_wideband(&self) -> bool {
+        match self.codec {
+            Codec::G722 | Codec::AmrWb | Codec::Opus => true,
+            Codec::L16 => self.clock >= 16000,
+            _ => false,
+        }
+    }
+}
+
+/// The decodable payload types of an SDP media section, with their
+/// formats (rtpmap or RFC 3551 static assignment, fmtp).
+pub fn formats_from_sdp(m: &crate::sip::sdp::Media) -> Vec<(u8, Format)> {
+    m.formats
+        .iter()
+        .filter_map(|&pt| {
+            let name = m.encoding(pt)?;
+            let ch = m
+                .rtpmaps
+                .iter()
+                .find(|r| r.pt == pt)
+                .and_then(|r| r.channels)
+                .unwrap_or(1);
+            Some((
+                pt,
+                Format::from_sdp(name, m.clock_rate(pt), ch, m.fmtp(pt))?,
+            ))
+        })
+        .collect()
 }
 
 impl Codec {
     /// Maps an SDP rtpmap encoding name (case-insensitive) to a kind.
     pub fn from_encoding(name: &str) -> Option<Codec> {
-        let n = name.trim();
-        if n.eq_ignore_ascii_case("PCMU") {
-            Some(Codec::Pcmu)
-        } else if n.eq_ignore_ascii_case("PCMA") {
-            Some(Codec::Pcma)
-        } else if n.eq_ignore_ascii_case("CN") {
-            Some(Codec::ComfortNoise)
-        } else if n.eq_ignore_ascii_case("telephone-event") {
-            Some(Codec::TelephoneEvent)
-        } else {
-            None
-        }
+        let n = name.trim().to_ascii_uppercase();
+        Some(match n.as_str() {
+            "PCMU" => Codec::Pcmu,
+            "PCMA" => Codec::Pcma,
+            "CN" => Codec::ComfortNoise,
+            "TELEPHONE-EVENT" => Codec::TelephoneEvent,
+            "G722" => Codec::G722,
+            "G729" | "G729A" | "G729B" | "G729AB" => Codec::G729,
+            "AMR" => Codec::AmrNb,
+            "AMR-WB" => Codec::AmrWb,
+            "OPUS" => Codec::Opus,
+            "GSM" => Codec::Gsm,
+            "ILBC" => Codec::Ilbc,
+            "L16" => Codec::L16,
+            "G726-16" | "G726-24" | "G726-32" | "G726-40" | "G721" => Codec::G726,
+            _ => return None,
+        })
     }
 
     /// The static payload-type assignment of RFC 3551 for the kinds above.
     pub fn from_static_pt(pt: u8) -> Option<Codec> {
         match pt {
             0 => Some(Codec::Pcmu),
+            3 => Some(Codec::Gsm),
             8 => Some(Codec::Pcma),
+            9 => Some(Codec::G722),
             13 => Some(Codec::ComfortNoise),
+            18 => Some(Codec::G729),
             _ => None,
         }
+    }
+
+    /// The name metadata and history use (`codec-unsupported:NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::ComfortNoise => "CN",
+            Codec::TelephoneEvent => "telephone-event",
+            Codec::G722 => "G722",
+            Codec::G729 => "G729",
+            Codec::AmrNb => "AMR",
+            Codec::AmrWb => "AMR-WB",
+            Codec::Opus => "opus",
+            Codec::Gsm => "GSM",
+            Codec::Ilbc => "iLBC",
+            Codec::L16 => "L16",
+            Codec::G726 => "G726",
+        }
+    }
+
+    /// Audio codecs (not CN or events).
+    pub fn is_audio(self) -> bool {
+        !matches!(self, Codec::ComfortNoise | Codec::TelephoneEvent)
     }
 }
 
@@ -225,7 +367,15 @@ mod tests {
             Codec::from_encoding("telephone-event"),
             Some(Codec::TelephoneEvent)
         );
-        assert_eq!(Codec::from_encoding("G729"), None);
+        assert_eq!(Codec::from_encoding("G729"), Some(Codec::G729));
+        assert_eq!(Codec::from_encoding("G723"), None);
+        let amr = Format::from_sdp("AMR-WB", 16000, 1, "octet-align=1; mode-set=2").unwrap();
+        assert_eq!((amr.codec, amr.clock, amr.param), (Codec::AmrWb, 16000, 1));
+        assert_eq!(Format::from_sdp("G726-24", 8000, 1, "").unwrap().param, 3);
+        assert_eq!(
+            Format::from_sdp("iLBC", 8000, 1, "mode=20").unwrap().param,
+            20
+        );
         assert_eq!(Codec::from_static_pt(13), Some(Codec::ComfortNoise));
     }
 }

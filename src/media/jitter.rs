@@ -1,5 +1,14 @@
 //! Per-leg jitter buffer: places each RTP packet's samples on the
-//! recording's 8 kHz timeline and hands them out in order.
+//! recording's timeline (8 or 16 kHz) and hands them out in order.
+//!
+//! G.711 into an 8 kHz recording is decoded by table straight into the
+//! ring (the fast path). Every other codec, and G.711 into a 16 kHz
+//! recording, goes through the leg's [`LegDecoder`] (libavcodec, then
+//! libswresample to the recording's rate) and is copied into place. RTP
+//! timestamps are scaled from each payload type's clock (G.722 8000,
+//! AMR-WB 16000, Opus 48000) to the timeline's rate; a payload type with
+//! another clock than the stream's (a codec change without a new SSRC)
+//! re-anchors the stream at its capture time, so the timeline holds.
 //!
 //! The buffer is a ring of [`RING`] samples covering the timeline positions
 //! `read_pos .. read_pos + RING`; a packet is decoded straight into its
@@ -20,15 +29,16 @@
 //! drift reaches the playout delay; running fast is taken up in the next
 //! silence (and trimmed only when the window is full).
 
-use crate::media::codec::{ALAW_DECODE, Codec, ULAW_DECODE, decode_into};
+use crate::media::codec::{ALAW_DECODE, Codec, Format, ULAW_DECODE, decode_into};
+use crate::media::codecs::{DecodeError, LegDecoder};
 use crate::media::quality::QualityTracker;
 use crate::media::rtp::RtpPacket;
 use crate::prefetch;
 use crate::time::Timestamp;
 
-/// Samples held per leg (512 ms at 8 kHz); a power of two.
+/// Samples held per leg at 8 kHz (512 ms); a power of two. The sample
+/// counts below are at 8 kHz too and scale with the recording's rate.
 pub const RING: usize = 4096;
-const MASK: i64 = RING as i64 - 1;
 /// How long the recorder waits for stragglers before a sample is final.
 pub const PLAYOUT_DELAY: i64 = 1600;
 /// A new packet more than this far ahead of its capture time means the
@@ -51,6 +61,12 @@ pub fn sample_index(start: Timestamp, t: Timestamp) -> i64 {
     t.since(start).div_euclid(125)
 }
 
+/// [`sample_index`] on a timeline of `k` × 8000 samples a second.
+#[inline]
+pub fn sample_index_k(start: Timestamp, t: Timestamp, k: i64) -> i64 {
+    (t.since(start) * k).div_euclid(125)
+}
+
 /// What became of one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placed {
@@ -69,6 +85,9 @@ pub enum Placed {
     Late,
     /// Payload type not mapped: counted, silence.
     UnknownPt,
+    /// A codec callrec cannot decode, or a frame its decoder refused:
+    /// counted, silence.
+    Undecodable,
     /// Captured before the recording start (announcement time): ignored.
     BeforeStart,
     /// Audio payload larger than [`MAX_PAYLOAD`]: counted as malformed.
@@ -86,45 +105,96 @@ struct Stream {
     anchor_ts: i64,
     /// Timeline end of the newest packet's payload.
     end: i64,
+    /// RTP clock of the stream's payload type (Hz).
+    clock: u32,
 }
 
 pub struct JitterBuffer {
-    ring: Box<[i16; RING]>,
+    ring: Box<[i16]>,
+    mask: i64,
+    /// Timeline samples per 8 kHz sample: 1 (8 kHz) or 2 (16 kHz).
+    k: i64,
     read_pos: i64,
     start: Timestamp,
-    pt_map: [Option<Codec>; 128],
+    /// Payload type → 1 + index into `formats` (0: not mapped). Bytes, so
+    /// the per-call state stays small enough to stay in cache.
+    pt_map: [u8; 128],
+    formats: Vec<Format>,
+    /// Payload types the SDP bound to codecs callrec cannot decode.
+    unsupported: Vec<(u8, String)>,
+    /// Opened on the first packet that needs it.
+    decoder: Option<Box<LegDecoder>>,
     stream: Option<Stream>,
     /// Timeline span covered by the current telephone event: kept silent.
     event_span: (i64, i64),
     pub quality: QualityTracker,
+    /// The last audio codec decoded, and the name of an unsupported one
+    /// that arrived (for `codec-unsupported:NAME`).
+    pub codec: Option<Codec>,
+    pub unsupported_seen: Option<String>,
 }
 
 impl JitterBuffer {
     /// A leg whose timeline position 0 is `start`. The payload map starts
     /// with the static types (0 PCMU, 8 PCMA, 13 CN) and `telephone_event`.
     pub fn new(start: Timestamp, telephone_event: Option<u8>) -> Self {
-        let mut pt_map = [None; 128];
+        Self::with_rate(start, telephone_event, 8000)
+    }
+
+    /// A leg on a timeline of `rate` Hz (8000 or 16000).
+    pub fn with_rate(start: Timestamp, telephone_event: Option<u8>, rate: u32) -> Self {
+        let k = if rate >= 16000 { 2 } else { 1 };
+        let mut jb_formats = Vec::new();
+        let mut pt_map = [0u8; 128];
         for pt in 0..128u8 {
-            pt_map[pt as usize] = Codec::from_static_pt(pt);
+            if let Some(c) = Codec::from_static_pt(pt) {
+                pt_map[pt as usize] = intern(&mut jb_formats, Format::of(c));
+            }
         }
         if let Some(pt) = telephone_event {
-            pt_map[(pt & 0x7f) as usize] = Some(Codec::TelephoneEvent);
+            pt_map[(pt & 0x7f) as usize] =
+                intern(&mut jb_formats, Format::of(Codec::TelephoneEvent));
         }
         JitterBuffer {
-            ring: Box::new([0; RING]),
+            ring: vec![0; RING * k as usize].into_boxed_slice(),
+            mask: RING as i64 * k - 1,
+            k,
             read_pos: 0,
             start,
             pt_map,
+            formats: jb_formats,
+            unsupported: Vec::new(),
+            decoder: None,
             stream: None,
             event_span: (0, 0),
             quality: QualityTracker::default(),
+            codec: None,
+            unsupported_seen: None,
         }
     }
 
-    /// Adds or replaces payload-type meanings (from SDP rtpmap lines).
+    /// The timeline's rate, Hz.
+    pub fn rate(&self) -> u32 {
+        8000 * self.k as u32
+    }
+
+    /// Adds or replaces payload-type meanings (codecs with RFC 3551 defaults).
     pub fn set_payload_map(&mut self, map: &[(u8, Codec)]) {
         for &(pt, c) in map {
-            self.pt_map[(pt & 0x7f) as usize] = Some(c);
+            self.pt_map[(pt & 0x7f) as usize] = intern(&mut self.formats, Format::of(c));
+        }
+    }
+
+    /// Adds or replaces payload-type meanings from SDP (rtpmap, fmtp), and
+    /// names the types bound to codecs callrec cannot decode.
+    pub fn set_formats(&mut self, map: &[(u8, Format)], unsupported: &[(u8, String)]) {
+        for &(pt, f) in map {
+            self.pt_map[(pt & 0x7f) as usize] = intern(&mut self.formats, f);
+        }
+        for (pt, name) in unsupported {
+            self.pt_map[(pt & 0x7f) as usize] = 0;
+            self.unsupported.retain(|(p, _)| p != pt);
+            self.unsupported.push((*pt, name.clone()));
         }
     }
 
@@ -132,17 +202,46 @@ impl JitterBuffer {
     /// timeline position `cap_pos` will touch: the ring where its audio
     /// lands (a sender in step with capture time puts it there).
     pub fn prefetch_push(&self, cap_pos: i64) {
-        let a = (cap_pos & MASK) as usize;
-        prefetch::range(self.ring[a..].as_ptr(), (RING - a).min(MAX_PREFETCH) * 2);
+        let a = (cap_pos & self.mask) as usize;
+        let len = self.ring.len();
+        prefetch::range(self.ring[a..].as_ptr(), (len - a).min(MAX_PREFETCH) * 2);
     }
 
     /// Asks for the next `n` samples to be played out.
     pub fn prefetch_playout(&self, n: usize) {
-        let a = (self.read_pos & MASK) as usize;
+        let a = (self.read_pos & self.mask) as usize;
+        let len = self.ring.len();
         prefetch::range(
             self.ring[a..].as_ptr(),
-            (RING - a).min(n).min(MAX_PREFETCH) * 2,
+            (len - a).min(n).min(MAX_PREFETCH) * 2,
         );
+    }
+
+    /// Copies the window's samples at timeline positions `from..to`
+    /// (clipped to the window) to the same ring places of `dst`: the live
+    /// daemon keeps such a copy in a file mapping, so a killed process
+    /// leaves its jitter window behind ([`crate::recording::tail`]).
+    /// `dst` must be as long as this buffer's ring (8 kHz timelines only:
+    /// a 16 kHz ring is twice as long and is not mirrored).
+    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16; RING]) {
+        let len = self.ring.len();
+        if len != RING {
+            return;
+        }
+        let from = from.max(self.read_pos);
+        let to = to.min(self.read_pos + len as i64);
+        let mut p = from;
+        while p < to {
+            let a = (p & self.mask) as usize;
+            let n = ((to - p) as usize).min(len - a);
+            dst[a..a + n].copy_from_slice(&self.ring[a..a + n]);
+            p += n as i64;
+        }
+    }
+
+    /// Timeline span of the current telephone event (kept silent).
+    pub fn event_span(&self) -> (i64, i64) {
+        self.event_span
     }
 
     /// Timeline position of the next sample [`JitterBuffer::pop`] returns.
@@ -156,52 +255,161 @@ impl JitterBuffer {
 
     /// Places one packet captured at `now`.
     pub fn push(&mut self, now: Timestamp, pkt: &RtpPacket<'_>) -> Placed {
-        let cap_pos = sample_index(self.start, now);
+        let cap_pos = sample_index_k(self.start, now, self.k);
         if cap_pos < 0 {
             return Placed::BeforeStart;
         }
-        let (pos, new) = match self.sequence(cap_pos, pkt) {
+        let fmt = match self.pt_map[pkt.pt as usize] {
+            0 => None,
+            i => self.formats.get(i as usize - 1).copied(),
+        };
+        let (pos, new) = match self.sequence(cap_pos, pkt, fmt) {
             Ok(v) => v,
             Err(p) => return p,
         };
-        self.quality
-            .on_packet(self.stream.map_or(0, |s| s.max_seq), now.micros(), pos);
+        self.quality.on_packet(
+            self.stream.map_or(0, |s| s.max_seq),
+            now.micros(),
+            pos / self.k,
+        );
         if !new && self.stream.is_some_and(|s| pos >= s.end) {
             // An older packet placed after the newest one: a straggler from
             // before a timestamp jump, whose old timeline is gone.
             self.quality.late += 1;
             return Placed::Late;
         }
-        match self.pt_map[pkt.pt as usize] {
-            Some(Codec::Pcmu) => self.audio(pos, pkt.payload, &ULAW_DECODE),
-            Some(Codec::Pcma) => self.audio(pos, pkt.payload, &ALAW_DECODE),
-            Some(Codec::ComfortNoise) => Placed::Silence,
-            Some(Codec::TelephoneEvent) => {
-                if let [_, _, d0, d1, ..] = *pkt.payload {
-                    let dur = u16::from_be_bytes([d0, d1]) as i64;
-                    let end = pos + dur.max(1);
-                    self.event_span = if self.event_span.0 == pos {
-                        (pos, end.max(self.event_span.1))
-                    } else {
-                        (pos, end)
-                    };
-                    self.silence(pos, end);
-                }
+        let Some(fmt) = fmt else {
+            return self.unmapped(pkt.pt);
+        };
+        let placed = match fmt.codec {
+            Codec::Pcmu if self.k == 1 => self.audio(pos, pkt.payload, &ULAW_DECODE),
+            Codec::Pcma if self.k == 1 => self.audio(pos, pkt.payload, &ALAW_DECODE),
+            Codec::ComfortNoise => Placed::Silence,
+            Codec::TelephoneEvent => {
+                self.event(pos, pkt.payload);
                 Placed::Event
             }
-            None => {
-                self.quality.unknown_pt += 1;
-                Placed::UnknownPt
+            _ => self.decoded(pos, pkt.pt, fmt, pkt.payload),
+        };
+        if let Placed::Audio { samples, .. } = placed {
+            self.codec = Some(fmt.codec);
+            if new && let Some(s) = self.stream.as_mut() {
+                s.end = s.end.max(pos + samples as i64);
             }
+        }
+        placed
+    }
+
+    fn unmapped(&mut self, pt: u8) -> Placed {
+        if let Some((_, name)) = self.unsupported.iter().find(|(p, _)| *p == pt) {
+            self.quality.undecodable += 1;
+            if self.unsupported_seen.is_none() {
+                self.unsupported_seen = Some(name.clone());
+            }
+            return Placed::Undecodable;
+        }
+        self.quality.unknown_pt += 1;
+        Placed::UnknownPt
+    }
+
+    /// RFC 4733: the event's span (its duration, in RTP units) stays silent.
+    fn event(&mut self, pos: i64, payload: &[u8]) {
+        if let [_, _, d0, d1, ..] = *payload {
+            let dur = scale_ts(u16::from_be_bytes([d0, d1]) as i64, self.clock(), self.k);
+            let end = pos + dur.max(1);
+            self.event_span = if self.event_span.0 == pos {
+                (pos, end.max(self.event_span.1))
+            } else {
+                (pos, end)
+            };
+            self.silence(pos, end);
+        }
+    }
+
+    fn clock(&self) -> u32 {
+        self.stream.map_or(8000, |s| s.clock)
+    }
+
+    /// Any codec but table G.711: decoded by the leg's decoder, copied in.
+    fn decoded(&mut self, pos: i64, pt: u8, fmt: Format, payload: &[u8]) -> Placed {
+        if payload.is_empty() {
+            return Placed::Silence;
+        }
+        let rate = self.rate();
+        let mut dec = self
+            .decoder
+            .take()
+            .unwrap_or_else(|| Box::new(LegDecoder::new(rate)));
+        let placed = match dec.decode(pt, fmt, payload).map(<[i16]>::len) {
+            Ok(n) if n > MAX_PAYLOAD * self.k as usize => {
+                self.quality.malformed += 1;
+                Placed::Oversized
+            }
+            Ok(n) => {
+                self.place(pos, dec.last());
+                self.quality.decoded += 1;
+                Placed::Audio { pos, samples: n }
+            }
+            Err(e) => {
+                if matches!(e, DecodeError::Unsupported(_) | DecodeError::Open(_)) {
+                    self.unsupported_seen
+                        .get_or_insert_with(|| fmt.codec.name().to_owned());
+                }
+                tracing::debug!(codec = fmt.codec.name(), error = %e, "payload not decoded");
+                self.quality.undecodable += 1;
+                if e == DecodeError::Oversized {
+                    Placed::Oversized
+                } else {
+                    Placed::Undecodable
+                }
+            }
+        };
+        self.decoder = Some(dec);
+        placed
+    }
+
+    /// Copies decoded samples to `pos`, clipped to the window.
+    fn place(&mut self, pos: i64, samples: &[i16]) {
+        let end = pos + samples.len() as i64;
+        if end <= self.read_pos {
+            self.quality.late += 1;
+            return;
+        }
+        let from = pos.max(self.read_pos);
+        let to = end.min(self.read_pos + self.ring.len() as i64);
+        for p in from..to {
+            self.ring[(p & self.mask) as usize] = samples[(p - pos) as usize];
+        }
+        if from > pos {
+            self.quality.late += 1;
+        }
+        let (ef, et) = self.event_span;
+        if ef < to && from < et {
+            self.silence(ef.max(from), et.min(to));
         }
     }
 
     /// Sequence and timestamp bookkeeping: the packet's timeline position
     /// and whether it is the newest of its stream so far.
-    fn sequence(&mut self, cap_pos: i64, pkt: &RtpPacket<'_>) -> Result<(i64, bool), Placed> {
+    fn sequence(
+        &mut self,
+        cap_pos: i64,
+        pkt: &RtpPacket<'_>,
+        fmt: Option<Format>,
+    ) -> Result<(i64, bool), Placed> {
+        let clock = fmt.map_or(8000, |f| f.clock);
+        // G.711 at 8 kHz: one sample per byte; others learn their length
+        // when decoded.
+        let g711_len = match fmt.map(|f| f.codec) {
+            Some(Codec::Pcmu | Codec::Pcma) => pkt.payload.len() as i64 * self.k,
+            _ => 0,
+        };
         let restart = match &self.stream {
             None => true,
             Some(s) if s.ssrc != pkt.ssrc => true,
+            // A codec of another clock on the same SSRC: its timestamps
+            // cannot be compared with the old ones.
+            Some(s) if s.clock != clock && fmt.is_some_and(|f| f.codec.is_audio()) => true,
             Some(s) => (pkt.seq.wrapping_sub(s.max_seq as u16) as i16 as i64).abs() > MAX_SEQ_JUMP,
         };
         if restart {
@@ -216,11 +424,14 @@ impl JitterBuffer {
                 max_ts: ts,
                 anchor_pos: cap_pos,
                 anchor_ts: ts,
-                end: cap_pos + pkt.payload.len() as i64,
+                end: cap_pos + g711_len,
+                clock,
             });
             self.quality.new_stream(seq);
             return Ok((cap_pos, true));
         }
+        let (read_pos, k) = (self.read_pos, self.k);
+        let scaled = |s: &Stream, ts: i64| s.anchor_pos + scale_ts(ts - s.anchor_ts, s.clock, k);
         let Some(s) = self.stream.as_mut() else {
             return Ok((cap_pos, true));
         };
@@ -230,14 +441,14 @@ impl JitterBuffer {
             s.seen = if delta >= 128 { 1 } else { s.seen << delta | 1 };
             s.max_seq += delta;
             s.max_ts = ts;
-            let mut pos = s.anchor_pos + (ts - s.anchor_ts);
+            let mut pos = scaled(s, ts);
             // The newest packet would be (partly) late: its stream's RTP
             // clock fell behind capture time by the whole playout delay. A
             // sender whose clock runs slow does that steadily, and waiting
             // for MAX_BEHIND dropped every packet in between as late (148
             // of 206 on isa_inbound_call.pcap, a sender 16% slow).
-            let behind_playout = pos < self.read_pos;
-            if pos - cap_pos > MAX_AHEAD || cap_pos - pos > MAX_BEHIND || behind_playout {
+            let behind_playout = pos < read_pos;
+            if pos - cap_pos > MAX_AHEAD * k || cap_pos - pos > MAX_BEHIND * k || behind_playout {
                 // Back to capture time; but when moving back, never onto
                 // samples this stream placed and the window still holds:
                 // a sender whose clock runs fast gets ahead by the drift
@@ -246,7 +457,7 @@ impl JitterBuffer {
                 // The drift is then taken up at the next silence, or as far
                 // as the window forces.
                 let target = if pos > cap_pos {
-                    let window_end = self.read_pos + RING as i64 - MAX_PAYLOAD as i64;
+                    let window_end = read_pos + (RING as i64 - MAX_PAYLOAD as i64) * k;
                     cap_pos.max(s.end.min(window_end))
                 } else {
                     cap_pos
@@ -258,7 +469,7 @@ impl JitterBuffer {
                     self.quality.reset_transit();
                 }
             }
-            s.end = pos + pkt.payload.len() as i64;
+            s.end = pos + g711_len;
             return Ok((pos, true));
         }
         let k = -delta;
@@ -273,7 +484,7 @@ impl JitterBuffer {
             return Err(Placed::Duplicate);
         }
         s.seen |= 1 << k;
-        Ok((s.anchor_pos + (ts - s.anchor_ts), false))
+        Ok((scaled(s, ts), false))
     }
 
     fn audio(&mut self, pos: i64, payload: &[u8], table: &[i16; 256]) -> Placed {
@@ -296,7 +507,7 @@ impl JitterBuffer {
         let to = end.min(self.read_pos + RING as i64);
         if from < to {
             let src = &payload[(from - pos) as usize..(to - pos) as usize];
-            let a = (from & MASK) as usize;
+            let a = (from & self.mask) as usize;
             let first = src.len().min(RING - a);
             decode_into(table, &src[..first], &mut self.ring[a..a + first]);
             decode_into(table, &src[first..], &mut self.ring[..src.len() - first]);
@@ -305,6 +516,7 @@ impl JitterBuffer {
             // Partly played out already: the head is lost, the tail kept.
             self.quality.late += 1;
         }
+        self.quality.decoded += 1;
         let (ef, et) = self.event_span;
         if ef < to && from < et {
             self.silence(ef.max(from), et.min(to));
@@ -315,9 +527,9 @@ impl JitterBuffer {
     /// Zeroes the timeline span `from..to` where it is still in the window.
     fn silence(&mut self, from: i64, to: i64) {
         let from = from.max(self.read_pos);
-        let to = to.min(self.read_pos + RING as i64);
+        let to = to.min(self.read_pos + self.ring.len() as i64);
         for p in from..to {
-            self.ring[(p & MASK) as usize] = 0;
+            self.ring[(p & self.mask) as usize] = 0;
         }
     }
 
@@ -325,13 +537,13 @@ impl JitterBuffer {
     /// mixer to read (and mark: beep, mute) without copying them out. `n`
     /// must not reach past the end of the ring: see [`JitterBuffer::contiguous`].
     pub fn window_mut(&mut self, n: usize) -> &mut [i16] {
-        let a = (self.read_pos & MASK) as usize;
+        let a = (self.read_pos & self.mask) as usize;
         &mut self.ring[a..a + n]
     }
 
     /// How many samples from the read position lie before the ring wraps.
     pub fn contiguous(&self) -> usize {
-        RING - (self.read_pos & MASK) as usize
+        self.ring.len() - (self.read_pos & self.mask) as usize
     }
 
     /// Plays out `n` samples already read through [`JitterBuffer::window_mut`]:
@@ -346,14 +558,39 @@ impl JitterBuffer {
     pub fn pop(&mut self, out: &mut [i16]) {
         let mut done = 0;
         while done < out.len() {
-            let a = (self.read_pos & MASK) as usize;
-            let n = (out.len() - done).min(RING - a);
+            let a = (self.read_pos & self.mask) as usize;
+            let n = (out.len() - done).min(self.ring.len() - a);
             let slot = &mut self.ring[a..a + n];
             out[done..done + n].copy_from_slice(slot);
             slot.fill(0);
             done += n;
             self.read_pos += n as i64;
         }
+    }
+}
+
+/// 1 + the index of `f` in `formats`, added if new (at most 128 distinct
+/// formats: payload types are 7 bits, so the map can never need more).
+fn intern(formats: &mut Vec<Format>, f: Format) -> u8 {
+    let i = match formats.iter().position(|x| *x == f) {
+        Some(i) => i,
+        None if formats.len() < 255 => {
+            formats.push(f);
+            formats.len() - 1
+        }
+        None => return 0,
+    };
+    (i + 1) as u8
+}
+
+/// RTP timestamp units at `clock` Hz to samples at `k` × 8 kHz.
+#[inline]
+fn scale_ts(d: i64, clock: u32, k: i64) -> i64 {
+    let rate = 8000 * k;
+    if clock as i64 == rate || clock == 0 {
+        d
+    } else {
+        d * rate / clock as i64
     }
 }
 
@@ -492,7 +729,7 @@ mod tests {
         let mut jb = JitterBuffer::new(START, Some(101));
         assert_eq!(push(&mut jb, -20, &pkt(1, 0, 1, 100)), "BeforeStart");
         assert_eq!(
-            push(&mut jb, 0, &build_rtp(18, 2, 160, 1, false, &[1; 20])),
+            push(&mut jb, 0, &build_rtp(19, 2, 160, 1, false, &[1; 20])),
             "UnknownPt"
         );
         assert_eq!(

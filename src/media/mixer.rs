@@ -22,6 +22,10 @@ const BLOCK: usize = 1024;
 /// so the tone is a fixed table: 8000 * sin(2πk/8), about -12 dBFS.
 pub const BEEP_SAMPLES: i64 = 1600;
 const BEEP: [i16; 8] = [0, 5657, 8000, 5657, 0, -5657, -8000, -5657];
+/// The same 1 kHz at 16 kHz: 8000 * sin(2πk/16).
+const BEEP16: [i16; 16] = [
+    0, 3061, 5657, 7391, 8000, 7391, 5657, 3061, 0, -3061, -5657, -7391, -8000, -7391, -5657, -3061,
+];
 /// Pause intervals kept; past this, a new pause re-opens the last one so
 /// that a flood of pause digits can only mute more, never less.
 const MAX_PAUSES: usize = 256;
@@ -33,15 +37,23 @@ pub struct Mixer {
     /// First pause that may still overlap frames not yet written.
     cursor: usize,
     beep_at: Option<i64>,
+    /// Timeline samples per 8 kHz sample (1, or 2 at 16 kHz).
+    k: i64,
 }
 
 impl Mixer {
     pub fn new(channels: Channels) -> Self {
+        Self::with_rate(channels, 8000)
+    }
+
+    /// A mixer for a timeline of `rate` Hz (8000 or 16000).
+    pub fn with_rate(channels: Channels, rate: u32) -> Self {
         Mixer {
             channels,
             pauses: Vec::new(),
             cursor: 0,
             beep_at: None,
+            k: if rate >= 16000 { 2 } else { 1 },
         }
     }
 
@@ -117,12 +129,18 @@ impl Mixer {
                 // subscriber channel stays exactly the subscriber.
                 let target = if stereo { &mut *b } else { &mut *a };
                 let from = at.max(pos);
-                let to = (at + BEEP_SAMPLES).min(pos + n as i64);
+                let len = BEEP_SAMPLES * self.k;
+                let to = (at + len).min(pos + n as i64);
                 for p in from..to {
                     let s = &mut target[(p - pos) as usize];
-                    *s = s.saturating_add(BEEP[((p - at) & 7) as usize]);
+                    let b = if self.k == 1 {
+                        BEEP[((p - at) & 7) as usize]
+                    } else {
+                        BEEP16[((p - at) & 15) as usize]
+                    };
+                    *s = s.saturating_add(b);
                 }
-                if at + BEEP_SAMPLES <= pos + n as i64 {
+                if at + len <= pos + n as i64 {
                     self.beep_at = None;
                 }
             }

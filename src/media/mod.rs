@@ -11,9 +11,11 @@
 //! Nothing here reads a clock: time is the packet's capture time.
 
 pub mod codec;
+pub mod codecs;
 pub mod dtmf;
 pub mod jitter;
 pub mod mixer;
 pub mod pause;
 pub mod quality;
 pub mod rtp;
+pub mod srtp;

@@ -17,12 +17,19 @@ pub struct LegQuality {
     pub jitter_ms: f64,
     /// Longest time between two consecutive packets, in milliseconds.
     pub max_gap_ms: u64,
-    /// E-model estimate, 1.0 .. 4.5.
-    pub mos: f64,
+    /// E-model estimate, 1.0 .. 4.5; absent when no audio was decoded
+    /// (a MOS of audio nobody can hear would be a lie).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mos: Option<f64>,
     /// Packets that were not valid RTP (wrong version, truncated ...).
     pub malformed: u64,
-    /// Packets with a payload type the SDP did not map to G.711/CN/events.
+    /// Packets with a payload type the SDP did not map to any codec.
     pub unknown_pt: u64,
+    /// Audio packets decoded into the recording.
+    pub decoded: u64,
+    /// Packets that gave no audio: a codec callrec cannot decode, a frame
+    /// its decoder refused, or SRTP that did not authenticate.
+    pub undecodable: u64,
     /// Packets sent to this leg's address from a source no evidence
     /// supports as the party's (dropped on the capture thread).
     pub foreign: u64,
@@ -36,6 +43,8 @@ pub struct QualityTracker {
     pub late: u64,
     pub malformed: u64,
     pub unknown_pt: u64,
+    pub decoded: u64,
+    pub undecodable: u64,
     pub foreign: u64,
     /// Loss of the SSRCs already finished.
     lost_closed: u64,
@@ -124,13 +133,12 @@ impl QualityTracker {
             late: self.late,
             jitter_ms: (jitter_ms * 100.0).round() / 100.0,
             max_gap_ms: (self.max_gap_us.max(0) / 1000) as u64,
-            mos: if self.packets == 0 {
-                0.0
-            } else {
-                (mos_g711(loss_pct, jitter_ms) * 100.0).round() / 100.0
-            },
+            mos: (self.decoded > 0)
+                .then(|| (mos_g711(loss_pct, jitter_ms) * 100.0).round() / 100.0),
             malformed: self.malformed,
             unknown_pt: self.unknown_pt,
+            decoded: self.decoded,
+            undecodable: self.undecodable,
             foreign: self.foreign,
         }
     }
@@ -180,6 +188,9 @@ mod tests {
             let arrival = i * 20_000 + if i % 2 == 1 { 10_000 } else { 0 };
             q.on_packet(i, arrival, i * 160);
         }
+        let s = q.snapshot();
+        assert_eq!(s.mos, None, "no audio decoded: no MOS");
+        q.decoded = 1;
         let s = q.snapshot();
         assert!((s.jitter_ms - 10.0).abs() < 0.5, "{}", s.jitter_ms);
         assert_eq!(s.max_gap_ms, 30);

@@ -26,6 +26,10 @@ pub struct Metadata {
     pub audio: AudioMeta,
     pub pauses: Vec<PauseMeta>,
     pub quality: QualityMeta,
+    /// Why none of the audio could be decoded ("media-encrypted",
+    /// "codec-unsupported:NAME"); such a segment is never delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undecodable: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -54,9 +58,19 @@ pub struct AudioMeta {
     pub channels: u16,
     pub channel_map: Vec<String>,
     pub sample_rate: u32,
+    /// The codec each party's audio arrived in (the last one decoded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<CodecsMeta>,
     pub duration_ms: u64,
     pub sha256: String,
     pub bytes: u64,
+}
+
+/// The codec per party; None where no audio was decoded.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct CodecsMeta {
+    pub subscriber: Option<&'static str>,
+    pub remote: Option<&'static str>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]

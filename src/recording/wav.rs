@@ -45,7 +45,7 @@ fn silence_byte(f: AudioFormat) -> u8 {
 
 /// Header bytes; returns them and the offsets of the fact sample count
 /// (non-PCM only) and the data size.
-fn header(format: AudioFormat, channels: u16) -> (Vec<u8>, Option<usize>, usize) {
+fn header(format: AudioFormat, channels: u16, rate: u32) -> (Vec<u8>, Option<usize>, usize) {
     let bps = bytes_per_sample(format);
     let block = channels * bps;
     let mut h = Vec::with_capacity(58);
@@ -57,8 +57,8 @@ fn header(format: AudioFormat, channels: u16) -> (Vec<u8>, Option<usize>, usize)
     h.extend_from_slice(&(if pcm { 16u32 } else { 18 }).to_le_bytes());
     h.extend_from_slice(&format_tag(format).to_le_bytes());
     h.extend_from_slice(&channels.to_le_bytes());
-    h.extend_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h.extend_from_slice(&(SAMPLE_RATE * block as u32).to_le_bytes());
+    h.extend_from_slice(&rate.to_le_bytes());
+    h.extend_from_slice(&(rate * block as u32).to_le_bytes());
     h.extend_from_slice(&block.to_le_bytes());
     h.extend_from_slice(&(bps * 8).to_le_bytes());
     let mut fact = None;
@@ -103,8 +103,18 @@ pub struct WavWriter {
 }
 
 impl WavWriter {
-    /// Creates (truncates) `path` and writes the header.
+    /// Creates (truncates) `path` and writes the header (8 kHz).
     pub fn create(path: &Path, format: AudioFormat, channels: u16) -> io::Result<WavWriter> {
+        Self::create_at(path, format, channels, SAMPLE_RATE)
+    }
+
+    /// [`WavWriter::create`] at `rate` Hz (8000 or 16000).
+    pub fn create_at(
+        path: &Path,
+        format: AudioFormat,
+        channels: u16,
+        rate: u32,
+    ) -> io::Result<WavWriter> {
         if !(1..=2).contains(&channels) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -118,7 +128,8 @@ impl WavWriter {
             .create(true)
             .truncate(true)
             .open(path)?;
-        let (h, fact_at, data_size_at) = header(format, channels);
+        crate::recording::perms::apply_file(&file)?;
+        let (h, fact_at, data_size_at) = header(format, channels, rate);
         let mut buf = Box::new([0u8; BUF_BYTES]);
         buf[..h.len()].copy_from_slice(&h);
         Ok(WavWriter {
@@ -211,6 +222,15 @@ impl WavWriter {
     fn flush_buf(&mut self) -> io::Result<()> {
         let n = std::mem::take(&mut self.buffered);
         self.file.write_all(&self.buf[..n])
+    }
+
+    /// Hands what is buffered to the kernel (one `write`, no fsync): a
+    /// process killed afterwards loses none of it; a power cut still can.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.buffered == 0 {
+            return Ok(());
+        }
+        self.flush_buf()
     }
 
     /// Pads with silence or cuts to exactly `frames` frames (when given),
@@ -445,6 +465,35 @@ pub fn recover(path: &Path) -> io::Result<RecoveredInfo> {
         bytes: keep,
         trimmed: len.saturating_sub(keep),
     })
+}
+
+/// Whole frames after the header of a WAV being written (whatever its
+/// header says), and its channel count.
+pub fn whole_frames(path: &Path) -> io::Result<(u64, u16)> {
+    let mut file = File::open(path)?;
+    let l = parse_layout(&read_head(&mut file)?, path)?;
+    let len = file.metadata()?.len();
+    Ok((
+        len.saturating_sub(l.data_at as u64) / l.block as u64,
+        l.channels,
+    ))
+}
+
+/// Appends interleaved `samples` (encoded in the file's format) after its
+/// first `frames` whole frames, dropping anything beyond them first. The
+/// header is left as it is: [`recover`] patches it.
+pub fn append_samples(path: &Path, frames: u64, samples: &[i16]) -> io::Result<()> {
+    let mut file = OpenOptions::new().read(true).write(true).open(path)?;
+    let l = parse_layout(&read_head(&mut file)?, path)?;
+    let end = l.data_at as u64 + frames * l.block as u64;
+    file.set_len(end)?;
+    let bytes: Vec<u8> = match l.format {
+        AudioFormat::Pcm16 => samples.iter().flat_map(|s| s.to_le_bytes()).collect(),
+        AudioFormat::Ulaw => samples.iter().map(|&s| encode_ulaw(s)).collect(),
+        AudioFormat::Alaw => samples.iter().map(|&s| encode_alaw(s)).collect(),
+    };
+    file.seek(SeekFrom::Start(end))?;
+    file.write_all(&bytes)
 }
 
 /// A decoded WAV file.

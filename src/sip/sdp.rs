@@ -1,5 +1,8 @@
 //! SDP (RFC 4566) as far as recording needs it: where each audio stream
-//! goes, which payload types mean what, ptime and direction.
+//! goes, which payload types mean what (rtpmap, fmtp), ptime and direction,
+//! and how its media is protected: SDES keys (`a=crypto`, RFC 4568) or keys
+//! callrec cannot see (DTLS-SRTP `a=fingerprint`, RFC 5763; ZRTP
+//! `a=zrtp-hash`, RFC 6189).
 
 use std::net::IpAddr;
 
@@ -42,6 +45,54 @@ pub struct Media {
     pub rtcp_port: Option<u16>,
     /// `a=rtcp:port IN IP4 addr`.
     pub rtcp_addr: Option<IpAddr>,
+    /// `a=fmtp:<pt> <params>` (RFC 4566 section 6), parameters as written.
+    pub fmtps: Vec<(u8, String)>,
+    /// `a=crypto` lines (RFC 4568 section 9.1), in order of preference.
+    pub crypto: Vec<Crypto>,
+    /// Keys negotiated out of callrec's sight: "dtls" (`a=fingerprint` or a
+    /// DTLS proto) or "zrtp" (`a=zrtp-hash`).
+    pub unseen_keys: Option<&'static str>,
+}
+
+/// One `a=crypto:<tag> <suite> <key-params>` line (RFC 4568 section 9.1).
+/// Its Debug output never shows the key: keys are never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    /// e.g. "AES_CM_128_HMAC_SHA1_80", "AEAD_AES_256_GCM".
+    pub suite: String,
+    /// Each `inline:<base64 key||salt>[|<lifetime>][|<MKI>:<length>]`.
+    pub key_params: Vec<String>,
+    /// Session parameters (UNENCRYPTED_SRTP, KDR=...), as written.
+    pub session_params: Vec<String>,
+}
+
+impl std::fmt::Debug for Crypto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Crypto({} {} <{} key(s)>)",
+            self.tag,
+            self.suite,
+            self.key_params.len()
+        )
+    }
+}
+
+impl Crypto {
+    /// Parses the value of an `a=crypto` attribute; None when malformed.
+    pub fn parse(value: &str) -> Option<Crypto> {
+        let mut it = value.split_whitespace();
+        let tag = it.next()?.parse().ok()?;
+        let suite = it.next()?.to_owned();
+        let keys = it.next()?;
+        Some(Crypto {
+            tag,
+            suite,
+            key_params: keys.split(';').map(str::to_owned).collect(),
+            session_params: it.map(str::to_owned).collect(),
+        })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
@@ -100,6 +151,25 @@ impl Media {
             _ => None,
         }
     }
+    /// The `a=fmtp` parameters of a payload type ("" when none).
+    pub fn fmtp(&self, pt: u8) -> &str {
+        self.fmtps
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map_or("", |(_, v)| v.as_str())
+    }
+    /// The RTP clock rate of a payload type: the rtpmap's, else RFC 3551's
+    /// (8000 for every static audio type we know, G.722 included).
+    pub fn clock_rate(&self, pt: u8) -> u32 {
+        self.rtpmaps
+            .iter()
+            .find(|m| m.pt == pt)
+            .map_or(8000, |m| m.clock_rate)
+    }
+    /// The profile protects the media (RTP/SAVP, RTP/SAVPF, UDP/TLS/RTP/SAVP).
+    pub fn is_secure(&self) -> bool {
+        self.proto.to_ascii_uppercase().contains("SAVP")
+    }
     /// Port 0: the stream is refused or removed.
     pub fn is_disabled(&self) -> bool {
         self.port == 0
@@ -152,6 +222,7 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
     let text = String::from_utf8_lossy(data);
     let mut sdp = Sdp::default();
     let mut seen_v = false;
+    let mut session_unseen: Option<&'static str> = None;
     for line in text.lines() {
         let line = line.trim();
         let Some((k, v)) = line.split_once('=') else {
@@ -196,7 +267,15 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
                     direction: sdp.direction,
                     rtcp_port: None,
                     rtcp_addr: None,
+                    fmtps: Vec::new(),
+                    crypto: Vec::new(),
+                    unseen_keys: None,
                 });
+                if let Some(m) = sdp.media.last_mut()
+                    && m.proto.to_ascii_uppercase().contains("TLS")
+                {
+                    m.unseen_keys = Some("dtls");
+                }
             }
             "a" => {
                 let (name, value) = v.split_once(':').unwrap_or((v, ""));
@@ -209,6 +288,12 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
                     continue;
                 }
                 let Some(m) = sdp.media.last_mut() else {
+                    // Session-level keys outside our sight apply to every stream.
+                    match name.to_ascii_lowercase().as_str() {
+                        "fingerprint" => session_unseen = Some("dtls"),
+                        "zrtp-hash" => session_unseen = session_unseen.or(Some("zrtp")),
+                        _ => {}
+                    }
                     continue;
                 };
                 match name.to_ascii_lowercase().as_str() {
@@ -228,6 +313,16 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
                             });
                         }
                     }
+                    "fmtp" => {
+                        let (pt, params) =
+                            value.split_once(char::is_whitespace).unwrap_or((value, ""));
+                        if let Ok(pt) = pt.trim().parse() {
+                            m.fmtps.push((pt, params.trim().to_owned()));
+                        }
+                    }
+                    "crypto" => m.crypto.extend(Crypto::parse(value)),
+                    "fingerprint" => m.unseen_keys = Some("dtls"),
+                    "zrtp-hash" => m.unseen_keys = m.unseen_keys.or(Some("zrtp")),
                     // Some devices write fractions ("20.0"); keep the integer part.
                     "ptime" => m.ptime = value.split('.').next().and_then(|p| p.parse().ok()),
                     "maxptime" => m.maxptime = value.split('.').next().and_then(|p| p.parse().ok()),
@@ -248,12 +343,31 @@ pub fn parse(data: &[u8]) -> Result<Sdp, SdpError> {
     if !seen_v {
         return Err(SdpError::NoVersion);
     }
+    for m in &mut sdp.media {
+        m.unseen_keys = m.unseen_keys.or(session_unseen);
+    }
     Ok(sdp)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn crypto_fmtp_and_unseen_keys() {
+        let s = parse(b"v=0\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 RTP/SAVP 96 9\r\na=rtpmap:96 AMR-WB/16000\r\na=fmtp:96 octet-align=1; mode-change-capability=2\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz|2^20|1:4\r\na=crypto:2 bogus\r\n").unwrap();
+        let m = s.audio().unwrap();
+        assert!(m.is_secure());
+        assert_eq!(m.fmtp(96), "octet-align=1; mode-change-capability=2");
+        assert_eq!((m.clock_rate(96), m.clock_rate(9)), (16000, 8000));
+        assert_eq!(m.crypto.len(), 1, "the malformed line is skipped");
+        assert_eq!(m.crypto[0].suite, "AES_CM_128_HMAC_SHA1_80");
+        let shown = format!("{:?}", m.crypto[0]);
+        assert!(!shown.contains("WVNf"), "a key in Debug output: {shown}");
+        assert_eq!(m.unseen_keys, None);
+        let d = parse(b"v=0\r\na=fingerprint:sha-256 AB:CD\r\nc=IN IP4 192.0.2.1\r\nm=audio 4000 UDP/TLS/RTP/SAVPF 0\r\n").unwrap();
+        assert_eq!(d.audio().unwrap().unseen_keys, Some("dtls"));
+    }
 
     #[test]
     fn parses_audio() {

@@ -45,3 +45,15 @@ pub fn can_run(name: &str, tool: &str, version_arg: &str) -> bool {
     }
     super::tools::tool_present(tool, version_arg)
 }
+
+/// A segment's length from its `started_at` and `ended_at` (RFC 3339,
+/// the same day and offset), in ms.
+pub fn span_ms(seg: &serde_json::Value) -> i64 {
+    let ms = |k: &str| {
+        let t = seg[k].as_str().unwrap();
+        let clock = &t[11..23]; // HH:MM:SS.mmm
+        let f = |r: std::ops::Range<usize>| clock[r].parse::<i64>().unwrap();
+        ((f(0..2) * 60 + f(3..5)) * 60 + f(6..8)) * 1000 + f(9..12)
+    };
+    (ms("ended_at") - ms("started_at")).rem_euclid(86_400_000)
+}

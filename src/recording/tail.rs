@@ -1,0 +1,219 @@
+//! The jitter window, kept where a killed process leaves it: live only.
+//!
+//! The recorder writes a sample to the WAV only once it has waited
+//! [`PLAYOUT_DELAY`](crate::media::jitter::PLAYOUT_DELAY) (200 ms) for
+//! stragglers, so at any instant the last 200 ms of a call's audio exist
+//! only in the two legs' jitter rings. In the live daemon each segment
+//! keeps a copy of those rings in a shared file mapping beside its WAV
+//! (`<name>.wav.tail`, 16 KiB): every packet's samples are copied there as
+//! they are placed (a 320-byte copy, no system call) and the played-out
+//! part is zeroed as the WAV write of it returns. The pages belong to the
+//! kernel's page cache, so `kill -9` loses none of it; at the next start
+//! [`restore_tail`] mixes what the window held past the WAV's end and
+//! appends it, before the WAV is repaired and published. (A power cut
+//! loses the mapping's unwritten pages like any other unsynced write.)
+//!
+//! Layout (native endian, this host only): a 64-byte header (magic,
+//! recording start, played-out position, end of the newest audio, the
+//! last pause, channels) and the two rings of [`RING`] samples at their
+//! ring positions (timeline position mod [`RING`]).
+
+use crate::media::jitter::{JitterBuffer, RING};
+use crate::recording::wav;
+use crate::time::Timestamp;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+
+const MAGIC: [u8; 8] = *b"CRTAIL01";
+const MASK: i64 = RING as i64 - 1;
+/// No pause: the pause interval's open end.
+const OPEN: i64 = i64::MAX;
+
+#[repr(C)]
+struct Layout {
+    magic: [u8; 8],
+    start_us: i64,
+    /// Timeline position up to which the WAV holds the audio (written).
+    committed: i64,
+    /// End of the newest audio placed in either ring.
+    end: i64,
+    /// The last pause, `from..to` (to = [`OPEN`] while paused); from =
+    /// to = 0 when none.
+    pause_from: i64,
+    pause_to: i64,
+    channels: i64,
+    _pad: i64,
+    rings: [[i16; RING]; 2],
+}
+
+const SIZE: usize = std::mem::size_of::<Layout>();
+
+/// Where the tail of the segment written at `wav` is kept.
+pub fn tail_path(wav: &Path) -> PathBuf {
+    let mut p = wav.as_os_str().to_owned();
+    p.push(".tail");
+    PathBuf::from(p)
+}
+
+/// One segment's jitter-window copy, mapped from its file.
+pub struct TailMirror {
+    map: NonNull<Layout>,
+    path: PathBuf,
+}
+
+// The mapping is owned by this value alone; it moves with the recorder
+// from the shard to its finisher and is unmapped once.
+unsafe impl Send for TailMirror {}
+
+impl TailMirror {
+    /// Creates `tail_path(wav)` (0640) and maps it.
+    pub fn create(wav: &Path, start: Timestamp, channels: u16) -> io::Result<TailMirror> {
+        let path = tail_path(wav);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&path)?;
+        crate::recording::perms::apply_file(&file)?;
+        file.set_len(SIZE as u64)?;
+        // SAFETY: a fresh shared mapping of a file of SIZE bytes, checked
+        // below; the file may be closed once mapped.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                SIZE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let mut t = TailMirror {
+            map: NonNull::new(p.cast()).ok_or_else(|| io::Error::other("mmap gave null"))?,
+            path,
+        };
+        let l = t.layout();
+        l.magic = MAGIC;
+        l.start_us = start.0;
+        l.channels = channels as i64;
+        Ok(t)
+    }
+
+    fn layout(&mut self) -> &mut Layout {
+        // SAFETY: the mapping is SIZE bytes, page aligned, zero-filled at
+        // creation (a valid Layout) and only this value refers to it.
+        unsafe { self.map.as_mut() }
+    }
+
+    /// A packet put samples at `from..to` of `leg`'s ring: copy them.
+    pub fn placed(&mut self, leg: usize, jb: &JitterBuffer, from: i64, to: i64) {
+        let l = self.layout();
+        jb.mirror_into(from, to, &mut l.rings[leg]);
+        if to > l.end {
+            l.end = to;
+        }
+    }
+
+    /// The WAV now holds everything before `pos`: the copy of it goes.
+    pub fn committed(&mut self, pos: i64) {
+        let l = self.layout();
+        let from = l.committed.max(pos - RING as i64);
+        for p in from..pos {
+            let a = (p & MASK) as usize;
+            l.rings[0][a] = 0;
+            l.rings[1][a] = 0;
+        }
+        l.committed = l.committed.max(pos);
+    }
+
+    pub fn paused(&mut self, pos: i64) {
+        let l = self.layout();
+        l.pause_from = pos;
+        l.pause_to = OPEN;
+    }
+
+    pub fn resumed(&mut self, pos: i64) {
+        self.layout().pause_to = pos;
+    }
+
+    /// The segment's WAV is finished (exactly its length): the window,
+    /// which may reach past the segment's end, must not be appended to
+    /// it after a crash.
+    pub fn discard(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Drop for TailMirror {
+    fn drop(&mut self) {
+        // SAFETY: mapped in `create` with this size; unmapped once.
+        unsafe {
+            libc::munmap(self.map.as_ptr().cast(), SIZE);
+        }
+    }
+}
+
+fn field(b: &[u8], at: usize) -> i64 {
+    i64::from_ne_bytes(b[at..at + 8].try_into().unwrap_or_default())
+}
+
+fn sample(b: &[u8], leg: usize, pos: i64) -> i16 {
+    let at = 64 + (leg * RING + (pos & MASK) as usize) * 2;
+    i16::from_ne_bytes([b[at], b[at + 1]])
+}
+
+/// Crash recovery, before [`wav::recover`]: appends to the WAV at `wav`
+/// the audio its tail file held past the WAV's whole frames (mixed as the
+/// recorder would: stereo or the saturating mono sum, muted inside the
+/// last pause), then removes the tail file. Returns the frames added (0
+/// without a usable tail file).
+pub fn restore_tail(wav_path: &Path) -> io::Result<u64> {
+    let path = tail_path(wav_path);
+    let b = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    if b.len() != SIZE || b[..8] != MAGIC {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: not a tail file", path.display()),
+        ));
+    }
+    let (committed, end, pause) = (field(&b, 16), field(&b, 24), (field(&b, 32), field(&b, 40)));
+    let (frames, channels) = wav::whole_frames(wav_path)?;
+    let from = (frames as i64).max(committed);
+    let to = end.min(committed + RING as i64);
+    let mut samples = Vec::new();
+    for p in from..to {
+        let muted = pause.0 <= p && p < pause.1;
+        let (l, r) = if muted {
+            (0, 0)
+        } else {
+            (sample(&b, 0, p), sample(&b, 1, p))
+        };
+        if channels == 2 {
+            samples.extend([l, r]);
+        } else {
+            samples.push(l.saturating_add(r));
+        }
+    }
+    let added = (to - from).max(0) as u64;
+    if added > 0 && frames as i64 == from {
+        wav::append_samples(wav_path, frames, &samples)?;
+    }
+    std::fs::remove_file(&path)?;
+    Ok(if frames as i64 == from { added } else { 0 })
+}
+
+#[cfg(test)]
+#[path = "tail_tests.rs"]
+mod tests;
