@@ -52,7 +52,8 @@ pub fn open(
     pcap_path: &Path,
 ) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match mode {
-        AnnounceMode::Off => Box::new(OffSink),
+        // Inline mode rewrites the parties' own packets; the player sends nothing.
+        AnnounceMode::Off | AnnounceMode::Inline => Box::new(OffSink),
         AnnounceMode::Pcap => Box::new(PcapSink::create(pcap_path)?),
         AnnounceMode::Udp => Box::new(UdpSink::new()),
         AnnounceMode::Inject => {
