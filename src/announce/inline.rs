@@ -240,6 +240,12 @@ impl Control {
                         (0..2).for_each(|p| o.fail(p, "the flows could not be diverted (nft)"));
                     }
                 }
+                tracing::info!(
+                    call = format_args!("{call:x}"),
+                    flows = added.len(),
+                    clip_ms = hold.as_millis() as u64 - GRACE.as_millis() as u64,
+                    "inline flows diverted"
+                );
                 for k in added {
                     self.deadlines.insert(k, Instant::now() + hold);
                 }
@@ -307,7 +313,16 @@ impl Control {
         }
         if let Ok(mut t) = self.table.lock() {
             for k in keys {
-                t.flows.remove(k);
+                if let Some(f) = t.flows.remove(k) {
+                    tracing::info!(
+                        call = format_args!("{:x}", f.call),
+                        from = %k.src,
+                        to = %k.dst,
+                        rewritten = f.rewritten,
+                        finished = f.done,
+                        "inline flow released"
+                    );
+                }
             }
         }
         for k in keys {
