@@ -307,6 +307,7 @@ impl Control {
         }
         // Out of the kernel's set first, then out of the table: a packet
         // queued in between finds no flow and passes untouched.
+        let started = Instant::now();
         if let Err(e) = self.nft.delete(keys) {
             self.stats.nft_errors.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(error = %e, "cannot release diverted flows; the kernel's timeout will");
@@ -320,6 +321,7 @@ impl Control {
                         to = %k.dst,
                         rewritten = f.rewritten,
                         finished = f.done,
+                        nft_ms = started.elapsed().as_millis() as u64,
                         "inline flow released"
                     );
                 }

@@ -26,5 +26,7 @@ for pair in a:11 b:12 p:10; do
   nsx br ip link set "v$n" master br0 up
   nsx "$n" ip addr add "192.0.2.$host/24" dev eth0
   nsx "$n" ip link set eth0 up
+  # linphonec listens only once it believes the network is up: a default route.
+  nsx "$n" ip route add default dev eth0
 done
 nsx br sysctl -q -w net.bridge.bridge-nf-call-iptables=1

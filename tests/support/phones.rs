@@ -317,3 +317,121 @@ pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> Option<Instan
     }
     None
 }
+
+/// linphonec (liblinphone 5.1) as a phone: file mode ("soundcard use
+/// files"), playing a tone file and recording what it plays out, answering
+/// automatically. linphonec only runs its event loop when a line of input
+/// arrives (stdin not a terminal), so a feeder thread sends an empty line
+/// every 20 ms; [`Linphonec::keys`] types into the same stream.
+pub struct Linphonec {
+    pub dir: PathBuf,
+    pub ns: &'static str,
+    stdin: std::sync::Arc<std::sync::Mutex<Option<std::process::ChildStdin>>>,
+}
+
+impl Linphonec {
+    pub fn configure(lab: &Lab, ns: &'static str, tone_hz: u32) -> Linphonec {
+        let dir = lab.dir.join(format!("linphonec-{ns}"));
+        std::fs::create_dir_all(dir.join(".local/share/linphone")).unwrap();
+        write_tone(&dir.join("tone.wav"), tone_hz, 60);
+        let rc = "[sip]\nsip_port=5060\ndefault_proxy=-1\n[rtp]\naudio_rtp_port=40200\n\
+                  [sound]\nechocancellation=0\n\
+                  [audio_codec_0]\nmime=PCMU\nrate=8000\nchannels=1\nenabled=1\n\
+                  [audio_codec_1]\nmime=opus\nrate=48000\nchannels=2\nenabled=0\n\
+                  [audio_codec_2]\nmime=speex\nrate=16000\nchannels=1\nenabled=0\n";
+        std::fs::write(dir.join("rc"), rc).unwrap();
+        Linphonec {
+            dir,
+            ns,
+            stdin: Default::default(),
+        }
+    }
+
+    /// Starts linphonec for `secs` seconds (then `quit`).
+    pub fn start(&self, lab: &Lab, secs: u64) -> Child {
+        let mut child = lab
+            .cmd(self.ns, "linphonec")
+            .arg("-c")
+            .arg(self.dir.join("rc"))
+            .args(["-d", "3", "-l"])
+            .arg(self.dir.join("linphonec.log"))
+            .env("HOME", &self.dir)
+            .stdin(Stdio::piped())
+            .stdout(std::fs::File::create(self.dir.join("linphonec.out")).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("linphonec");
+        *self.stdin.lock().unwrap() = child.stdin.take();
+        let dir = self.dir.display().to_string();
+        self.keys(&format!(
+            "soundcard use files\nplay {dir}/tone.wav\nrecord {dir}/playout.wav\nautoanswer enable\n"
+        ));
+        let stdin = self.stdin.clone();
+        std::thread::spawn(move || {
+            let end = Instant::now() + Duration::from_secs(secs);
+            while Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(20));
+                if let Some(s) = stdin.lock().unwrap().as_mut() {
+                    let _ = std::io::Write::write_all(s, b"\n");
+                }
+            }
+            if let Some(mut s) = stdin.lock().unwrap().take() {
+                let _ = std::io::Write::write_all(&mut s, b"quit\n");
+            }
+        });
+        child
+    }
+
+    /// Types `text` (commands, or DTMF digits during a call).
+    pub fn keys(&self, text: &str) {
+        if let Some(s) = self.stdin.lock().unwrap().as_mut() {
+            let _ = std::io::Write::write_all(s, text.as_bytes());
+        }
+    }
+
+    /// What it played out (its `record` file).
+    pub fn playout(&self) -> Vec<i16> {
+        callrec::recording::wav::read_wav(&self.dir.join("playout.wav"))
+            .unwrap()
+            .samples
+            .remove(0)
+    }
+}
+
+/// [`find_clip`] for players whose jitter buffer stretches or drops
+/// audio (linphone's adaptive buffer and flow control do): the clip is
+/// cut into half-second pieces, each found within ±100 ms of where the
+/// previous one ended. Returns (lag of the first piece, lag of the
+/// clip's end in `x` relative to its nominal end, mean correlation).
+pub fn find_clip_pieces(x: &[i16], clip: &[i16], max_lag: usize) -> (usize, isize, f64) {
+    const PIECE: usize = 4000;
+    const SLACK: isize = 800;
+    let (first, _) = find_clip(x, clip, max_lag);
+    let mut lag = first as isize;
+    let (mut sum, mut n) = (0.0, 0);
+    for (k, piece) in clip.chunks(PIECE).enumerate() {
+        if piece.len() < PIECE / 4 {
+            break;
+        }
+        let nominal = lag + (k * PIECE) as isize;
+        let mut best = (nominal, f64::MIN);
+        for at in (nominal - SLACK).max(0)..=nominal + SLACK {
+            let at_u = at as usize;
+            if at_u + piece.len() > x.len() {
+                break;
+            }
+            let c = ncc(&x[at_u..at_u + piece.len()], piece);
+            if c > best.1 {
+                best = (at, c);
+            }
+        }
+        if best.1 == f64::MIN {
+            break;
+        }
+        lag = best.0 - (k * PIECE) as isize;
+        sum += best.1;
+        n += 1;
+    }
+    let mean = if n == 0 { 0.0 } else { sum / n as f64 };
+    (first, lag - first as isize, mean)
+}
