@@ -435,3 +435,16 @@ pub fn find_clip_pieces(x: &[i16], clip: &[i16], max_lag: usize) -> (usize, isiz
     let mean = if n == 0 { 0.0 } else { sum / n as f64 };
     (first, lag - first as isize, mean)
 }
+
+/// Where the longest run of `false` in `blocks` starts, in ms.
+pub fn longest_gap_at_ms(blocks: &[bool]) -> usize {
+    let (mut best, mut at, mut run) = (0, 0, 0);
+    for (i, &b) in blocks.iter().enumerate() {
+        run = if b { 0 } else { run + 1 };
+        if run > best {
+            best = run;
+            at = i + 1 - run;
+        }
+    }
+    at * 10
+}
