@@ -50,6 +50,10 @@ fn prompt() -> Vec<i16> {
 }
 
 fn write_config(lab: &Lab) -> (PathBuf, PathBuf) {
+    write_config_mode(lab, "mode = \"inline\"")
+}
+
+fn write_config_mode(lab: &Lab, mode: &str) -> (PathBuf, PathBuf) {
     let spool = lab.dir.join("spool");
     let sock = lab.dir.join("control.sock");
     let text = format!(
@@ -60,7 +64,7 @@ interfaces = ["br0"]
 [recording]
 spool_dir = "{spool}"
 [announce]
-mode = "inline"
+{mode}
 dir = "{prompts}"
 [daemon]
 control_socket = "{sock}"
@@ -206,6 +210,7 @@ fn ms_of(rfc3339: &serde_json::Value) -> i64 {
 
 #[test]
 fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
     // PHONES_KEEP=1 keeps the phones' dumps, logs and the spool for a look.
     let (dir, _guard) = if std::env::var_os("PHONES_KEEP").is_some() {
@@ -387,6 +392,62 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
             back as i64 - kill_at as i64
         );
     }
+}
+
+/// Both live tests use the same CPU-heavy phones: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Mirror mode as it was: callrec injects the prompt on the bridge as a
+/// second RTP stream (its own SSRC, from the other party's address) while
+/// the real streams flow. Measures which phones play it; asserts only what
+/// the metadata must say about it ("separate-stream", not "in-stream").
+#[test]
+fn mirror_injection_which_phones_play_it() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(mut lab) = Lab::up("mirror_injection", tmp.path()) else {
+        return;
+    };
+    lab.start_proxy();
+    let prompt = prompt();
+    let (cfg, sock) = write_config_mode(&lab, "mode = \"inject\"\ninterface = \"br0\"");
+    let a = Baresip::configure(&lab, "a", "0312349999", PHONE_A, TONE_A as u32);
+    let b = Baresip::configure(&lab, "b", "0312340001", PHONE_B, TONE_B as u32);
+    let lb = phones::Linphonec::configure(&lab, "b", TONE_B as u32);
+    let mut results = Vec::new();
+    for callee in ["baresip", "linphonec"] {
+        a.clear();
+        b.clear();
+        let _ = std::fs::remove_dir_all(lab.dir.join("spool/queue"));
+        let mut callrec = start_callrec(&lab, &cfg, &sock);
+        let mut callee_proc = if callee == "baresip" {
+            b.start(&lab, 14, None)
+        } else {
+            lb.start(&lab, 14)
+        };
+        std::thread::sleep(Duration::from_millis(if callee == "baresip" { 800 } else { 2500 }));
+        let mut ap = a.start(&lab, 11, Some("sip:0312340001@192.0.2.12"));
+        let _ = ap.wait();
+        let _ = callee_proc.wait();
+        callrec_stop(&mut callrec);
+        let callee_heard = if callee == "baresip" { b.playout() } else { lb.playout() };
+        for (name, x) in [("baresip A", a.playout()), (callee, callee_heard)] {
+            let (lag, _, corr) = phones::find_clip_pieces(&x, &prompt, 8000);
+            eprintln!(
+                "mirror injection, {name} (call to {callee}): prompt correlation {corr:.3} at {} ms",
+                lag / 8
+            );
+            results.push(format!("{name}: {}", if corr >= 0.8 { "plays it" } else { "does not play it" }));
+        }
+        let (meta, _) = metadata(&lab.dir.join("spool"));
+        let g = &meta["guidance"];
+        eprintln!("mirror injection metadata: {g}");
+        assert_eq!(g["mode"], "inject");
+        assert_eq!(g["to_subscriber"], "separate-stream");
+        assert_eq!(g["to_remote"], "separate-stream");
+        assert!(g["sent"]["subscriber"].as_u64().unwrap() > 300);
+    }
+    eprintln!("mirror injection (second SSRC): {}", results.join("; "));
 }
 
 fn callrec_stop(c: &mut Child) {
