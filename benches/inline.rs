@@ -31,7 +31,9 @@ fn bench(c: &mut Criterion) {
             src: SocketAddr::from(([192, 0, 2, 11], 20_000 + i)),
             dst: SocketAddr::from(([192, 0, 2, 12], 40_000 + i)),
         };
-        table.flows.insert(key, Flow::new(u64::from(i), clip.clone(), 0, None));
+        table
+            .flows
+            .insert(key, Flow::new(u64::from(i), clip.clone(), 0, None));
     }
     // 10 packets per flow, interleaved as they arrive.
     let mut pkts: Vec<Vec<u8>> = (0..10u16)

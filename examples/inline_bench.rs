@@ -39,7 +39,10 @@ fn worker(secs: u64, flows: u16, divert: bool) {
     let h = start(&cfg).expect("inline worker");
     if divert {
         // A prompt of 60 s of a ramp: never silence (0xff in μ-law).
-        let clip = Prompt::from_samples("bench", (0..480_000).map(|i| (i % 4000) as i16 + 1000).collect());
+        let clip = Prompt::from_samples(
+            "bench",
+            (0..480_000).map(|i| (i % 4000) as i16 + 1000).collect(),
+        );
         let keys = (0..flows)
             .map(|i| {
                 let k = FlowKey {
@@ -62,7 +65,11 @@ fn worker(secs: u64, flows: u16, divert: bool) {
         std::thread::sleep(Duration::from_secs(1));
         let d = h.stats.diverted.load(Ordering::Relaxed);
         let r = h.stats.rewritten.load(Ordering::Relaxed);
-        println!("worker second {s}: diverted {} rewritten {} packets/s", d - last.0, r - last.1);
+        println!(
+            "worker second {s}: diverted {} rewritten {} packets/s",
+            d - last.0,
+            r - last.1
+        );
         last = (d, r);
     }
     println!("worker total: diverted {} rewritten {}", last.0, last.1);
@@ -119,5 +126,8 @@ fn send(secs: u64, flows: u16) {
         }
     }
     let t = start.elapsed().as_secs_f64();
-    println!("send: {n} packets in {t:.2} s, {:.0} packets/s", n as f64 / t);
+    println!(
+        "send: {n} packets in {t:.2} s, {:.0} packets/s",
+        n as f64 / t
+    );
 }

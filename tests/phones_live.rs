@@ -397,10 +397,11 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
 /// Both live tests use the same CPU-heavy phones: one at a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Mirror mode as it was: callrec injects the prompt on the bridge as a
-/// second RTP stream (its own SSRC, from the other party's address) while
-/// the real streams flow. Measures which phones play it; asserts only what
-/// the metadata must say about it ("separate-stream", not "in-stream").
+/// Mirror mode: callrec sees copies of the media (its capture on the
+/// bridge) and injects the prompt as each party's own stream, a few
+/// packets ahead of the real one (`announce::mirror`). Measures which
+/// phones play it and prints it; asserts what the metadata must say
+/// ("own-stream", packets sent to both).
 #[test]
 fn mirror_injection_which_phones_play_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -425,29 +426,47 @@ fn mirror_injection_which_phones_play_it() {
         } else {
             lb.start(&lab, 14)
         };
-        std::thread::sleep(Duration::from_millis(if callee == "baresip" { 800 } else { 2500 }));
+        std::thread::sleep(Duration::from_millis(if callee == "baresip" {
+            800
+        } else {
+            2500
+        }));
         let mut ap = a.start(&lab, 11, Some("sip:0312340001@192.0.2.12"));
         let _ = ap.wait();
         let _ = callee_proc.wait();
         callrec_stop(&mut callrec);
-        let callee_heard = if callee == "baresip" { b.playout() } else { lb.playout() };
+        let callee_heard = if callee == "baresip" {
+            b.playout()
+        } else {
+            lb.playout()
+        };
         for (name, x) in [("baresip A", a.playout()), (callee, callee_heard)] {
             let (lag, _, corr) = phones::find_clip_pieces(&x, &prompt, 8000);
             eprintln!(
                 "mirror injection, {name} (call to {callee}): prompt correlation {corr:.3} at {} ms",
                 lag / 8
             );
-            results.push(format!("{name}: {}", if corr >= 0.8 { "plays it" } else { "does not play it" }));
+            results.push(format!(
+                "{name}: {}",
+                if corr >= 0.8 {
+                    "plays it"
+                } else {
+                    "does not play it"
+                }
+            ));
         }
         let (meta, _) = metadata(&lab.dir.join("spool"));
         let g = &meta["guidance"];
         eprintln!("mirror injection metadata: {g}");
         assert_eq!(g["mode"], "inject");
-        assert_eq!(g["to_subscriber"], "separate-stream");
-        assert_eq!(g["to_remote"], "separate-stream");
+        assert_eq!(g["to_subscriber"], "own-stream");
+        assert_eq!(g["to_remote"], "own-stream");
         assert!(g["sent"]["subscriber"].as_u64().unwrap() > 300);
     }
-    eprintln!("mirror injection (second SSRC): {}", results.join("; "));
+    eprintln!(
+        "mirror injection (own stream, ahead): {}",
+        results.join("; ")
+    );
 }
 
 fn callrec_stop(c: &mut Child) {

@@ -148,8 +148,9 @@ impl Announcer {
         id: u8,
         legs: &MediaLegs,
     ) -> Option<Played> {
-        let placement = match self.mode {
-            AnnounceMode::Inline => "in-stream",
+        let placement = match (self.mode, self.inline.is_some()) {
+            (AnnounceMode::Inline, _) => "in-stream",
+            (AnnounceMode::Inject, true) => "own-stream",
             _ => "separate-stream",
         };
         let outcome = Arc::new(Outcome::new(self.mode.as_str(), placement));
@@ -162,7 +163,7 @@ impl Announcer {
         let Ok(prompt) = self.prompts.get(id) else {
             return self.fail(call, short_id, "no such guidance prompt");
         };
-        if self.mode == AnnounceMode::Inline {
+        if self.uses_worker() {
             return self.start_inline(call, short_id, now, prompt.clone(), &targets, outcome);
         }
         let times = match self.player.start(call, now, prompt, targets) {
@@ -273,7 +274,7 @@ impl Announcer {
         if self.player.is_prompting(call) || self.in_prompt(call, now) {
             return false;
         }
-        if self.mode == AnnounceMode::Inline {
+        if self.uses_worker() {
             return self.beep_inline(call, short_id, kind, legs);
         }
         let started = self.targets(legs).map_err(|e| e.to_string()).and_then(|t| {
@@ -290,9 +291,17 @@ impl Announcer {
         true
     }
 
-    /// Whether an inline prompt is still playing at `now`.
+    /// Inline mode, and mirror injection with its worker (the prompt in
+    /// the parties' own streams), go through a worker; otherwise the
+    /// player sends a separate stream.
+    fn uses_worker(&self) -> bool {
+        self.mode == AnnounceMode::Inline
+            || (self.mode == AnnounceMode::Inject && self.inline.is_some())
+    }
+
+    /// Whether a worker's prompt is still playing at `now`.
     fn in_prompt(&self, call: CallKey, now: Timestamp) -> bool {
-        self.mode == AnnounceMode::Inline && self.outcomes.get(&call).is_some_and(|o| now < o.2)
+        self.uses_worker() && self.outcomes.get(&call).is_some_and(|o| now < o.2)
     }
 
     fn beep_inline(

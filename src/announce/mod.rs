@@ -5,6 +5,7 @@
 
 pub mod announcer;
 pub mod inline;
+pub mod mirror;
 pub mod outcome;
 pub mod player;
 pub mod prompts;

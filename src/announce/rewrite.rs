@@ -115,16 +115,17 @@ impl FlowTable {
 
 /// Where the parts of a UDP packet lie.
 #[derive(Debug)]
-struct Parsed {
-    key: FlowKey,
+pub(crate) struct Parsed {
+    pub key: FlowKey,
     v6: bool,
     /// Offset of the UDP header, of the RTP header, and the end of the UDP payload.
     udp: usize,
-    rtp: usize,
-    end: usize,
+    pub rtp: usize,
+    pub end: usize,
 }
 
-fn parse(pkt: &[u8]) -> Option<Parsed> {
+/// Finds the flow and the RTP bytes of an IPv4/IPv6 UDP packet.
+pub(crate) fn parse(pkt: &[u8]) -> Option<Parsed> {
     let (src, dst, udp, v6, ip_end) = match pkt.first()? >> 4 {
         4 => {
             let ihl = usize::from(pkt[0] & 0x0f) * 4;
@@ -240,7 +241,7 @@ fn rewrite_rtp(flow: &mut Flow, rtp: &mut [u8]) -> Verdict {
 }
 
 /// Recomputes the UDP checksum after the payload changed.
-fn fix_udp_checksum(pkt: &mut [u8], p: &Parsed) {
+pub(crate) fn fix_udp_checksum(pkt: &mut [u8], p: &Parsed) {
     pkt[p.udp + 6] = 0;
     pkt[p.udp + 7] = 0;
     let ulen = (p.end - p.udp) as u32;

@@ -292,6 +292,24 @@ impl InjectSink {
     }
 }
 
+impl InjectSink {
+    /// Sends one whole Ethernet frame as it is (mirror mode's copies of
+    /// the parties' own frames).
+    pub fn send_frame(&mut self, frame: &[u8]) -> Result<(), SinkError> {
+        match self.tx.send_to(frame, None) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(SinkError::Interface {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            }),
+            None => Err(SinkError::Interface {
+                name: self.name.clone(),
+                reason: "send_to gave no result".into(),
+            }),
+        }
+    }
+}
+
 impl Sink for InjectSink {
     fn send(&mut self, p: &OutPacket) -> Result<(), SinkError> {
         let l2 = p.l2.ok_or(SinkError::NoMac {

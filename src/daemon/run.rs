@@ -252,6 +252,14 @@ fn start_capture(
         crate::config::AnnounceMode::Inline => {
             Some(crate::announce::inline::start(&cfg.announce.inline)?)
         }
+        // Mirror: the prompt goes in the parties' own streams, ahead of them.
+        crate::config::AnnounceMode::Inject => Some(crate::announce::mirror::start(
+            &c.interfaces[0],
+            cfg.announce
+                .interface
+                .as_deref()
+                .unwrap_or(&c.interfaces[0]),
+        )?),
         _ => None,
     };
     if let Some(w) = cfg.announce.warning() {
