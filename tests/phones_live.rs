@@ -406,7 +406,15 @@ static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 fn mirror_injection_which_phones_play_it() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let tmp = tempfile::tempdir().unwrap();
-    let Some(mut lab) = Lab::up("mirror_injection", tmp.path()) else {
+    let keep = std::env::var_os("PHONES_KEEP").is_some();
+    let (dir, _guard) = if keep {
+        let d = tmp.keep();
+        eprintln!("files kept in {}", d.display());
+        (d, None)
+    } else {
+        (tmp.path().to_owned(), Some(tmp))
+    };
+    let Some(mut lab) = Lab::up("mirror_injection", &dir) else {
         return;
     };
     lab.start_proxy();
@@ -431,9 +439,24 @@ fn mirror_injection_which_phones_play_it() {
         } else {
             2500
         }));
+        // PHONES_KEEP: what reaches phone A's port, to see who wins the race.
+        let mut dump = keep.then(|| {
+            lab.cmd("br", "tcpdump")
+                .args(["-i", "va", "-s", "200", "-w"])
+                .arg(lab.dir.join(format!("to-a-{callee}.pcap")))
+                .arg("udp")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
         let mut ap = a.start(&lab, 11, Some("sip:0312340001@192.0.2.12"));
         let _ = ap.wait();
         let _ = callee_proc.wait();
+        if let Some(d) = dump.as_mut() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
         callrec_stop(&mut callrec);
         let callee_heard = if callee == "baresip" {
             b.playout()

@@ -83,7 +83,7 @@ impl OwnStream {
             self.base = Some((seq, ts));
             self.next = seq.wrapping_add(1);
         }
-        let (seq0, ts0) = self.base.unwrap_or((seq, ts));
+        let (seq0, _) = self.base.unwrap_or((seq, ts));
         // Behind the real stream (our copies were lost): it already passed.
         if (seq.wrapping_sub(self.next) as i16) >= 0 {
             self.next = seq.wrapping_add(1);
@@ -102,7 +102,10 @@ impl OwnStream {
             let r = &mut pkt[p.rtp..p.end];
             r[1] &= 0x7f; // no marker
             r[2..4].copy_from_slice(&self.next.to_be_bytes());
-            r[4..8].copy_from_slice(&ts0.wrapping_add((k * n) as u32).to_be_bytes());
+            // The timestamp follows the latest real packet's (a sender's
+            // clock may jump; a copy must match the packet it stands for).
+            let ahead = u32::from(self.next.wrapping_sub(seq));
+            r[4..8].copy_from_slice(&ts.wrapping_add(ahead * n as u32).to_be_bytes());
             let silence = codec.encode(0);
             for (i, b) in r[12..].iter_mut().enumerate() {
                 *b = bytes.get(offset + i).copied().unwrap_or(silence);
