@@ -121,6 +121,15 @@ fn start_callrec(lab: &Lab, cfg: &Path, sock: &Path) -> Child {
     child
 }
 
+/// Waits until phone B listens for SIP (linphonec takes a few seconds).
+fn wait_listening(lab: &Lab) {
+    let up = phones::wait_until(Duration::from_secs(15), || {
+        lab.output("b", "ss", &["-lun"]).contains(":5060")
+    });
+    assert!(up.is_some(), "phone B listens on 5060");
+    std::thread::sleep(Duration::from_millis(300));
+}
+
 fn sleep_until(t: Instant) {
     if let Some(d) = t.checked_duration_since(Instant::now()) {
         std::thread::sleep(d);
@@ -232,7 +241,7 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
 
     // Call 1: prompt, then *1 (pause) and *2 (resume) from the subscriber.
     let mut bp = b.start(&lab, 24, None);
-    std::thread::sleep(Duration::from_millis(800));
+    wait_listening(&lab);
     let mut ap = a.start(&lab, 19, Some("sip:0312340001@192.0.2.12"));
     let t0 = phones::wait_until(Duration::from_secs(8), || lab.diverted_now())
         .expect("callrec diverts the call's flows after the answer");
@@ -252,9 +261,10 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
          (at the first divert {div_in_prompt}/{udp_in_prompt}; after the prompt {div_after}/{udp_after})"
     );
     // Prompt 7.6 s and two beeps (0.25 s, 0.45 s): 2 x 415 packets, plus
-    // the few that arrive between a clip's end and its release (the
-    // control thread looks every 20 ms, then runs nft) and RFC 4733 events.
-    let diverted_ok = div_total <= 2 * (381 + 13 + 23) + 80;
+    // those that arrive between a clip's end and its release (the control
+    // thread looks every 20 ms, then runs nft: 10-300 ms on a loaded
+    // 2-core machine) and RFC 4733 events.
+    let diverted_ok = div_total <= 2 * (381 + 13 + 23) + 150;
     assert!(div_total >= 2 * 370, "diverted {div_total}");
     assert!(udp_total > 2 * div_total, "most packets never diverted");
 
@@ -313,7 +323,7 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
     let mut callrec = start_callrec(&lab, &cfg, &sock);
     let lb = phones::Linphonec::configure(&lab, "b", TONE_B as u32);
     let mut lp = lb.start(&lab, 22);
-    std::thread::sleep(Duration::from_millis(2500));
+    wait_listening(&lab);
     let mut ap = a.start(&lab, 17, Some("sip:0312340001@192.0.2.12"));
     let t0 = phones::wait_until(Duration::from_secs(8), || lab.diverted_now())
         .expect("call to linphonec diverted");
@@ -354,7 +364,7 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
     b.clear();
     let mut callrec = start_callrec(&lab, &cfg, &sock);
     let mut bp = b.start(&lab, 14, None);
-    std::thread::sleep(Duration::from_millis(800));
+    wait_listening(&lab);
     let mut ap = a.start(&lab, 11, Some("sip:0312340001@192.0.2.12"));
     let t0 =
         phones::wait_until(Duration::from_secs(8), || lab.diverted_now()).expect("call 2 diverted");
@@ -434,11 +444,7 @@ fn mirror_injection_which_phones_play_it() {
         } else {
             lb.start(&lab, 14)
         };
-        std::thread::sleep(Duration::from_millis(if callee == "baresip" {
-            800
-        } else {
-            2500
-        }));
+        wait_listening(&lab);
         // PHONES_KEEP: what reaches phone A's port, to see who wins the race.
         let mut dump = keep.then(|| {
             lab.cmd("br", "tcpdump")
