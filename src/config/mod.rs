@@ -120,7 +120,7 @@ impl Announce {
                 "announce.mode writes the prompt to a file or UDP socket, not to the parties; the notice must be played by the network",
             ),
             AnnounceMode::Inject => Some(
-                "announce.mode = \"inject\" sends the prompt in the parties' own streams, a few packets ahead of them; a phone plays it only if its jitter buffer keeps the first copy of each packet (baresip 1.0 and linphonec 5.1 did, except baresip on linphonec's stream): where every party must hear it, use \"inline\" or have the network play the notice",
+                "announce.mode = \"inject\" sends the prompt in the parties' own streams, a few packets ahead of them; a phone plays it only if its jitter buffer keeps the first copy of each packet (in tests linphonec 5.1 did; baresip 1.0 only in some calls): where every party must hear it, use \"inline\" or have the network play the notice",
             ),
         }
     }
