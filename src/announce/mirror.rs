@@ -26,8 +26,11 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
-/// How many packets ahead of the real stream the prompt's packets are sent.
-pub const LEAD: u16 = 3;
+/// How many packets ahead of the real stream the prompt's packets are
+/// sent. One (20 ms) did better than three with baresip in
+/// `tests/phones_live.rs` (5 of 6 calls played against about half): a
+/// burst of copies far ahead seems to upset its playout.
+pub const LEAD: u16 = 1;
 
 /// One flow carrying a clip in the sender's own stream (Sans-IO).
 #[derive(Debug)]
@@ -352,29 +355,23 @@ mod tests {
         let clip = Prompt::from_samples("t", (0..800).map(|i| i as i16 * 20).collect());
         let o = Arc::new(Outcome::new("inject", "own-stream"));
         let mut s = OwnStream::new(clip.clone(), 1, Some(o.clone()));
+        let seq_of = |p: &Vec<u8>| u16::from_be_bytes([p[30], p[31]]);
         let first = s.on_real(&ip(65534, 1000), 5);
         assert_eq!(first.len(), usize::from(LEAD), "LEAD packets ahead at once");
-        let seqs: Vec<u16> = first
-            .iter()
-            .map(|p| u16::from_be_bytes([p[30], p[31]]))
-            .collect();
-        assert_eq!(
-            seqs,
-            vec![65535, 0, 1],
-            "sequence numbers continue, wrapping"
-        );
-        let ts1 = u32::from_be_bytes([first[1][32], first[1][33], first[1][34], first[1][35]]);
-        assert_eq!(ts1, 1000 + 2 * 160);
+        assert_eq!(seq_of(&first[0]), 65535, "the next sequence number");
+        let ts = u32::from_be_bytes([first[0][32], first[0][33], first[0][34], first[0][35]]);
+        assert_eq!(ts, 1000 + 160, "the next timestamp");
         assert_eq!(&first[0][36..40], &[0xca, 0xfe, 0xba, 0xbe], "same SSRC");
         assert_eq!(first[0][29] & 0x80, 0, "no marker");
         assert_eq!(&first[0][40..], &clip.payload(G711::Pcmu)[..160]);
-        // The real packet 65535 arrives (a duplicate now): one more ahead.
-        let next = s.on_real(&ip(65535, 1160), 6);
-        assert_eq!(next.len(), 1);
-        assert_eq!(u16::from_be_bytes([next[0][30], next[0][31]]), 2);
-        // 800 samples = 5 packets: then it is done and sends nothing more.
-        assert_eq!(s.on_real(&ip(0, 1320), 7).len(), 1);
-        assert!(s.on_real(&ip(1, 1480), 8).is_empty());
+        // Each real packet (a duplicate by then) brings one more, wrapping;
+        // 800 samples = 5 packets, then nothing more.
+        let mut seqs: Vec<u16> = first.iter().map(seq_of).collect();
+        for (k, seq) in [65535u16, 0, 1, 2, 3, 4].into_iter().enumerate() {
+            let more = s.on_real(&ip(seq, 1160 + 160 * k as u32), 6);
+            seqs.extend(more.iter().map(seq_of));
+        }
+        assert_eq!(seqs, vec![65535, 0, 1, 2, 3]);
         assert!(s.done);
         assert_eq!(o.sent(1), 5);
         assert_eq!(o.placement(1), "own-stream");
