@@ -171,14 +171,14 @@ fn check_heard(name: &str, x: &[i16], prompt: &[i16], other: f64) -> (usize, f64
     );
     // A phone may play its own keys back to its user (linphonec does, as
     // DTMF tones, while the subscriber types *1 and *2): not a gap either.
-    let heard = [other, PAUSE_BEEP, RESUME_BEEP, 941.0, 1209.0, 697.0, 1336.0];
-    let mut blocks = tone_blocks(&x[from..to], &heard);
-    // The resume beep is two tones 100 ms apart: its pause is not a gap.
-    let resume = runs_ms(&tone_blocks(&x[from..to], &[RESUME_BEEP]), 100);
-    if let [first, second, ..] = resume[..] {
-        blocks[first / 10..second / 10]
-            .iter_mut()
-            .for_each(|b| *b = true);
+    let mut blocks = tone_blocks(&x[from..to], &[other, PAUSE_BEEP, RESUME_BEEP]);
+    let keys = phones::dtmf_blocks(&x[from..to]);
+    blocks.iter_mut().zip(keys).for_each(|(b, k)| *b |= k);
+    // The resume beep is two 150 ms tones 100 ms apart (400 ms in all):
+    // its pause is not a gap.
+    for r in runs_ms(&tone_blocks(&x[from..to], &[RESUME_BEEP]), 60) {
+        let end = (r / 10 + 45).min(blocks.len());
+        blocks[r / 10..end].iter_mut().for_each(|b| *b = true);
     }
     let gap = longest_gap_ms(&blocks);
     eprintln!(
@@ -246,11 +246,28 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
     let t0 = phones::wait_until(Duration::from_secs(8), || lab.diverted_now())
         .expect("callrec diverts the call's flows after the answer");
     let (udp_in_prompt, div_in_prompt) = lab.nft_counters();
-    sleep_until(t0 + Duration::from_secs(10));
-    assert!(!lab.diverted_now(), "flows released after the prompt");
+    // Released when the prompt is over (nft may take seconds on a loaded
+    // machine; the packets meanwhile pass untouched).
+    sleep_until(t0 + Duration::from_millis(7700));
+    let released = phones::wait_until(Duration::from_secs(8), || !lab.diverted_now())
+        .expect("flows released after the prompt");
+    // Outside a prompt nothing reaches callrec: one second of the call
+    // forwarded with the "diverted" counter standing still.
     let (udp_after, div_after) = lab.nft_counters();
+    std::thread::sleep(Duration::from_secs(1));
+    let (udp_later, div_later) = lab.nft_counters();
+    assert_eq!(
+        div_later, div_after,
+        "no packet diverted between prompt and beep"
+    );
+    assert!(
+        udp_later >= udp_after + 80,
+        "the call went on: {udp_after} -> {udp_later}"
+    );
+    let pause_at = (t0 + Duration::from_secs(10)).max(released + Duration::from_millis(1500));
+    sleep_until(pause_at);
     keys(&mut bp, "*1");
-    sleep_until(t0 + Duration::from_secs(13));
+    sleep_until(pause_at + Duration::from_secs(3));
     keys(&mut bp, "*2");
     let _ = ap.wait();
     let _ = bp.wait();
@@ -258,15 +275,16 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
     callrec_stop(&mut callrec);
     eprintln!(
         "nft: forwarded UDP {udp_total}, diverted to callrec {div_total} \
-         (at the first divert {div_in_prompt}/{udp_in_prompt}; after the prompt {div_after}/{udp_after})"
+         (at the first divert {div_in_prompt}/{udp_in_prompt}; after the prompt {div_after}/{udp_after}, \
+         a second later {div_later}/{udp_later})"
     );
     // Prompt 7.6 s and two beeps (0.25 s, 0.45 s): 2 x 415 packets, plus
     // those that arrive between a clip's end and its release (the control
-    // thread looks every 20 ms, then runs nft: 10-300 ms on a loaded
-    // 2-core machine) and RFC 4733 events.
-    let diverted_ok = div_total <= 2 * (381 + 13 + 23) + 150;
+    // thread looks every 20 ms, then runs nft: 10 ms to seconds on a
+    // loaded 2-core machine) and RFC 4733 events; the packets after the
+    // clip pass untouched. Printed, and bounded loosely.
+    let diverted_ok = div_total < udp_total * 3 / 4;
     assert!(div_total >= 2 * 370, "diverted {div_total}");
-    assert!(udp_total > 2 * div_total, "most packets never diverted");
 
     let heard_by_a = a.playout();
     let heard_by_b = b.playout();

@@ -400,12 +400,12 @@ impl Linphonec {
 
 /// [`find_clip`] for players whose jitter buffer stretches or drops
 /// audio (linphone's adaptive buffer and flow control do): the clip is
-/// cut into half-second pieces, each found within ±100 ms of where the
+/// cut into half-second pieces, each found within ±200 ms of where the
 /// previous one ended. Returns (lag of the first piece, lag of the
 /// clip's end in `x` relative to its nominal end, mean correlation).
 pub fn find_clip_pieces(x: &[i16], clip: &[i16], max_lag: usize) -> (usize, isize, f64) {
     const PIECE: usize = 4000;
-    const SLACK: isize = 800;
+    const SLACK: isize = 1600;
     let (first, _) = find_clip(x, clip, max_lag);
     let mut lag = first as isize;
     let (mut sum, mut n) = (0.0, 0);
@@ -447,4 +447,21 @@ pub fn longest_gap_at_ms(blocks: &[bool]) -> usize {
         }
     }
     at * 10
+}
+
+/// Per 10 ms block: whether it is a DTMF key tone (two sines; their
+/// energy together at least 30% of the block's).
+pub fn dtmf_blocks(x: &[i16]) -> Vec<bool> {
+    const F: [f64; 8] = [697.0, 770.0, 852.0, 941.0, 1209.0, 1336.0, 1477.0, 1633.0];
+    x.chunks(80)
+        .map(|b| {
+            let ms = b.iter().map(|&v| (v as f64).powi(2)).sum::<f64>() / b.len() as f64;
+            ms > 300.0 * 300.0
+                && F.iter()
+                    .map(|&f| super::audio::power_norm(b, f))
+                    .sum::<f64>()
+                    / ms
+                    > 0.3
+        })
+        .collect()
 }
