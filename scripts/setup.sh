@@ -2,7 +2,9 @@
 # Installs what callrec builds against and what its tests use as real peers:
 # libpcap (capture), libssh2 (SFTP), OpenSSH server (delivery tests), tshark
 # (cross-checks), SIPp (live calls), sox (audio checks), Open JTalk (prompt
-# synthesis), iproute2 (network namespaces), prometheus (promtool for the
+# synthesis), iproute2 (network namespaces), nftables/iptables (inline mode's
+# NFQUEUE diversion), baresip, linphonec and Kamailio (real phones through a
+# real proxy in tests/phones_live.rs), prometheus (promtool for the
 # metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
 # and passwd (the package installed into a clean root); FFmpeg's libraries
 # (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
@@ -16,7 +18,8 @@ pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-cli
       tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic
       prometheus systemd dpkg passwd util-linux
       libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
-      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0)
+      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0 libbcg729-0
+      iptables nftables baresip-core linphone-cli kamailio)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -63,12 +63,7 @@ pub fn check_config_report(cfg: &Config) -> String {
         fmt_bytes(r.spool_warn_bytes),
         fmt_bytes(r.spool_max_bytes)
     );
-    let mode = match cfg.announce.mode {
-        AnnounceMode::Inject => "inject",
-        AnnounceMode::Udp => "udp",
-        AnnounceMode::Pcap => "pcap",
-        AnnounceMode::Off => "off",
-    };
+    let mode = cfg.announce.mode.as_str();
     let iface = cfg
         .announce
         .interface
@@ -80,6 +75,24 @@ pub fn check_config_report(cfg: &Config) -> String {
         "announce      mode {mode}{iface}, prompts in {}",
         cfg.announce.dir.display()
     );
+    if cfg.announce.mode == AnnounceMode::Inline {
+        let i = &cfg.announce.inline;
+        let _ = writeln!(
+            o,
+            "              NFQUEUE {}, mark {:#x}, nftables table {}{}",
+            i.queue,
+            i.mark,
+            i.nft_table,
+            if i.setup {
+                ""
+            } else {
+                " (installed by the operator)"
+            }
+        );
+    }
+    if let Some(w) = cfg.announce.warning() {
+        let _ = writeln!(o, "warning       {w}");
+    }
     let prio = if cfg.overload.priority_numbers.is_empty() {
         "(none; Resource-Priority still counts)".to_string()
     } else {

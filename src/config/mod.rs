@@ -140,6 +140,9 @@ impl Recording {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnnounceMode {
+    /// On the media path (bridge or router): the flows of calls in their
+    /// prompt are diverted through NFQUEUE and rewritten in place.
+    Inline,
     Inject,
     Udp,
     Pcap,
@@ -151,6 +154,43 @@ pub struct Announce {
     pub mode: AnnounceMode,
     pub interface: Option<String>,
     pub dir: PathBuf,
+    /// Inline mode: NFQUEUE number, mark and nftables table name
+    /// (`announce.queue`, `announce.mark`, `announce.nft_table`) and whether
+    /// callrec installs the table and FORWARD rule (`announce.nft_setup`).
+    pub inline: crate::announce::inline::InlineConfig,
+}
+
+impl Announce {
+    /// A warning for modes in which the parties do not hear the prompt
+    /// from callrec: the legally required notice must then come from the
+    /// network (the carrier's media server or relay).
+    pub fn warning(&self) -> Option<&'static str> {
+        match self.mode {
+            AnnounceMode::Inline => None,
+            AnnounceMode::Off => Some(
+                "announce.mode = \"off\": callrec plays no announcement; the notice must be played by the network",
+            ),
+            AnnounceMode::Pcap | AnnounceMode::Udp => Some(
+                "announce.mode writes the prompt to a file or UDP socket, not to the parties; the notice must be played by the network",
+            ),
+            AnnounceMode::Inject => Some(
+                "announce.mode = \"inject\" sends the prompt in the parties' own streams, a few packets ahead of them; a phone plays it only if its jitter buffer keeps the first copy of each packet (in tests linphonec 5.1 did; baresip 1.0 only in some calls): where every party must hear it, use \"inline\" or have the network play the notice",
+            ),
+        }
+    }
+}
+
+impl AnnounceMode {
+    /// The name used in `announce.mode` and in the metadata's `guidance.mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnnounceMode::Inline => "inline",
+            AnnounceMode::Inject => "inject",
+            AnnounceMode::Udp => "udp",
+            AnnounceMode::Pcap => "pcap",
+            AnnounceMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

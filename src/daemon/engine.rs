@@ -564,6 +564,7 @@ impl Engine {
                     played: played.is_some(),
                     started_at: played.map_or(at, |p| p.started_at),
                     ended_at: played.map_or(at, |p| p.ended_at),
+                    outcome: self.announcer.as_ref().and_then(|a| a.outcome(key)),
                 });
                 let record_start = played.map_or(at, |p| p.ended_at);
                 self.billing
@@ -612,6 +613,9 @@ impl Engine {
                     .set_event_pt(telephone_event_pt(&legs, Leg::Subscriber));
                 c.legs = legs.clone();
                 let shard = c.shard;
+                if let Some(a) = self.announcer.as_mut() {
+                    a.media_changed(key, at);
+                }
                 self.install_routes(key, &legs);
                 self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
             }
@@ -649,13 +653,16 @@ impl Engine {
                     at = at.max(last.add_micros(LAST_PACKET_US));
                     record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
                 }
+                // Billing starts when the prompt first reached a party.
+                let reached = self.announcer.as_ref().and_then(|a| a.outcome(key));
+                let reached = reached.and_then(|o| o.first_sent_us()).map(Timestamp);
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
-                record.billing_start = self
-                    .billing
-                    .remove(&key)
+                record.billing_start = reached
+                    .or(self.billing.remove(&key))
                     .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
+                self.billing.remove(&key);
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
                 if let Some(why) = self.check.verdict(key).filter(|_| recorded) {

@@ -59,6 +59,8 @@ pub enum RunError {
     },
     #[error("announcements: {0}")]
     Announce(#[from] crate::announce::announcer::AnnouncerError),
+    #[error(transparent)]
+    Inline(#[from] crate::announce::inline::InlineError),
     /// A capture thread gave up (its interface stayed unusable).
     #[error("{0}")]
     CaptureLost(String),
@@ -261,6 +263,24 @@ fn start_capture(
     }
     let n_if = sources.len();
     let per_if = (shard_count(cfg, None) / n_if).max(1);
+    // Inline announcements: one worker (NFQUEUE) shared by every capture thread.
+    let inline = match cfg.announce.mode {
+        crate::config::AnnounceMode::Inline => {
+            Some(crate::announce::inline::start(&cfg.announce.inline)?)
+        }
+        // Mirror: the prompt goes in the parties' own streams, ahead of them.
+        crate::config::AnnounceMode::Inject => Some(crate::announce::mirror::start(
+            &c.interfaces[0],
+            cfg.announce
+                .interface
+                .as_deref()
+                .unwrap_or(&c.interfaces[0]),
+        )?),
+        _ => None,
+    };
+    if let Some(w) = cfg.announce.warning() {
+        tracing::warn!("{w}");
+    }
     let mut links = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
@@ -273,7 +293,11 @@ fn start_capture(
         } else {
             format!("announcements-{interface}.pcap")
         };
-        let announcer = Announcer::from_config(cfg, &spool_dir.join(pcap_name))?;
+        let announcer =
+            Announcer::from_config(cfg, &spool_dir.join(pcap_name))?.map(|a| match &inline {
+                Some(h) => a.with_inline(h.clone()),
+                None => a,
+            });
         let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
         engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());
