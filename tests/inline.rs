@@ -206,3 +206,20 @@ fn config_mode(mode_line: &str) -> callrec::config::Config {
     );
     callrec::config::load_str(&text, Path::new("m.toml")).unwrap()
 }
+
+#[test]
+fn srtp_calls_are_never_diverted_and_say_why() {
+    let (mut a, rx) = announcer();
+    let mut l = legs("PCMU");
+    if let Some(e) = l.remote.as_mut() {
+        e.keys = callrec::media::srtp::Keys::Unseen("dtls");
+    }
+    assert!(a.start(6, "c6", t(0), 2, &l).is_none());
+    assert!(
+        rx.try_recv().is_err(),
+        "an encrypted call's flows are not diverted"
+    );
+    let why = "SRTP media: the prompt cannot be placed in an encrypted stream";
+    assert_eq!(a.outcome(6).unwrap().placement(TO_SUBSCRIBER), why);
+    assert_eq!(a.outcome(6).unwrap().placement(TO_REMOTE), why);
+}

@@ -240,6 +240,12 @@ impl Announcer {
         let (Some(sub), Some(rem)) = (&legs.subscriber, &legs.remote) else {
             return Err("the SDP of one party is missing");
         };
+        // A prompt in clear RTP (or rewritten into an SRTP packet, whose
+        // authentication tag then fails) would be silence to the phone.
+        let clear = |e: &crate::calls::tracker::Endpoint| e.keys == crate::media::srtp::Keys::Clear;
+        if !(clear(sub) && clear(rem)) {
+            return Err("SRTP media: the prompt cannot be placed in an encrypted stream");
+        }
         let (Some(sub_pt), Some(rem_pt)) = (sub.g711_pt(), rem.g711_pt()) else {
             return Err("no G.711 codec negotiated");
         };
