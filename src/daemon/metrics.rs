@@ -209,7 +209,7 @@ fn iface(c: &CaptureStatus) -> Labels {
 /// Per interface: name (counters without `_total`), help, kind, value.
 type CapFamily = (&'static str, &'static str, bool, fn(&CaptureStatus) -> u64);
 
-const CAPTURE: [CapFamily; 11] = [
+const CAPTURE: [CapFamily; 13] = [
     ("packets", "Frames captured.", true, |c| c.packets),
     ("sip_messages", "SIP messages parsed.", true, |c| {
         c.sip_messages
@@ -240,6 +240,18 @@ const CAPTURE: [CapFamily; 11] = [
         "RTP lost because a shard ring was full.",
         true,
         |c| c.ring_dropped,
+    ),
+    (
+        "truncated_frames",
+        "Frames longer than capture.snaplen, cut (GRO/LRO on the capture interface?).",
+        true,
+        |c| c.truncated,
+    ),
+    (
+        "undecodable_calls",
+        "Recorded calls none of whose audio could be decoded (media-encrypted, codec-unsupported): nothing delivered.",
+        true,
+        |c| c.undecodable,
     ),
     (
         "calls",

@@ -103,6 +103,8 @@ pub struct CaptureStatus {
     pub ring_dropped: u64,
     /// Frames cut at the snap length.
     pub truncated: u64,
+    /// Recorded calls with no decodable audio (never delivered).
+    pub undecodable: u64,
     /// The recorded calls in progress, as the capture thread last
     /// published them (at once when the set changes): `status` answers
     /// from here without waiting for the capture thread.
