@@ -362,18 +362,20 @@ fn baresip_phones_hear_prompt_beeps_and_each_other_inline() {
     );
     assert_eq!(meta["guidance"]["to_subscriber"], "in-stream");
     assert_eq!(meta["guidance"]["to_remote"], "in-stream");
-    let linphonec_keys = meta["pauses"].as_array().unwrap().len() == 1;
-    let (pause, resume) = beeps(&heard_by_lb);
-    eprintln!("linphonec B: pause beep at {pause:?} ms, resume beep at {resume:?} ms");
-    if linphonec_keys {
+    // linphonec sends the typed keys as RFC 4733 events: the recording
+    // pauses and resumes, and both phones play both beeps.
+    assert_eq!(
+        meta["pauses"].as_array().unwrap().len(),
+        1,
+        "linphonec's *1/*2 paused and resumed the recording"
+    );
+    for (name, heard) in [("linphonec B", &heard_by_lb), ("phone A", &a.playout())] {
+        let (pause, resume) = beeps(heard);
+        eprintln!("{name}: pause beep at {pause:?} ms, resume beep at {resume:?} ms");
         assert_eq!(
             (pause.len(), resume.len()),
             (1, 2),
-            "linphonec plays both beeps"
-        );
-    } else {
-        eprintln!(
-            "linphonec's typed *1/*2 did not pause the recording (no RFC 4733 events from it)"
+            "{name} plays both beeps"
         );
     }
 
