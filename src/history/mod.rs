@@ -1,0 +1,123 @@
+//! The call history: one JSON line per call in `SPOOL/calls.jsonl`,
+//! recorded or not, written by the signalling thread when a call ends.
+//! The log is the record; `SPOOL/calls.sqlite` ([`index`]) is an index
+//! of it that `callrec calls` answers from, kept up to date line by line
+//! and rebuilt from the log whenever it is missing, corrupt or behind.
+
+pub mod index;
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One history line. Fields missing from older lines read as their
+/// defaults, so the index can be rebuilt from any history callrec wrote.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct CallRecord {
+    pub call_id: String,
+    /// Short id used in log lines.
+    pub short_id: String,
+    pub direction: Option<String>,
+    pub contract: Option<String>,
+    pub service: Option<String>,
+    pub caller: String,
+    pub callee: String,
+    pub prefix: Option<String>,
+    /// "record" or "skip".
+    pub decision: String,
+    pub reason: Option<String>,
+    pub invite_at: String,
+    pub answered_at: Option<String>,
+    /// When the compliance announcement started: billing starts here.
+    pub billing_start: Option<String>,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    pub segments: u32,
+}
+
+/// Appends history lines; each line is written whole and flushed so a
+/// crash never leaves half a line for the next reader. Each line is then
+/// added to the index; an index that cannot be written is logged and
+/// caught up from the log later (the log is never held back by it).
+pub struct HistoryWriter {
+    path: PathBuf,
+    file: std::fs::File,
+    /// Bytes in the log (O_APPEND: each line lands here).
+    len: u64,
+    index: Option<index::Index>,
+}
+
+impl HistoryWriter {
+    /// Opens `SPOOL/calls.jsonl` for appending, with the configured mode
+    /// and group ([`crate::recording::perms`]) whatever the umask: the
+    /// history names every caller. Opens (or rebuilds) the index beside it.
+    pub fn open(spool: &Path) -> std::io::Result<HistoryWriter> {
+        Self::open_keep(spool, None, None)
+    }
+
+    /// [`HistoryWriter::open`], first dropping calls that started before
+    /// `now_us - keep` (`history.keep`) from the log and the index.
+    pub fn open_keep(
+        spool: &Path,
+        keep: Option<std::time::Duration>,
+        now_us: Option<i64>,
+    ) -> std::io::Result<HistoryWriter> {
+        crate::recording::perms::create_dir_all(spool)?;
+        let path = spool.join("calls.jsonl");
+        if let (Some(keep), Some(now)) = (keep, now_us) {
+            let cutoff = now - keep.as_micros() as i64;
+            match index::trim_log(&path, cutoff) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(path = %path.display(), dropped = n, keep = %crate::report::fmt_duration(keep), "call history trimmed")
+                }
+                Err(e) => {
+                    tracing::error!(path = %path.display(), error = %e, "cannot trim the call history")
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)?;
+        crate::recording::perms::apply_file(&file)?;
+        let len = file.metadata()?.len();
+        let index = match index::Index::open_and_catch_up(spool) {
+            Ok(ix) => Some(ix),
+            Err(e) => {
+                tracing::error!(error = %e, "call history index unavailable; calls.jsonl is still written");
+                None
+            }
+        };
+        Ok(HistoryWriter {
+            path,
+            file,
+            len,
+            index,
+        })
+    }
+
+    /// Appends one line to the log, then to the index.
+    pub fn append(&mut self, rec: &CallRecord) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        self.file.write_all(&line)?;
+        let at = self.len;
+        self.len += line.len() as u64;
+        if let Some(ix) = self.index.as_mut()
+            && let Err(e) = ix.add(at, self.len, rec)
+        {
+            tracing::warn!(error = %e, "call history index not updated; it catches up from calls.jsonl");
+        }
+        Ok(())
+    }
+
+    pub fn sync(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
