@@ -178,6 +178,11 @@ impl Index {
         Ok(ix)
     }
 
+    /// How long a statement waits for another process's lock (5 s at open).
+    pub fn set_busy_timeout(&self, d: Duration) {
+        let _ = self.conn.busy_timeout(d);
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.db

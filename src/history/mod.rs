@@ -46,7 +46,17 @@ pub struct HistoryWriter {
     /// Bytes in the log (O_APPEND: each line lands here).
     len: u64,
     index: Option<index::Index>,
+    /// Appends left before the index is tried again after it failed
+    /// (locked, disk full): the signalling thread never waits on it, and
+    /// the catch-up adds the lines it missed.
+    index_backoff: u32,
 }
+
+/// Appends between tries of an index that failed.
+const INDEX_RETRY_EVERY: u32 = 64;
+
+/// How long the writer waits for an index another process holds.
+const WRITER_BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(20);
 
 impl HistoryWriter {
     /// Opens `SPOOL/calls.jsonl` for appending, with the configured mode
@@ -82,9 +92,18 @@ impl HistoryWriter {
             .append(true)
             .open(&path)?;
         crate::recording::perms::apply_file(&file)?;
-        let len = file.metadata()?.len();
+        let mut len = file.metadata()?.len();
+        if len > 0 && !ends_with_newline(&path)? {
+            // A line torn by a crash (a full disk, a kill mid-write) stays
+            // a line of its own, skipped and named, not glued to the next.
+            (&file).write_all(b"\n")?;
+            len += 1;
+        }
         let index = match index::Index::open_and_catch_up(spool) {
-            Ok(ix) => Some(ix),
+            Ok(ix) => {
+                ix.set_busy_timeout(WRITER_BUSY_TIMEOUT);
+                Some(ix)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "call history index unavailable; calls.jsonl is still written");
                 None
@@ -95,6 +114,7 @@ impl HistoryWriter {
             file,
             len,
             index,
+            index_backoff: 0,
         })
     }
 
@@ -105,9 +125,12 @@ impl HistoryWriter {
         self.file.write_all(&line)?;
         let at = self.len;
         self.len += line.len() as u64;
-        if let Some(ix) = self.index.as_mut()
+        if self.index_backoff > 0 {
+            self.index_backoff -= 1;
+        } else if let Some(ix) = self.index.as_mut()
             && let Err(e) = ix.add(at, self.len, rec)
         {
+            self.index_backoff = INDEX_RETRY_EVERY;
             tracing::warn!(error = %e, "call history index not updated; it catches up from calls.jsonl");
         }
         Ok(())
@@ -120,4 +143,13 @@ impl HistoryWriter {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    f.seek(SeekFrom::End(-1))?;
+    let mut b = [0u8];
+    f.read_exact(&mut b)?;
+    Ok(b[0] == b'\n')
 }

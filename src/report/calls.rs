@@ -153,12 +153,10 @@ impl CallsQuery {
             }
             c => c.clone(),
         };
-        let time = |key,
-                    v: &Option<String>,
-                    end_of_day: bool|
-         -> Result<Option<i64>, ReportError> {
-            let Some(v) = v else { return Ok(None) };
-            parse_rfc3339(v)
+        let time =
+            |key, v: &Option<String>, end_of_day: bool| -> Result<Option<i64>, ReportError> {
+                let Some(v) = v else { return Ok(None) };
+                parse_rfc3339(v)
                 .or_else(|| bare_date(v, utc_offset_secs, end_of_day))
                 .map(Some)
                 .ok_or_else(|| {
@@ -168,7 +166,7 @@ impl CallsQuery {
                         "an RFC 3339 time like 2026-11-21T09:30:00+09:00 or a date like 2026-11-21",
                     )
                 })
-        };
+            };
         let sort = match &self.sort {
             None => Sort::Newest,
             Some(s) => Sort::parse(s).ok_or_else(|| bad("sort", s, "newest, oldest or ended"))?,
