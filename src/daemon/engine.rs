@@ -205,7 +205,7 @@ impl Engine {
             shards,
             announcer,
             billing: HashMap::new(),
-            history: HistoryWriter::open(spool)?,
+            history: HistoryWriter::open_keep(spool, cfg.history.keep, None)?,
             events: Vec::new(),
             stats: EngineStats::default(),
             now: Timestamp::ZERO,

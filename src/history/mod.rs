@@ -66,8 +66,11 @@ impl HistoryWriter {
         Self::open_keep(spool, None, None)
     }
 
-    /// [`HistoryWriter::open`], first dropping calls that started before
-    /// `now_us - keep` (`history.keep`) from the log and the index.
+    /// [`HistoryWriter::open`], first dropping calls that started more than
+    /// `keep` (`history.keep`) before `now_us` from the log and the index.
+    /// Without `now_us`, "now" is the `invite_at` of the log's last line
+    /// (the last call that ended): no clock, so a replay trims the same way
+    /// every time. Trimming happens here, at start, not while calls run.
     pub fn open_keep(
         spool: &Path,
         keep: Option<std::time::Duration>,
@@ -75,6 +78,10 @@ impl HistoryWriter {
     ) -> std::io::Result<HistoryWriter> {
         crate::recording::perms::create_dir_all(spool)?;
         let path = spool.join("calls.jsonl");
+        let now_us = match (keep, now_us) {
+            (Some(_), None) => last_invite(&path),
+            _ => now_us,
+        };
         if let (Some(keep), Some(now)) = (keep, now_us) {
             let cutoff = now - keep.as_micros() as i64;
             match index::trim_log(&path, cutoff) {
@@ -152,4 +159,17 @@ fn ends_with_newline(path: &Path) -> std::io::Result<bool> {
     let mut b = [0u8];
     f.read_exact(&mut b)?;
     Ok(b[0] == b'\n')
+}
+
+/// `invite_at` of the log's last complete line, in microseconds.
+fn last_invite(path: &Path) -> Option<i64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(64 << 10))).ok()?;
+    let mut tail = String::new();
+    f.read_to_string(&mut tail).ok()?;
+    let line = tail.trim_end().rsplit('\n').next()?;
+    let rec: CallRecord = serde_json::from_str(line).ok()?;
+    crate::report::parse_rfc3339(&rec.invite_at)
 }
