@@ -364,14 +364,17 @@ fn calls_command(
         std::io::stdout().write_all(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (mut ix, mut warnings) = callrec::report::open_index(&spool).map_err(usage)?;
-    if reindex {
-        warnings = ix.reindex().map_err(|e| usage(e.into()))?;
+    let (ix, warnings) = if reindex {
+        let mut ix = callrec::history::index::Index::open(&spool).map_err(|e| usage(e.into()))?;
+        let w = ix.reindex().map_err(|e| usage(e.into()))?;
         eprintln!(
             "callrec: index {} rebuilt from calls.jsonl",
             ix.path().display()
         );
-    }
+        (ix, w)
+    } else {
+        callrec::report::open_index(&spool).map_err(usage)?
+    };
     for w in &warnings {
         eprintln!("callrec: {w}");
     }

@@ -174,6 +174,8 @@ pub struct Engine {
     spool_guard: SpoolGuard,
     /// Live daemon only: the call-state journal (`restore_journal`).
     journal: Option<crate::daemon::journal::CallJournal>,
+    /// `[hep]`: SIP of recorded calls to a Homer collector.
+    hep: Option<crate::history::hep::HepExporter>,
 }
 
 impl Engine {
@@ -211,6 +213,7 @@ impl Engine {
             now: Timestamp::ZERO,
             first_ts: None,
             journal: None,
+            hep: crate::history::hep::HepExporter::from_config(&cfg.hep),
             cfg,
         })
     }
@@ -410,6 +413,9 @@ impl Engine {
         for (ts, src, dst, l2, data) in sip_payloads {
             if let (Some(a), Some(l2)) = (self.announcer.as_mut(), l2) {
                 a.learn(&l2, src.ip(), dst.ip());
+            }
+            if let Some(h) = self.hep.as_mut() {
+                h.observe(ts, src, dst, &data);
             }
             self.on_sip(ts, src, &data);
         }
@@ -695,6 +701,9 @@ impl Engine {
     fn write_history(&mut self, record: &CallRecord) {
         if let Err(e) = self.history.append(record) {
             tracing::error!(error = %e, path = %self.history.path().display(), "cannot write call history");
+        }
+        if let Some(h) = self.hep.as_mut() {
+            h.call_ended(record);
         }
     }
 

@@ -4,6 +4,7 @@
 //! of it that `callrec calls` answers from, kept up to date line by line
 //! and rebuilt from the log whenever it is missing, corrupt or behind.
 
+pub mod hep;
 pub mod index;
 
 use serde::{Deserialize, Serialize};
