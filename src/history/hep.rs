@@ -36,6 +36,10 @@ pub const PROTO_LOG: u8 = 100;
 const MAX_MESSAGES_PER_CALL: usize = 64;
 const MAX_CALLS: usize = 200_000;
 
+/// How long after its end a call's late messages are still exported
+/// (microseconds of packet time: 32 s, RFC 3261 Timer F/H).
+const LINGER_US: i64 = 32_000_000;
+
 /// One HEP packet's fields.
 #[derive(Clone, Debug)]
 pub struct HepPacket<'a> {
@@ -164,6 +168,11 @@ pub struct HepExporter {
     all_calls: bool,
     node_id: u32,
     held: HashMap<String, Vec<Held>>,
+    /// Exported calls that ended lately, until when their late messages
+    /// (the 200 OK to a BYE, retransmissions) follow, and whether withheld.
+    ended: HashMap<String, (Timestamp, bool)>,
+    /// The latest packet time seen.
+    now: Timestamp,
     /// Datagrams sent, and datagrams the socket refused.
     pub sent: u64,
     pub failed: u64,
@@ -194,6 +203,8 @@ impl HepExporter {
             all_calls: cfg.all_calls,
             node_id: cfg.node_id,
             held: HashMap::new(),
+            ended: HashMap::new(),
+            now: Timestamp::ZERO,
             sent: 0,
             failed: 0,
         })
@@ -205,6 +216,18 @@ impl HepExporter {
             return;
         };
         let Some(id) = msg.call_id() else { return };
+        self.now = self.now.max(ts);
+        if let Some(&(until, withheld)) = self.ended.get(id) {
+            if ts <= until {
+                let data = if withheld {
+                    mask_withheld(data)
+                } else {
+                    data.to_vec()
+                };
+                self.send_sip(ts, src, dst, &data);
+            }
+            return;
+        }
         if let Some(v) = self.held.get_mut(id) {
             if v.len() < MAX_MESSAGES_PER_CALL {
                 v.push(Held {
@@ -244,17 +267,14 @@ impl HepExporter {
             } else {
                 m.data.clone()
             };
-            self.send(&HepPacket {
-                ts: m.ts,
-                src: m.src,
-                dst: m.dst,
-                transport: 17,
-                proto: PROTO_SIP,
-                node_id: self.node_id,
-                correlation: None,
-                payload: &data,
-            });
+            self.send_sip(m.ts, m.src, m.dst, &data);
             (src, dst) = (m.src, m.dst);
+        }
+        let now = self.now;
+        self.ended.retain(|_, (until, _)| *until >= now);
+        if self.ended.len() < MAX_CALLS {
+            self.ended
+                .insert(rec.call_id.clone(), (now.add_micros(LINGER_US), withheld));
         }
         let report = serde_json::json!({
             "callrec": {
@@ -281,6 +301,19 @@ impl HepExporter {
             node_id: self.node_id,
             correlation: Some(&rec.call_id),
             payload: report.as_bytes(),
+        });
+    }
+
+    fn send_sip(&mut self, ts: Timestamp, src: SocketAddr, dst: SocketAddr, data: &[u8]) {
+        self.send(&HepPacket {
+            ts,
+            src,
+            dst,
+            transport: 17,
+            proto: PROTO_SIP,
+            node_id: self.node_id,
+            correlation: None,
+            payload: data,
         });
     }
 
