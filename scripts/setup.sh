@@ -5,13 +5,14 @@
 # synthesis), iproute2 (network namespaces), prometheus (promtool for the
 # metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
 # and passwd (the package installed into a clean root), SQLite (the call
-# history index), gnumeric (ssconvert reads the CSV back). Then the cargo
+# history index), gnumeric (ssconvert reads the CSV back), PostgreSQL (the
+# fleet database test starts its own server). Then the cargo
 # tools CI runs: cargo-deb (the .deb) and cargo-deny (licences, bans,
 # advisories), each installed only when absent. Needs root or sudo.
 set -euo pipefail
 pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-client
       tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic
-      prometheus systemd dpkg passwd util-linux libsqlite3-dev gnumeric)
+      prometheus systemd dpkg passwd util-linux libsqlite3-dev gnumeric postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -54,7 +54,7 @@ enum Cmd {
     /// The call history, newest first, from its index beside the spool's calls.jsonl.
     Calls {
         /// The spool holding calls.jsonl (default: the configuration's).
-        #[arg(long, required_unless_present = "config")]
+        #[arg(long, required_unless_present_any = ["config", "db"])]
         spool: Option<PathBuf>,
         /// The configuration: its spool, and its zone for bare dates (without it,
         /// the zone the newest call was written in).
@@ -93,6 +93,12 @@ enum Cmd {
         /// Rebuilds the index from calls.jsonl first.
         #[arg(long)]
         reindex: bool,
+        /// Asks the fleet database (PostgreSQL URL) instead of this spool: every appliance's calls.
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// Pushes this spool's rows not yet in the fleet database (history.postgres) and exits.
+        #[arg(long, requires = "config")]
+        push: bool,
     },
     /// The delivery queue per destination.
     Queue {
@@ -283,6 +289,8 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             limit,
             format,
             reindex,
+            db,
+            push,
         } => {
             let q = callrec::report::CallsQuery {
                 contract,
@@ -296,6 +304,12 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 sort,
                 limit,
             };
+            if push {
+                return push_command(&config.expect("clap requires --config"));
+            }
+            if let Some(url) = db {
+                return fleet_command(&url, config, q, &format);
+            }
             calls_command(spool, config, q, &format, reindex)
         }
         Cmd::Queue { config, action } => {
@@ -316,6 +330,62 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Pause { call, daemon } => daemon.ask(&format!("pause {call}")),
         Cmd::Resume { call, daemon } => daemon.ask(&format!("resume {call}")),
     }
+}
+
+/// `callrec calls --push`: the fleet database catches up with this spool.
+fn push_command(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config)?;
+    callrec::recording::perms::configure(cfg.recording.perms());
+    let url =
+        cfg.history.postgres.clone().ok_or_else(|| {
+            UsageError(format!("{}: history.postgres is not set", config.display()))
+        })?;
+    let mut c = callrec::history::pg::connect(&url)?;
+    let n = callrec::history::pg::push(&cfg.recording.spool_dir, &mut c, &cfg.history.appliance)?;
+    eprintln!(
+        "callrec: {n} rows pushed as appliance {}",
+        cfg.history.appliance
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `callrec calls --db URL`: the same filters over every appliance's rows.
+fn fleet_command(
+    url: &str,
+    config: Option<PathBuf>,
+    q: callrec::report::CallsQuery,
+    format: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let f = out_format(format)?;
+    let offset = match &config {
+        Some(c) => load_config(c)?.general.utc_offset_secs,
+        None => 0,
+    };
+    let filter = q.validate(offset).map_err(|e| UsageError(e.to_string()))?;
+    let mut c = callrec::history::pg::connect(url)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    callrec::report::write_rows(f, &mut out, true, &mut |each| {
+        callrec::history::pg::query(&mut c, &filter, |a, r| each(Some(a), r))
+    })?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn out_format(format: &str) -> anyhow::Result<callrec::report::OutFormat> {
+    use callrec::report::OutFormat;
+    Ok(match format {
+        "table" => OutFormat::Table,
+        "csv" => OutFormat::Csv,
+        "json" => OutFormat::Json,
+        other => {
+            return Err(UsageError(format!(
+                "--format: expected table, csv or json, got {other}"
+            ))
+            .into());
+        }
+    })
 }
 
 /// `callrec calls`: validates, catches the index up (or rebuilds it),
@@ -347,7 +417,7 @@ fn calls_command(
     let spool = match (spool, &cfg) {
         (Some(s), _) => s,
         (None, Some(c)) => c.recording.spool_dir.clone(),
-        (None, None) => unreachable!("clap requires --spool or --config"),
+        (None, None) => unreachable!("clap requires --spool, --config or --db"),
     };
     let usage = |e: ReportError| -> anyhow::Error {
         match e {

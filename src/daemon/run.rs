@@ -204,6 +204,13 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
         };
         crate::daemon::metrics::serve(addr, src).map_err(io("metrics"))?;
     }
+    if let Some(url) = cfg.history.postgres.clone() {
+        crate::history::pg::spawn(
+            cfg.recording.spool_dir.clone(),
+            url,
+            cfg.history.appliance.clone(),
+        );
+    }
     tracing::info!(
         interfaces = %cfg.capture.interfaces.join(","),
         "capturing"

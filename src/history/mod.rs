@@ -6,6 +6,7 @@
 
 pub mod hep;
 pub mod index;
+pub mod pg;
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;

@@ -27,6 +27,9 @@ pub enum ReportError {
     Index(#[from] IndexError),
     #[error("writing the output: {0}")]
     Out(#[from] std::io::Error),
+    /// The fleet database (`--db`) failed.
+    #[error("fleet database: {0}")]
+    Db(String),
     /// A filter that cannot mean anything: exit 2.
     #[error("--{key}: {value:?} is not {expected}")]
     BadFilter {
@@ -246,35 +249,64 @@ pub fn write_calls(
     f: OutFormat,
     out: &mut dyn Write,
 ) -> Result<usize, ReportError> {
+    write_rows(f, out, false, &mut |each| ix.query(q, |r| each(None, r)))
+}
+
+/// A row source: calls `each` with (appliance, row) for every row, in order.
+pub type RowSource<'a> = dyn FnMut(
+        &mut dyn FnMut(Option<&str>, CallRecord) -> Result<(), ReportError>,
+    ) -> Result<(), ReportError>
+    + 'a;
+
+/// Writes rows from `source`; with `fleet`, each names its appliance
+/// (an `appliance` field in JSON, a first column in CSV and the table).
+pub fn write_rows(
+    f: OutFormat,
+    out: &mut dyn Write,
+    fleet: bool,
+    source: &mut RowSource,
+) -> Result<usize, ReportError> {
     let mut n = 0usize;
+    let object = |a: Option<&str>, r: &CallRecord| {
+        let mut m = row_object(r);
+        if let Some(a) = a {
+            m.insert("appliance".into(), Value::String(a.into()));
+        }
+        m
+    };
+    let cols: Vec<&str> = fleet
+        .then_some("appliance")
+        .into_iter()
+        .chain(COLUMNS.iter().copied())
+        .collect();
     match f {
         OutFormat::Json => {
             out.write_all(b"[")?;
-            ix.query(q, |r| -> Result<(), ReportError> {
+            source(&mut |a, r| {
                 out.write_all(if n == 0 { b"\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut *out, &row_object(&r)).map_err(std::io::Error::other)?;
+                serde_json::to_writer(&mut *out, &object(a, &r)).map_err(std::io::Error::other)?;
                 n += 1;
                 Ok(())
             })?;
             out.write_all(b"\n]\n")?;
         }
         OutFormat::Csv => {
-            out.write_all(csv_row(COLUMNS.iter().map(|c| c.to_string()), false).as_bytes())?;
-            ix.query(q, |r| -> Result<(), ReportError> {
-                let m = row_object(&r);
-                out.write_all(csv_row(COLUMNS.iter().map(|c| cell(&m, c)), true).as_bytes())?;
+            out.write_all(csv_row(cols.iter().map(|c| c.to_string()), false, &cols).as_bytes())?;
+            source(&mut |a, r| {
+                let m = object(a, &r);
+                out.write_all(csv_row(cols.iter().map(|c| cell(&m, c)), true, &cols).as_bytes())?;
                 n += 1;
                 Ok(())
             })?;
         }
         OutFormat::Table => {
             let mut rows = Vec::new();
-            ix.query(q, |r| -> Result<(), ReportError> {
-                rows.push(row_object(&r));
+            source(&mut |a, r| {
+                rows.push(object(a, &r));
                 Ok(())
             })?;
             n = rows.len();
-            out.write_all(table(&rows).as_bytes())?;
+            out.write_all(table(&rows, fleet).as_bytes())?;
         }
     }
     Ok(n)
@@ -284,10 +316,9 @@ pub fn write_calls(
 pub fn write_empty(f: OutFormat, out: &mut dyn Write) -> Result<(), ReportError> {
     match f {
         OutFormat::Json => out.write_all(b"[\n]\n")?,
-        OutFormat::Csv => {
-            out.write_all(csv_row(COLUMNS.iter().map(|c| c.to_string()), false).as_bytes())?
-        }
-        OutFormat::Table => out.write_all(table(&[]).as_bytes())?,
+        OutFormat::Csv => out
+            .write_all(csv_row(COLUMNS.iter().map(|c| c.to_string()), false, COLUMNS).as_bytes())?,
+        OutFormat::Table => out.write_all(table(&[], false).as_bytes())?,
     }
     Ok(())
 }
@@ -320,13 +351,13 @@ fn needs_text_marker(s: &str) -> bool {
 
 /// One RFC 4180 record: fields with `,` `"` CR or LF quoted, quotes
 /// doubled, CRLF. With `guard`, text cells get the spreadsheet marker.
-fn csv_row(fields: impl Iterator<Item = String>, guard: bool) -> String {
+fn csv_row(fields: impl Iterator<Item = String>, guard: bool, cols: &[&str]) -> String {
     let mut s = String::new();
     for (i, mut f) in fields.enumerate() {
         if i > 0 {
             s.push(',');
         }
-        if guard && !NUMERIC.contains(&COLUMNS[i.min(COLUMNS.len() - 1)]) && needs_text_marker(&f) {
+        if guard && !cols.get(i).is_some_and(|c| NUMERIC.contains(c)) && needs_text_marker(&f) {
             f.insert(0, '\'');
         }
         if f.contains([',', '"', '\r', '\n']) {
@@ -341,7 +372,12 @@ fn csv_row(fields: impl Iterator<Item = String>, guard: bool) -> String {
     s
 }
 
-fn table(rows: &[Map<String, Value>]) -> String {
+fn table(rows: &[Map<String, Value>], fleet: bool) -> String {
+    let cols: Vec<&str> = fleet
+        .then_some("appliance")
+        .into_iter()
+        .chain(TABLE_COLUMNS.iter().copied())
+        .collect();
     // Control characters would break the alignment (and a terminal).
     let clean = |s: String| {
         s.chars()
@@ -350,9 +386,9 @@ fn table(rows: &[Map<String, Value>]) -> String {
     };
     let cells: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| TABLE_COLUMNS.iter().map(|c| clean(cell(r, c))).collect())
+        .map(|r| cols.iter().map(|c| clean(cell(r, c))).collect())
         .collect();
-    let mut width: Vec<usize> = TABLE_COLUMNS.iter().map(|c| c.chars().count()).collect();
+    let mut width: Vec<usize> = cols.iter().map(|c| c.chars().count()).collect();
     for row in &cells {
         for (w, c) in width.iter_mut().zip(row) {
             *w = (*w).max(c.chars().count());
@@ -371,7 +407,7 @@ fn table(rows: &[Map<String, Value>]) -> String {
         o.push_str(l.trim_end());
         o.push('\n');
     };
-    line(&mut TABLE_COLUMNS.iter().copied());
+    line(&mut cols.iter().copied());
     for row in &cells {
         line(&mut row.iter().map(String::as_str));
     }

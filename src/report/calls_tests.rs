@@ -184,6 +184,7 @@ fn formula_cells_are_neutralised() {
         .into_iter()
         .map(String::from),
         true,
+        &[],
     );
     assert_eq!(
         r,
