@@ -27,6 +27,8 @@ fi
 # tests only need promtool.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # Likewise postgresql's cluster: the fleet test starts a server of its own.
+  systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 for tool in cargo-deb cargo-deny; do
   command -v "$tool" >/dev/null || cargo install "$tool" --locked --quiet
