@@ -418,10 +418,24 @@ fn is_corrupt(e: &rusqlite::Error) -> bool {
     )
 }
 
-fn parse_line(text: &str) -> Result<CallRecord, String> {
-    match serde_json::from_str::<serde_json::Value>(text) {
-        Ok(v @ serde_json::Value::Object(_)) => {
-            serde_json::from_value(v).map_err(|e| e.to_string())
+/// A history line as a record; fields an older writer left out read as
+/// empty (text) or 0 (segments), so any history callrec wrote indexes.
+pub(crate) fn parse_line(text: &str) -> Result<CallRecord, String> {
+    use serde_json::Value;
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(mut m)) => {
+            for k in [
+                "call_id",
+                "short_id",
+                "caller",
+                "callee",
+                "decision",
+                "invite_at",
+            ] {
+                m.entry(k).or_insert(Value::String(String::new()));
+            }
+            m.entry("segments").or_insert(Value::from(0));
+            serde_json::from_value(Value::Object(m)).map_err(|e| e.to_string())
         }
         Ok(_) => Err("not a JSON object".into()),
         Err(e) => Err(e.to_string()),

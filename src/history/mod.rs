@@ -12,10 +12,9 @@ use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One history line. Fields missing from older lines read as their
-/// defaults, so the index can be rebuilt from any history callrec wrote.
+/// One history line. Strict as it is (the call-state journal relies on
+/// that); [`index::parse_line`] reads older lines with missing fields.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(default)]
 pub struct CallRecord {
     pub call_id: String,
     /// Short id used in log lines.

@@ -150,7 +150,7 @@ pub fn push(spool: &Path, c: &mut postgres::Client, appliance: &str) -> Result<u
             }
             end += k as u64;
             n += 1;
-            let Ok(rec) = serde_json::from_slice::<CallRecord>(&buf) else {
+            let Ok(rec) = crate::history::index::parse_line(&String::from_utf8_lossy(&buf)) else {
                 continue; // named by the index; nothing to send
             };
             let us = crate::report::parse_rfc3339(&rec.invite_at);

@@ -206,3 +206,20 @@ fn corrupt_line_is_named_and_skipped() {
     );
     assert_eq!(ids(d.path(), &CallsQuery::default()).len(), 3);
 }
+
+#[test]
+fn record_cells_match_the_object_cells() {
+    let d = spool(HISTORY);
+    let (ix, _) = open_index(d.path()).unwrap();
+    let mut n = 0;
+    ix.query(&Filter::default(), |r| -> Result<(), ReportError> {
+        let m = row_object(&r);
+        for c in COLUMNS {
+            assert_eq!(record_cell(None, &r, c), cell(&m, c), "{c}");
+        }
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+}
