@@ -90,7 +90,16 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    history: history_cfg::RawHistory,
+    #[serde(default)]
+    hep: history_cfg::RawHep,
+    #[serde(default)]
+    api: history_cfg::RawApi,
 }
+
+#[path = "history.rs"]
+mod history_cfg;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGeneral {
@@ -1236,6 +1245,9 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         contracts,
         limits,
         daemon,
+        history: history_cfg::history(&cx, &raw.history)?,
+        hep: history_cfg::hep(&cx, &raw.hep)?,
+        api: history_cfg::api(&cx, &raw.api)?,
     })
 }
 

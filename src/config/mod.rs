@@ -25,6 +25,39 @@ pub struct Config {
     pub contracts: Vec<Contract>,
     pub limits: Limits,
     pub daemon: Daemon,
+    pub history: History,
+    pub hep: Hep,
+    pub api: Api,
+}
+
+/// `[history]`: the call history's retention and the fleet database.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Calls that started longer ago are dropped from `calls.jsonl` and
+    /// its index when the daemon or a replay starts; None keeps everything.
+    pub keep: Option<std::time::Duration>,
+    /// This appliance's name in the fleet database (default: the host name).
+    pub appliance: String,
+    /// `postgres://` URL of the fleet database; None = local history only.
+    pub postgres: Option<String>,
+}
+
+/// `[hep]`: HEPv3 export of recorded calls' SIP to a Homer collector.
+#[derive(Clone, Debug, Default)]
+pub struct Hep {
+    /// UDP address of the collector (heplify-server, Homer); None = off.
+    pub collector: Option<std::net::SocketAddr>,
+    /// Export every call's SIP, not only recorded calls'.
+    pub all_calls: bool,
+    /// HEP capture agent id (chunk 0x000c).
+    pub node_id: u32,
+}
+
+/// `[api]`: the read-only HTTP API on the metrics listener.
+#[derive(Clone, Debug, Default)]
+pub struct Api {
+    /// Bearer token every `/api/` request must carry; None = the API is off.
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug)]

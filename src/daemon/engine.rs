@@ -196,6 +196,8 @@ pub struct Engine {
     spool_guard: SpoolGuard,
     /// Live daemon only: the call-state journal (`restore_journal`).
     journal: Option<crate::daemon::journal::CallJournal>,
+    /// `[hep]`: SIP of recorded calls to a Homer collector.
+    hep: Option<crate::history::hep::HepExporter>,
 }
 
 impl Engine {
@@ -227,13 +229,14 @@ impl Engine {
             shards,
             announcer,
             billing: HashMap::new(),
-            history: HistoryWriter::open(spool)?,
+            history: HistoryWriter::open_keep(spool, cfg.history.keep, None)?,
             events: Vec::new(),
             stats: EngineStats::default(),
             check: MediaCheck::new(),
             now: Timestamp::ZERO,
             first_ts: None,
             journal: None,
+            hep: crate::history::hep::HepExporter::from_config(&cfg.hep),
             cfg,
         })
     }
@@ -439,6 +442,9 @@ impl Engine {
         for (ts, src, dst, l2, data) in sip_payloads {
             if let (Some(a), Some(l2)) = (self.announcer.as_mut(), l2) {
                 a.learn(&l2, src.ip(), dst.ip());
+            }
+            if let Some(h) = self.hep.as_mut() {
+                h.observe(ts, src, dst, &data);
             }
             self.on_sip(ts, src, &data);
         }
@@ -765,6 +771,9 @@ impl Engine {
     fn write_history(&mut self, record: &CallRecord) {
         if let Err(e) = self.history.append(record) {
             tracing::error!(error = %e, path = %self.history.path().display(), "cannot write call history");
+        }
+        if let Some(h) = self.hep.as_mut() {
+            h.call_ended(record);
         }
     }
 

@@ -47,6 +47,8 @@ pub struct Sources {
     pub spool_max_bytes: u64,
     /// When the process started (for restart alerts: the watchdog's kills).
     pub started: SystemTime,
+    /// The read-only HTTP API (`api.token`); None = off.
+    pub api: Option<std::sync::Arc<crate::daemon::api::ApiConfig>>,
 }
 
 /// Binds `addr` and answers scrapes on a thread of its own. A port
@@ -85,6 +87,20 @@ fn respond(conn: &mut (impl Read + Write), src: &Sources) -> std::io::Result<()>
     let openmetrics = head.lines().any(|l| {
         l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
     });
+    if path.starts_with("/api/") {
+        let a = crate::daemon::api::respond(method, target, &head, src);
+        write!(
+            conn,
+            "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            a.status,
+            a.body.len(),
+            a.headers
+        )?;
+        if method != "HEAD" {
+            conn.write_all(a.body.as_bytes())?;
+        }
+        return conn.flush();
+    }
     let (status, ctype, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") if openmetrics => {
             ("200 OK", OPENMETRICS, render(src, SystemTime::now()))
@@ -501,6 +517,7 @@ mod tests {
             spool_warn_bytes: 8_000,
             spool_max_bytes: 10_000,
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            api: None,
         };
         let text = to_text_004(&render(&src, SystemTime::now()));
         for want in [

@@ -202,8 +202,22 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
             spool_warn_bytes: cfg.recording.spool_warn_bytes,
             spool_max_bytes: cfg.recording.spool_max_bytes,
             started: SystemTime::now(),
+            api: cfg.api.token.clone().map(|token| {
+                Arc::new(crate::daemon::api::ApiConfig {
+                    token,
+                    spool: cfg.recording.spool_dir.clone(),
+                    utc_offset_secs: cfg.general.utc_offset_secs,
+                })
+            }),
         };
         crate::daemon::metrics::serve(addr, src).map_err(io("metrics"))?;
+    }
+    if let Some(url) = cfg.history.postgres.clone() {
+        crate::history::pg::spawn(
+            cfg.recording.spool_dir.clone(),
+            url,
+            cfg.history.appliance.clone(),
+        );
     }
     tracing::info!(
         interfaces = %cfg.capture.interfaces.join(","),
