@@ -2,9 +2,13 @@
 # Installs what callrec builds against and what its tests use as real peers:
 # libpcap (capture), libssh2 (SFTP), OpenSSH server (delivery tests), tshark
 # (cross-checks), SIPp (live calls), sox (audio checks), Open JTalk (prompt
-# synthesis), iproute2 (network namespaces), prometheus (promtool for the
+# synthesis), iproute2 (network namespaces), nftables/iptables (inline mode's
+# NFQUEUE diversion), baresip, linphonec and Kamailio (real phones through a
+# real proxy in tests/phones_live.rs), prometheus (promtool for the
 # metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
-# and passwd (the package installed into a clean root); FFmpeg's libraries
+# and passwd (the package installed into a clean root), SQLite (the call
+# history index), gnumeric (ssconvert reads the CSV back), PostgreSQL (the
+# fleet database test starts its own server); FFmpeg's libraries
 # (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
 # bindings, libsrtp2 (SRTP), and the ffmpeg command line, sox's AMR formats
 # and pylibsrtp as the independent encoders the codec and SRTP tests use.
@@ -16,7 +20,8 @@ pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-cli
       tshark sip-tester sox tcpdump tcpreplay iproute2 open-jtalk open-jtalk-mecab-naist-jdic
       prometheus systemd dpkg passwd util-linux
       libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
-      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0)
+      libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0 libbcg729-0
+      iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,6 +36,8 @@ fi
 # tests only need promtool.
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   systemctl disable --now prometheus >/dev/null 2>&1 || true
+  # Likewise postgresql's cluster: the fleet test starts a server of its own.
+  systemctl disable --now postgresql >/dev/null 2>&1 || true
 fi
 for tool in cargo-deb cargo-deny; do
   command -v "$tool" >/dev/null || cargo install "$tool" --locked --quiet

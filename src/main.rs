@@ -20,6 +20,8 @@ struct Cli {
     cmd: Cmd,
 }
 
+// Parsed once per process: the size of its largest variant (`calls`) costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// The daemon: live capture, announcements, recording, delivery (systemd Type=notify).
@@ -51,14 +53,21 @@ enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
-    /// The call history.
+    /// The call history, newest first, from its index beside the spool's calls.jsonl.
     Calls {
+        /// The spool holding calls.jsonl (default: the configuration's).
+        #[arg(long, required_unless_present_any = ["config", "db"])]
+        spool: Option<PathBuf>,
+        /// The configuration: its spool, and its zone for bare dates (without it,
+        /// the zone the newest call was written in).
         #[arg(long)]
-        spool: PathBuf,
+        config: Option<PathBuf>,
         #[arg(long)]
         contract: Option<String>,
+        /// inbound or outbound.
         #[arg(long)]
         direction: Option<String>,
+        /// record or skip.
         #[arg(long)]
         decision: Option<String>,
         #[arg(long)]
@@ -66,15 +75,32 @@ enum Cmd {
         /// Matches caller or callee.
         #[arg(long)]
         number: Option<String>,
-        /// RFC 3339 instant, inclusive.
+        /// A Call-ID or short id.
+        #[arg(long)]
+        call: Option<String>,
+        /// RFC 3339 instant (inclusive) or a date (from its midnight in the zone).
         #[arg(long)]
         since: Option<String>,
+        /// RFC 3339 instant (exclusive) or a date (that day included).
         #[arg(long)]
         until: Option<String>,
+        /// newest (default), oldest, or ended (the order calls ended in).
+        #[arg(long)]
+        sort: Option<String>,
         #[arg(long)]
         limit: Option<usize>,
+        /// table, csv (RFC 4180, safe for spreadsheets) or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Rebuilds the index from calls.jsonl first.
+        #[arg(long)]
+        reindex: bool,
+        /// Asks the fleet database (PostgreSQL URL) instead of this spool: every appliance's calls.
+        #[arg(long, value_name = "URL")]
+        db: Option<String>,
+        /// Pushes this spool's rows not yet in the fleet database (history.postgres) and exits.
+        #[arg(long, requires = "config")]
+        push: bool,
     },
     /// The delivery queue per destination.
     Queue {
@@ -252,42 +278,41 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Calls {
             spool,
+            config,
             contract,
             direction,
             decision,
             reason,
             number,
+            call,
             since,
             until,
+            sort,
             limit,
             format,
+            reindex,
+            db,
+            push,
         } => {
-            let f = match format.as_str() {
-                "table" => callrec::report::OutFormat::Table,
-                "csv" => callrec::report::OutFormat::Csv,
-                "json" => callrec::report::OutFormat::Json,
-                other => {
-                    return Err(UsageError(format!(
-                        "--format: expected table, csv or json, got {other}"
-                    ))
-                    .into());
-                }
-            };
             let q = callrec::report::CallsQuery {
                 contract,
                 direction,
                 decision,
                 reason,
                 number,
+                call,
                 since,
                 until,
+                sort,
                 limit,
             };
-            print!(
-                "{}",
-                callrec::report::render_calls(&spool, &q, f).context("reading the call history")?
-            );
-            Ok(ExitCode::SUCCESS)
+            if push {
+                return push_command(&config.expect("clap requires --config"));
+            }
+            if let Some(url) = db {
+                return fleet_command(&url, config, q, &format);
+            }
+            calls_command(spool, config, q, &format, reindex)
         }
         Cmd::Queue { config, action } => {
             let cfg = load_config(&config)?;
@@ -306,5 +331,139 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Status { daemon } => daemon.ask("status"),
         Cmd::Pause { call, daemon } => daemon.ask(&format!("pause {call}")),
         Cmd::Resume { call, daemon } => daemon.ask(&format!("resume {call}")),
+    }
+}
+
+/// `callrec calls --push`: the fleet database catches up with this spool.
+fn push_command(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(config)?;
+    callrec::recording::perms::configure(cfg.recording.perms());
+    let url =
+        cfg.history.postgres.clone().ok_or_else(|| {
+            UsageError(format!("{}: history.postgres is not set", config.display()))
+        })?;
+    let mut c = callrec::history::pg::connect(&url)?;
+    let n = callrec::history::pg::push(&cfg.recording.spool_dir, &mut c, &cfg.history.appliance)?;
+    eprintln!(
+        "callrec: {n} rows pushed as appliance {}",
+        cfg.history.appliance
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `callrec calls --db URL`: the same filters over every appliance's rows.
+fn fleet_command(
+    url: &str,
+    config: Option<PathBuf>,
+    q: callrec::report::CallsQuery,
+    format: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let f = out_format(format)?;
+    let offset = match &config {
+        Some(c) => load_config(c)?.general.utc_offset_secs,
+        None => 0,
+    };
+    let filter = q.validate(offset).map_err(|e| UsageError(e.to_string()))?;
+    let mut c = callrec::history::pg::connect(url)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    callrec::report::write_rows(f, &mut out, true, &mut |each| {
+        callrec::history::pg::query(&mut c, &filter, |a, r| each(Some(a), r))
+    })?;
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn out_format(format: &str) -> anyhow::Result<callrec::report::OutFormat> {
+    use callrec::report::OutFormat;
+    Ok(match format {
+        "table" => OutFormat::Table,
+        "csv" => OutFormat::Csv,
+        "json" => OutFormat::Json,
+        other => {
+            return Err(UsageError(format!(
+                "--format: expected table, csv or json, got {other}"
+            ))
+            .into());
+        }
+    })
+}
+
+/// `callrec calls`: validates, catches the index up (or rebuilds it),
+/// streams the rows to stdout. A bad filter exits 2 naming it.
+fn calls_command(
+    spool: Option<PathBuf>,
+    config: Option<PathBuf>,
+    q: callrec::report::CallsQuery,
+    format: &str,
+    reindex: bool,
+) -> anyhow::Result<ExitCode> {
+    use callrec::report::{OutFormat, ReportError};
+    use std::io::Write;
+    let f = match format {
+        "table" => OutFormat::Table,
+        "csv" => OutFormat::Csv,
+        "json" => OutFormat::Json,
+        other => {
+            return Err(UsageError(format!(
+                "--format: expected table, csv or json, got {other}"
+            ))
+            .into());
+        }
+    };
+    let cfg = config.as_deref().map(load_config).transpose()?;
+    if let Some(c) = &cfg {
+        callrec::recording::perms::configure(c.recording.perms());
+    }
+    let spool = match (spool, &cfg) {
+        (Some(s), _) => s,
+        (None, Some(c)) => c.recording.spool_dir.clone(),
+        (None, None) => unreachable!("clap requires --spool, --config or --db"),
+    };
+    let usage = |e: ReportError| -> anyhow::Error {
+        match e {
+            e @ ReportError::BadFilter { .. } => UsageError(e.to_string()).into(),
+            e => anyhow::Error::new(e).context("reading the call history"),
+        }
+    };
+    // Refuse a bad filter before touching anything.
+    q.validate(0).map_err(usage)?;
+    if !spool.join("calls.jsonl").exists() && !spool.join("calls.sqlite").exists() {
+        // No history yet: an empty answer, and no index created for it.
+        let mut out = Vec::new();
+        callrec::report::write_empty(f, &mut out).map_err(usage)?;
+        std::io::stdout().write_all(&out)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let (ix, warnings) = if reindex {
+        let mut ix = callrec::history::index::Index::open(&spool).map_err(|e| usage(e.into()))?;
+        let w = ix.reindex().map_err(|e| usage(e.into()))?;
+        eprintln!(
+            "callrec: index {} rebuilt from calls.jsonl",
+            ix.path().display()
+        );
+        (ix, w)
+    } else {
+        callrec::report::open_index(&spool).map_err(usage)?
+    };
+    for w in &warnings {
+        eprintln!("callrec: {w}");
+    }
+    let offset = cfg
+        .as_ref()
+        .map(|c| c.general.utc_offset_secs)
+        .unwrap_or_else(|| callrec::report::history_offset(&ix));
+    let filter = q.validate(offset).map_err(usage)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
+    let r = callrec::report::write_calls(&ix, &filter, f, &mut out).and_then(|_| Ok(out.flush()?));
+    match r {
+        // `| head` closed the pipe: not an error.
+        Err(ReportError::Out(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(usage(e)),
+        Ok(()) => Ok(ExitCode::SUCCESS),
     }
 }

@@ -4,8 +4,12 @@
 //! ([`sink`]), and the [`announcer`] that ties them to calls.
 
 pub mod announcer;
+pub mod inline;
+pub mod mirror;
+pub mod outcome;
 pub mod player;
 pub mod prompts;
+pub mod rewrite;
 pub mod sink;
 
 pub use player::{BeepKind, OutPacket, PlayError, PlayTimes, Player, Target};

@@ -200,6 +200,14 @@ impl Player {
         self.play(call, now, &tone, targets, true)
     }
 
+    /// The clip of a beep (inline mode plays it in the parties' streams).
+    pub fn beep_clip(&self, kind: BeepKind) -> &Prompt {
+        match kind {
+            BeepKind::Pause => &self.pause_beep,
+            BeepKind::Resume => &self.resume_beep,
+        }
+    }
+
     /// Stops whatever the call is playing; its streams are kept for later
     /// beeps.
     pub fn stop(&mut self, call: u64) {

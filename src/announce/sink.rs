@@ -57,7 +57,8 @@ pub fn open(
     pcap_path: &Path,
 ) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match mode {
-        AnnounceMode::Off => Box::new(OffSink),
+        // Inline mode rewrites the parties' own packets; the player sends nothing.
+        AnnounceMode::Off | AnnounceMode::Inline => Box::new(OffSink),
         AnnounceMode::Pcap => Box::new(PcapSink::create(pcap_path)?),
         AnnounceMode::Udp => Box::new(UdpSink::new()),
         AnnounceMode::Inject => {
@@ -297,6 +298,24 @@ impl InjectSink {
             Err(e) => Err(ierr(format!(
                 "cannot open raw socket (needs CAP_NET_RAW): {e}"
             ))),
+        }
+    }
+}
+
+impl InjectSink {
+    /// Sends one whole Ethernet frame as it is (mirror mode's copies of
+    /// the parties' own frames).
+    pub fn send_frame(&mut self, frame: &[u8]) -> Result<(), SinkError> {
+        match self.tx.send_to(frame, None) {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => Err(SinkError::Interface {
+                name: self.name.clone(),
+                reason: e.to_string(),
+            }),
+            None => Err(SinkError::Interface {
+                name: self.name.clone(),
+                reason: "send_to gave no result".into(),
+            }),
         }
     }
 }

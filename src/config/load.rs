@@ -90,7 +90,16 @@ struct Raw {
     limits: RawLimits,
     #[serde(default)]
     daemon: RawDaemon,
+    #[serde(default)]
+    history: history_cfg::RawHistory,
+    #[serde(default)]
+    hep: history_cfg::RawHep,
+    #[serde(default)]
+    api: history_cfg::RawApi,
 }
+
+#[path = "history.rs"]
+mod history_cfg;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGeneral {
@@ -127,6 +136,10 @@ struct RawAnnounce {
     mode: S<String>,
     interface: S<String>,
     dir: S<String>,
+    queue: S<i64>,
+    mark: S<i64>,
+    nft_table: S<String>,
+    nft_setup: S<bool>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -778,6 +791,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         &ra.mode,
         AnnounceMode::Off,
         &[
+            ("inline", AnnounceMode::Inline),
             ("inject", AnnounceMode::Inject),
             ("udp", AnnounceMode::Udp),
             ("pcap", AnnounceMode::Pcap),
@@ -792,8 +806,28 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "required when announce.mode is \"inject\"",
         ));
     }
+    let nft_table = ra
+        .nft_table
+        .as_ref()
+        .map_or_else(|| "callrec".to_owned(), |s| s.get_ref().clone());
+    if let Some(s) = &ra.nft_table
+        && (nft_table.is_empty()
+            || !nft_table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(cx.err(s.span(), "announce.nft_table", "letters, digits and _ only"));
+    }
+    let mark = cx.int("announce.mark", &ra.mark, 0x0014_0000, 1..=0xffff_ffff)? as u32;
+    let inline = crate::announce::inline::InlineConfig {
+        queue: cx.int("announce.queue", &ra.queue, 14, 0..=65535)? as u16,
+        mark,
+        nft_table,
+        setup: ra.nft_setup.as_ref().is_none_or(|b| *b.get_ref()),
+    };
     let announce = Announce {
         mode,
+        inline,
         interface: ra.interface.as_ref().map(|s| s.get_ref().clone()),
         dir: match &ra.dir {
             None => "/usr/share/callrec/guidance-audio".into(),
@@ -1239,6 +1273,9 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         contracts,
         limits,
         daemon,
+        history: history_cfg::history(&cx, &raw.history)?,
+        hep: history_cfg::hep(&cx, &raw.hep)?,
+        api: history_cfg::api(&cx, &raw.api)?,
     })
 }
 

@@ -25,6 +25,39 @@ pub struct Config {
     pub contracts: Vec<Contract>,
     pub limits: Limits,
     pub daemon: Daemon,
+    pub history: History,
+    pub hep: Hep,
+    pub api: Api,
+}
+
+/// `[history]`: the call history's retention and the fleet database.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    /// Calls that started longer ago are dropped from `calls.jsonl` and
+    /// its index when the daemon or a replay starts; None keeps everything.
+    pub keep: Option<std::time::Duration>,
+    /// This appliance's name in the fleet database (default: the host name).
+    pub appliance: String,
+    /// `postgres://` URL of the fleet database; None = local history only.
+    pub postgres: Option<String>,
+}
+
+/// `[hep]`: HEPv3 export of recorded calls' SIP to a Homer collector.
+#[derive(Clone, Debug, Default)]
+pub struct Hep {
+    /// UDP address of the collector (heplify-server, Homer); None = off.
+    pub collector: Option<std::net::SocketAddr>,
+    /// Export every call's SIP, not only recorded calls'.
+    pub all_calls: bool,
+    /// HEP capture agent id (chunk 0x000c).
+    pub node_id: u32,
+}
+
+/// `[api]`: the read-only HTTP API on the metrics listener.
+#[derive(Clone, Debug, Default)]
+pub struct Api {
+    /// Bearer token every `/api/` request must carry; None = the API is off.
+    pub token: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -140,6 +173,9 @@ impl Recording {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AnnounceMode {
+    /// On the media path (bridge or router): the flows of calls in their
+    /// prompt are diverted through NFQUEUE and rewritten in place.
+    Inline,
     Inject,
     Udp,
     Pcap,
@@ -151,6 +187,43 @@ pub struct Announce {
     pub mode: AnnounceMode,
     pub interface: Option<String>,
     pub dir: PathBuf,
+    /// Inline mode: NFQUEUE number, mark and nftables table name
+    /// (`announce.queue`, `announce.mark`, `announce.nft_table`) and whether
+    /// callrec installs the table and FORWARD rule (`announce.nft_setup`).
+    pub inline: crate::announce::inline::InlineConfig,
+}
+
+impl Announce {
+    /// A warning for modes in which the parties do not hear the prompt
+    /// from callrec: the legally required notice must then come from the
+    /// network (the carrier's media server or relay).
+    pub fn warning(&self) -> Option<&'static str> {
+        match self.mode {
+            AnnounceMode::Inline => None,
+            AnnounceMode::Off => Some(
+                "announce.mode = \"off\": callrec plays no announcement; the notice must be played by the network",
+            ),
+            AnnounceMode::Pcap | AnnounceMode::Udp => Some(
+                "announce.mode writes the prompt to a file or UDP socket, not to the parties; the notice must be played by the network",
+            ),
+            AnnounceMode::Inject => Some(
+                "announce.mode = \"inject\" sends the prompt in the parties' own streams, a few packets ahead of them; a phone plays it only if its jitter buffer keeps the first copy of each packet (in tests linphonec 5.1 did; baresip 1.0 only in some calls): where every party must hear it, use \"inline\" or have the network play the notice",
+            ),
+        }
+    }
+}
+
+impl AnnounceMode {
+    /// The name used in `announce.mode` and in the metadata's `guidance.mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnnounceMode::Inline => "inline",
+            AnnounceMode::Inject => "inject",
+            AnnounceMode::Udp => "udp",
+            AnnounceMode::Pcap => "pcap",
+            AnnounceMode::Off => "off",
+        }
+    }
 }
 
 #[derive(Clone, Debug)]

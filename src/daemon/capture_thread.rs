@@ -336,6 +336,7 @@ fn report(
             if_dropped: carried.if_dropped + pcap.if_dropped,
             ring_dropped: engine.ring_drops(),
             truncated: carried.truncated + pcap.truncated,
+            undecodable: st.undecodable,
             error: s.error.take(),
             skipped: st.skipped.clone(),
             announce: engine.announce_stats(),

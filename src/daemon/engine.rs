@@ -150,6 +150,8 @@ pub struct Engine {
     outlier_log: OutlierLog,
     /// Live daemon only: the call-state journal (`restore_journal`).
     journal: Option<crate::daemon::journal::CallJournal>,
+    /// `[hep]`: SIP of recorded calls to a Homer collector.
+    hep: Option<crate::history::hep::HepExporter>,
 }
 
 impl Engine {
@@ -181,7 +183,7 @@ impl Engine {
             shards,
             announcer,
             billing: HashMap::new(),
-            history: HistoryWriter::open(spool)?,
+            history: HistoryWriter::open_keep(spool, cfg.history.keep, None)?,
             events: Vec::new(),
             stats: EngineStats::default(),
             check: MediaCheck::new(),
@@ -191,6 +193,7 @@ impl Engine {
             held: Vec::new(),
             outlier_log: OutlierLog::default(),
             journal: None,
+            hep: crate::history::hep::HepExporter::from_config(&cfg.hep),
             cfg,
         })
     }
@@ -523,6 +526,9 @@ impl Engine {
             if let (Some(a), Some(l2)) = (self.announcer.as_mut(), l2) {
                 a.learn(&l2, src.ip(), dst.ip());
             }
+            if let Some(h) = self.hep.as_mut() {
+                h.observe(ts, src, dst, &data);
+            }
             self.on_sip(ts, src, &data);
         }
         self.run_due();
@@ -647,6 +653,7 @@ impl Engine {
                     played: played.is_some(),
                     started_at: played.map_or(at, |p| p.started_at),
                     ended_at: played.map_or(at, |p| p.ended_at),
+                    outcome: self.announcer.as_ref().and_then(|a| a.outcome(key)),
                 });
                 let record_start = played.map_or(at, |p| p.ended_at);
                 self.billing
@@ -696,6 +703,9 @@ impl Engine {
                     .set_event_pt(telephone_event_pt(&legs, Leg::Subscriber));
                 c.legs = legs.clone();
                 let shard = c.shard;
+                if let Some(a) = self.announcer.as_mut() {
+                    a.media_changed(key, at);
+                }
                 self.install_routes(key, &legs);
                 self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
             }
@@ -734,13 +744,16 @@ impl Engine {
                     at = at.max(last.add_micros(LAST_PACKET_US));
                     record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
                 }
+                // Billing starts when the prompt first reached a party.
+                let reached = self.announcer.as_ref().and_then(|a| a.outcome(key));
+                let reached = reached.and_then(|o| o.first_sent_us()).map(Timestamp);
                 if let Some(a) = self.announcer.as_mut() {
                     a.forget(key);
                 }
-                record.billing_start = self
-                    .billing
-                    .remove(&key)
+                record.billing_start = reached
+                    .or(self.billing.remove(&key))
                     .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
+                self.billing.remove(&key);
                 self.short_ids.remove(&key);
                 self.call_ids.remove(&key);
                 self.flush_foreign(key);
@@ -910,6 +923,9 @@ impl Engine {
     fn write_history(&mut self, record: &CallRecord) {
         if let Err(e) = self.history.append(record) {
             tracing::error!(error = %e, path = %self.history.path().display(), "cannot write call history");
+        }
+        if let Some(h) = self.hep.as_mut() {
+            h.call_ended(record);
         }
     }
 

@@ -22,9 +22,7 @@ use crate::calls::tracker::CallKey;
 use crate::config::{Channels, SegmentPolicy};
 use crate::daemon::media::CallSetup;
 use crate::delivery::spool::{Spool, SpoolUsage};
-use crate::recording::metadata::{
-    self, AudioMeta, GuidanceMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta,
-};
+use crate::recording::metadata::{self, AudioMeta, Metadata, PauseMeta, QualityMeta, SegmentMeta};
 use crate::recording::recorder::{CallRecorder, RecordingSummary};
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -257,12 +255,10 @@ pub fn segment_metadata(
         callee: v.callee.clone(),
         invite_at: setup.invite_at.rfc3339(off),
         answered_at: setup.answered_at.rfc3339(off),
-        guidance: GuidanceMeta {
-            id: setup.contract.guidance,
-            played: g.is_some_and(|g| g.played),
-            started_at: g.filter(|g| g.played).map(|g| g.started_at.rfc3339(off)),
-            ended_at: g.filter(|g| g.played).map(|g| g.ended_at.rfc3339(off)),
-        },
+        guidance: crate::announce::outcome::guidance_meta(setup.contract.guidance, g, off),
+        billing_start: Some(
+            crate::announce::outcome::billing_start(setup.answered_at, g).rfc3339(off),
+        ),
         ended_at: p.ended_at.rfc3339(off),
         end_reason: p.reason.clone(),
         segment: SegmentMeta {

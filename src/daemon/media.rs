@@ -42,6 +42,8 @@ pub struct Guidance {
     pub played: bool,
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
+    /// How the prompt reached each party (filled while it plays).
+    pub outcome: Option<Arc<crate::announce::outcome::Outcome>>,
 }
 
 pub enum MediaCtl {

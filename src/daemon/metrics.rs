@@ -47,6 +47,8 @@ pub struct Sources {
     pub spool_max_bytes: u64,
     /// When the process started (for restart alerts: the watchdog's kills).
     pub started: SystemTime,
+    /// The read-only HTTP API (`api.token`); None = off.
+    pub api: Option<std::sync::Arc<crate::daemon::api::ApiConfig>>,
 }
 
 /// Binds `addr` and answers scrapes on a thread of its own. A port
@@ -85,6 +87,20 @@ fn respond(conn: &mut (impl Read + Write), src: &Sources) -> std::io::Result<()>
     let openmetrics = head.lines().any(|l| {
         l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
     });
+    if path.starts_with("/api/") {
+        let a = crate::daemon::api::respond(method, target, &head, src);
+        write!(
+            conn,
+            "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
+            a.status,
+            a.body.len(),
+            a.headers
+        )?;
+        if method != "HEAD" {
+            conn.write_all(a.body.as_bytes())?;
+        }
+        return conn.flush();
+    }
     let (status, ctype, body) = match (method, path) {
         ("GET" | "HEAD", "/metrics") if openmetrics => {
             ("200 OK", OPENMETRICS, render(src, SystemTime::now()))
@@ -209,7 +225,7 @@ fn iface(c: &CaptureStatus) -> Labels {
 /// Per interface: name (counters without `_total`), help, kind, value.
 type CapFamily = (&'static str, &'static str, bool, fn(&CaptureStatus) -> u64);
 
-const CAPTURE: [CapFamily; 11] = [
+const CAPTURE: [CapFamily; 13] = [
     ("packets", "Frames captured.", true, |c| c.packets),
     ("sip_messages", "SIP messages parsed.", true, |c| {
         c.sip_messages
@@ -240,6 +256,18 @@ const CAPTURE: [CapFamily; 11] = [
         "RTP lost because a shard ring was full.",
         true,
         |c| c.ring_dropped,
+    ),
+    (
+        "truncated_frames",
+        "Frames longer than capture.snaplen, cut (GRO/LRO on the capture interface?).",
+        true,
+        |c| c.truncated,
+    ),
+    (
+        "undecodable_calls",
+        "Recorded calls none of whose audio could be decoded (media-encrypted, codec-unsupported): nothing delivered.",
+        true,
+        |c| c.undecodable,
     ),
     (
         "calls",
@@ -489,6 +517,7 @@ mod tests {
             spool_warn_bytes: 8_000,
             spool_max_bytes: 10_000,
             started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            api: None,
         };
         let text = to_text_004(&render(&src, SystemTime::now()));
         for want in [

@@ -1,5 +1,6 @@
 //! Wiring: threads, the capture loop, the control socket, metrics, systemd.
 
+pub mod api;
 pub mod capture_thread;
 pub mod clock;
 pub mod control;

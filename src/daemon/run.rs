@@ -59,6 +59,8 @@ pub enum RunError {
     },
     #[error("announcements: {0}")]
     Announce(#[from] crate::announce::announcer::AnnouncerError),
+    #[error(transparent)]
+    Inline(#[from] crate::announce::inline::InlineError),
     /// A capture thread gave up (its interface stayed unusable).
     #[error("{0}")]
     CaptureLost(String),
@@ -101,6 +103,8 @@ pub struct CaptureStatus {
     pub ring_dropped: u64,
     /// Frames cut at the snap length.
     pub truncated: u64,
+    /// Recorded calls with no decodable audio (never delivered).
+    pub undecodable: u64,
     /// The recorded calls in progress, as the capture thread last
     /// published them (at once when the set changes): `status` answers
     /// from here without waiting for the capture thread.
@@ -198,8 +202,22 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
             spool_warn_bytes: cfg.recording.spool_warn_bytes,
             spool_max_bytes: cfg.recording.spool_max_bytes,
             started: SystemTime::now(),
+            api: cfg.api.token.clone().map(|token| {
+                Arc::new(crate::daemon::api::ApiConfig {
+                    token,
+                    spool: cfg.recording.spool_dir.clone(),
+                    utc_offset_secs: cfg.general.utc_offset_secs,
+                })
+            }),
         };
         crate::daemon::metrics::serve(addr, src).map_err(io("metrics"))?;
+    }
+    if let Some(url) = cfg.history.postgres.clone() {
+        crate::history::pg::spawn(
+            cfg.recording.spool_dir.clone(),
+            url,
+            cfg.history.appliance.clone(),
+        );
     }
     tracing::info!(
         interfaces = %cfg.capture.interfaces.join(","),
@@ -261,6 +279,24 @@ fn start_capture(
     }
     let n_if = sources.len();
     let per_if = (shard_count(cfg, None) / n_if).max(1);
+    // Inline announcements: one worker (NFQUEUE) shared by every capture thread.
+    let inline = match cfg.announce.mode {
+        crate::config::AnnounceMode::Inline => {
+            Some(crate::announce::inline::start(&cfg.announce.inline)?)
+        }
+        // Mirror: the prompt goes in the parties' own streams, ahead of them.
+        crate::config::AnnounceMode::Inject => Some(crate::announce::mirror::start(
+            &c.interfaces[0],
+            cfg.announce
+                .interface
+                .as_deref()
+                .unwrap_or(&c.interfaces[0]),
+        )?),
+        _ => None,
+    };
+    if let Some(w) = cfg.announce.warning() {
+        tracing::warn!("{w}");
+    }
     let mut links = Vec::new();
     for (i, src) in sources.into_iter().enumerate() {
         let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
@@ -273,7 +309,11 @@ fn start_capture(
         } else {
             format!("announcements-{interface}.pcap")
         };
-        let announcer = Announcer::from_config(cfg, &spool_dir.join(pcap_name))?;
+        let announcer =
+            Announcer::from_config(cfg, &spool_dir.join(pcap_name))?.map(|a| match &inline {
+                Some(h) => a.with_inline(h.clone()),
+                None => a,
+            });
         let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
         engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());

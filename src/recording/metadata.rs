@@ -30,6 +30,10 @@ pub struct Metadata {
     /// "codec-unsupported:NAME"); such a segment is never delivered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub undecodable: Option<String>,
+    /// When the announcement started reaching the parties (billing starts
+    /// there); the answer when none was played.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub billing_start: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -39,6 +43,23 @@ pub struct GuidanceMeta {
     pub played: bool,
     pub started_at: Option<String>,
     pub ended_at: Option<String>,
+    /// `announce.mode` the prompt was played in ("inline", "inject", "off"...).
+    pub mode: String,
+    /// Prompt packets sent (or rewritten, inline) towards each party.
+    pub sent: SentMeta,
+    /// "in-stream" when the subscriber heard the prompt in the other
+    /// party's own RTP stream; "separate-stream" for injection beside it;
+    /// otherwise why not.
+    pub to_subscriber: String,
+    /// The same for the remote party.
+    pub to_remote: String,
+}
+
+/// Packets of the prompt per receiving party.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct SentMeta {
+    pub subscriber: u64,
+    pub remote: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]

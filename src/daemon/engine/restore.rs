@@ -243,6 +243,8 @@ impl Engine {
                 played: g.played,
                 started_at: Timestamp(g.started_at_us),
                 ended_at: Timestamp(g.ended_at_us),
+                // How the prompt reached the parties died with the process.
+                outcome: None,
             }),
             utc_offset_secs: self.cfg.general.utc_offset_secs,
             encoded: self.cfg.recording.encoded,
