@@ -225,7 +225,7 @@ fn iface(c: &CaptureStatus) -> Labels {
 /// Per interface: name (counters without `_total`), help, kind, value.
 type CapFamily = (&'static str, &'static str, bool, fn(&CaptureStatus) -> u64);
 
-const CAPTURE: [CapFamily; 13] = [
+const CAPTURE: [CapFamily; 16] = [
     ("packets", "Frames captured.", true, |c| c.packets),
     ("sip_messages", "SIP messages parsed.", true, |c| {
         c.sip_messages
@@ -268,6 +268,24 @@ const CAPTURE: [CapFamily; 13] = [
         "Recorded calls none of whose audio could be decoded (media-encrypted, codec-unsupported): nothing delivered.",
         true,
         |c| c.undecodable,
+    ),
+    (
+        "clock_outliers",
+        "Frames whose time stamp lay far from the capture's clock: placed by the clock, never used to expire calls.",
+        true,
+        |c| c.clock_outliers,
+    ),
+    (
+        "invites_throttled",
+        "INVITEs not followed: their source already had limits.early_dialogs_per_source unanswered dialogs (INVITE FLOOD).",
+        true,
+        |c| c.invites_throttled,
+    ),
+    (
+        "sip_oversized",
+        "SIP messages over limits.sip_message_bytes, dropped.",
+        true,
+        |c| c.sip_oversized,
     ),
     (
         "calls",

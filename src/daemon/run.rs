@@ -105,6 +105,12 @@ pub struct CaptureStatus {
     pub truncated: u64,
     /// Recorded calls with no decodable audio (never delivered).
     pub undecodable: u64,
+    /// Frames whose time stamp the clock did not believe (placed by it).
+    pub clock_outliers: u64,
+    /// INVITEs not followed because their source had too many early dialogs.
+    pub invites_throttled: u64,
+    /// SIP messages over `limits.sip_message_bytes`, dropped.
+    pub sip_oversized: u64,
     /// The recorded calls in progress, as the capture thread last
     /// published them (at once when the set changes): `status` answers
     /// from here without waiting for the capture thread.
@@ -316,6 +322,8 @@ fn start_capture(
             });
         let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
             .map_err(io("call history"))?;
+        // The clock's log lines and offsets name the interface.
+        engine.set_capture_point(&interface);
         engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());
         let (tx, rx) = mpsc::channel();
         let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
