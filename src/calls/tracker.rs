@@ -979,32 +979,10 @@ impl Tracker {
             }
         }
         let recorded = d.verdict.record && answered;
-        let v = &d.verdict;
-        let (decision, skip) = if recorded {
-            ("record", None)
-        } else if v.record {
-            ("skip", Some(SkipReason::NotAnswered))
-        } else {
-            ("skip", v.reason)
-        };
-        let ts = |t: Timestamp| t.rfc3339(self.offset);
         let record = CallRecord {
-            call_id: d.history_call_id.clone(),
-            short_id: d.short_id.clone(),
-            direction: v.direction.map(|x| x.as_str().to_owned()),
-            contract: v.contract.and_then(|i| self.contract_ids.get(i)).cloned(),
-            service: v.service.map(|s| s.as_str().to_owned()),
-            caller: v.caller.clone(),
-            callee: v.callee.clone(),
-            prefix: v.prefix.map(str::to_owned),
-            decision: decision.to_owned(),
-            reason: skip.map(|r| r.as_str().to_owned()),
-            invite_at: ts(d.invite_at),
-            answered_at: d.answered_at.map(ts),
-            billing_start: None,
-            ended_at: Some(ts(at)),
+            ended_at: Some(at.rfc3339(self.offset)),
             end_reason: Some(reason.to_owned()),
-            segments: if recorded { d.segments.max(1) } else { 0 },
+            ..history_record(d, &self.contract_ids, self.offset)
         };
         out.push(CallEvent::Ended {
             key: d.key,
@@ -1012,6 +990,41 @@ impl Tracker {
             recorded,
             record,
         });
+    }
+}
+
+/// A dialog's history line without its end (`ended_at`, `end_reason`
+/// unset): at the call's end, and for the journal while it goes on.
+/// `contract_ids` names the verdict's contract index; `offset` is the
+/// configured UTC offset in seconds.
+fn history_record(d: &Dialog, contract_ids: &[String], offset: i32) -> CallRecord {
+    let v = &d.verdict;
+    let recorded = v.record && d.answered_at.is_some();
+    let (decision, skip) = if recorded {
+        ("record", None)
+    } else if v.record {
+        ("skip", Some(SkipReason::NotAnswered))
+    } else {
+        ("skip", v.reason)
+    };
+    let ts = |t: Timestamp| t.rfc3339(offset);
+    CallRecord {
+        call_id: d.history_call_id.clone(),
+        short_id: d.short_id.clone(),
+        direction: v.direction.map(|x| x.as_str().to_owned()),
+        contract: v.contract.and_then(|i| contract_ids.get(i)).cloned(),
+        service: v.service.map(|s| s.as_str().to_owned()),
+        caller: v.caller.clone(),
+        callee: v.callee.clone(),
+        prefix: v.prefix.map(str::to_owned),
+        decision: decision.to_owned(),
+        reason: skip.map(|r| r.as_str().to_owned()),
+        invite_at: ts(d.invite_at),
+        answered_at: d.answered_at.map(ts),
+        billing_start: None,
+        ended_at: None,
+        end_reason: None,
+        segments: if recorded { d.segments.max(1) } else { 0 },
     }
 }
 

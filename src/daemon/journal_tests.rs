@@ -140,7 +140,10 @@ fn a_shorter_or_a_larger_record_replaces_the_last_one_whole() {
                 payloads: vec![(0, "PCMU".into()), (101, "TELEPHONE-EVENT".into())],
                 ptime: Some(20),
                 direction: "sendrecv".into(),
-                formats: vec![(0, "PCMU".into(), 8000, 1, 0)],
+                formats: vec![(
+                    0,
+                    crate::media::codec::Format::of(crate::media::codec::Codec::Pcmu),
+                )],
             };
             (format!("fork{i}"), ep)
         })

@@ -8,7 +8,7 @@
 //! which is exactly the precision G.711 keeps.
 
 /// What a payload type carries, as far as recording cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Codec {
     /// G.711 μ-law (static PT 0).
     Pcmu,
@@ -39,7 +39,7 @@ pub enum Codec {
 }
 
 /// A payload type's meaning: codec plus what RTP and SDP say about it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Format {
     pub codec: Codec,
     /// RTP timestamp clock, Hz (rtpmap; RFC 3551 for static types).

@@ -24,34 +24,11 @@ pub struct EndpointSnap {
     pub ptime: Option<u32>,
     /// "sendrecv", "sendonly", "recvonly" or "inactive".
     pub direction: String,
-    /// Decodable payload types: (pt, codec name, clock Hz, channels,
-    /// param), as [`crate::media::codec::Format`] has them. SRTP keys are
-    /// never journalled: a restart segment of SRTP media is undecodable
-    /// and says so (`media-encrypted`).
+    /// Decodable payload types with clock and fmtp. SRTP keys are never
+    /// journalled: a restart segment of SRTP media is undecodable and says
+    /// so (`media-encrypted`).
     #[serde(default)]
-    pub formats: Vec<(u8, String, u32, u8, u8)>,
-}
-
-/// The codec whose [`Codec::name`] is `n`.
-fn codec_named(n: &str) -> Option<crate::media::codec::Codec> {
-    use crate::media::codec::Codec::*;
-    [
-        Pcmu,
-        Pcma,
-        ComfortNoise,
-        TelephoneEvent,
-        G722,
-        G729,
-        AmrNb,
-        AmrWb,
-        Opus,
-        Gsm,
-        Ilbc,
-        L16,
-        G726,
-    ]
-    .into_iter()
-    .find(|c| c.name() == n)
+    pub formats: Vec<(u8, crate::media::codec::Format)>,
 }
 
 /// The policy's decision ([`Verdict`] with its enums as their strings).
@@ -182,11 +159,7 @@ impl EndpointSnap {
             payloads: e.payloads.clone(),
             ptime: e.ptime,
             direction: pair_name(&SDP_DIRECTIONS)(e.direction).to_owned(),
-            formats: e
-                .formats
-                .iter()
-                .map(|(pt, f)| (*pt, f.codec.name().to_owned(), f.clock, f.channels, f.param))
-                .collect(),
+            formats: e.formats.clone(),
         }
     }
     fn endpoint(&self) -> Result<Endpoint, RestoreError> {
@@ -201,21 +174,7 @@ impl EndpointSnap {
                 "direction",
                 &self.direction,
             )?,
-            formats: self
-                .formats
-                .iter()
-                .filter_map(|(pt, name, clock, channels, param)| {
-                    Some((
-                        *pt,
-                        crate::media::codec::Format {
-                            codec: codec_named(name)?,
-                            clock: *clock,
-                            channels: *channels,
-                            param: *param,
-                        },
-                    ))
-                })
-                .collect(),
+            formats: self.formats.clone(),
             keys: crate::media::srtp::Keys::default(),
         })
     }
@@ -317,37 +276,10 @@ impl Tracker {
     /// The history line the call would get if it ended now, without its
     /// end: what the journal keeps first, so that even a journal file cut
     /// after it gives the call its line. Mirrors the record built at the
-    /// call's end (`Tracker::end`); a test keeps them equal.
+    /// call's end: both come from `history_record`.
     pub fn history_template(&self, call_id: &str) -> Option<CallRecord> {
         let d = self.dialogs.get(call_id)?;
-        let v = &d.verdict;
-        let recorded = v.record && d.answered_at.is_some();
-        let (decision, skip) = if recorded {
-            ("record", None)
-        } else if v.record {
-            ("skip", Some(SkipReason::NotAnswered))
-        } else {
-            ("skip", v.reason)
-        };
-        let ts = |t: Timestamp| t.rfc3339(self.offset);
-        Some(CallRecord {
-            call_id: d.history_call_id.clone(),
-            short_id: d.short_id.clone(),
-            direction: v.direction.map(|x| x.as_str().to_owned()),
-            contract: v.contract.and_then(|i| self.contract_ids.get(i)).cloned(),
-            service: v.service.map(|s| s.as_str().to_owned()),
-            caller: v.caller.clone(),
-            callee: v.callee.clone(),
-            prefix: v.prefix.map(str::to_owned),
-            decision: decision.to_owned(),
-            reason: skip.map(|r| r.as_str().to_owned()),
-            invite_at: ts(d.invite_at),
-            answered_at: d.answered_at.map(ts),
-            billing_start: None,
-            ended_at: None,
-            end_reason: None,
-            segments: if recorded { d.segments.max(1) } else { 0 },
-        })
+        Some(super::history_record(d, &self.contract_ids, self.offset))
     }
 
     /// Takes a journalled dialog back after a restart, under a new key.
