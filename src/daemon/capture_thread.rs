@@ -203,10 +203,12 @@ impl CaptureThread {
                 }
             }
         }
-        // The ring is empty: time passes all the same.
-        self.engine.on_idle(self.links.clock.now());
         self.serve_control();
         if n == 0 {
+            // Nothing arrived this turn: time passes all the same (frames
+            // move the clock themselves, and a busy link gets the
+            // once-a-second tick in `run`).
+            self.engine.on_idle(self.links.clock.now());
             src.wait(&self.links.waker, TICK);
         }
         Source::Open(src)
