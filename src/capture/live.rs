@@ -60,8 +60,8 @@ impl Waker {
         unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
     }
 
-    /// Clears pending wakes.
-    fn drain(&self) {
+    /// Clears pending wakes (after a poll of [`Waker::raw`] found it set).
+    pub fn drain(&self) {
         let mut n: u64 = 0;
         // SAFETY: reads 8 bytes into a live u64 from our own eventfd.
         unsafe { libc::read(self.fd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
@@ -74,13 +74,14 @@ impl Waker {
         self.drain();
     }
 
-    fn raw(&self) -> RawFd {
+    /// The eventfd, for a source that polls it with its own descriptors.
+    pub fn raw(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }
 
 /// Waits for any of `fds` to be readable; returns which were.
-fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
+pub(crate) fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
     let mut p: Vec<libc::pollfd> = fds
         .iter()
         .map(|&fd| libc::pollfd {

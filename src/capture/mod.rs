@@ -6,13 +6,17 @@
 
 use crate::time::Timestamp;
 
+pub mod dedup;
 pub mod fault;
 pub mod file;
+pub mod hep;
+pub mod hep_listen;
 pub mod live;
 pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};
 pub use file::FileSource;
+pub use hep_listen::{HepListener, HepListenerStats};
 pub use live::{LiveSource, LiveStats, Waker};
 pub use trace::TraceSource;
 
@@ -131,4 +135,14 @@ pub trait PacketSource {
     fn next_packet(&mut self) -> Result<Option<Packet<'_>>, CaptureError>;
     /// A name for messages: the file path or interface name.
     fn name(&self) -> &str;
+    /// The capture point of the frame last returned, when a source
+    /// carries several (a HEP listener: "hep:<capture id>" per agent);
+    /// `None` for a source that is one capture point (its [`name`]).
+    /// The engine keeps a clock offset per point
+    /// (`Engine::set_capture_point`).
+    ///
+    /// [`name`]: PacketSource::name
+    fn capture_point(&self) -> Option<&str> {
+        None
+    }
 }
