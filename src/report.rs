@@ -17,6 +17,36 @@ use std::time::Duration;
 use crate::calls::numbering;
 use crate::config::{AnnounceMode, Channels, Config, SegmentPolicy};
 
+/// `capture.hep_listen` and `[forward]` lines (keys are never printed).
+fn sources_report(o: &mut String, cfg: &Config) {
+    let h = &cfg.capture.hep;
+    if !h.listen.is_empty() {
+        let a: Vec<String> = h.listen.iter().map(|a| a.to_string()).collect();
+        let ids: Vec<String> = h.capture_ids.iter().map(|i| i.to_string()).collect();
+        let _ = writeln!(
+            o,
+            "              HEPv3 on {} (UDP and TCP); capture ids {}; auth key {}",
+            a.join(", "),
+            if ids.is_empty() { "any".into() } else { ids.join(", ") },
+            if h.auth_key.is_some() { "required" } else { "none" }
+        );
+    }
+    if let Some(f) = &cfg.forward {
+        let _ = writeln!(
+            o,
+            "forward       HEPv3 over {} to {} as capture id {}; buffer {} bytes in {}",
+            match f.transport {
+                crate::config::ForwardTransport::Tcp => "TCP",
+                crate::config::ForwardTransport::Udp => "UDP",
+            },
+            f.to,
+            f.capture_id,
+            f.buffer_bytes,
+            f.buffer_dir.display()
+        );
+    }
+}
+
 /// The effective configuration, as an operator wants to check it.
 pub fn check_config_report(cfg: &Config) -> String {
     let mut o = String::new();
@@ -42,6 +72,7 @@ pub fn check_config_report(cfg: &Config) -> String {
         "capture       interfaces {ifs}; SIP ports {} (UDP and TCP)",
         ports.join(", ")
     );
+    sources_report(&mut o, cfg);
     let r = &cfg.recording;
     let _ = writeln!(
         o,

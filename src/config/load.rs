@@ -96,10 +96,14 @@ struct Raw {
     hep: history_cfg::RawHep,
     #[serde(default)]
     api: history_cfg::RawApi,
+    #[serde(default)]
+    forward: sources::RawForward,
 }
 
 #[path = "history.rs"]
 mod history_cfg;
+#[path = "sources.rs"]
+mod sources;
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawGeneral {
@@ -114,6 +118,9 @@ struct RawCapture {
     promiscuous: S<bool>,
     buffer_bytes: S<IntOrStr>,
     retry_for: S<String>,
+    hep_listen: S<Vec<Spanned<String>>>,
+    hep_capture_ids: S<Vec<Spanned<i64>>>,
+    hep_auth_key: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -689,6 +696,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             )
         })?,
         retry_for: cx.duration("capture.retry_for", &rc.retry_for, Duration::from_secs(300))?,
+        hep: sources::hep_source(&cx, &rc.hep_listen, &rc.hep_capture_ids, &rc.hep_auth_key)?,
     };
 
     // [recording]
@@ -1261,6 +1269,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         },
     };
 
+    let forward = sources::forward(&cx, &raw.forward, &recording.spool_dir)?;
     Ok(Config {
         source: path.to_path_buf(),
         general,
@@ -1276,6 +1285,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         history: history_cfg::history(&cx, &raw.history)?,
         hep: history_cfg::hep(&cx, &raw.hep)?,
         api: history_cfg::api(&cx, &raw.api)?,
+        forward,
     })
 }
 

@@ -28,6 +28,45 @@ pub struct Config {
     pub history: History,
     pub hep: Hep,
     pub api: Api,
+    /// `[forward]`: `callrec forward`'s central appliance; None = absent.
+    pub forward: Option<Forward>,
+}
+
+/// `[capture] hep_listen`, `hep_capture_ids`, `hep_auth_key`: HEPv3 from
+/// capture agents, a source like an interface (issue 17).
+#[derive(Clone, Debug, Default)]
+pub struct HepSource {
+    /// Addresses taking HEP over UDP and TCP each; empty = off.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Capture agent ids accepted (chunk 0x000c); empty = any.
+    pub capture_ids: Vec<u32>,
+    /// Key agents must send (chunk 0x000e); never logged or printed.
+    pub auth_key: Option<String>,
+}
+
+/// How `callrec forward` sends HEP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardTransport {
+    /// One connection, packets back to back, buffered on disk while down.
+    Tcp,
+    /// Datagrams: nothing is known to be lost, so nothing is buffered.
+    Udp,
+}
+
+/// `[forward]`: the capture agent mode (`callrec forward`).
+#[derive(Clone, Debug)]
+pub struct Forward {
+    /// The central appliance's `capture.hep_listen` address.
+    pub to: std::net::SocketAddr,
+    pub transport: ForwardTransport,
+    /// This agent's HEP capture id (chunk 0x000c).
+    pub capture_id: u32,
+    /// Sent as chunk 0x000e when set.
+    pub auth_key: Option<String>,
+    /// Where packets wait while the central appliance is unreachable.
+    pub buffer_dir: PathBuf,
+    /// Bytes the buffer may hold; past it the oldest are dropped (counted, logged).
+    pub buffer_bytes: u64,
 }
 
 /// `[history]`: the call history's retention and the fleet database.
@@ -79,6 +118,8 @@ pub struct Capture {
     /// backoff, an alarm at each failure) before the daemon gives up and
     /// exits 1, so that systemd's `Restart=on-failure` takes over.
     pub retry_for: std::time::Duration,
+    /// HEPv3 from capture agents (`hep_listen` and its keys).
+    pub hep: HepSource,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
