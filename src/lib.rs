@@ -16,6 +16,7 @@ pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod delivery;
+pub mod forward;
 pub mod history;
 pub mod media;
 pub mod pcapgen;

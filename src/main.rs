@@ -48,6 +48,11 @@ enum Cmd {
         #[arg(required = true)]
         captures: Vec<PathBuf>,
     },
+    /// Capture agent: sends what this host's mirror port sees to the central appliance(s) as HEPv3 ([forward]).
+    Forward {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validates the configuration and prints the effective contracts and destinations.
     CheckConfig {
         #[arg(long)]
@@ -262,6 +267,11 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Cmd::Forward { config } => {
+            let cfg = load_config(&config)?;
+            callrec::forward::run(cfg, &config)?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::CheckConfig { config } => {
             let cfg = load_config(&config)?;

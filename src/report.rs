@@ -27,8 +27,16 @@ fn sources_report(o: &mut String, cfg: &Config) {
             o,
             "              HEPv3 on {} (UDP and TCP); capture ids {}; auth key {}",
             a.join(", "),
-            if ids.is_empty() { "any".into() } else { ids.join(", ") },
-            if h.auth_key.is_some() { "required" } else { "none" }
+            if ids.is_empty() {
+                "any".into()
+            } else {
+                ids.join(", ")
+            },
+            if h.auth_key.is_some() {
+                "required"
+            } else {
+                "none"
+            }
         );
     }
     if let Some(f) = &cfg.forward {
@@ -39,7 +47,10 @@ fn sources_report(o: &mut String, cfg: &Config) {
                 crate::config::ForwardTransport::Tcp => "TCP",
                 crate::config::ForwardTransport::Udp => "UDP",
             },
-            f.to,
+            f.to.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
             f.capture_id,
             f.buffer_bytes,
             f.buffer_dir.display()

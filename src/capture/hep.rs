@@ -33,6 +33,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 pub const TYPE_SIP: u8 = 1;
 /// HEP protocol type of RTP (chunk 0x0b), the packet's UDP payload.
 pub const TYPE_RTP: u8 = 4;
+/// HEP protocol type of RTCP (chunk 0x0b): taken when it is the binary
+/// packet (`callrec forward`, rtpengine), not heplify's JSON report.
+pub const TYPE_RTCP: u8 = 5;
 /// Largest HEP packet: its length field is 16 bits.
 pub const MAX_PACKET: usize = 65_535;
 /// TCP flows whose synthesised sequence numbers are remembered; past
@@ -386,7 +389,9 @@ impl HepDecoder {
         {
             return Err(HepError::AuthKey);
         }
-        if m.compressed || !matches!(m.proto_type, TYPE_SIP | TYPE_RTP) {
+        let binary_rtcp =
+            m.proto_type == TYPE_RTCP && m.payload.first().is_some_and(|b| b >> 6 == 2);
+        if m.compressed || !(matches!(m.proto_type, TYPE_SIP | TYPE_RTP) || binary_rtcp) {
             return Err(HepError::Unsupported);
         }
         if !matches!(m.ip_proto, 6 | 17) {

@@ -56,8 +56,9 @@ pub enum ForwardTransport {
 /// `[forward]`: the capture agent mode (`callrec forward`).
 #[derive(Clone, Debug)]
 pub struct Forward {
-    /// The central appliance's `capture.hep_listen` address.
-    pub to: std::net::SocketAddr,
+    /// The central appliances' `capture.hep_listen` addresses; with
+    /// several, traffic is split by call (`forward::split`).
+    pub to: Vec<std::net::SocketAddr>,
     pub transport: ForwardTransport,
     /// This agent's HEP capture id (chunk 0x000c).
     pub capture_id: u32,

@@ -8,10 +8,18 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use toml::Spanned;
 
+/// One address or a list of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawForward {
-    to: S<String>,
+    to: S<OneOrMany>,
     transport: S<String>,
     capture_id: S<i64>,
     auth_key: S<String>,
@@ -24,7 +32,10 @@ fn addr(cx: &Ctx, key: &str, s: &Spanned<String>) -> Result<SocketAddr, super::C
         cx.err(
             s.span(),
             key,
-            format!("expected ADDRESS:PORT like 0.0.0.0:9060, got {:?}", s.get_ref()),
+            format!(
+                "expected ADDRESS:PORT like 0.0.0.0:9060, got {:?}",
+                s.get_ref()
+            ),
         )
     })
 }
@@ -73,15 +84,36 @@ pub(super) fn forward(
     r: &RawForward,
     spool_dir: &std::path::Path,
 ) -> Result<Option<Forward>, super::ConfigError> {
-    let Some(to) = &r.to else { return Ok(None) };
-    let to = addr(cx, "forward.to", to)?;
+    let Some(raw_to) = &r.to else { return Ok(None) };
+    let to = match raw_to.get_ref() {
+        OneOrMany::One(a) => vec![addr(
+            cx,
+            "forward.to",
+            &Spanned::new(raw_to.span(), a.clone()),
+        )?],
+        OneOrMany::Many(l) => l
+            .iter()
+            .map(|a| addr(cx, "forward.to", &Spanned::new(raw_to.span(), a.clone())))
+            .collect::<Result<_, _>>()?,
+    };
+    if to.is_empty() || to.len() > 64 {
+        return Err(cx.err(raw_to.span(), "forward.to", "must name 1 to 64 appliances"));
+    }
     let transport = cx.choice(
         "forward.transport",
         &r.transport,
         ForwardTransport::Tcp,
-        &[("tcp", ForwardTransport::Tcp), ("udp", ForwardTransport::Udp)],
+        &[
+            ("tcp", ForwardTransport::Tcp),
+            ("udp", ForwardTransport::Udp),
+        ],
     )?;
-    let capture_id = cx.int("forward.capture_id", &r.capture_id, 1, 0..=i64::from(u32::MAX))? as u32;
+    let capture_id = cx.int(
+        "forward.capture_id",
+        &r.capture_id,
+        1,
+        0..=i64::from(u32::MAX),
+    )? as u32;
     let buffer_bytes = cx.size("forward.buffer_bytes", &r.buffer_bytes, 1 << 30)?;
     if buffer_bytes < 1 << 20 {
         let span = r.buffer_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0);

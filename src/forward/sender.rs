@@ -1,0 +1,237 @@
+//! One central appliance's sender thread: HEP packets from the capture
+//! threads go out over TCP (back to back) or UDP.
+//!
+//! TCP: while the connection is down (refused, reset, a write that fails
+//! or times out, the peer closing), packets go to the [`DiskBuffer`]; once
+//! connected again the buffer is sent, oldest first, before any new
+//! packet, so the central appliance sees the capture in order. HEP has no
+//! acknowledgements: what the kernel had accepted when the peer died
+//! unannounced (up to the socket's send buffer) is lost; a peer that
+//! closes is seen before the next write (a peek), and a refused or
+//! failed connection loses nothing within the buffer's size. A buffer
+//! file whose sending failed midway is sent again whole: the central
+//! appliance may see some packets twice (its TCP reassembly and call
+//! table take a repeated SIP message as a retransmission).
+//!
+//! UDP: sent as they come; nothing is known to be lost, nothing buffered.
+
+use super::buffer::{BufferStats, DiskBuffer};
+use crate::config::ForwardTransport;
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Longest wait for a connection or a write before the peer counts as down.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest wait between two connection attempts.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Packets taken from the queue and written in one go.
+const BATCH: usize = 512;
+
+/// What `callrec forward` reports per central appliance.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// HEP packets handed to the kernel.
+    pub sent: u64,
+    pub connected: bool,
+    /// Connections made (the first and each reconnection).
+    pub connections: u64,
+    /// UDP sends that failed.
+    pub send_errors: u64,
+    pub buffer: BufferStats,
+}
+
+/// A sender thread's state.
+pub struct Sender {
+    pub addr: SocketAddr,
+    pub transport: ForwardTransport,
+    /// TCP only.
+    pub buffer: Option<DiskBuffer>,
+    pub stats: Arc<Mutex<SenderStats>>,
+    conn: Option<TcpStream>,
+    udp: Option<UdpSocket>,
+    next_try: Instant,
+    backoff: Duration,
+}
+
+impl Sender {
+    pub fn new(
+        addr: SocketAddr,
+        transport: ForwardTransport,
+        buffer: Option<DiskBuffer>,
+    ) -> Sender {
+        Sender {
+            addr,
+            transport,
+            buffer,
+            stats: Arc::default(),
+            conn: None,
+            udp: None,
+            next_try: Instant::now(),
+            backoff: RETRY_FIRST,
+        }
+    }
+
+    /// Sends what `rx` brings until `stop` is set and the queue is empty
+    /// (the capture threads have ended); then what could not be sent
+    /// stays in the buffer for the next start.
+    pub fn run(mut self, rx: Receiver<Vec<u8>>, stop: Arc<AtomicBool>) {
+        let mut batch: Vec<Vec<u8>> = Vec::with_capacity(BATCH);
+        loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(p) => batch.push(p),
+                Err(RecvTimeoutError::Timeout) if stop.load(Ordering::Relaxed) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.deliver(&mut batch);
+            self.publish();
+        }
+        self.deliver(&mut batch);
+        if let Some(b) = self.buffer.as_mut() {
+            let _ = b.close_open();
+        }
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.connected = self.conn.is_some() || self.udp.is_some();
+        if let Some(b) = &self.buffer {
+            s.buffer = b.stats();
+        }
+    }
+
+    fn deliver(&mut self, batch: &mut Vec<Vec<u8>>) {
+        match self.transport {
+            ForwardTransport::Udp => self.udp_send(batch),
+            ForwardTransport::Tcp => self.tcp_send(batch),
+        }
+        batch.clear();
+    }
+
+    fn udp_send(&mut self, batch: &[Vec<u8>]) {
+        if self.udp.is_none() {
+            let any: SocketAddr = match self.addr {
+                SocketAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+                SocketAddr::V6(_) => "[::]:0".parse().expect("literal"),
+            };
+            self.udp = UdpSocket::bind(any).ok();
+        }
+        let Some(u) = &self.udp else { return };
+        let (mut ok, mut bad) = (0, 0);
+        for p in batch {
+            match u.send_to(p, self.addr) {
+                Ok(_) => ok += 1,
+                Err(_) => bad += 1,
+            }
+        }
+        let mut s = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        s.sent += ok;
+        s.send_errors += bad;
+    }
+
+    fn tcp_send(&mut self, batch: &[Vec<u8>]) {
+        self.check_peer();
+        if self.conn.is_none() && Instant::now() >= self.next_try {
+            self.connect();
+        }
+        if self.conn.is_some() && !self.flush_buffer() {
+            self.down("sending the buffer failed");
+        }
+        let buffered = self.buffer.as_ref().is_some_and(|b| !b.is_empty());
+        if self.conn.is_some() && !buffered && !batch.is_empty() {
+            let bytes: Vec<u8> = batch.concat();
+            let r = self.conn.as_mut().map(|c| c.write_all(&bytes));
+            if let Some(Ok(())) = r {
+                self.stats.lock().unwrap_or_else(|e| e.into_inner()).sent += batch.len() as u64;
+                return;
+            }
+            self.down("write failed");
+        }
+        if let Some(b) = self.buffer.as_mut() {
+            for p in batch {
+                if let Err(e) = b.push(p) {
+                    tracing::error!(alarm = true, error = %e, "forward buffer cannot be written: packets are lost");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Sends buffered files, oldest first; false when a write failed.
+    fn flush_buffer(&mut self) -> bool {
+        let (Some(b), Some(c)) = (self.buffer.as_mut(), self.conn.as_mut()) else {
+            return true;
+        };
+        while let Ok(Some(data)) = b.oldest() {
+            if c.write_all(&data).is_err() {
+                return false;
+            }
+            let n = super::buffer::split(&data).len() as u64;
+            b.sent();
+            self.stats.lock().unwrap_or_else(|e| e.into_inner()).sent += n;
+        }
+        true
+    }
+
+    fn connect(&mut self) {
+        match TcpStream::connect_timeout(&self.addr, CONNECT_TIMEOUT) {
+            Ok(c) => {
+                let _ = c.set_write_timeout(Some(WRITE_TIMEOUT));
+                let _ = c.set_nodelay(true);
+                tracing::info!(to = %self.addr, "forward: connected to the central appliance");
+                self.stats
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .connections += 1;
+                self.conn = Some(c);
+                self.backoff = RETRY_FIRST;
+            }
+            Err(e) => {
+                tracing::debug!(to = %self.addr, error = %e, "forward: cannot connect");
+                self.next_try = Instant::now() + self.backoff;
+                self.backoff = (self.backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+
+    fn down(&mut self, why: &str) {
+        if self.conn.take().is_some() {
+            tracing::warn!(to = %self.addr, why, "forward: central appliance unreachable; packets go to the disk buffer until it is back");
+        }
+        self.next_try = Instant::now() + self.backoff;
+    }
+
+    /// A peer that closed (or reset) is noticed before we write to it:
+    /// the central appliance never sends, so anything readable is the end.
+    fn check_peer(&mut self) {
+        let Some(c) = &self.conn else { return };
+        let mut b = [0u8; 1];
+        // SAFETY: peeks at most 1 byte into a live buffer on our socket.
+        let n = unsafe {
+            libc::recv(
+                c.as_raw_fd(),
+                b.as_mut_ptr().cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        let err = std::io::Error::last_os_error().kind();
+        if n == 0 || (n < 0 && err != std::io::ErrorKind::WouldBlock) {
+            self.down("the central appliance closed the connection");
+        }
+    }
+}
