@@ -67,6 +67,32 @@ pub struct HepListenerStats {
     pub connections_refused: u64,
 }
 
+impl HepListenerStats {
+    /// The `callrec status` line.
+    pub fn status_line(&self) -> String {
+        let bad: Vec<String> = HepError::ALL
+            .iter()
+            .filter(|e| self.hep.bad(**e) > 0)
+            .map(|e| format!("{} {}", e.as_str(), self.hep.bad(*e)))
+            .collect();
+        format!(
+            "hep: packets {}  bytes {}  duplicates {}  connections {} open {} refused {}  unknown chunks {}  bad: {}",
+            self.hep.packets,
+            self.hep.bytes,
+            self.hep.duplicates,
+            self.connections,
+            self.open_connections,
+            self.connections_refused,
+            self.hep.unknown_chunks,
+            if bad.is_empty() {
+                "none".into()
+            } else {
+                bad.join(", ")
+            }
+        )
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
@@ -317,6 +343,20 @@ impl HepListener {
     }
 }
 
+/// The counters a daemon's HEP listener last published, for `status`
+/// and the metrics (one listener per process).
+static PUBLISHED: std::sync::Mutex<Option<HepListenerStats>> = std::sync::Mutex::new(None);
+
+/// Publishes the listener's counters (its capture thread, once a second).
+pub fn publish(stats: HepListenerStats) {
+    *PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
+}
+
+/// What [`publish`] last stored; `None` without a HEP listener.
+pub fn published() -> Option<HepListenerStats> {
+    PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
 /// Wall time of arrival, for packets without a timestamp.
 fn arrival() -> Timestamp {
     let d = SystemTime::now()
@@ -347,8 +387,12 @@ impl PacketSource for HepListener {
         &self.name
     }
 
-    fn capture_point(&self) -> Option<&str> {
-        Some(self.decoder.last().capture_point)
+    fn next_packet_at_point(&mut self) -> Result<Option<(Packet<'_>, Option<&str>)>, CaptureError> {
+        if !self.pump() {
+            return Ok(None);
+        }
+        let d = self.decoder.last();
+        Ok(Some((d.packet, Some(d.capture_point))))
     }
 }
 
@@ -376,11 +420,8 @@ mod tests {
         let mut got = Vec::new();
         let until = Instant::now() + Duration::from_secs(5);
         while got.len() < want && Instant::now() < until {
-            match l.next_packet().unwrap() {
-                Some(p) => {
-                    let d = p.data.to_vec();
-                    got.push((d, l.capture_point().unwrap().to_owned()));
-                }
+            match l.next_packet_at_point().unwrap() {
+                Some((p, point)) => got.push((p.data.to_vec(), point.unwrap().to_owned())),
                 None => l.wait(waker, Duration::from_millis(50)),
             }
         }

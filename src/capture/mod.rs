@@ -135,14 +135,13 @@ pub trait PacketSource {
     fn next_packet(&mut self) -> Result<Option<Packet<'_>>, CaptureError>;
     /// A name for messages: the file path or interface name.
     fn name(&self) -> &str;
-    /// The capture point of the frame last returned, when a source
-    /// carries several (a HEP listener: "hep:<capture id>" per agent);
-    /// `None` for a source that is one capture point (its [`name`]).
-    /// The engine keeps a clock offset per point
-    /// (`Engine::set_capture_point`).
-    ///
-    /// [`name`]: PacketSource::name
-    fn capture_point(&self) -> Option<&str> {
-        None
+    /// The next frame with its capture point, for a source that carries
+    /// several (a HEP listener: "hep:<capture id>", one per agent); `None`
+    /// as the point for a source that is one capture point (its name).
+    /// The engine keeps a clock offset per point: call
+    /// `Engine::set_capture_point` with it before `Engine::on_packet`.
+    #[allow(clippy::type_complexity)]
+    fn next_packet_at_point(&mut self) -> Result<Option<(Packet<'_>, Option<&str>)>, CaptureError> {
+        Ok(self.next_packet()?.map(|p| (p, None)))
     }
 }

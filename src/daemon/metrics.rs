@@ -146,6 +146,7 @@ pub fn render(src: &Sources, now: SystemTime) -> String {
         .clone();
     let mut reg = Registry::with_prefix("callrec");
     capture_families(&mut reg, &caps);
+    hep_families(&mut reg);
     decision_families(&mut reg, &caps);
     announce_families(&mut reg, &caps);
     destination_families(&mut reg, &src.destinations, now);
@@ -327,6 +328,66 @@ fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
             gauge(reg, name, help, rows);
         }
     }
+}
+
+/// `capture.hep_listen`'s counters (none without a HEP listener).
+fn hep_families(reg: &mut Registry) {
+    use crate::capture::hep::HepError;
+    let Some(h) = crate::capture::hep_listen::published() else {
+        return;
+    };
+    let one = |v: u64| vec![(Vec::new(), v)];
+    counter(
+        reg,
+        "hep_packets",
+        "HEP packets taken from capture agents (duplicates not included).",
+        one(h.hep.packets),
+    );
+    counter(
+        reg,
+        "hep_bytes",
+        "Bytes of those HEP packets.",
+        one(h.hep.bytes),
+    );
+    counter(
+        reg,
+        "hep_duplicates",
+        "HEP packets dropped as a second capture point's copy of a packet.",
+        one(h.hep.duplicates),
+    );
+    counter(
+        reg,
+        "hep_unknown_chunks",
+        "HEP chunks of unknown type, skipped.",
+        one(h.hep.unknown_chunks),
+    );
+    let bad = HepError::ALL
+        .iter()
+        .map(|e| (vec![("reason", e.as_str().to_owned())], h.hep.bad(*e)));
+    counter(
+        reg,
+        "hep_bad_packets",
+        "HEP packets refused, by reason.",
+        bad.collect(),
+    );
+    counter(
+        reg,
+        "hep_connections",
+        "HEP TCP connections accepted.",
+        one(h.connections),
+    );
+    counter(
+        reg,
+        "hep_connections_refused",
+        "HEP TCP connections closed at once: over the limit.",
+        one(h.connections_refused),
+    );
+    gauge(
+        reg,
+        "hep_open_connections",
+        "HEP TCP connections open.",
+        one(h.open_connections as i64),
+    );
 }
 
 /// Final decisions (at each call's end, as the history has them).

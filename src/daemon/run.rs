@@ -146,7 +146,10 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let signals = Arc::new(Signals::default());
     watch_signals(signals.clone()).map_err(io("signal handling"))?;
     let mut cfg = Arc::new(cfg);
-    if cfg.capture.interfaces.is_empty() {
+    if cfg.capture.interfaces.is_empty()
+        && (cfg.capture.hep.listen.is_empty()
+            || cfg.announce.mode == crate::config::AnnounceMode::Inject)
+    {
         return Err(RunError::NoInterface);
     }
     let spool_dir = cfg.recording.spool_dir.clone();
@@ -178,6 +181,12 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
                 running: true,
                 ..CaptureStatus::default()
             })
+            // The HEP listener's thread reports as one more "interface".
+            .chain((!cfg.capture.hep.listen.is_empty()).then(|| CaptureStatus {
+                interface: "hep".into(),
+                running: true,
+                ..CaptureStatus::default()
+            }))
             .collect(),
     ));
     let clock = LiveClock::start();
@@ -284,7 +293,8 @@ fn start_capture(
         )?);
     }
     let n_if = sources.len();
-    let per_if = (shard_count(cfg, None) / n_if).max(1);
+    let hep = !c.hep.listen.is_empty();
+    let per_if = (shard_count(cfg, None) / (n_if + usize::from(hep)).max(1)).max(1);
     // Inline announcements: one worker (NFQUEUE) shared by every capture thread.
     let inline = match cfg.announce.mode {
         crate::config::AnnounceMode::Inline => {
@@ -356,7 +366,51 @@ fn start_capture(
             thread: Some(t),
         });
     }
+    if hep {
+        links.push(start_hep(
+            cfg, spool_dir, usage, shared, stop, clock, n_if, per_if,
+        )?);
+    }
     Ok(links)
+}
+
+/// The `capture.hep_listen` thread ([`crate::daemon::hep_thread`]), as
+/// capture link `index` with `shards` shard workers of its own.
+#[allow(clippy::too_many_arguments)]
+fn start_hep(
+    cfg: &Arc<Config>,
+    spool_dir: &Path,
+    usage: &SpoolUsage,
+    shared: &Shared,
+    stop: &Arc<AtomicBool>,
+    clock: LiveClock,
+    index: usize,
+    shards: usize,
+) -> Result<CaptureLink, RunError> {
+    let pool = ShardPool::start(shards, LIVE_RING, false, |k| {
+        MediaWorker::new(cfg.clone(), index * shards + k, usage.clone()).live()
+    })
+    .map_err(io("shard workers"))?;
+    let links = |waker, control, heartbeat| Links {
+        stop: stop.clone(),
+        shared: shared.clone(),
+        waker,
+        control,
+        heartbeat,
+        clock,
+    };
+    let s = crate::daemon::hep_thread::start(cfg, spool_dir, pool, usage.clone(), index, links)
+        .map_err(|reason| CaptureError::Open {
+            source_name: "capture.hep_listen".into(),
+            reason,
+        })?;
+    Ok(CaptureLink {
+        interface: "hep".into(),
+        control: s.control,
+        waker: s.waker,
+        heartbeat: s.heartbeat,
+        thread: Some(s.thread),
+    })
 }
 
 /// The main thread's loop: signals, reloads, the watchdog and `STATUS=`.
@@ -659,6 +713,9 @@ fn status_text(
                 .map(|e| format!("  error: {e}"))
                 .unwrap_or_default()
         );
+    }
+    if let Some(h) = crate::capture::hep_listen::published() {
+        let _ = writeln!(s, "{}", h.status_line());
     }
     let now = SystemTime::now();
     for d in dests {
