@@ -386,7 +386,7 @@ fn hep_families(reg: &mut Registry) {
         reg,
         "hep_open_connections",
         "HEP TCP connections open.",
-        one(h.open_connections as i64),
+        vec![(Vec::new(), h.open_connections as i64)],
     );
 }
 
