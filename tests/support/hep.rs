@@ -34,7 +34,7 @@ pub fn calls(n: u32, talk_ms: u32) -> Vec<CallSpec> {
     (0..n)
         .map(|i| {
             let t0 = Timestamp::from_secs_micros(1_795_221_000, i64::from(i) * 300_000);
-            let mut c = CallSpec::simple(i + 1, "0312340001", &format!("0398765{i:03}"), t0, talk_ms);
+            let mut c = CallSpec::simple(i + 1, "0312340001", &format!("0077260398765{i:03}"), t0, talk_ms);
             c.ring_ms = 300;
             c
         })
