@@ -24,7 +24,11 @@ use std::time::{Duration, Instant};
 /// with an odd one go over TCP, even over UDP.
 fn via(d: &Datagram) -> &'static str {
     let proxy: std::net::IpAddr = [203, 0, 113, 1].into();
-    let ip = if d.src.ip() == proxy { d.dst.ip() } else { d.src.ip() };
+    let ip = if d.src.ip() == proxy {
+        d.dst.ip()
+    } else {
+        d.src.ip()
+    };
     let last = match ip {
         std::net::IpAddr::V4(a) => a.octets()[3],
         std::net::IpAddr::V6(a) => a.octets()[15],
@@ -40,7 +44,10 @@ fn status(sock: &Path) -> String {
 fn hep_count(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("hep:"))?;
     let rest = line.split(&format!("{key} ")).nth(1)?;
-    rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+    rest.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
@@ -56,7 +63,11 @@ fn wait_for(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// Sends the calls with hep-js as capture ids `ids` and returns the live
 /// recordings, the raw replay's, the status before the stop and the log.
-fn run_calls(test: &str, ids: &[u32], capture_extra: &str) -> Option<(Recs, Recs, String, String, usize)> {
+fn run_calls(
+    test: &str,
+    ids: &[u32],
+    capture_extra: &str,
+) -> Option<(Recs, Recs, String, String, usize)> {
     let hepjs = hep::hepjs(test)?;
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
@@ -92,15 +103,33 @@ type Recs = BTreeMap<String, Vec<hep::Rec>>;
 
 /// Same calls, each once, same channels and samples, the tones in place.
 fn assert_same_recordings(live: &Recs, raw: &Recs) {
-    assert_eq!(live.keys().collect::<Vec<_>>(), raw.keys().collect::<Vec<_>>());
+    assert_eq!(
+        live.keys().collect::<Vec<_>>(),
+        raw.keys().collect::<Vec<_>>()
+    );
     for (id, segs) in live {
         assert_eq!(segs.len(), 1, "{id}: one recording");
         let (l, r) = (&segs[0], &raw[id][0]);
         assert_eq!(l.ch.len(), 2, "{id}: stereo");
-        assert_eq!(hep::tone_share(&l.ch[0], 440.0) > 0.8, true, "{id}: caller's 440 Hz on channel 1");
-        assert_eq!(hep::tone_share(&l.ch[1], 1000.0) > 0.8, true, "{id}: callee's 1000 Hz on channel 2");
-        assert_eq!(l.ch[0].len(), r.ch[0].len(), "{id}: length as in the raw capture's replay");
-        assert!(l.ch == r.ch, "{id}: the same samples as the raw capture's replay");
+        assert_eq!(
+            hep::tone_share(&l.ch[0], 440.0) > 0.8,
+            true,
+            "{id}: caller's 440 Hz on channel 1"
+        );
+        assert_eq!(
+            hep::tone_share(&l.ch[1], 1000.0) > 0.8,
+            true,
+            "{id}: callee's 1000 Hz on channel 2"
+        );
+        assert_eq!(
+            l.ch[0].len(),
+            r.ch[0].len(),
+            "{id}: length as in the raw capture's replay"
+        );
+        assert!(
+            l.ch == r.ch,
+            "{id}: the same samples as the raw capture's replay"
+        );
     }
 }
 
@@ -113,14 +142,19 @@ fn hep_js_packets_over_udp_and_tcp_record_what_the_raw_capture_records() {
     assert_same_recordings(&live, &raw);
     assert_eq!(hep_count(&st, "packets"), Some(packets as u64), "{st}");
     assert_eq!(hep_count(&st, "duplicates"), Some(0), "{st}");
-    assert!(hep_count(&st, "connections").unwrap_or(0) >= 1, "TCP was used: {st}");
+    assert!(
+        hep_count(&st, "connections").unwrap_or(0) >= 1,
+        "TCP was used: {st}"
+    );
 }
 
 #[test]
 fn the_same_calls_from_two_capture_points_are_recorded_once() {
-    let Some((live, raw, st, _log, packets)) =
-        run_calls("hep_duplicates", &[101, 102], "hep_capture_ids = [101, 102]")
-    else {
+    let Some((live, raw, st, _log, packets)) = run_calls(
+        "hep_duplicates",
+        &[101, 102],
+        "hep_capture_ids = [101, 102]",
+    ) else {
         return;
     };
     assert_same_recordings(&live, &raw);
@@ -187,16 +221,16 @@ fn bad_hep_is_counted_per_reason_logged_and_never_a_crash() {
     let mut overlong_chunk = good.clone();
     overlong_chunk[6 + 4..6 + 6].copy_from_slice(&1000u16.to_be_bytes());
     let sends: Vec<Vec<u8>> = vec![
-        good[..good.len() / 2].to_vec(),  // truncated
-        good[..3].to_vec(),               // truncated
-        v2,                               // version
-        overlong_chunk,                   // truncated (chunk past the end)
-        no_payload,                       // missing_chunk
-        packet(8, Some("s3cret-key")),    // unknown_capture_id
-        packet(7, Some("wrong")),         // auth_key
-        packet(7, None),                  // auth_key
-        unknown_chunk,                    // accepted, chunk counted
-        good.clone(),                     // accepted
+        good[..good.len() / 2].to_vec(), // truncated
+        good[..3].to_vec(),              // truncated
+        v2,                              // version
+        overlong_chunk,                  // truncated (chunk past the end)
+        no_payload,                      // missing_chunk
+        packet(8, Some("s3cret-key")),   // unknown_capture_id
+        packet(7, Some("wrong")),        // auth_key
+        packet(7, None),                 // auth_key
+        unknown_chunk,                   // accepted, chunk counted
+        good.clone(),                    // accepted
     ];
     for s in &sends {
         u.send_to(s, &to).unwrap();
@@ -219,7 +253,14 @@ fn bad_hep_is_counted_per_reason_logged_and_never_a_crash() {
     };
     let (code, log) = hep::stop(daemon);
     assert!(ok, "{st}\n{log}");
-    for want in ["truncated 3", "version 2", "missing_chunk 1", "unknown_capture_id 1", "auth_key 2", "unknown chunks 1"] {
+    for want in [
+        "truncated 3",
+        "version 2",
+        "missing_chunk 1",
+        "unknown_capture_id 1",
+        "auth_key 2",
+        "unknown chunks 1",
+    ] {
         assert!(st.contains(want), "status has {want}: {st}");
     }
     for want in [
@@ -230,8 +271,14 @@ fn bad_hep_is_counted_per_reason_logged_and_never_a_crash() {
     ] {
         assert!(scrape.contains(want), "metrics have {want}: {scrape}");
     }
-    assert!(code.success(), "still running until SIGTERM, then a clean exit: {code:?} {log}");
+    assert!(
+        code.success(),
+        "still running until SIGTERM, then a clean exit: {code:?} {log}"
+    );
     assert!(log.contains("HEP packet refused"), "{log}");
     assert!(log.contains("unknown_capture_id"), "{log}");
-    assert!(!log.contains("s3cret-key") && !st.contains("s3cret-key"), "the key is never logged");
+    assert!(
+        !log.contains("s3cret-key") && !st.contains("s3cret-key"),
+        "the key is never logged"
+    );
 }

@@ -58,6 +58,8 @@ pub struct Sender {
     udp: Option<UdpSocket>,
     next_try: Instant,
     backoff: Duration,
+    /// The current outage was logged.
+    warned: bool,
 }
 
 impl Sender {
@@ -75,6 +77,7 @@ impl Sender {
             udp: None,
             next_try: Instant::now(),
             backoff: RETRY_FIRST,
+            warned: false,
         }
     }
 
@@ -199,9 +202,13 @@ impl Sender {
                     .connections += 1;
                 self.conn = Some(c);
                 self.backoff = RETRY_FIRST;
+                self.warned = false;
             }
             Err(e) => {
-                tracing::debug!(to = %self.addr, error = %e, "forward: cannot connect");
+                if !self.warned {
+                    self.warned = true;
+                    tracing::warn!(to = %self.addr, error = %e, "forward: central appliance unreachable; packets go to the disk buffer until it is back");
+                }
                 self.next_try = Instant::now() + self.backoff;
                 self.backoff = (self.backoff * 2).min(RETRY_MAX);
             }
@@ -210,6 +217,7 @@ impl Sender {
 
     fn down(&mut self, why: &str) {
         if self.conn.take().is_some() {
+            self.warned = true;
             tracing::warn!(to = %self.addr, why, "forward: central appliance unreachable; packets go to the disk buffer until it is back");
         }
         self.next_try = Instant::now() + self.backoff;

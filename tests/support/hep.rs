@@ -20,7 +20,10 @@ pub fn hepjs(test: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("HEPJS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| "/var/cache/callrec-test/hep-js".into());
-    let node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let node = Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !node || !dir.join("node_modules/hep-js/package.json").exists() {
         eprintln!("SKIP {test}: node or hep-js missing (scripts/setup.sh installs them)");
         return None;
@@ -34,7 +37,13 @@ pub fn calls(n: u32, talk_ms: u32) -> Vec<CallSpec> {
     (0..n)
         .map(|i| {
             let t0 = Timestamp::from_secs_micros(1_795_221_000, i64::from(i) * 300_000);
-            let mut c = CallSpec::simple(i + 1, "0312340001", &format!("0077260398765{i:03}"), t0, talk_ms);
+            let mut c = CallSpec::simple(
+                i + 1,
+                "0312340001",
+                &format!("0077260398765{i:03}"),
+                t0,
+                talk_ms,
+            );
             c.ring_ms = 300;
             c
         })
@@ -53,7 +62,12 @@ pub fn write_pcap(path: &Path, all: &[Datagram]) {
 /// The input of tests/hep/send.js: each packet with its offset from the
 /// first, its HEP type (SIP on port 5060, else RTP), the transport
 /// `via(d)` picks and the capture ids it is sent as.
-pub fn write_jsonl(path: &Path, all: &[Datagram], via: impl Fn(&Datagram) -> &'static str, ids: &[u32]) {
+pub fn write_jsonl(
+    path: &Path,
+    all: &[Datagram],
+    via: impl Fn(&Datagram) -> &'static str,
+    ids: &[u32],
+) {
     let t0 = all[0].ts;
     let mut out = String::new();
     for d in all {
@@ -81,14 +95,22 @@ pub fn send_with_hepjs(hepjs: &Path, port: u16, jsonl: &Path) -> u64 {
         .arg(jsonl)
         .output()
         .unwrap();
-    assert!(out.status.success(), "send.js: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "send.js: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v["sent"].as_u64().unwrap()
 }
 
 /// A TCP port free a moment ago (UDP and TCP are bound on it together).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// `callrec run` configuration: HEP on `listen` (no interface), K-0001
@@ -147,13 +169,20 @@ pub fn recordings(spool: &Path) -> BTreeMap<String, Vec<Rec>> {
             if p.is_dir() {
                 stack.push(p);
             } else if p.extension().is_some_and(|x| x == "json") {
-                let Ok(meta) = serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap()) else {
+                let Ok(meta) =
+                    serde_json::from_slice::<serde_json::Value>(&std::fs::read(&p).unwrap())
+                else {
                     continue;
                 };
-                let Some(file) = meta["audio"]["file"].as_str() else { continue };
+                let Some(file) = meta["audio"]["file"].as_str() else {
+                    continue;
+                };
                 let w = read_wav(&p.with_file_name(file)).unwrap();
                 let id = meta["call_id"].as_str().unwrap().to_owned();
-                out.entry(id).or_default().push(Rec { meta, ch: w.samples });
+                out.entry(id).or_default().push(Rec {
+                    meta,
+                    ch: w.samples,
+                });
             }
         }
     }
@@ -178,7 +207,8 @@ pub fn replay_raw(cfg: &Path, pcap: &Path, out: &Path) {
 
 /// Power of `hz` in `x` relative to its total power (0..1).
 pub fn tone_share(x: &[i16], hz: f64) -> f64 {
-    let total: f64 = x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64;
+    let total: f64 =
+        x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64;
     let (mut re, mut im) = (0.0, 0.0);
     for (i, &s) in x.iter().enumerate() {
         let a = 2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0;
@@ -228,7 +258,9 @@ pub fn start(cfg: &Path, sock: &Path, ns: Option<&str>) -> Child {
 /// SIGTERM, then the exit status and the log (stderr).
 pub fn stop(mut child: Child) -> (std::process::ExitStatus, String) {
     use std::io::Read;
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let end = std::time::Instant::now() + Duration::from_secs(20);
     while child.try_wait().ok().flatten().is_none() && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
