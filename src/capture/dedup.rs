@@ -28,7 +28,7 @@
 use super::hep::HepMessage;
 use crate::time::Timestamp;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 
 /// Packet time within which a second capture point's copy is a duplicate.
 pub const WINDOW_US: i64 = 200_000;
@@ -73,9 +73,7 @@ impl Dedup {
     /// window before `ts`; otherwise remembers it and returns true.
     pub fn first_sighting(&mut self, m: &HepMessage<'_>, point: u32, ts: Timestamp) -> bool {
         self.expire(ts);
-        let mut h = self.hasher.build_hasher();
-        (m.ip_proto, m.src, m.dst, m.payload).hash(&mut h);
-        let key = h.finish();
+        let key = self.hasher.hash_one((m.ip_proto, m.src, m.dst, m.payload));
         match self.seen.get_mut(&key) {
             // The first sighting's time stays, so the entry expires in order.
             Some((t, p)) if ts.since(*t).abs() <= WINDOW_US => *p == point,

@@ -140,11 +140,10 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), ForwardError> {
 }
 
 type SenderThread = (Arc<Mutex<sender::SenderStats>>, std::thread::JoinHandle<()>);
+/// Each appliance's queue, and its sender thread.
+type Senders = (Vec<SyncSender<Vec<u8>>>, Vec<SenderThread>);
 
-fn start_senders(
-    f: &Forward,
-    stop: &Arc<AtomicBool>,
-) -> Result<(Vec<SyncSender<Vec<u8>>>, Vec<SenderThread>), ForwardError> {
+fn start_senders(f: &Forward, stop: &Arc<AtomicBool>) -> Result<Senders, ForwardError> {
     let (mut queues, mut threads) = (Vec::new(), Vec::new());
     let n = f.to.len() as u64;
     for (i, addr) in f.to.iter().enumerate() {

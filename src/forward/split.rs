@@ -19,7 +19,7 @@
 
 use crate::time::Timestamp;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 
 /// Media addresses remembered at most.
@@ -122,9 +122,7 @@ impl Splitter {
         let Some(call_id) = m.call_id() else {
             return Route::All;
         };
-        let mut h = self.hasher.build_hasher();
-        call_id.trim().hash(&mut h);
-        let i = (h.finish() % self.n as u64) as usize;
+        let i = (self.hasher.hash_one(call_id.trim()) % self.n as u64) as usize;
         if let Some(sdp) = m.sdp().and_then(|b| crate::sip::sdp::parse(b).ok()) {
             for media in &sdp.media {
                 let Some(ip) = media.addr.or(sdp.connection) else {
