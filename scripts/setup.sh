@@ -49,3 +49,17 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
   python3 -m pip install --quiet pylibsrtp cryptography
 fi
+# Issue 17 (tests/hep_source.rs, HEP into `callrec run`): Node.js runs
+# hep-js, the Homer project's HEPv3 library, as an encoder independent of
+# callrec's. Installed only where absent; hep-js goes to the same cache
+# folder as the HEP export test's (outside the repository; $HEPJS_DIR).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  command -v node >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs
+  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+HEPJS_DIR="${HEPJS_DIR:-/var/cache/callrec-test/hep-js}"
+if [ ! -f "$HEPJS_DIR/node_modules/hep-js/package.json" ]; then
+  mkdir -p "$HEPJS_DIR"
+  npm install --prefix "$HEPJS_DIR" --no-audit --no-fund --silent hep-js@1.0.22
+fi
