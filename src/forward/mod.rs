@@ -303,3 +303,57 @@ fn watch_signals(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> std::io::Res
         })?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::hep::{HepDecoder, HepPolicy};
+    use crate::decode::{Payload, Transport};
+    use crate::time::Timestamp;
+
+    #[test]
+    fn what_the_forwarder_sends_the_hep_source_turns_back_into_the_packet() {
+        let f = Forward {
+            to: vec!["127.0.0.1:9060".parse().unwrap()],
+            transport: ForwardTransport::Tcp,
+            capture_id: 77,
+            auth_key: Some("k3y".into()),
+            buffer_dir: "/nonexistent".into(),
+            buffer_bytes: 1 << 20,
+        };
+        let rtcp = [0x81, 200, 0, 6, 1, 2, 3, 4, 0, 0, 0, 0];
+        let cases: [(&[u8], Transport, split::Kind); 3] = [
+            (
+                b"BYE sip:a@192.0.2.1 SIP/2.0\r\nCall-ID: f\r\n\r\n",
+                Transport::Tcp,
+                split::Kind::Sip,
+            ),
+            (
+                &[0x80, 0, 0, 1, 0, 0, 0, 160, 0, 0, 0, 9, 0xff, 0x7f],
+                Transport::Udp,
+                split::Kind::Rtp,
+            ),
+            (&rtcp, Transport::Udp, split::Kind::Rtcp),
+        ];
+        let mut d = HepDecoder::new(HepPolicy {
+            capture_ids: vec![77],
+            auth_key: Some("k3y".into()),
+        });
+        for (data, transport, kind) in cases {
+            let p = Payload {
+                ts: Timestamp::from_secs_micros(1_795_221_000, 123_456),
+                packet_index: 1,
+                transport,
+                src: "192.0.2.1:5060".parse().unwrap(),
+                dst: "198.51.100.2:5062".parse().unwrap(),
+                data,
+                l2: None,
+            };
+            let b = hep_bytes(&f, &p, kind).unwrap();
+            let out = d.decode(&b, Timestamp::ZERO).unwrap().unwrap();
+            assert_eq!(out.packet.ts, p.ts);
+            assert_eq!(out.capture_point, "hep:77");
+            assert!(out.packet.data.ends_with(data), "{kind:?}");
+        }
+    }
+}
