@@ -27,6 +27,10 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Refused or duplicate packets read in a row before the thread turns its loop.
+const MAX_REFUSED: u32 = 4096;
+/// Packets between two looks for new TCP connections on a busy listener.
+const ACCEPT_EVERY: u32 = 1024;
 /// Bytes read from a TCP connection at a time.
 const READ_CHUNK: usize = 64 * 1024;
 /// UDP receive buffer asked of the kernel per socket (bursts from many
@@ -112,6 +116,9 @@ pub struct HepListener {
     dgram: Vec<u8>,
     /// Next UDP socket / connection to look at (fair turns).
     turn: usize,
+    /// The last look found nothing to read.
+    idle: bool,
+    since_accept: u32,
     stats: HepListenerStats,
     logged: HashMap<(IpAddr, HepError), Instant>,
 }
@@ -154,6 +161,8 @@ impl HepListener {
             decoder: HepDecoder::new(policy),
             dgram: vec![0; 65_536],
             turn: 0,
+            idle: true,
+            since_accept: 0,
             stats: HepListenerStats::default(),
             logged: HashMap::new(),
         })
@@ -196,26 +205,42 @@ impl HepListener {
     /// Finds the next HEP packet that makes a frame (the decoder keeps
     /// it); false when nothing is waiting.
     fn pump(&mut self) -> bool {
-        self.accept();
-        let n = self.udp.len() + self.conns.len();
-        for _ in 0..n.max(1) * 2 {
-            if n == 0 {
+        // New connections are looked for when the last look found nothing
+        // to read, or every ACCEPT_EVERY packets on a busy listener: not
+        // an accept(2) per packet, and a flood cannot keep agents out.
+        self.since_accept += 1;
+        if self.idle || self.since_accept >= ACCEPT_EVERY {
+            self.since_accept = 0;
+            self.accept();
+        }
+        self.idle = !self.pump_once();
+        !self.idle
+    }
+
+    /// One frame from the sockets in turn (round robin, so a flood on one
+    /// cannot starve the others); false once each was found empty, or
+    /// after [`MAX_REFUSED`] refused packets in a row (the thread then
+    /// turns its loop: timers, control, heartbeat).
+    fn pump_once(&mut self) -> bool {
+        let (mut empty, mut refused) = (0, 0);
+        loop {
+            let n = self.udp.len() + self.conns.len();
+            if n == 0 || empty >= n || refused >= MAX_REFUSED {
                 return false;
             }
-            let i = self.turn % (self.udp.len() + self.conns.len()).max(1);
+            let i = self.turn % n;
             let got = if i < self.udp.len() {
                 self.udp_one(i)
             } else {
                 self.tcp_one(i - self.udp.len())
             };
+            self.turn = self.turn.wrapping_add(1);
             match got {
                 Some(true) => return true,
-                // Refused or duplicate: the same socket may hold more.
-                Some(false) => continue,
-                None => self.turn = self.turn.wrapping_add(1),
+                Some(false) => refused += 1,
+                None => empty += 1,
             }
         }
-        false
     }
 
     /// One datagram: `None` when the socket is empty, else whether it made a frame.
