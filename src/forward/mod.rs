@@ -42,6 +42,9 @@ pub enum ForwardError {
     Capture(#[from] crate::capture::CaptureError),
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// A capture failed (exit 1, for systemd to restart the agent).
+    #[error("capture lost: {0}")]
+    CaptureLost(String),
 }
 
 /// Counters of the capture side.
@@ -129,14 +132,22 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), ForwardError> {
     for w in &wakers {
         w.wake();
     }
-    for c in captures {
-        let _ = c.join();
-    }
+    let failed: Vec<String> = captures
+        .into_iter()
+        .filter_map(|c| {
+            c.join()
+                .unwrap_or_else(|_| Err("capture thread panicked".into()))
+                .err()
+        })
+        .collect();
     for (_, t) in senders {
         let _ = t.join();
     }
     tracing::info!("forward stopped");
-    Ok(())
+    match failed.is_empty() {
+        true => Ok(()),
+        false => Err(ForwardError::CaptureLost(failed.join("; "))),
+    }
 }
 
 type SenderThread = (Arc<Mutex<sender::SenderStats>>, std::thread::JoinHandle<()>);
@@ -174,8 +185,10 @@ fn capture(
     stop: &AtomicBool,
     waker: &Waker,
     counts: &CaptureCounts,
-) {
-    let Some(f) = &cfg.forward else { return };
+) -> Result<(), String> {
+    let Some(f) = &cfg.forward else {
+        return Ok(());
+    };
     let mut decoder = crate::decode::Decoder::new(&cfg.limits, &cfg.capture.sip_ports);
     let mut splitter = Splitter::new(queues.len());
     let ports = cfg.capture.sip_ports.clone();
@@ -193,9 +206,9 @@ fn capture(
                 continue;
             }
             Err(e) => {
-                tracing::error!(alarm = true, error = %e, "forward: capture failed; exiting for systemd to restart it");
+                tracing::error!(alarm = true, error = %e, "forward: capture failed; exiting 1 for systemd to restart it");
                 stop.store(true, Ordering::Relaxed);
-                return;
+                return Err(e.to_string());
             }
         };
         counts.frames.fetch_add(1, Ordering::Relaxed);
@@ -218,6 +231,7 @@ fn capture(
             }
         });
     }
+    Ok(())
 }
 
 /// The main thread: signals, `STATUS=`, a log line every minute.
