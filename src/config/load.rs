@@ -1269,7 +1269,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         },
     };
 
-    let forward = sources::forward(&cx, &raw.forward, &recording.spool_dir)?;
+    let forward = sources::forward(&cx, &raw.forward)?;
     Ok(Config {
         source: path.to_path_buf(),
         general,

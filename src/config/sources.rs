@@ -6,6 +6,7 @@ use super::{Ctx, IntOrStr, S};
 use crate::config::{Forward, ForwardTransport, HepSource};
 use serde::Deserialize;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use toml::Spanned;
 
 /// One address or a list of them.
@@ -79,11 +80,7 @@ pub(super) fn hep_source(
 }
 
 /// `[forward]`; `None` when the section is absent or has no `to`.
-pub(super) fn forward(
-    cx: &Ctx,
-    r: &RawForward,
-    spool_dir: &std::path::Path,
-) -> Result<Option<Forward>, super::ConfigError> {
+pub(super) fn forward(cx: &Ctx, r: &RawForward) -> Result<Option<Forward>, super::ConfigError> {
     let Some(raw_to) = &r.to else { return Ok(None) };
     let to = match raw_to.get_ref() {
         OneOrMany::One(a) => vec![addr(
@@ -121,7 +118,7 @@ pub(super) fn forward(
     }
     let buffer_dir = match &r.buffer_dir {
         Some(d) => cx.resolve(d.get_ref()),
-        None => spool_dir.join("forward-buffer"),
+        None => PathBuf::from("/var/spool/callrec-forward"),
     };
     Ok(Some(Forward {
         to,
