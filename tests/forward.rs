@@ -249,3 +249,13 @@ fn forward_configuration_errors_name_file_line_and_key() {
     );
     assert!(!report.contains("\"k\""), "the key is never printed");
 }
+
+#[test]
+fn the_bundled_forward_example_loads() {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/forward.toml");
+    let cfg = callrec::config::load(&p).unwrap();
+    let f = cfg.forward.unwrap();
+    assert_eq!(f.to, vec!["192.0.2.5:9060".parse().unwrap()]);
+    assert_eq!((f.capture_id, f.buffer_bytes), (201, 1 << 30));
+    assert_eq!(f.buffer_dir, Path::new("/var/spool/callrec-forward"));
+}
