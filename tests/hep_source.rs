@@ -280,3 +280,118 @@ fn bad_hep_is_counted_per_reason_logged_and_never_a_crash() {
         "the key is never logged"
     );
 }
+
+/// Kamailio's siptrace module in HEP mode, a second independent encoder
+/// (C, the SIP proxy's own): the OPTIONS it receives, mirrored as HEPv3
+/// with its capture id and auth key, are taken by the HEP source and
+/// parsed as SIP by the engine; with a wrong key they would be refused.
+#[test]
+fn kamailio_siptrace_hep_is_taken_with_its_capture_id_and_key() {
+    if !Path::new("/usr/lib/x86_64-linux-gnu/kamailio/modules/siptrace.so").exists()
+        || std::process::Command::new("kamailio")
+            .arg("-v")
+            .output()
+            .is_err()
+    {
+        eprintln!("SKIP kamailio_siptrace: kamailio or its siptrace module is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (port, kam_port) = (hep::free_port(), hep::free_port());
+    let cfg = hep::daemon_config(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        "hep_capture_ids = [2301]\nhep_auth_key = \"kam-secret\"",
+        "",
+    );
+    let kcfg = dir.join("kamailio.cfg");
+    std::fs::write(
+        &kcfg,
+        format!(
+            r#"#!KAMAILIO
+debug=1
+log_stderror=yes
+fork=yes
+children=1
+auto_aliases=no
+listen=udp:127.0.0.1:{kam_port}
+mpath="/usr/lib/x86_64-linux-gnu/kamailio/modules/"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "siptrace.so"
+modparam("siptrace", "duplicate_uri", "sip:127.0.0.1:{port}")
+modparam("siptrace", "hep_mode_on", 1)
+modparam("siptrace", "hep_version", 3)
+modparam("siptrace", "hep_capture_id", 2301)
+modparam("siptrace", "auth_key", "kam-secret")
+modparam("siptrace", "trace_to_database", 0)
+modparam("siptrace", "trace_on", 1)
+request_route {{
+    sip_trace();
+    sl_send_reply("200", "OK");
+    exit;
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let sock = dir.join("control.sock");
+    let daemon = hep::start(&cfg, &sock, None);
+    let mut kam = std::process::Command::new("kamailio")
+        .arg("-f")
+        .arg(&kcfg)
+        .args(["-DD", "-E", "-w"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("kamailio.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    u.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = u.local_addr().unwrap();
+    let n = 20;
+    let mut answered = 0;
+    for i in 0..n {
+        let msg = format!(
+            "OPTIONS sip:probe@127.0.0.1:{kam_port} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-{i}\r\n\
+             From: <sip:ping@127.0.0.1>;tag={i}\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: kam-{i}@callrec.test\r\n\
+             CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Kamailio may still be starting: the first probes are repeated.
+        for _ in 0..20 {
+            u.send_to(msg.as_bytes(), ("127.0.0.1", kam_port)).unwrap();
+            let mut b = [0u8; 2048];
+            if u.recv(&mut b)
+                .is_ok_and(|k| b[..k].starts_with(b"SIP/2.0 200"))
+            {
+                answered += 1;
+                break;
+            }
+        }
+    }
+    let sip_count = |st: &str| {
+        let line = st
+            .lines()
+            .find(|l| l.starts_with("capture hep:"))?
+            .to_owned();
+        line.split("  sip ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
+    let ok = wait_for(Duration::from_secs(5), || {
+        let st = status(&sock);
+        hep_count(&st, "packets").unwrap_or(0) >= n && sip_count(&st).unwrap_or(0) >= n
+    });
+    let st = status(&sock);
+    let _ = kam.kill();
+    let _ = kam.wait();
+    let (code, log) = hep::stop(daemon);
+    assert_eq!(answered, n, "Kamailio answered every probe");
+    assert!(ok, "every traced OPTIONS taken and parsed: {st}\n{log}");
+    assert!(st.contains("bad: none"), "{st}");
+    assert!(code.success(), "{log}");
+}
