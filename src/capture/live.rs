@@ -74,8 +74,16 @@ impl Waker {
         self.drain();
     }
 
-    fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// Waits up to `timeout` until any of `fds` is readable or the waker
+    /// is woken, whichever comes first (at once when one already is).
+    pub fn wait_with(&self, fds: &[RawFd], timeout: Duration) {
+        let mut all = Vec::with_capacity(fds.len() + 1);
+        all.extend_from_slice(fds);
+        all.push(self.fd.as_raw_fd());
+        let r = poll_fds(&all, timeout);
+        if r.last().copied().unwrap_or(false) {
+            self.drain();
+        }
     }
 }
 
@@ -192,10 +200,14 @@ impl LiveSource {
     /// Waits up to `timeout` for a frame or a wake of `waker`, whichever
     /// comes first. Returns at once when either is already pending.
     pub fn wait(&self, waker: &Waker, timeout: Duration) {
-        let r = poll_fds(&[self.cap.as_raw_fd(), waker.raw()], timeout);
-        if r.get(1).copied().unwrap_or(false) {
-            waker.drain();
-        }
+        waker.wait_with(&[self.cap.as_raw_fd()], timeout);
+    }
+
+    /// The capture descriptor, readable when frames wait in the ring: for
+    /// a thread that waits on several sources at once
+    /// ([`Waker::wait_with`]).
+    pub fn raw_fd(&self) -> RawFd {
+        self.cap.as_raw_fd()
     }
 
     /// libpcap's counters; `dropped` is what the metrics report as frames

@@ -9,6 +9,7 @@ use crate::time::Timestamp;
 pub mod fault;
 pub mod file;
 pub mod live;
+pub mod merge;
 pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};

@@ -205,6 +205,13 @@ impl Engine {
         self.clock.select(name)
     }
 
+    /// Makes capture point `point` (a number [`Engine::set_capture_point`]
+    /// gave) the one the next frames come from, without a name lookup:
+    /// for sources merged frame by frame.
+    pub fn select_capture_point(&mut self, point: usize) {
+        self.clock.select_index(point);
+    }
+
     /// A capture point whose clock is known to be off: `offset_us` is
     /// added to its frames' stamps (a capture agent reporting its own time).
     pub fn set_capture_offset(&mut self, point: usize, offset_us: i64) {
