@@ -327,3 +327,101 @@ fn sip_on_one_interface_and_rtp_on_another_record_live_as_one_call_each() {
     let hist = std::fs::read_to_string(spool.join("calls.jsonl")).unwrap();
     assert_eq!(hist.lines().count(), 4, "one history line per call: {hist}");
 }
+
+/// Capture points whose clocks are each their own (two capture agents, or
+/// the interfaces of two hosts) merged frame by frame: after a quiet
+/// stretch, one point's held frames are placed as soon as the other
+/// point's traffic shows the clock has reached them, not when its own next
+/// frame comes. Without that, call 1's 200 OK (alone on the signalling
+/// point after the ringing) waited for call 2's INVITE while its RTP went
+/// on: the recording started 20 ms late.
+#[test]
+fn two_capture_points_merged_frame_by_frame_give_the_audio_of_one() {
+    use callrec::capture::Packet;
+    use callrec::daemon::engine::Engine;
+    use callrec::daemon::media::MediaWorker;
+    use callrec::daemon::shard::ShardPool;
+    use callrec::delivery::spool::{Spool, SpoolUsage};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, rtp, both) = (
+        dir.path().join("sip.pcap"),
+        dir.path().join("rtp.pcap"),
+        dir.path().join("both.pcap"),
+    );
+    write_split(&calls(), &sip, &rtp, &both);
+    let cfg_path = dir.path().join("callrec.toml");
+    let two = dir.path().join("two");
+    std::fs::write(&cfg_path, config(&two, "\"eth0\"", &dir.path().join("s"))).unwrap();
+    let cfg = Arc::new(callrec::config::load(&cfg_path).unwrap());
+    std::fs::create_dir_all(&two).unwrap();
+    let usage = SpoolUsage::measure(&Spool::open(&two).unwrap()).unwrap();
+    let pool = ShardPool::start(1, 4096, true, |i| {
+        MediaWorker::new(cfg.clone(), i, usage.clone())
+    })
+    .unwrap();
+    let mut e = Engine::new(cfg.clone(), &two, pool, None, usage).unwrap();
+    let points = [
+        e.set_capture_point("sip-agent"),
+        e.set_capture_point("rtp-agent"),
+    ];
+    // The start frames at T0, then every datagram from its own point.
+    let start = udp_frame(
+        "192.0.2.250:9".parse().unwrap(),
+        "198.51.100.250:9".parse().unwrap(),
+        b"start",
+    );
+    let mut frames: Vec<(usize, Timestamp, Vec<u8>)> = points
+        .iter()
+        .map(|&p| (p, Timestamp::from_secs_micros(T0, 0), start.clone()))
+        .collect();
+    for d in merge(&calls()) {
+        let p = if d.src.port() == 5060 || d.dst.port() == 5060 {
+            points[0]
+        } else {
+            points[1]
+        };
+        frames.push((p, d.ts, udp_frame(d.src, d.dst, &d.payload)));
+    }
+    for (i, (p, ts, f)) in frames.iter().enumerate() {
+        e.select_capture_point(*p);
+        e.on_packet(&Packet {
+            index: i as u64 + 1,
+            ts: *ts,
+            link: LinkType::Ethernet,
+            data: f,
+            orig_len: f.len() as u32,
+        });
+    }
+    for p in points {
+        e.select_capture_point(p);
+        e.end_capture_point();
+    }
+    e.finish("capture-end");
+    let whole = dir.path().join("whole");
+    replay(&cfg_path, &whole, &[&sip, &rtp]);
+    let (a, b) = (recordings(&two), recordings(&whole));
+    assert_eq!(a.len(), 4, "every call recorded once");
+    for ((n, ma, wa), (_, mb, wb)) in a.iter().zip(&b) {
+        assert_eq!(ma["segment"], mb["segment"], "call {n}: segment");
+        let (x, y) = (read_wav(wa).unwrap().samples, read_wav(wb).unwrap().samples);
+        let (x, y) = (&x, &y);
+        let diff: Vec<(usize, usize)> = (0..2)
+            .flat_map(|ch| {
+                (0..x[ch].len().max(y[ch].len()))
+                    .filter(move |&i| x[ch].get(i) != y[ch].get(i))
+                    .map(move |i| (ch, i))
+            })
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "call {n}: {} samples differ, first {:?}, last {:?}; lengths {} {}",
+            diff.len(),
+            diff.first(),
+            diff.last(),
+            x[0].len(),
+            y[0].len()
+        );
+    }
+}
