@@ -14,7 +14,7 @@ pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};
 pub use file::FileSource;
-pub use live::{LiveSource, LiveStats, Waker};
+pub use live::{LiveOptions, LiveSource, LiveStats, Waker};
 pub use trace::TraceSource;
 
 /// Link-layer framing of a captured frame (the pcap LINKTYPE).

@@ -21,7 +21,7 @@
 //! and the daemon exits 1, for systemd to restart it.
 
 use crate::capture::merge::Heads;
-use crate::capture::{LiveSource, LiveStats, PacketSource, Waker};
+use crate::capture::{LiveOptions, LiveSource, LiveStats, PacketSource, Waker};
 use crate::config::Config;
 use crate::daemon::engine::Engine;
 use crate::daemon::run::{CaptureStatus, Shared, SourceStatus};
@@ -352,7 +352,7 @@ impl CaptureThread {
                 soonest = Some(soonest.map_or(next - now, |s| s.min(next - now)));
                 continue;
             }
-            match LiveSource::open(&input.name, c.snaplen, c.promiscuous, c.buffer_bytes) {
+            match LiveSource::open_with(&input.name, &LiveOptions::from_config(&c)) {
                 Ok(src) => {
                     tracing::warn!(interface = %input.name, after_s = since.elapsed().as_secs(), "capture on {} works again", input.name);
                     input.error = None;

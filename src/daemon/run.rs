@@ -290,14 +290,10 @@ fn start_capture(
     clock: LiveClock,
 ) -> Result<Vec<CaptureLink>, RunError> {
     let c = &cfg.capture;
+    let opts = crate::capture::LiveOptions::from_config(c);
     let mut sources = Vec::new();
     for name in &c.interfaces {
-        sources.push(LiveSource::open(
-            name,
-            c.snaplen,
-            c.promiscuous,
-            c.buffer_bytes,
-        )?);
+        sources.push(LiveSource::open_with(name, &opts)?);
     }
     // Inline announcements: one worker (NFQUEUE) for the engine.
     let inline = match cfg.announce.mode {
