@@ -16,10 +16,10 @@ mod netns;
 #[path = "support/tools.rs"]
 mod tools;
 use callrec::capture::LinkType;
-use callrec::pcapgen::{
+use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{
     FrameOpts, PcapWriter, TcpFlags, Tunnel, tcp_frame_with, udp_fragments, udp_frame_with,
 };
-use callrec::time::Timestamp;
 use live::wait_for;
 use netns::Netns;
 use std::net::SocketAddr;

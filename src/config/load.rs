@@ -1284,6 +1284,32 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
+/// `capture.filter`: "auto" (the default: what callrec decodes), "none",
+/// or a libpcap expression, compiled here so that a typo is an error with
+/// its line and libpcap's reason, not a capture that silently keeps nothing.
+fn capture_filter(
+    cx: &Ctx<'_>,
+    v: &S<String>,
+    sip_ports: &[u16],
+) -> Result<Option<String>, ConfigError> {
+    let expr = match v.as_ref().map(|s| s.get_ref().trim()) {
+        None | Some("auto") => return Ok(Some(Capture::auto_filter(sip_ports))),
+        Some("none") => return Ok(None),
+        Some(e) => e.to_owned(),
+    };
+    let span = v.as_ref().map(|s| s.span()).unwrap_or(0..0);
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+        .map_err(|e| cx.err(span.clone(), "capture.filter", e.to_string()))?;
+    dead.compile(&expr, true).map_err(|e| {
+        cx.err(
+            span,
+            "capture.filter",
+            format!("not a libpcap filter expression: {e}"),
+        )
+    })?;
+    Ok(Some(expr))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1385,30 +1411,4 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX
         assert!(parse_sftp_url("sftp://rec@host.example:22/x").is_err());
         assert!(parse_sftp_url("ftp://rec@192.0.2.1/x").is_err());
     }
-}
-
-/// `capture.filter`: "auto" (the default: what callrec decodes), "none",
-/// or a libpcap expression, compiled here so that a typo is an error with
-/// its line and libpcap's reason, not a capture that silently keeps nothing.
-fn capture_filter(
-    cx: &Ctx<'_>,
-    v: &S<String>,
-    sip_ports: &[u16],
-) -> Result<Option<String>, ConfigError> {
-    let expr = match v.as_ref().map(|s| s.get_ref().trim()) {
-        None | Some("auto") => return Ok(Some(Capture::auto_filter(sip_ports))),
-        Some("none") => return Ok(None),
-        Some(e) => e.to_owned(),
-    };
-    let span = v.as_ref().map(|s| s.span()).unwrap_or(0..0);
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET)
-        .map_err(|e| cx.err(span.clone(), "capture.filter", e.to_string()))?;
-    dead.compile(&expr, true).map_err(|e| {
-        cx.err(
-            span,
-            "capture.filter",
-            format!("not a libpcap filter expression: {e}"),
-        )
-    })?;
-    Ok(Some(expr))
 }
