@@ -136,9 +136,13 @@ fn recordings(spool: &Path) -> Vec<(u32, serde_json::Value, PathBuf)> {
 /// Every call once, subscriber left and remote right with their own
 /// tones, as long as its segment (±`slack_ms`).
 fn assert_each_call_whole(spool: &Path, slack_ms: i64) {
+    assert_each_call_whole_of(spool, &[1, 2, 3, 4], slack_ms);
+}
+
+fn assert_each_call_whole_of(spool: &Path, calls: &[u32], slack_ms: i64) {
     let recs = recordings(spool);
     let numbers: Vec<u32> = recs.iter().map(|r| r.0).collect();
-    assert_eq!(numbers, [1, 2, 3, 4], "each call recorded exactly once");
+    assert_eq!(numbers, calls, "each call recorded exactly once");
     for (n, meta, wav) in &recs {
         let w = read_wav(wav).unwrap();
         let ms = w.samples[0].len() as i64 / 8;
@@ -161,7 +165,7 @@ fn assert_each_call_whole(spool: &Path, slack_ms: i64) {
             power(r, rem) > 100.0 * power(r, sub),
             "call {n}: remote's {rem} Hz on the right"
         );
-        for other in (1..=4).filter(|o| o != n) {
+        for other in calls.iter().copied().filter(|o| o != n) {
             for (ch, x) in [("left", l), ("right", r)] {
                 for f in [a_tone(other), b_tone(other)] {
                     assert!(
@@ -424,4 +428,76 @@ fn two_capture_points_merged_frame_by_frame_give_the_audio_of_one() {
             y[0].len()
         );
     }
+}
+
+/// One of two interfaces goes away: the other goes on recording while the
+/// lost one is retried (named in `status` and an alarm), and after
+/// `capture.retry_for` the daemon exits 1 for systemd to restart it.
+#[test]
+fn an_interface_lost_beside_a_working_one_is_named_and_the_other_records() {
+    let tag = "multi_interface_lost";
+    if !tools::tool_present("tcpreplay", "--version") {
+        eprintln!("SKIP {tag}: tcpreplay is not installed");
+        return;
+    }
+    let Some(ns) = Netns::new("mifl") else { return };
+    assert!(second_link(&ns), "a second veth pair in {}", ns.name);
+    let dir = tempfile::tempdir().unwrap();
+    let (sip, rtp, both) = (
+        dir.path().join("sip.pcap"),
+        dir.path().join("rtp.pcap"),
+        dir.path().join("both.pcap"),
+    );
+    write_split(&calls()[..1], &sip, &rtp, &both);
+    let spool = dir.path().join("spool");
+    let sock = dir.path().join("control.sock");
+    let cfg = dir.path().join("callrec.toml");
+    let text = config(&spool, "\"va\", \"wa\"", &sock).replace(
+        "interfaces = [\"va\", \"wa\"]",
+        "interfaces = [\"va\", \"wa\"]\nretry_for = \"4s\"",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let mut daemon = ns
+        .cmd(env!("CARGO_BIN_EXE_callrec"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || sock.exists()),
+        "control socket up"
+    );
+    let lost_at = std::time::Instant::now();
+    assert!(ns.ip(&["link", "del", "wa"]));
+    // The whole call on the interface that works.
+    ns.replay(&both);
+    let ready = spool.join("queue/acme/ready");
+    assert!(
+        wait_for(Duration::from_secs(3), || files(&ready, ".json").len() == 1),
+        "the call on va is recorded while wa is lost"
+    );
+    let status = callrec::daemon::control::query(&sock, "status").unwrap_or_default();
+    let line = status
+        .lines()
+        .find(|l| l.trim_start().starts_with("interface wa:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains("lost") && line.contains("error"), "{line}");
+    let exited = wait_for(Duration::from_secs(15), || {
+        daemon.try_wait().ok().flatten().is_some()
+    });
+    let took = lost_at.elapsed();
+    let code = daemon.wait().unwrap();
+    let mut log = String::new();
+    use std::io::Read;
+    let _ = daemon.stderr.take().unwrap().read_to_string(&mut log);
+    assert!(exited, "the daemon gives up on wa: {log}");
+    assert_eq!(code.code(), Some(1), "{log}");
+    assert!(
+        took >= Duration::from_secs(3),
+        "gave up after {took:?}, before retry_for"
+    );
+    assert!(log.contains("CAPTURE ALARM") && log.contains("wa"), "{log}");
+    assert_each_call_whole_of(&spool, &[1], 60);
 }
