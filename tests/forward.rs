@@ -16,7 +16,7 @@
 mod hep;
 #[path = "support/netns.rs"]
 mod netns;
-use callrec::scenario::merge;
+use callrec_testkit::scenario::merge;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

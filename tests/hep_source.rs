@@ -13,8 +13,8 @@
 #[path = "support/hep.rs"]
 mod hep;
 use callrec::history::hep::{HepPacket, encode};
-use callrec::scenario::{Datagram, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::scenario::{Datagram, merge};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

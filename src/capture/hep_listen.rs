@@ -18,7 +18,6 @@
 //! once per sender and reason per minute.
 
 use super::hep::{HepDecoder, HepError, HepPolicy, HepStats, frame_len};
-use super::live::poll_fds;
 use super::{CaptureError, Packet, PacketSource, Waker};
 use crate::time::Timestamp;
 use std::collections::HashMap;
@@ -195,11 +194,7 @@ impl HepListener {
 
     /// Waits up to `timeout` for a packet, a connection or a wake.
     pub fn wait(&self, waker: &Waker, timeout: Duration) {
-        let mut fds = self.fds();
-        fds.push(waker.raw());
-        if poll_fds(&fds, timeout).last().copied().unwrap_or(false) {
-            waker.drain();
-        }
+        waker.wait_with(&self.fds(), timeout);
     }
 
     /// Finds the next HEP packet that makes a frame (the decoder keeps

@@ -12,12 +12,13 @@ pub mod file;
 pub mod hep;
 pub mod hep_listen;
 pub mod live;
+pub mod merge;
 pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};
 pub use file::FileSource;
 pub use hep_listen::{HepListener, HepListenerStats};
-pub use live::{LiveSource, LiveStats, Waker};
+pub use live::{LiveOptions, LiveSource, LiveStats, Waker};
 pub use trace::TraceSource;
 
 /// Link-layer framing of a captured frame (the pcap LINKTYPE).

@@ -6,7 +6,6 @@ pub mod clock;
 pub mod control;
 pub mod engine;
 pub mod finisher;
-pub mod hep_thread;
 pub mod journal;
 pub mod logging;
 pub mod media;

@@ -99,15 +99,11 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), ForwardError> {
     let reload = Arc::new(AtomicBool::new(false));
     watch_signals(stop.clone(), reload.clone())
         .map_err(|e| ForwardError::Io("signals".into(), e))?;
+    // The daemon's options: the same kernel filter (capture.filter) and ring.
+    let opts = crate::capture::LiveOptions::from_config(&cfg.capture);
     let mut sources = Vec::new();
     for name in &cfg.capture.interfaces {
-        let c = &cfg.capture;
-        sources.push(LiveSource::open(
-            name,
-            c.snaplen,
-            c.promiscuous,
-            c.buffer_bytes,
-        )?);
+        sources.push(LiveSource::open_with(name, &opts)?);
     }
     let (queues, senders) = start_senders(&f, &stop)?;
     let counts = Arc::new(CaptureCounts::default());

@@ -5,10 +5,10 @@
 
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
-use callrec::scenario::{CallSpec, Datagram};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Datagram};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
