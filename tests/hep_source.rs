@@ -12,6 +12,8 @@
 
 #[path = "support/hep.rs"]
 mod hep;
+#[path = "support/netns.rs"]
+mod netns;
 use callrec::history::hep::{HepPacket, encode};
 use callrec::time::Timestamp;
 use callrec_testkit::scenario::{Datagram, merge};
@@ -394,4 +396,83 @@ request_route {{
     assert!(ok, "every traced OPTIONS taken and parsed: {st}\n{log}");
     assert!(st.contains("bad: none"), "{st}");
     assert!(code.success(), "{log}");
+}
+
+/// One engine for every source: the calls' SIP arrives on an interface
+/// (`va` in a namespace, played by tcpreplay) and their RTP as HEP from an
+/// agent (hep-js, at the same pace): each call is one call, recorded once
+/// with both tones, as long as the raw capture's replay has it.
+#[test]
+fn sip_on_an_interface_and_rtp_through_hep_are_one_call() {
+    let Some(hepjs) = hep::hepjs("hep_mixed") else {
+        return;
+    };
+    if !std::process::Command::new("tcpreplay")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        eprintln!("SKIP hep_mixed: tcpreplay is not installed");
+        return;
+    }
+    let Some(ns) = netns::Netns::new("hepmix") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let calls = hep::calls(3, 2000);
+    let all = merge(&calls);
+    let is_sip = |d: &&Datagram| d.src.port() == 5060 || d.dst.port() == 5060;
+    let sip: Vec<Datagram> = all.iter().filter(is_sip).cloned().collect();
+    let rtp: Vec<Datagram> = all.iter().filter(|d| !is_sip(d)).cloned().collect();
+    let (pcap, sip_pcap) = (dir.join("all.pcap"), dir.join("sip.pcap"));
+    hep::write_pcap(&pcap, &all);
+    hep::write_pcap(&sip_pcap, &sip);
+    let jsonl = dir.join("rtp.jsonl");
+    hep::write_jsonl_from(&jsonl, sip[0].ts, &rtp, |_| "udp", &[42]);
+    let port = hep::free_port();
+    let cfg = hep::daemon_config(
+        dir,
+        &format!("127.0.0.1:{port}"),
+        "interfaces = [\"va\"]\nsnaplen = 65535",
+        "",
+    );
+    hep::replay_raw(&cfg, &pcap, &dir.join("raw"));
+    let raw = hep::recordings(&dir.join("raw"));
+    let sock = dir.join("control.sock");
+    let daemon = hep::start(&cfg, &sock, Some(&ns.name));
+    let sender = {
+        let (name, hepjs, jsonl) = (ns.name.clone(), hepjs.clone(), jsonl.clone());
+        std::thread::spawn(move || hep::send_with_hepjs_in(Some(&name), &hepjs, port, &jsonl))
+    };
+    ns.replay(&sip_pcap);
+    assert_eq!(sender.join().unwrap() as usize, rtp.len());
+    let spool = dir.join("spool");
+    let done = wait_for(Duration::from_secs(15), || {
+        hep::recordings(&spool).len() >= calls.len()
+    });
+    let st = status(&sock);
+    let (code, log) = hep::stop(daemon);
+    assert!(done, "{st}\n{log}");
+    assert!(code.success(), "{log}");
+    let live = hep::recordings(&spool);
+    assert_eq!(
+        live.keys().collect::<Vec<_>>(),
+        raw.keys().collect::<Vec<_>>()
+    );
+    for (id, segs) in &live {
+        assert_eq!(segs.len(), 1, "{id}: one recording");
+        let ch = &segs[0].ch;
+        assert!(
+            hep::tone_share(&ch[0], 440.0) > 0.8,
+            "{id}: caller's tone: {st}"
+        );
+        assert!(hep::tone_share(&ch[1], 1000.0) > 0.8, "{id}: callee's tone");
+        let (got, exp) = (ch[0].len() as i64, raw[id][0].ch[0].len() as i64);
+        // Two senders' pacing on a loaded machine: 250 ms allowed.
+        assert!(
+            (got - exp).abs() <= 8 * 250,
+            "{id}: {got} samples, the raw replay {exp}"
+        );
+    }
 }

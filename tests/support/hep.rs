@@ -68,7 +68,18 @@ pub fn write_jsonl(
     via: impl Fn(&Datagram) -> &'static str,
     ids: &[u32],
 ) {
-    let t0 = all[0].ts;
+    write_jsonl_from(path, all[0].ts, all, via, ids)
+}
+
+/// [`write_jsonl`] with offsets from `t0` (the first packet of a capture
+/// another sender plays at the same moment).
+pub fn write_jsonl_from(
+    path: &Path,
+    t0: Timestamp,
+    all: &[Datagram],
+    via: impl Fn(&Datagram) -> &'static str,
+    ids: &[u32],
+) {
     let mut out = String::new();
     for d in all {
         let sip = d.src.port() == 5060 || d.dst.port() == 5060;
@@ -87,8 +98,21 @@ pub fn write_jsonl(
 /// Runs tests/hep/send.js: sends `jsonl` to 127.0.0.1:`port` at the
 /// capture's pace; returns how many HEP packets it sent.
 pub fn send_with_hepjs(hepjs: &Path, port: u16, jsonl: &Path) -> u64 {
+    send_with_hepjs_in(None, hepjs, port, jsonl)
+}
+
+/// [`send_with_hepjs`], in network namespace `ns` when given.
+pub fn send_with_hepjs_in(ns: Option<&str>, hepjs: &Path, port: u16, jsonl: &Path) -> u64 {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hep/send.js");
-    let out = Command::new("node")
+    let mut c = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "node"]);
+            c
+        }
+        None => Command::new("node"),
+    };
+    let out = c
         .arg(script)
         .arg(hepjs)
         .args(["127.0.0.1", &port.to_string()])
