@@ -103,8 +103,8 @@ pub struct Links {
 /// Where an interface stands.
 enum Source {
     Open(LiveSource),
-    /// `capture.hep_listen`: sockets, never lost.
-    Hep(HepListener),
+    /// `capture.hep_listen`: sockets, never lost (boxed: it is large).
+    Hep(Box<HepListener>),
     /// Lost at `since`; the next attempt at `next`, after waiting `backoff`.
     Lost {
         since: Instant,
@@ -194,7 +194,7 @@ impl CaptureThread {
             .map(|src| input(src.name().to_owned(), Source::Open(src)))
             .collect();
         if let Some(h) = hep {
-            inputs.push(input("hep".into(), Source::Hep(h)));
+            inputs.push(input("hep".into(), Source::Hep(Box::new(h))));
         }
         CaptureThread {
             cfg,
