@@ -318,4 +318,30 @@ mod tests {
             "{st:?}"
         );
     }
+
+    #[test]
+    fn over_udp_each_packet_is_a_datagram_and_nothing_is_buffered() {
+        let r = UdpSocket::bind("127.0.0.1:0").unwrap();
+        r.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let s = Sender::new(r.local_addr().unwrap(), ForwardTransport::Udp, None);
+        let stats = s.stats.clone();
+        let (tx, rx) = std::sync::mpsc::sync_channel(16);
+        let stop = Arc::new(AtomicBool::new(false));
+        let t = std::thread::spawn(move || s.run(rx, stop));
+        for i in 0..5 {
+            tx.send(pkt(i)).unwrap();
+        }
+        drop(tx);
+        let mut got = Vec::new();
+        let mut b = [0u8; 64];
+        for _ in 0..5 {
+            let n = r.recv(&mut b).unwrap();
+            assert_eq!(n, 14, "one HEP packet per datagram");
+            got.push(u32::from_be_bytes(b[10..14].try_into().unwrap()));
+        }
+        t.join().unwrap();
+        assert_eq!(got, vec![0, 1, 2, 3, 4]);
+        let st = *stats.lock().unwrap();
+        assert_eq!((st.sent, st.send_errors, st.buffer.buffered), (5, 0, 0));
+    }
 }
