@@ -167,6 +167,22 @@ impl HepListener {
         })
     }
 
+    /// `capture.hep_listen` bound with its policy, when configured (a busy
+    /// port fails the start, naming it).
+    pub fn from_config(cfg: &crate::config::Config) -> Result<Option<HepListener>, CaptureError> {
+        let h = &cfg.capture.hep;
+        if h.listen.is_empty() {
+            return Ok(None);
+        }
+        let policy = HepPolicy {
+            capture_ids: h.capture_ids.clone(),
+            auth_key: h.auth_key.clone(),
+        };
+        let l = HepListener::bind(&h.listen, policy, HepLimits::default())?;
+        tracing::info!(listen = ?h.listen, "HEP capture listening (UDP and TCP)");
+        Ok(Some(l))
+    }
+
     /// The bound addresses (UDP and TCP share each).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.tcp

@@ -358,7 +358,13 @@ fn start_capture(
         heartbeat: heartbeat.clone(),
         clock,
     };
-    let thread = CaptureThread::new(cfg.clone(), engine, links, sources, start_hep(cfg)?);
+    let thread = CaptureThread::new(
+        cfg.clone(),
+        engine,
+        links,
+        sources,
+        crate::capture::HepListener::from_config(cfg)?,
+    );
     let t = std::thread::Builder::new()
         .name("callrec-capture".into())
         .spawn(move || thread.run())
@@ -370,22 +376,6 @@ fn start_capture(
         heartbeat,
         thread: Some(t),
     }])
-}
-
-/// `capture.hep_listen`, bound (a busy port fails the start, naming it),
-/// when configured.
-fn start_hep(cfg: &Config) -> Result<Option<crate::capture::HepListener>, RunError> {
-    let h = &cfg.capture.hep;
-    if h.listen.is_empty() {
-        return Ok(None);
-    }
-    let policy = crate::capture::hep::HepPolicy {
-        capture_ids: h.capture_ids.clone(),
-        auth_key: h.auth_key.clone(),
-    };
-    let l = crate::capture::HepListener::bind(&h.listen, policy, Default::default())?;
-    tracing::info!(listen = ?h.listen, "HEP capture listening (UDP and TCP)");
-    Ok(Some(l))
 }
 
 /// The main thread's loop: signals, reloads, the watchdog and `STATUS=`.
