@@ -9,7 +9,8 @@
 //!
 //! TCP carries HEP packets back to back (the length field frames them).
 //! Connections are limited to [`HepLimits::max_connections`] (one more is
-//! accepted and closed at once, counted); a packet longer than
+//! accepted and closed at once, counted, unless the connection silent the
+//! longest has been for [`IDLE_CLOSE`]: that one gives way); a packet longer than
 //! [`HepLimits::max_packet`] or a stream that is not HEPv3 closes its
 //! connection, as a byte stream cannot be resynchronised reliably.
 //! Memory: at most `max_packet` + 64 KiB buffered per connection.
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// Refused or duplicate packets read in a row before the thread turns its loop.
 const MAX_REFUSED: u32 = 4096;
+/// Silence after which a connection gives way to a new one at the limit.
+const IDLE_CLOSE: Duration = Duration::from_secs(60);
 /// Packets between two looks for new TCP connections on a busy listener.
 const ACCEPT_EVERY: u32 = 1024;
 /// Bytes read from a TCP connection at a time.
@@ -102,6 +105,8 @@ struct Conn {
     buf: Vec<u8>,
     /// Start of unread bytes in `buf`.
     start: usize,
+    /// When it last sent anything.
+    last_data: Instant,
 }
 
 /// UDP sockets and TCP listeners on every `capture.hep_listen` address.
@@ -311,6 +316,7 @@ impl HepListener {
         match r {
             Ok(n) if n > 0 => {
                 c.buf.truncate(have + n);
+                c.last_data = Instant::now();
                 true
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::Interrupted => {
@@ -333,6 +339,9 @@ impl HepListener {
         for l in &self.tcp {
             while let Ok((stream, peer)) = l.accept() {
                 self.stats.connections += 1;
+                if self.conns.len() >= self.limits.max_connections {
+                    make_room(&mut self.conns);
+                }
                 if self.conns.len() >= self.limits.max_connections
                     || stream.set_nonblocking(true).is_err()
                 {
@@ -346,6 +355,7 @@ impl HepListener {
                     peer,
                     buf: Vec::new(),
                     start: 0,
+                    last_data: Instant::now(),
                 });
             }
         }
@@ -391,6 +401,19 @@ pub fn publish(stats: HepListenerStats) {
 /// What [`publish`] last stored; `None` without a HEP listener.
 pub fn published() -> Option<HepListenerStats> {
     PUBLISHED.lock().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+/// At the connection limit, the connection silent the longest goes if it
+/// has been silent for [`IDLE_CLOSE`]: a dead agent, or one that opens
+/// connections and sends nothing, cannot keep a working one out.
+fn make_room(conns: &mut Vec<Conn>) {
+    let Some((i, c)) = conns.iter().enumerate().min_by_key(|(_, c)| c.last_data) else {
+        return;
+    };
+    if c.last_data.elapsed() >= IDLE_CLOSE {
+        tracing::warn!(peer = %c.peer, idle_s = c.last_data.elapsed().as_secs(), "HEP over TCP: at the connection limit, closing the connection silent the longest");
+        conns.swap_remove(i);
+    }
 }
 
 /// Wall time of arrival, for packets without a timestamp.
