@@ -49,3 +49,10 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
   python3 -m pip install --quiet pylibsrtp cryptography
 fi
+# pjsua2-python (PyPI): its wheel carries pjproject's copy of the RFC 3951
+# iLBC reference encoder (exported initEncode/iLBC_encode), the independent
+# iLBC encoder tests/codecs.rs drives through tests/support/encoders.py
+# (no iLBC encoder exists in Debian's ffmpeg, sox or libraries).
+if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('pjsua2') is None)" 2>/dev/null; then
+  python3 -m pip install --quiet pjsua2-python
+fi

@@ -1,12 +1,11 @@
 //! Every codec a carrier carries, end to end through `replay`: for each,
 //! a capture made with an independent encoder run here (Debian's ffmpeg
-//! and sox; libbcg729 and libvo-amrwbenc through `encoders.py`) carrying a
+//! and sox; libbcg729, libvo-amrwbenc and iLBC through `encoders.py`) carrying a
 //! known tone per party. The recording must have each party's tone on its
 //! own channel and the length the signalling says; a wideband tone above
-//! 4 kHz must survive in a 16 kHz recording.
-//!
-//! Not here: iLBC (no encoder in Debian: the decoder is FFmpeg's, tested
-//! only on corrupt input in the unit tests).
+//! 4 kHz must survive in a 16 kHz recording. iLBC's encoder is RFC 3951's
+//! reference code as pjproject ships it in the `pjsua2-python` wheel
+//! (PyPI), also driven through `encoders.py`.
 
 #[path = "support/audio.rs"]
 mod audio;
@@ -165,32 +164,69 @@ fn l16_at_16khz() {
     check(&r, 16000, (440.0, 5000.0), "L16");
 }
 
+/// G.726 at every rate, in both packings an SDP can name: RFC 3551's
+/// `G726-NN` (ffmpeg's `g726le`) and AAL2's `AAL2-G726-NN` (ffmpeg's
+/// big-endian `g726`), each as ffmpeg's RTP muxer signals it.
 #[test]
-fn g726_32() {
+fn g726_every_rate_and_packing() {
     if !cc::tools_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    // 20 ms packets: 80 bytes of 4-bit codes after the 12-byte header.
-    let g726 = |hz: u32| {
-        cc::ffmpeg_rtp_sized(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &sine(hz),
-                "-ac",
-                "1",
-                "-af",
-                "volume=0.5",
-            ],
-            &["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"],
-            Some(92),
-        )
-    };
-    let (a, b) = (g726(440), g726(1000));
-    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
-    check(&r, 8000, (440.0, 1000.0), "G726");
+    for (encoder, name) in [("g726le", "G726"), ("g726", "AAL2-G726")] {
+        for kbit in [16, 24, 32, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            // 20 ms packets: 160 codes of kbit/8 bits after the header.
+            let g726 = |hz: u32| {
+                cc::ffmpeg_rtp_sized(
+                    &[
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        &sine(hz),
+                        "-ac",
+                        "1",
+                        "-af",
+                        "volume=0.5",
+                    ],
+                    &["-c:a", encoder, "-b:a", &format!("{kbit}k"), "-ar", "8000"],
+                    Some(12 + 20 * kbit as usize / 8),
+                )
+            };
+            let (a, b) = (g726(440), g726(1000));
+            assert_eq!(a.rtpmap, format!("{name}-{kbit}/8000"), "ffmpeg's rtpmap");
+            assert_eq!(a.packets[0].len(), 12 + 20 * kbit as usize / 8);
+            let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+            check(&r, 8000, (440.0, 1000.0), "G726");
+        }
+    }
+}
+
+/// iLBC (RFC 3951) in both frame modes, encoded by the RFC's reference
+/// encoder (pjproject's copy, from the `pjsua2-python` wheel) and sent
+/// one frame a packet (RFC 3952), `mode` signalled in the fmtp.
+#[test]
+fn ilbc_20_and_30_ms() {
+    if !cc::tools_present() {
+        return;
+    }
+    for (mode, bytes) in [(20u32, 38usize), (30, 50)] {
+        let dir = tempfile::tempdir().unwrap();
+        let enc = |hz: u32, ssrc: u32| {
+            let raw = cc::tone_raw(dir.path(), hz, 8000, SECS);
+            let bits = cc::ctypes_encode(dir.path(), &format!("ilbc{mode}"), &raw);
+            assert_eq!(bits.len() % bytes, 0, "whole {mode} ms frames");
+            let frames: Vec<Vec<u8>> = bits.chunks_exact(bytes).map(<[u8]>::to_vec).collect();
+            Stream {
+                pt: 97,
+                rtpmap: "iLBC/8000".into(),
+                fmtp: Some(format!("mode={mode}")),
+                clock: 8000,
+                packets: cc::wrap(&frames, 97, 8 * mode, ssrc),
+            }
+        };
+        let r = record(dir.path(), &enc(440, 1), &enc(1000, 2), "auto").expect("a recording");
+        check(&r, 8000, (440.0, 1000.0), "iLBC");
+    }
 }
 
 /// GSM: ffmpeg's RTP muxer has no GSM; its raw frames are packetised here.

@@ -12,7 +12,7 @@ use std::sync::Once;
 use ffmpeg_next::ffi as av;
 
 use super::DecodeError;
-use crate::media::codec::{Codec, Format};
+use crate::media::codec::{Codec, Format, G726_AAL2};
 
 static QUIET: Once = Once::new();
 
@@ -161,9 +161,9 @@ pub struct AvDecoder {
 // SAFETY: the contexts are owned and only used through &mut self.
 unsafe impl Send for AvDecoder {}
 
-fn codec_id(c: Codec) -> Option<av::AVCodecID> {
+fn codec_id(f: Format) -> Option<av::AVCodecID> {
     use av::AVCodecID::*;
-    Some(match c {
+    Some(match f.codec {
         Codec::G722 => AV_CODEC_ID_ADPCM_G722,
         Codec::G729 => AV_CODEC_ID_G729,
         Codec::AmrNb => AV_CODEC_ID_AMR_NB,
@@ -171,6 +171,8 @@ fn codec_id(c: Codec) -> Option<av::AVCodecID> {
         Codec::Opus => AV_CODEC_ID_OPUS,
         Codec::Gsm => AV_CODEC_ID_GSM,
         Codec::Ilbc => AV_CODEC_ID_ILBC,
+        // AAL2 packing (ITU-T I.366.2) is FFmpeg's big-endian G.726.
+        Codec::G726 if f.param & G726_AAL2 != 0 => AV_CODEC_ID_ADPCM_G726,
         // RFC 3551's G.726 packing is what FFmpeg calls little-endian.
         Codec::G726 => AV_CODEC_ID_ADPCM_G726LE,
         _ => return None,
@@ -181,7 +183,7 @@ impl AvDecoder {
     /// Opens FFmpeg's decoder for `f`, resampling to `out_rate`.
     pub fn open(f: Format, out_rate: u32) -> Result<AvDecoder, DecodeError> {
         quiet();
-        let id = codec_id(f.codec).ok_or(DecodeError::Unsupported(f.codec))?;
+        let id = codec_id(f).ok_or(DecodeError::Unsupported(f.codec))?;
         // SAFETY: FFI; every pointer is checked before use and freed in Drop.
         unsafe {
             let codec = av::avcodec_find_decoder(id);
@@ -204,7 +206,7 @@ impl AvDecoder {
                 Codec::Opus => (48000, 0, 0),
                 Codec::Gsm => (8000, 33, 0),
                 Codec::Ilbc => (8000, if f.param == 20 { 38 } else { 50 }, 0),
-                Codec::G726 => (8000, 0, f.param as i32),
+                Codec::G726 => (8000, 0, (f.param & !G726_AAL2) as i32),
                 Codec::G729 => (8000, 10, 0),
                 _ => (8000, 0, 0),
             };
