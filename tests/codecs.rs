@@ -542,33 +542,38 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
     assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
 }
 
-/// G.729 Annex B (libbcg729 with VAD): talk spurts of the tone between
-/// silences, which the encoder sends as 2-byte SID frames or not at all.
-/// The tone comes through; the silences stay silent (never noise), and
-/// no SID frame counts as undecodable.
+/// G.729 Annex B (libbcg729 with VAD): talk spurts of the tone over a
+/// quiet background noise (about -50 dBov), which the encoder sends as
+/// 2-byte SID frames and then not at all (DTX). The tone comes through;
+/// the pauses hold comfort noise at roughly the background's level (not
+/// silence, not loud), also where nothing was sent; no SID frame counts
+/// as undecodable; the length is the signalling's.
 #[test]
-fn g729_annex_b_silence_suppression() {
+fn g729_annex_b_comfort_noise() {
     if !cc::tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // 0.8 s tone, 0.8 s silence, repeated: 4.8 s.
+    // White noise of RMS ~100 throughout, a 440 Hz tone 0.8 s on, 0.8 s off.
+    let mut seed = 12345u32;
+    let noise_rms = 100.0;
     let pcm: Vec<u8> = (0..38_400)
         .flat_map(|i: i32| {
-            let on = (i / 6400) % 2 == 0;
-            let v = if on {
-                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16
-            } else {
-                0
-            };
-            v.to_le_bytes()
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            // Uniform in [-1, 1): RMS 1/sqrt(3).
+            let u = (seed >> 8) as f64 / (1u32 << 23) as f64 - 1.0;
+            let mut v = u * noise_rms * 3f64.sqrt();
+            if (i / 6400) % 2 == 0 {
+                v += 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin();
+            }
+            (v as i16).to_le_bytes()
         })
         .collect();
     let raw = dir.path().join("talk.raw");
     std::fs::write(&raw, pcm).unwrap();
     let enc = cc::ctypes_encode(dir.path(), "g729b", &raw);
     // 10 ms frames (length-prefixed), two to a 20 ms packet; a packet
-    // whose frames were all suppressed is not sent.
+    // whose frames were all left out is not sent.
     let mut frames = Vec::new();
     let mut s = &enc[..];
     while let Some((&n, rest)) = s.split_first() {
@@ -576,10 +581,11 @@ fn g729_annex_b_silence_suppression() {
         s = &rest[n as usize..];
     }
     let mut packets = Vec::new();
-    let (mut seq, mut sid) = (0u16, 0);
+    let (mut seq, mut sid, mut unsent) = (0u16, 0, 0);
     for (k, pair) in frames.chunks(2).enumerate() {
         let payload: Vec<u8> = pair.concat();
         sid += pair.iter().filter(|f| f.len() == 2).count();
+        unsent += pair.iter().filter(|f| f.is_empty()).count();
         if !payload.is_empty() {
             packets.push(callrec::media::rtp::build_rtp(
                 18,
@@ -593,33 +599,45 @@ fn g729_annex_b_silence_suppression() {
         }
     }
     assert!(sid > 0, "the encoder sent SID frames");
-    let a = Stream {
+    assert!(unsent > 50, "the encoder left frames out ({unsent})");
+    let stream = |ssrc: u32| Stream {
         pt: 18,
         rtpmap: "G729/8000".into(),
         fmtp: None,
         clock: 8000,
-        packets: packets.clone(),
+        packets: packets
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                p
+            })
+            .collect(),
     };
-    let b = Stream {
-        pt: 18,
-        rtpmap: "G729/8000".into(),
-        fmtp: None,
-        clock: 8000,
-        packets,
-    };
-    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+    let r = record(dir.path(), &stream(7), &stream(8), "auto").expect("a recording");
     assert_eq!(
         r.meta["quality"]["subscriber"]["undecodable"], 0,
         "{}",
         r.meta["quality"]
     );
-    // Talk spurt 2 (1.6..2.4 s of the source) and the silence after it.
-    let talk = &r.left[13_600..18_400];
-    let quiet = &r.left[20_800..24_000];
-    assert!(
-        cc::power(talk, 440.0, 8000) > 60_000.0,
-        "no tone in a talk spurt"
-    );
-    let loud = quiet.iter().map(|s| s.unsigned_abs()).max().unwrap();
-    assert!(loud < 300, "the silence holds audio up to {loud}");
+    let ms = r.left.len() as i64 / 8;
+    assert!((ms - TALK_MS as i64).abs() <= 60, "{ms} ms recorded, signalling says {TALK_MS}");
+    for ch in [&r.left, &r.right] {
+        // Talk spurt 2 (1.6..2.4 s of the source) and the pause after it.
+        let talk = &ch[13_600..18_400];
+        let quiet = &ch[20_000..25_000];
+        assert!(cc::power(talk, 440.0, 8000) > 60_000.0, "no tone in a talk spurt");
+        let rms = (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
+        assert!(
+            (noise_rms / 4.0..noise_rms * 4.0).contains(&rms),
+            "comfort noise RMS {rms:.1}, background {noise_rms}"
+        );
+        eprintln!("comfort noise RMS {rms:.1} (background {noise_rms})");
+        let silent = quiet.chunks(80).filter(|b| b.iter().all(|&s| s == 0)).count();
+        assert_eq!(silent, 0, "10 ms blocks of digital silence in the pause");
+        assert!(
+            cc::power(quiet, 440.0, 8000) < cc::power(talk, 440.0, 8000) / 1000.0,
+            "the tone lingers in the pause"
+        );
+    }
 }

@@ -14,7 +14,8 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law (static PT 8).
     Pcma,
-    /// Comfort noise (RFC 3389, static PT 13): recorded as silence.
+    /// Comfort noise (RFC 3389, static PT 13): synthesised (libbcg729's
+    /// Annex B generator) until the sender's next audio packet.
     ComfortNoise,
     /// RFC 4733 telephone-event: taken out of the audio, fed to DTMF.
     TelephoneEvent,

@@ -55,6 +55,9 @@ const MAX_SEQ_JUMP: i64 = 1000;
 /// Sequence numbers remembered for duplicate detection.
 const SEQ_WINDOW: i64 = 128;
 
+/// No comfort noise period.
+const NO_COMFORT: (i64, i64) = (i64::MAX, i64::MAX);
+
 /// Samples per microsecond at 8 kHz is 1/125.
 #[inline]
 pub fn sample_index(start: Timestamp, t: Timestamp) -> i64 {
@@ -75,7 +78,8 @@ pub enum Placed {
         pos: i64,
         samples: usize,
     },
-    /// Comfort noise or an empty payload: silence.
+    /// Comfort noise (synthesised, not counted as decoded audio) or an
+    /// empty payload.
     Silence,
     /// RFC 4733 event: taken out of the audio. (Keys are read on the
     /// capture thread: see [`crate::media::pause`].)
@@ -127,6 +131,13 @@ pub struct JitterBuffer {
     stream: Option<Stream>,
     /// Timeline span covered by the current telephone event: kept silent.
     event_span: (i64, i64),
+    /// The open comfort noise period, `(from, i64::MAX)`: after a SID or
+    /// RFC 3389 packet, what the sender leaves out (DTX) up to its next
+    /// audio packet is noise, synthesised from `from` on. [`NO_COMFORT`]
+    /// when none.
+    comfort: (i64, i64),
+    /// The last payload decoded was (or ended in) comfort noise.
+    last_comfort: bool,
     pub quality: QualityTracker,
     /// The last audio codec decoded, and the name of an unsupported one
     /// that arrived (for `codec-unsupported:NAME`).
@@ -167,6 +178,8 @@ impl JitterBuffer {
             decoder: None,
             stream: None,
             event_span: (0, 0),
+            comfort: NO_COMFORT,
+            last_comfort: false,
             quality: QualityTracker::default(),
             codec: None,
             unsupported_seen: None,
@@ -281,16 +294,27 @@ impl JitterBuffer {
         let Some(fmt) = fmt else {
             return self.unmapped(pkt.pt);
         };
+        self.last_comfort = false;
+        if new && fmt.codec.is_audio() {
+            self.end_comfort(pos);
+        }
         let placed = match fmt.codec {
             Codec::Pcmu if self.k == 1 => self.audio(pos, pkt.payload, &ULAW_DECODE),
             Codec::Pcma if self.k == 1 => self.audio(pos, pkt.payload, &ALAW_DECODE),
-            Codec::ComfortNoise => Placed::Silence,
+            Codec::ComfortNoise => return self.comfort_packet(pos, new, pkt.pt, fmt, pkt.payload),
             Codec::TelephoneEvent => {
                 self.event(pos, pkt.payload);
                 Placed::Event
             }
             _ => self.decoded(pos, pkt.pt, fmt, pkt.payload),
         };
+        if let Placed::Audio { pos, samples } = placed
+            && new
+            && self.last_comfort
+        {
+            // A payload ending in a SID: what is not sent next is noise.
+            self.comfort = (pos + samples as i64, i64::MAX);
+        }
         if let Placed::Audio { samples, .. } = placed {
             self.codec = Some(fmt.codec);
             if new && let Some(s) = self.stream.as_mut() {
@@ -347,6 +371,7 @@ impl JitterBuffer {
             }
             Ok(n) => {
                 self.place(pos, dec.last());
+                self.last_comfort = dec.in_comfort_noise();
                 self.quality.decoded += 1;
                 Placed::Audio { pos, samples: n }
             }
@@ -366,6 +391,72 @@ impl JitterBuffer {
         };
         self.decoder = Some(dec);
         placed
+    }
+
+    /// RFC 3389 comfort noise (payload type 13 or an rtpmap `CN`): 10 ms
+    /// of the noise it describes, and more of it at playout until the
+    /// sender's next speech packet. Counted as silence, as before.
+    fn comfort_packet(&mut self, pos: i64, new: bool, pt: u8, fmt: Format, payload: &[u8]) -> Placed {
+        if new {
+            // An update: the previous noise runs up to it.
+            self.end_comfort(pos);
+        }
+        let rate = self.rate();
+        let mut dec = self
+            .decoder
+            .take()
+            .unwrap_or_else(|| Box::new(LegDecoder::new(rate)));
+        if let Ok(s) = dec.decode(pt, fmt, payload) {
+            let end = pos + s.len() as i64;
+            self.place(pos, dec.last());
+            if new {
+                self.comfort = (end, i64::MAX);
+            }
+        }
+        self.decoder = Some(dec);
+        Placed::Silence
+    }
+
+    /// The newest audio packet, at `pos`, ends the comfort noise period:
+    /// the noise runs up to it. Synthesised now, before the packet is
+    /// decoded, so a codec's generator steps through the frames in order.
+    fn end_comfort(&mut self, pos: i64) {
+        if self.comfort != NO_COMFORT {
+            let from = self.comfort.0;
+            self.comfort = NO_COMFORT;
+            self.synthesise(from, pos);
+        }
+    }
+
+    /// Comfort noise into the window's span `from..to`, where the sender
+    /// sent nothing (G.729 Annex B 4.4: the receiver keeps generating the
+    /// noise its last SID described; RFC 3389 section 4 likewise).
+    fn synthesise(&mut self, from: i64, to: i64) {
+        let (a, b) = (
+            from.max(self.read_pos),
+            to.min(self.read_pos + self.ring.len() as i64),
+        );
+        if a < b
+            && let Some(dec) = self.decoder.as_mut()
+        {
+            for (i, &v) in dec.comfort_noise((b - a) as usize).iter().enumerate() {
+                self.ring[((a + i as i64) & self.mask) as usize] = v;
+            }
+            let (ef, et) = self.event_span;
+            if ef < b && a < et {
+                self.silence(ef.max(a), et.min(b));
+            }
+        }
+    }
+
+    /// At playout of the next `n` samples: the open comfort noise period
+    /// is synthesised as far as they reach.
+    fn fill_comfort(&mut self, n: usize) {
+        let end = self.read_pos + n as i64;
+        if self.comfort.0 < end {
+            self.synthesise(self.comfort.0, end);
+            self.comfort.0 = end;
+        }
     }
 
     /// Copies decoded samples to `pos`, clipped to the window.
@@ -537,6 +628,7 @@ impl JitterBuffer {
     /// mixer to read (and mark: beep, mute) without copying them out. `n`
     /// must not reach past the end of the ring: see [`JitterBuffer::contiguous`].
     pub fn window_mut(&mut self, n: usize) -> &mut [i16] {
+        self.fill_comfort(n);
         let a = (self.read_pos & self.mask) as usize;
         &mut self.ring[a..a + n]
     }
@@ -556,6 +648,7 @@ impl JitterBuffer {
     /// Plays out the next `out.len()` samples (silence where nothing
     /// arrived) and advances the window.
     pub fn pop(&mut self, out: &mut [i16]) {
+        self.fill_comfort(out.len());
         let mut done = 0;
         while done < out.len() {
             let a = (self.read_pos & self.mask) as usize;
@@ -743,8 +836,41 @@ mod tests {
         );
         assert!(ev.starts_with("Event"), "{ev}");
         push(&mut jb, 60, &pkt(5, 640, 1, 100));
-        assert_eq!(blocks(&mut jb, 4), vec![None, None, None, Some(lv(0))]);
+        // RFC 3389 CN at -40 dBov from 20 ms: noise (low, not constant)
+        // up to the event, whose span stays silent; then the speech.
+        let mut out = vec![0i16; 160];
+        jb.pop(&mut out);
+        assert!(out.iter().all(|&s| s == 0), "nothing before the CN");
+        jb.pop(&mut out);
+        let peak = out.iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!((1..3000).contains(&peak), "comfort noise peak {peak}");
+        assert!(out.iter().any(|&s| s != out[0]), "noise, not a level");
+        assert_eq!(blocks(&mut jb, 2), vec![None, Some(lv(0))]);
         assert_eq!(jb.quality.snapshot().unknown_pt, 1);
+    }
+
+    /// RFC 3389 with G.711: the noise fills what the sender left out after
+    /// a CN packet, up to its next speech packet, even past the window.
+    #[test]
+    fn comfort_noise_fills_the_gap_until_speech() {
+        let mut jb = JitterBuffer::new(START, None);
+        push(&mut jb, 0, &pkt(1, 0, 1, 100));
+        push(&mut jb, 20, &build_rtp(13, 2, 160, 1, false, &[50]));
+        let mut out = vec![0i16; 160];
+        // 1 s with no packet: played out as it goes (longer than the ring).
+        let mut quiet = 0;
+        for _ in 0..50 {
+            jb.pop(&mut out);
+            quiet += out.iter().all(|&s| s == 0) as usize;
+        }
+        assert_eq!(quiet, 0, "every 20 ms after the CN holds noise");
+        push(&mut jb, 1200, &pkt(3, 9600, 1, 100));
+        while jb.read_pos() < 9600 {
+            jb.pop(&mut out);
+            assert!(out.iter().any(|&s| s != 0), "noise up to the speech");
+        }
+        let b = blocks(&mut jb, 2);
+        assert!(b[0].is_some() && b[1].is_none(), "the speech, then silence: {b:?}");
     }
 
     #[test]

@@ -165,7 +165,6 @@ fn codec_id(f: Format) -> Option<av::AVCodecID> {
     use av::AVCodecID::*;
     Some(match f.codec {
         Codec::G722 => AV_CODEC_ID_ADPCM_G722,
-        Codec::G729 => AV_CODEC_ID_G729,
         Codec::AmrNb => AV_CODEC_ID_AMR_NB,
         Codec::AmrWb => AV_CODEC_ID_AMR_WB,
         Codec::Opus => AV_CODEC_ID_OPUS,
@@ -207,7 +206,6 @@ impl AvDecoder {
                 Codec::Gsm => (8000, 33, 0),
                 Codec::Ilbc => (8000, if f.param == 20 { 38 } else { 50 }, 0),
                 Codec::G726 => (8000, 0, (f.param & !G726_AAL2) as i32),
-                Codec::G729 => (8000, 10, 0),
                 _ => (8000, 0, 0),
             };
             c.sample_rate = rate;
@@ -242,7 +240,7 @@ impl AvDecoder {
                     || f.format == av::AVSampleFormat::AV_SAMPLE_FMT_S16P as i32;
                 if s16 && f.ch_layout.nb_channels == 1 && f.sample_rate == self.resampler.out_rate {
                     // Already what the recording takes (G.722 at 16 kHz,
-                    // G.729/G.726/GSM at 8 kHz): copied, not resampled.
+                    // G.726/GSM at 8 kHz): copied, not resampled.
                     let n = f.nb_samples.max(0) as usize;
                     out.extend_from_slice(std::slice::from_raw_parts(
                         *f.extended_data as *const i16,

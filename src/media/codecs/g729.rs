@@ -1,0 +1,222 @@
+//! G.729 (Annex A and B) and RFC 3389 comfort noise through Belledonne's
+//! libbcg729 (Debian `libbcg729-0`), whose decoder implements Annex B's
+//! comfort noise generator: a 2-byte SID frame (G.729 Annex B 4.1) sets
+//! the noise's level and spectrum, and every later frame the sender did
+//! not transmit (DTX) is synthesised from it (Annex B 4.4), as a phone
+//! would play it. FFmpeg's G.729 decoder has no Annex B: it would render
+//! SID frames as silence. The same generator takes an RFC 3389 comfort
+//! noise payload (level in -dBov, then reflection coefficients).
+//!
+//! A plain state machine over bytes, like the libavcodec decoders: no
+//! clock, file or socket.
+
+use super::DecodeError;
+use super::av::Resampler;
+
+/// Samples in one 10 ms G.729 frame at 8 kHz (ITU-T G.729 3.0).
+pub const FRAME_SAMPLES: usize = 80;
+/// Coded bytes of a G.729 speech frame (80 bits) and of an Annex B SID
+/// frame (15 bits, padded to 2 bytes; RFC 3551 4.5.6).
+pub const SPEECH_BYTES: usize = 10;
+pub const SID_BYTES: usize = 2;
+/// An RFC 3389 payload: the level byte and at most 10 reflection
+/// coefficients are used (bcg729's LPC order; more are ignored).
+const RFC3389_MAX: usize = 11;
+/// The loudest RFC 3389 level passed to bcg729, -dBov: its generator
+/// caps the noise near -40 dBov anyway, and a louder level (a smaller
+/// number) overflows its fixed-point energy to silence (bcg729 1.1.1).
+const RFC3389_LOUDEST: u8 = 42;
+
+#[repr(C)]
+struct Bcg729Ctx {
+    _opaque: [u8; 0],
+}
+
+#[link(name = "bcg729")]
+unsafe extern "C" {
+    fn initBcg729DecoderChannel() -> *mut Bcg729Ctx;
+    fn closeBcg729DecoderChannel(ctx: *mut Bcg729Ctx);
+    fn bcg729Decoder(
+        ctx: *mut Bcg729Ctx,
+        bitstream: *const u8,
+        len: u8,
+        erased: u8,
+        sid: u8,
+        rfc3389: u8,
+        signal: *mut i16,
+    );
+}
+
+/// What one coded unit is, for [`G729Decoder::frame`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Unit<'a> {
+    Speech(&'a [u8]),
+    Sid(&'a [u8]),
+    Rfc3389(&'a [u8]),
+    /// A frame the sender did not transmit: comfort noise after a SID,
+    /// concealment after speech (Annex B 4.4, G.729 4.4).
+    Untransmitted,
+}
+
+/// One leg's libbcg729 decoder, resampled to the recording's rate.
+pub struct G729Decoder {
+    ctx: *mut Bcg729Ctx,
+    resampler: Resampler,
+    pcm: [i16; FRAME_SAMPLES],
+    /// The last unit decoded was a SID or an RFC 3389 payload: what is
+    /// not transmitted next is comfort noise.
+    comfort: bool,
+}
+
+// SAFETY: the context is owned and only used through &mut self.
+unsafe impl Send for G729Decoder {}
+
+impl G729Decoder {
+    /// A decoder whose output is mono at `out_rate` Hz.
+    pub fn new(out_rate: u32) -> Result<G729Decoder, DecodeError> {
+        // SAFETY: allocates a context (null on failure, checked).
+        let ctx = unsafe { initBcg729DecoderChannel() };
+        if ctx.is_null() {
+            return Err(DecodeError::Open(crate::media::codec::Codec::G729));
+        }
+        Ok(G729Decoder {
+            ctx,
+            resampler: Resampler::new(out_rate),
+            pcm: [0; FRAME_SAMPLES],
+            comfort: false,
+        })
+    }
+
+    fn frame(&mut self, unit: Unit<'_>, out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        let (data, erased, sid, rfc3389): (&[u8], u8, u8, u8) = match unit {
+            Unit::Speech(d) => (d, 0, 0, 0),
+            Unit::Sid(d) => (d, 0, 1, 0),
+            Unit::Rfc3389(d) => (d, 0, 1, 1),
+            Unit::Untransmitted => (&[], 1, 0, 0),
+        };
+        let ptr = if data.is_empty() {
+            std::ptr::null()
+        } else {
+            data.as_ptr()
+        };
+        // SAFETY: `data` holds `len` bytes: 10 (speech), 2 (SID) or 1..=11
+        // (RFC 3389, whose filter order bcg729 takes from the length and
+        // clamps to 10); null with erasure set is the untransmitted frame.
+        // The output holds the 80 samples bcg729 writes.
+        unsafe {
+            bcg729Decoder(
+                self.ctx,
+                ptr,
+                data.len() as u8,
+                erased,
+                sid,
+                rfc3389,
+                self.pcm.as_mut_ptr(),
+            )
+        };
+        self.comfort = match unit {
+            Unit::Sid(_) | Unit::Rfc3389(_) => true,
+            Unit::Speech(_) => false,
+            Unit::Untransmitted => self.comfort,
+        };
+        self.resampler.mono_s16(&self.pcm, 8000, out)
+    }
+
+    /// An RTP payload of G.729 (RFC 3551 4.5.6): any number of 10-byte
+    /// speech frames, optionally ending in one 2-byte SID frame.
+    pub fn payload(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        let speech = payload.len() / SPEECH_BYTES * SPEECH_BYTES;
+        let tail = payload.len() - speech;
+        if payload.is_empty() || (tail != 0 && tail != SID_BYTES) {
+            return Err(DecodeError::Corrupt);
+        }
+        for f in payload[..speech].chunks_exact(SPEECH_BYTES) {
+            self.frame(Unit::Speech(f), out)?;
+        }
+        if tail == SID_BYTES {
+            self.frame(Unit::Sid(&payload[speech..]), out)?;
+        }
+        Ok(())
+    }
+
+    /// An RFC 3389 comfort noise payload: 10 ms of the noise it describes.
+    /// Its level byte (0..=127 -dBov, section 3.1) must be there.
+    pub fn rfc3389(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        match payload {
+            [] => Err(DecodeError::Corrupt),
+            [level, ..] if *level > 127 => Err(DecodeError::Corrupt),
+            _ => {
+                let mut p = [0u8; RFC3389_MAX];
+                let n = payload.len().min(RFC3389_MAX);
+                p[..n].copy_from_slice(&payload[..n]);
+                p[0] = p[0].max(RFC3389_LOUDEST);
+                self.frame(Unit::Rfc3389(&p[..n]), out)
+            }
+        }
+    }
+
+    /// Whether the stream is in a comfort noise period (its last coded
+    /// unit was a SID or RFC 3389 frame).
+    pub fn in_comfort_noise(&self) -> bool {
+        self.comfort
+    }
+
+    /// 10 ms more of the comfort noise (an untransmitted frame).
+    pub fn comfort_noise(&mut self, out: &mut Vec<i16>) -> Result<(), DecodeError> {
+        self.frame(Unit::Untransmitted, out)
+    }
+}
+
+impl Drop for G729Decoder {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new`, freed once.
+        unsafe { closeBcg729DecoderChannel(self.ctx) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rms(x: &[i16]) -> f64 {
+        (x.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / x.len() as f64).sqrt()
+    }
+
+    /// RFC 3389 levels: -45 dBov is far louder than -70 dBov, and both
+    /// are noise (not silence), as is a level louder than bcg729 takes;
+    /// the generator keeps going after them.
+    #[test]
+    fn rfc3389_level_sets_the_noise_level() {
+        let level = |dbov: u8| {
+            let mut d = G729Decoder::new(8000).unwrap();
+            let mut out = Vec::new();
+            d.rfc3389(&[dbov], &mut out).unwrap();
+            assert!(d.in_comfort_noise());
+            for _ in 0..50 {
+                d.comfort_noise(&mut out).unwrap();
+            }
+            assert_eq!(out.len(), 51 * FRAME_SAMPLES);
+            rms(&out[800..])
+        };
+        let (loud, quiet) = (level(45), level(70));
+        assert!(quiet > 0.0, "comfort noise is not silence");
+        assert!(loud > 10.0 * quiet, "-45 dBov {loud:.1} vs -70 dBov {quiet:.1}");
+        // -45 dBov of full scale (32768) is an RMS of 184.
+        assert!((90.0..400.0).contains(&loud), "-45 dBov is {loud:.1} RMS");
+        assert!(level(10) >= loud, "a loud level is capped, not silenced");
+    }
+
+    #[test]
+    fn bad_payloads_are_refused() {
+        let mut d = G729Decoder::new(8000).unwrap();
+        let mut out = Vec::new();
+        assert_eq!(d.payload(&[], &mut out), Err(DecodeError::Corrupt));
+        assert_eq!(d.payload(&[0; 13], &mut out), Err(DecodeError::Corrupt));
+        assert_eq!(d.rfc3389(&[], &mut out), Err(DecodeError::Corrupt));
+        assert_eq!(d.rfc3389(&[200], &mut out), Err(DecodeError::Corrupt));
+        assert!(out.is_empty());
+        // Oversized RFC 3389 payloads use the first 10 coefficients.
+        d.rfc3389(&[40; 300], &mut out).unwrap();
+        assert_eq!(out.len(), FRAME_SAMPLES);
+    }
+}
