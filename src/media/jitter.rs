@@ -234,11 +234,11 @@ impl JitterBuffer {
     /// (clipped to the window) to the same ring places of `dst`: the live
     /// daemon keeps such a copy in a file mapping, so a killed process
     /// leaves its jitter window behind ([`crate::recording::tail`]).
-    /// `dst` must be as long as this buffer's ring (8 kHz timelines only:
-    /// a 16 kHz ring is twice as long and is not mirrored).
-    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16; RING]) {
+    /// `dst` must be as long as this buffer's ring ([`RING`] samples at
+    /// 8 kHz, twice that at 16 kHz); nothing is copied otherwise.
+    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16]) {
         let len = self.ring.len();
-        if len != RING {
+        if dst.len() != len {
             return;
         }
         let from = from.max(self.read_pos);
