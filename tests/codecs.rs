@@ -621,19 +621,29 @@ fn g729_annex_b_comfort_noise() {
         r.meta["quality"]
     );
     let ms = r.left.len() as i64 / 8;
-    assert!((ms - TALK_MS as i64).abs() <= 60, "{ms} ms recorded, signalling says {TALK_MS}");
+    assert!(
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
+    );
     for ch in [&r.left, &r.right] {
         // Talk spurt 2 (1.6..2.4 s of the source) and the pause after it.
         let talk = &ch[13_600..18_400];
         let quiet = &ch[20_000..25_000];
-        assert!(cc::power(talk, 440.0, 8000) > 60_000.0, "no tone in a talk spurt");
-        let rms = (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
+        assert!(
+            cc::power(talk, 440.0, 8000) > 60_000.0,
+            "no tone in a talk spurt"
+        );
+        let rms =
+            (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
         assert!(
             (noise_rms / 4.0..noise_rms * 4.0).contains(&rms),
             "comfort noise RMS {rms:.1}, background {noise_rms}"
         );
         eprintln!("comfort noise RMS {rms:.1} (background {noise_rms})");
-        let silent = quiet.chunks(80).filter(|b| b.iter().all(|&s| s == 0)).count();
+        let silent = quiet
+            .chunks(80)
+            .filter(|b| b.iter().all(|&s| s == 0))
+            .count();
         assert_eq!(silent, 0, "10 ms blocks of digital silence in the pause");
         assert!(
             cc::power(quiet, 440.0, 8000) < cc::power(talk, 440.0, 8000) / 1000.0,

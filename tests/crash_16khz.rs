@@ -82,7 +82,13 @@ fn a_killed_16khz_recording_keeps_its_jitter_window() {
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let cfg = config(&spool);
-    let calls = [CallSpec::simple(1, "0312340001", "0077260312349999", at(0), 18_000)];
+    let calls = [CallSpec::simple(
+        1,
+        "0312340001",
+        "0077260312349999",
+        at(0),
+        18_000,
+    )];
     let mut e = start(&cfg, &spool, at(0));
     feed(&mut e, &calls, 0, 8_000);
     let tails = files(&spool.join("tmp"), ".tail");
@@ -113,7 +119,16 @@ fn a_killed_16khz_recording_keeps_its_jitter_window() {
     // The restored window carries each party's tone on its channel.
     let window = |ch: usize| at_8k(&w.samples[ch][n - 3_000..n - 200]);
     let (l, r) = (window(0), window(1));
-    assert!(power(&l, 440.0) > 100.0 * power(&l, 1000.0), "subscriber in the window");
-    assert!(power(&r, 1000.0) > 100.0 * power(&r, 440.0), "remote in the window");
-    assert!(files(&spool.join("tmp"), ".tail").is_empty(), "the tail file is used once");
+    assert!(
+        power(&l, 440.0) > 100.0 * power(&l, 1000.0),
+        "subscriber in the window"
+    );
+    assert!(
+        power(&r, 1000.0) > 100.0 * power(&r, 440.0),
+        "remote in the window"
+    );
+    assert!(
+        files(&spool.join("tmp"), ".tail").is_empty(),
+        "the tail file is used once"
+    );
 }

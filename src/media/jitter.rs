@@ -396,7 +396,14 @@ impl JitterBuffer {
     /// RFC 3389 comfort noise (payload type 13 or an rtpmap `CN`): 10 ms
     /// of the noise it describes, and more of it at playout until the
     /// sender's next speech packet. Counted as silence, as before.
-    fn comfort_packet(&mut self, pos: i64, new: bool, pt: u8, fmt: Format, payload: &[u8]) -> Placed {
+    fn comfort_packet(
+        &mut self,
+        pos: i64,
+        new: bool,
+        pt: u8,
+        fmt: Format,
+        payload: &[u8],
+    ) -> Placed {
         if new {
             // An update: the previous noise runs up to it.
             self.end_comfort(pos);
@@ -870,7 +877,10 @@ mod tests {
             assert!(out.iter().any(|&s| s != 0), "noise up to the speech");
         }
         let b = blocks(&mut jb, 2);
-        assert!(b[0].is_some() && b[1].is_none(), "the speech, then silence: {b:?}");
+        assert!(
+            b[0].is_some() && b[1].is_none(),
+            "the speech, then silence: {b:?}"
+        );
     }
 
     #[test]

@@ -86,7 +86,12 @@ impl TailMirror {
     /// Creates `tail_path(wav)` (0640) and maps it, for rings of `ring`
     /// samples (the jitter buffer's: [`RING`] per 8 kHz of the recording's
     /// rate; a power of two).
-    pub fn create(wav: &Path, start: Timestamp, channels: u16, ring: usize) -> io::Result<TailMirror> {
+    pub fn create(
+        wav: &Path,
+        start: Timestamp,
+        channels: u16,
+        ring: usize,
+    ) -> io::Result<TailMirror> {
         if !ring.is_power_of_two() || ring > MAX_RING {
             return Err(io::Error::other(format!("tail ring of {ring} samples")));
         }
@@ -245,7 +250,8 @@ pub fn restore_tail(wav_path: &Path) -> io::Result<u64> {
     let (committed, end, pause) = (field(&b, 16), field(&b, 24), (field(&b, 32), field(&b, 40)));
     let (frames, channels) = wav::whole_frames(wav_path)?;
     let from = (frames as i64).max(committed);
-    let to = end.min(committed + ring as i64);
+    // Saturating: the header is read back from a file, whatever it holds.
+    let to = end.min(committed.saturating_add(ring as i64));
     let mut samples = Vec::new();
     for p in from..to {
         let muted = pause.0 <= p && p < pause.1;
@@ -260,7 +266,7 @@ pub fn restore_tail(wav_path: &Path) -> io::Result<u64> {
             samples.push(l.saturating_add(r));
         }
     }
-    let added = (to - from).max(0) as u64;
+    let added = to.saturating_sub(from).max(0) as u64;
     if added > 0 && frames as i64 == from {
         wav::append_samples(wav_path, frames, &samples)?;
     }

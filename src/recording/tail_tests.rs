@@ -134,7 +134,10 @@ fn a_killed_16khz_recording_keeps_its_jitter_window() {
         same_audio(&cut, &whole);
         // The restored part is the tones, not silence.
         let tail = &cut.samples[0][28_800..32_000];
-        assert!(tail.iter().any(|&s| s.abs() > 1000), "audio in the restored window");
+        assert!(
+            tail.iter().any(|&s| s.abs() > 1000),
+            "audio in the restored window"
+        );
     }
 }
 
@@ -143,8 +146,14 @@ fn a_16khz_pause_open_at_the_kill_mutes_the_restored_window() {
     let (cut, whole, _) =
         killed_and_finished_at(AudioFormat::Pcm16, Channels::Stereo, 100, Some(95), 16000);
     let from = 95 * 320;
-    assert!(cut.samples[0][from..].iter().all(|&s| s == 0), "muted from the pause on");
-    assert!(cut.samples[0][from - 1600..from].iter().any(|&s| s != 0), "audio before it");
+    assert!(
+        cut.samples[0][from..].iter().all(|&s| s == 0),
+        "muted from the pause on"
+    );
+    assert!(
+        cut.samples[0][from - 1600..from].iter().any(|&s| s != 0),
+        "audio before it"
+    );
     same_audio(&cut, &whole);
 }
 

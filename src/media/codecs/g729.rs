@@ -200,7 +200,10 @@ mod tests {
         };
         let (loud, quiet) = (level(45), level(70));
         assert!(quiet > 0.0, "comfort noise is not silence");
-        assert!(loud > 10.0 * quiet, "-45 dBov {loud:.1} vs -70 dBov {quiet:.1}");
+        assert!(
+            loud > 10.0 * quiet,
+            "-45 dBov {loud:.1} vs -70 dBov {quiet:.1}"
+        );
         // -45 dBov of full scale (32768) is an RMS of 184.
         assert!((90.0..400.0).contains(&loud), "-45 dBov is {loud:.1} RMS");
         assert!(level(10) >= loud, "a loud level is capped, not silenced");
