@@ -651,3 +651,82 @@ fn g729_annex_b_comfort_noise() {
         );
     }
 }
+
+/// RFC 3389 comfort noise with G.711 (payload type 13, as phones with
+/// VAD send it): 0.8 s talk spurts of a tone, then one CN packet at
+/// -50 dBov and nothing until the next spurt. The pauses hold noise at
+/// about the level the CN packet gave, never silence; the spurts the tone.
+#[test]
+fn rfc3389_comfort_noise_with_g711() {
+    let dir = tempfile::tempdir().unwrap();
+    let ulaw = |i: u32| {
+        let t = i as f64 / 8000.0;
+        callrec::media::codec::encode_ulaw(
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16,
+        )
+    };
+    // 20 ms steps for 4.6 s: talk in even 0.8 s periods, CN at the start
+    // of each odd one.
+    let mut packets = Vec::new();
+    let mut seq = 0u16;
+    for k in 0..230u32 {
+        let period = k / 40;
+        let ts = 160 * k;
+        let payload: Vec<u8> = if period % 2 == 0 {
+            (ts..ts + 160).map(ulaw).collect()
+        } else if k % 40 == 0 {
+            vec![50]
+        } else {
+            continue;
+        };
+        let pt = if payload.len() == 1 { 13 } else { 0 };
+        packets.push(callrec::media::rtp::build_rtp(
+            pt, seq, ts, 9, false, &payload,
+        ));
+        seq += 1;
+    }
+    let stream = |ssrc: u32| Stream {
+        pt: 0,
+        rtpmap: "PCMU/8000".into(),
+        fmtp: None,
+        clock: 8000,
+        packets: packets
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                p
+            })
+            .collect(),
+    };
+    let r = record(dir.path(), &stream(9), &stream(10), "auto").expect("a recording");
+    assert_eq!(r.rate, 8000);
+    let ms = r.left.len() as i64 / 8;
+    assert!(
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
+    );
+    for ch in [&r.left, &r.right] {
+        let talk = &ch[13_600..18_400];
+        let quiet = &ch[20_000..25_000];
+        assert!(
+            cc::power(talk, 440.0, 8000) > 60_000.0,
+            "no tone in a talk spurt"
+        );
+        let rms =
+            (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
+        // -50 dBov of a full scale of 32768: an RMS of 104.
+        eprintln!("RFC 3389 comfort noise RMS {rms:.1} (asked: 104)");
+        assert!((70.0..150.0).contains(&rms), "comfort noise RMS {rms:.1}");
+        let silent = quiet
+            .chunks(80)
+            .filter(|b| b.iter().all(|&s| s == 0))
+            .count();
+        assert_eq!(silent, 0, "10 ms blocks of digital silence in the pause");
+    }
+    assert_eq!(
+        r.meta["audio"]["codecs"]["subscriber"], "PCMU",
+        "{}",
+        r.meta["audio"]
+    );
+}
