@@ -730,3 +730,76 @@ fn rfc3389_comfort_noise_with_g711() {
         r.meta["audio"]
     );
 }
+
+/// A payload type that changes codec on the same SSRC without a
+/// re-INVITE (a phone switching from PCMU, static type 0, to the G.722 it
+/// offered, timestamps running on): both halves decode, the timeline
+/// holds (no gap at the switch, the signalling's length), the recording is
+/// 16 kHz as the offered G.722 asks.
+#[test]
+fn payload_type_changes_codec_without_reinvite() {
+    if !cc::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g722 = |hz: u32| {
+        cc::ffmpeg_rtp_sized(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &sine(hz),
+                "-ac",
+                "1",
+                "-af",
+                "volume=0.5",
+            ],
+            &["-c:a", "g722", "-ar", "16000"],
+            Some(172),
+        )
+    };
+    let (a722, b) = (g722(440), g722(1000));
+    // A: 2 s of PCMU (type 0), then its G.722 (type 9), one stream.
+    let mut packets = Vec::new();
+    for k in 0..a722.packets.len() as u32 {
+        let ts = 160 * k;
+        let (pt, payload): (u8, Vec<u8>) = if k < 100 {
+            let tone = |i: u32| {
+                let t = i as f64 / 8000.0;
+                callrec::media::codec::encode_ulaw(
+                    (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16,
+                )
+            };
+            (0, (ts..ts + 160).map(tone).collect())
+        } else {
+            (9, a722.packets[k as usize][12..].to_vec())
+        };
+        packets.push(callrec::media::rtp::build_rtp(
+            pt, k as u16, ts, 21, false, &payload,
+        ));
+    }
+    let a = Stream {
+        pt: a722.pt,
+        rtpmap: a722.rtpmap.clone(),
+        fmtp: a722.fmtp.clone(),
+        clock: a722.clock,
+        packets,
+    };
+    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+    assert_eq!(r.rate, 16000, "G.722 offered: a 16 kHz recording");
+    let ms = r.left.len() as i64 / 16;
+    assert!(
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
+    );
+    let left = &r.left;
+    assert_tone("PCMU half", &left[4_800..30_400], 440.0, 1000.0, 16000);
+    assert_tone("G.722 half", &left[35_200..62_400], 440.0, 1000.0, 16000);
+    let quiet = left[30_400..35_200]
+        .chunks(160)
+        .filter(|c| c.iter().all(|&s| s.abs() < 50))
+        .count();
+    assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
+    assert_eq!(r.meta["audio"]["codecs"]["subscriber"], "G722");
+    assert_eq!(r.meta["quality"]["subscriber"]["undecodable"], 0);
+}

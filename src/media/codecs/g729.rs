@@ -19,6 +19,9 @@ pub const FRAME_SAMPLES: usize = 80;
 /// frame (15 bits, padded to 2 bytes; RFC 3551 4.5.6).
 pub const SPEECH_BYTES: usize = 10;
 pub const SID_BYTES: usize = 2;
+/// Most speech frames decoded from one payload: 120 ms, what the jitter
+/// window takes from one packet; a longer payload is refused undecoded.
+const MAX_FRAMES: usize = 12;
 /// An RFC 3389 payload: the level byte and at most 10 reflection
 /// coefficients are used (bcg729's LPC order; more are ignored).
 const RFC3389_MAX: usize = 11;
@@ -135,6 +138,9 @@ impl G729Decoder {
         if payload.is_empty() || (tail != 0 && tail != SID_BYTES) {
             return Err(DecodeError::Corrupt);
         }
+        if speech / SPEECH_BYTES > MAX_FRAMES {
+            return Err(DecodeError::Oversized);
+        }
         for f in payload[..speech].chunks_exact(SPEECH_BYTES) {
             self.frame(Unit::Speech(f), out)?;
         }
@@ -222,6 +228,7 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(d.payload(&[], &mut out), Err(DecodeError::Corrupt));
         assert_eq!(d.payload(&[0; 13], &mut out), Err(DecodeError::Corrupt));
+        assert_eq!(d.payload(&[0; 130], &mut out), Err(DecodeError::Oversized));
         assert_eq!(d.rfc3389(&[], &mut out), Err(DecodeError::Corrupt));
         assert_eq!(d.rfc3389(&[200], &mut out), Err(DecodeError::Corrupt));
         assert!(out.is_empty());
