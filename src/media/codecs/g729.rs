@@ -5,7 +5,11 @@
 //! not transmit (DTX) is synthesised from it (Annex B 4.4), as a phone
 //! would play it. FFmpeg's G.729 decoder has no Annex B: it would render
 //! SID frames as silence. The same generator takes an RFC 3389 comfort
-//! noise payload (level in -dBov, then reflection coefficients).
+//! noise payload's level (-dBov). Its reflection coefficients (the noise's
+//! spectral shape) are not passed on: bcg729 1.1.1's conversion of them
+//! to LSPs divides by zero on some inputs (SIGFPE, found by
+//! `fuzz/comfort_noise`), so RFC 3389 noise is spectrally flat at the
+//! level sent, as RFC 3389 section 3.2 allows a receiver to make it.
 //!
 //! A plain state machine over bytes, like the libavcodec decoders: no
 //! clock, file or socket.
@@ -22,9 +26,6 @@ pub const SID_BYTES: usize = 2;
 /// Most speech frames decoded from one payload: 120 ms, what the jitter
 /// window takes from one packet; a longer payload is refused undecoded.
 const MAX_FRAMES: usize = 12;
-/// An RFC 3389 payload: the level byte and at most 10 reflection
-/// coefficients are used (bcg729's LPC order; more are ignored).
-const RFC3389_MAX: usize = 11;
 /// The loudest RFC 3389 level passed to bcg729, -dBov: its generator
 /// caps the noise near -40 dBov anyway, and a louder level (a smaller
 /// number) overflows its fixed-point energy to silence (bcg729 1.1.1).
@@ -107,9 +108,9 @@ impl G729Decoder {
         } else {
             data.as_ptr()
         };
-        // SAFETY: `data` holds `len` bytes: 10 (speech), 2 (SID) or 1..=11
-        // (RFC 3389, whose filter order bcg729 takes from the length and
-        // clamps to 10); null with erasure set is the untransmitted frame.
+        // SAFETY: `data` holds `len` bytes: 10 (speech), 2 (SID) or 1 (RFC
+        // 3389: the level alone, filter order 0); null with erasure set is
+        // the untransmitted frame.
         // The output holds the 80 samples bcg729 writes.
         unsafe {
             bcg729Decoder(
@@ -150,20 +151,19 @@ impl G729Decoder {
         Ok(())
     }
 
-    /// An RFC 3389 comfort noise payload: 10 ms of the noise it describes.
-    /// Its level byte (0..=127 -dBov, section 3.1) must be there.
+    /// An RFC 3389 comfort noise payload: 10 ms of noise at its level
+    /// (the first byte, 0..=127 -dBov, section 3.1, which must be there;
+    /// the reflection coefficients after it are not used: see the module
+    /// documentation).
     pub fn rfc3389(&mut self, payload: &[u8], out: &mut Vec<i16>) -> Result<(), DecodeError> {
         match payload {
             [] => Err(DecodeError::Corrupt),
             [level, ..] if *level > 127 => Err(DecodeError::Corrupt),
-            _ => {
-                let mut p = [0u8; RFC3389_MAX];
-                let n = payload.len().min(RFC3389_MAX);
-                p[..n].copy_from_slice(&payload[..n]);
-                p[0] = p[0]
+            [level, ..] => {
+                let level = level
                     .saturating_add(RFC3389_BCG729_GAIN)
                     .clamp(RFC3389_LOUDEST, 127);
-                self.frame(Unit::Rfc3389(&p[..n]), out)
+                self.frame(Unit::Rfc3389(&[level]), out)
             }
         }
     }
@@ -222,6 +222,12 @@ mod tests {
         assert!(level(10) >= loud, "a loud level is capped, not silenced");
     }
 
+    fn hex(h: &[u8]) -> Vec<u8> {
+        h.chunks(2)
+            .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+            .collect()
+    }
+
     #[test]
     fn bad_payloads_are_refused() {
         let mut d = G729Decoder::new(8000).unwrap();
@@ -232,8 +238,13 @@ mod tests {
         assert_eq!(d.rfc3389(&[], &mut out), Err(DecodeError::Corrupt));
         assert_eq!(d.rfc3389(&[200], &mut out), Err(DecodeError::Corrupt));
         assert!(out.is_empty());
-        // Oversized RFC 3389 payloads use the first 10 coefficients.
+        // Reflection coefficients bcg729 1.1.1 divides by zero on (found
+        // by fuzz/comfort_noise) are not passed to it; any length works.
+        d.rfc3389(&hex(b"49e102436e73240000000000"), &mut out)
+            .unwrap();
+        d.rfc3389(&hex(b"4902436e732400000000"), &mut out).unwrap();
         d.rfc3389(&[40; 300], &mut out).unwrap();
-        assert_eq!(out.len(), FRAME_SAMPLES);
+        assert_eq!(out.len(), 3 * FRAME_SAMPLES);
+        assert!(out.iter().any(|&s| s != 0));
     }
 }
