@@ -36,6 +36,9 @@ use crate::media::rtp::RtpPacket;
 use crate::prefetch;
 use crate::time::Timestamp;
 
+#[path = "jitter_comfort.rs"]
+mod comfort;
+
 /// Samples held per leg at 8 kHz (512 ms); a power of two. The sample
 /// counts below are at 8 kHz too and scale with the recording's rate.
 pub const RING: usize = 4096;
@@ -54,9 +57,6 @@ const MAX_PREFETCH: usize = 160;
 const MAX_SEQ_JUMP: i64 = 1000;
 /// Sequence numbers remembered for duplicate detection.
 const SEQ_WINDOW: i64 = 128;
-
-/// No comfort noise period.
-const NO_COMFORT: (i64, i64) = (i64::MAX, i64::MAX);
 
 /// Samples per microsecond at 8 kHz is 1/125.
 #[inline]
@@ -131,11 +131,10 @@ pub struct JitterBuffer {
     stream: Option<Stream>,
     /// Timeline span covered by the current telephone event: kept silent.
     event_span: (i64, i64),
-    /// The open comfort noise period, `(from, i64::MAX)`: after a SID or
-    /// RFC 3389 packet, what the sender leaves out (DTX) up to its next
-    /// audio packet is noise, synthesised from `from` on. [`NO_COMFORT`]
-    /// when none.
-    comfort: (i64, i64),
+    /// Where the open comfort noise period's noise is still to be
+    /// synthesised from: after a SID or RFC 3389 packet, what the sender
+    /// leaves out (DTX) up to its next audio packet is noise.
+    comfort: Option<i64>,
     /// The last payload decoded was (or ended in) comfort noise.
     last_comfort: bool,
     pub quality: QualityTracker,
@@ -178,7 +177,7 @@ impl JitterBuffer {
             decoder: None,
             stream: None,
             event_span: (0, 0),
-            comfort: NO_COMFORT,
+            comfort: None,
             last_comfort: false,
             quality: QualityTracker::default(),
             codec: None,
@@ -313,7 +312,7 @@ impl JitterBuffer {
             && self.last_comfort
         {
             // A payload ending in a SID: what is not sent next is noise.
-            self.comfort = (pos + samples as i64, i64::MAX);
+            self.comfort = Some(pos + samples as i64);
         }
         if let Placed::Audio { samples, .. } = placed {
             self.codec = Some(fmt.codec);
@@ -391,79 +390,6 @@ impl JitterBuffer {
         };
         self.decoder = Some(dec);
         placed
-    }
-
-    /// RFC 3389 comfort noise (payload type 13 or an rtpmap `CN`): 10 ms
-    /// of the noise it describes, and more of it at playout until the
-    /// sender's next speech packet. Counted as silence, as before.
-    fn comfort_packet(
-        &mut self,
-        pos: i64,
-        new: bool,
-        pt: u8,
-        fmt: Format,
-        payload: &[u8],
-    ) -> Placed {
-        if new {
-            // An update: the previous noise runs up to it.
-            self.end_comfort(pos);
-        }
-        let rate = self.rate();
-        let mut dec = self
-            .decoder
-            .take()
-            .unwrap_or_else(|| Box::new(LegDecoder::new(rate)));
-        if let Ok(s) = dec.decode(pt, fmt, payload) {
-            let end = pos + s.len() as i64;
-            self.place(pos, dec.last());
-            if new {
-                self.comfort = (end, i64::MAX);
-            }
-        }
-        self.decoder = Some(dec);
-        Placed::Silence
-    }
-
-    /// The newest audio packet, at `pos`, ends the comfort noise period:
-    /// the noise runs up to it. Synthesised now, before the packet is
-    /// decoded, so a codec's generator steps through the frames in order.
-    fn end_comfort(&mut self, pos: i64) {
-        if self.comfort != NO_COMFORT {
-            let from = self.comfort.0;
-            self.comfort = NO_COMFORT;
-            self.synthesise(from, pos);
-        }
-    }
-
-    /// Comfort noise into the window's span `from..to`, where the sender
-    /// sent nothing (G.729 Annex B 4.4: the receiver keeps generating the
-    /// noise its last SID described; RFC 3389 section 4 likewise).
-    fn synthesise(&mut self, from: i64, to: i64) {
-        let (a, b) = (
-            from.max(self.read_pos),
-            to.min(self.read_pos + self.ring.len() as i64),
-        );
-        if a < b
-            && let Some(dec) = self.decoder.as_mut()
-        {
-            for (i, &v) in dec.comfort_noise((b - a) as usize).iter().enumerate() {
-                self.ring[((a + i as i64) & self.mask) as usize] = v;
-            }
-            let (ef, et) = self.event_span;
-            if ef < b && a < et {
-                self.silence(ef.max(a), et.min(b));
-            }
-        }
-    }
-
-    /// At playout of the next `n` samples: the open comfort noise period
-    /// is synthesised as far as they reach.
-    fn fill_comfort(&mut self, n: usize) {
-        let end = self.read_pos + n as i64;
-        if self.comfort.0 < end {
-            self.synthesise(self.comfort.0, end);
-            self.comfort.0 = end;
-        }
     }
 
     /// Copies decoded samples to `pos`, clipped to the window.
@@ -700,21 +626,21 @@ mod tests {
     use crate::media::codec::encode_ulaw;
     use crate::media::rtp::build_rtp;
 
-    const START: Timestamp = Timestamp(1_000_000_000);
+    pub(super) const START: Timestamp = Timestamp(1_000_000_000);
 
     /// A 20 ms μ-law packet whose samples all decode to `level`.
-    fn pkt(seq: u16, ts: u32, ssrc: u32, level: i16) -> Vec<u8> {
+    pub(super) fn pkt(seq: u16, ts: u32, ssrc: u32, level: i16) -> Vec<u8> {
         build_rtp(0, seq, ts, ssrc, false, &[encode_ulaw(level); 160])
     }
 
-    fn push(jb: &mut JitterBuffer, at_ms: i64, data: &[u8]) -> String {
+    pub(super) fn push(jb: &mut JitterBuffer, at_ms: i64, data: &[u8]) -> String {
         let p = RtpPacket::parse(data).unwrap();
         format!("{:?}", jb.push(START.add_micros(at_ms * 1000), &p))
     }
 
     /// Plays out everything and returns, per 20 ms block, the block's
     /// level (or None when it is silent); asserts blocks are uniform.
-    fn blocks(jb: &mut JitterBuffer, n: usize) -> Vec<Option<i16>> {
+    pub(super) fn blocks(jb: &mut JitterBuffer, n: usize) -> Vec<Option<i16>> {
         let mut out = vec![0i16; 160];
         (0..n)
             .map(|_| {
@@ -854,33 +780,6 @@ mod tests {
         assert!(out.iter().any(|&s| s != out[0]), "noise, not a level");
         assert_eq!(blocks(&mut jb, 2), vec![None, Some(lv(0))]);
         assert_eq!(jb.quality.snapshot().unknown_pt, 1);
-    }
-
-    /// RFC 3389 with G.711: the noise fills what the sender left out after
-    /// a CN packet, up to its next speech packet, even past the window.
-    #[test]
-    fn comfort_noise_fills_the_gap_until_speech() {
-        let mut jb = JitterBuffer::new(START, None);
-        push(&mut jb, 0, &pkt(1, 0, 1, 100));
-        push(&mut jb, 20, &build_rtp(13, 2, 160, 1, false, &[50]));
-        let mut out = vec![0i16; 160];
-        // 1 s with no packet: played out as it goes (longer than the ring).
-        let mut quiet = 0;
-        for _ in 0..50 {
-            jb.pop(&mut out);
-            quiet += out.iter().all(|&s| s == 0) as usize;
-        }
-        assert_eq!(quiet, 0, "every 20 ms after the CN holds noise");
-        push(&mut jb, 1200, &pkt(3, 9600, 1, 100));
-        while jb.read_pos() < 9600 {
-            jb.pop(&mut out);
-            assert!(out.iter().any(|&s| s != 0), "noise up to the speech");
-        }
-        let b = blocks(&mut jb, 2);
-        assert!(
-            b[0].is_some() && b[1].is_none(),
-            "the speech, then silence: {b:?}"
-        );
     }
 
     #[test]
