@@ -8,7 +8,8 @@
 # metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
 # and passwd (the package installed into a clean root), SQLite (the call
 # history index), gnumeric (ssconvert reads the CSV back), PostgreSQL (the
-# fleet database test starts its own server); FFmpeg's libraries
+# fleet database test starts its own server), Node.js (runs hep-js, the
+# Homer project's HEPv3 decoder, against the HEP export); FFmpeg's libraries
 # (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
 # bindings, libsrtp2 (SRTP), and the ffmpeg command line, sox's AMR formats
 # and pylibsrtp as the independent encoders the codec and SRTP tests use.
@@ -21,7 +22,7 @@ pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-cli
       prometheus systemd dpkg passwd util-linux
       libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
       libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0 libbcg729-0
-      iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql)
+      iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -48,4 +49,18 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # independent SRTP implementations tests/srtp.rs encrypts with.
 if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
   python3 -m pip install --quiet pylibsrtp cryptography
+fi
+# npm for hep-js below: Debian's npm package only where no npm came with
+# nodejs (a NodeSource nodejs ships its own and conflicts with Debian's).
+if ! command -v npm >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+fi
+# hep-js (npm; the Homer project's own HEPv3 library): the independent
+# decoder tests/hep_export.rs checks the HEP export with. Kept in a cache
+# folder outside the repository (the test looks there, or in $HEPJS_DIR).
+HEPJS_DIR="${HEPJS_DIR:-/var/cache/callrec-test/hep-js}"
+if [ ! -f "$HEPJS_DIR/node_modules/hep-js/package.json" ]; then
+  mkdir -p "$HEPJS_DIR"
+  npm install --prefix "$HEPJS_DIR" --no-audit --no-fund --silent hep-js@1.0.22
 fi
