@@ -1,6 +1,7 @@
 //! The read-only HTTP API on the metrics listener (`daemon.metrics_listen`):
 //! `GET /api/calls` (the filters of `callrec calls` as query parameters),
-//! `GET /api/calls/{id}` (a Call-ID or short id), `GET /api/queue`,
+//! `GET /api/calls/{id}` (a Call-ID or short id, with its segments' files
+//! and delivery states as `segment_files`), `GET /api/queue`,
 //! `GET /api/status`, all JSON. Every request carries
 //! `Authorization: Bearer TOKEN` (RFC 6750) with `api.token`; without
 //! one configured the API is off (404). A request without the token is
@@ -228,9 +229,19 @@ fn one_call(api: &ApiConfig, id: &str) -> Answer {
         Err(e) => return bad_filter(e),
     };
     let mut found = None;
-    let r = crate::report::open_index(&api.spool).and_then(|(ix, _)| {
+    let r = crate::report::open_index(&api.spool).and_then(|(mut ix, _)| {
+        // The segments' delivery states as the spool's folders have them now.
+        if let Err(e) = crate::history::segments::sync(&mut ix, &api.spool) {
+            tracing::warn!(error = %e, "API: segment states not refreshed");
+        }
         ix.query(&filter, |r| -> Result<(), ReportError> {
-            found = Some(crate::report::row_object(&r));
+            let mut m = crate::report::row_object(&r);
+            let segs = crate::history::segments::for_call(&ix, &r.call_id)?;
+            m.insert(
+                "segment_files".into(),
+                serde_json::to_value(segs).unwrap_or(Value::Null),
+            );
+            found = Some(m);
             Ok(())
         })
     });

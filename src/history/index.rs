@@ -176,6 +176,7 @@ impl Index {
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(INDEXES).map_err(sql)?;
+        conn.execute_batch(super::segments::SCHEMA).map_err(sql)?;
         for ext in ["sqlite-wal", "sqlite-shm"] {
             let p = db.with_extension(ext);
             if p.exists() {
@@ -202,6 +203,15 @@ impl Index {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.db
+    }
+
+    /// The connection, for the sibling tables ([`super::segments`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -548,58 +558,4 @@ fn build_query(f: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         q.push_str(&format!(" LIMIT {}", l.min(i64::MAX as usize)));
     }
     (q, args)
-}
-
-/// Rewrites the log without the calls that started before `cutoff_us`
-/// (lines without a readable `invite_at` are kept), atomically (a
-/// temporary file renamed over it); returns how many were dropped. Two
-/// passes (count, then copy) keep memory bounded. The index notices the
-/// new file (inode) and rebuilds.
-pub fn trim_log(log: &Path, cutoff_us: i64) -> std::io::Result<usize> {
-    use std::io::Write;
-    let old = |line: &str| {
-        line.ends_with('\n')
-            && serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("invite_at")?.as_str().map(str::to_string))
-                .and_then(|t| crate::report::parse_rfc3339(&t))
-                .is_some_and(|t| t < cutoff_us)
-    };
-    let each = |f: &mut dyn FnMut(&str) -> std::io::Result<()>| -> std::io::Result<bool> {
-        let file = match std::fs::File::open(log) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let mut r = BufReader::new(file);
-        let mut buf = String::new();
-        while {
-            buf.clear();
-            r.read_line(&mut buf)? > 0
-        } {
-            f(&buf)?;
-        }
-        Ok(true)
-    };
-    let mut dropped = 0;
-    each(&mut |l| {
-        dropped += old(l) as usize;
-        Ok(())
-    })?;
-    if dropped == 0 {
-        return Ok(0);
-    }
-    let tmp = log.with_extension("jsonl.trim");
-    let mut w = std::io::BufWriter::new(crate::recording::perms::create(&tmp)?);
-    each(&mut |l| {
-        if old(l) {
-            Ok(())
-        } else {
-            w.write_all(l.as_bytes())
-        }
-    })?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, log)?;
-    Ok(dropped)
 }
