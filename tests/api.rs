@@ -53,6 +53,15 @@ fn start() -> (u16, tempfile::TempDir) {
         })
         .unwrap();
     }
+    // One delivered segment of c1 in the spool's folders.
+    let spool = callrec::delivery::spool::Spool::open(d.path()).unwrap();
+    let wav = spool.tmp_dir().join("c1.wav");
+    std::fs::write(&wav, [0u8; 44]).unwrap();
+    let stem = "K-0001/20261121/20261121T090100_in_anonymous_0612340002_c1_1";
+    let json = serde_json::json!({ "call_id": "api-1@198.51.100.7" }).to_string();
+    spool.publish("acme", stem, &wav, json.as_bytes()).unwrap();
+    use callrec::delivery::spool::QueueState::{Done, Ready};
+    spool.move_to("acme", stem, Ready, Done).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -129,7 +138,20 @@ fn api_answers_with_the_token() {
         )),
         ["c2"]
     );
-    assert_eq!(json("/api/calls/c1")["call_id"], "api-1@198.51.100.7");
+    let one = json("/api/calls/c1");
+    assert_eq!(one["call_id"], "api-1@198.51.100.7");
+    let segs = one["segment_files"].as_array().unwrap();
+    assert_eq!(segs.len(), 1, "{one}");
+    assert_eq!(segs[0]["state"], "delivered");
+    assert_eq!(segs[0]["destination"], "acme");
+    assert_eq!(
+        segs[0]["file"],
+        "K-0001/20261121/20261121T090100_in_anonymous_0612340002_c1_1.wav"
+    );
+    assert_eq!(
+        json("/api/calls/c0")["segment_files"],
+        serde_json::json!([])
+    );
     assert_eq!(json("/api/calls/api-0%40198.51.100.7")["short_id"], "c0");
     assert_eq!(json("/api/queue")["destinations"][0]["ready"], 4);
     let st = json("/api/status");
