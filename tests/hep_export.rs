@@ -39,6 +39,34 @@ fn calls() -> Vec<CallSpec> {
     vec![out, withheld, skipped]
 }
 
+/// The replay's configuration: the two contracts, HEP to `port` on the
+/// loopback with capture id 77.
+fn config(dir: &Path, port: u16) -> String {
+    format!(
+        r#"
+[general]
+timezone = "+09:00"
+[recording]
+spool_dir = "{spool}"
+[announce]
+mode = "off"
+[hep]
+collector = "127.0.0.1:{port}"
+node_id = 77
+{acme}{k1}[[contract]]
+id = "K-0002"
+service = "fixed"
+numbers = ["0612340002"]
+guidance = 4
+channels = "mono"
+destination = "acme"
+"#,
+        spool = dir.join("spool").display(),
+        acme = config_text::ACME_UNREACHED,
+        k1 = config_text::K0001_STEREO,
+    )
+}
+
 /// Where scripts/setup.sh installs hep-js (outside the repository).
 const HEPJS_DIR: &str = "/var/cache/callrec-test/hep-js";
 
@@ -171,29 +199,7 @@ fn hep_packets_carry_the_captured_sip_byte_for_byte() {
         w.write(d.ts, &udp_frame(d.src, d.dst, &d.payload)).unwrap();
     }
     w.finish().unwrap();
-    let text = format!(
-        r#"
-[general]
-timezone = "+09:00"
-[recording]
-spool_dir = "{spool}"
-[announce]
-mode = "off"
-[hep]
-collector = "127.0.0.1:{port}"
-node_id = 77
-{acme}{k1}[[contract]]
-id = "K-0002"
-service = "fixed"
-numbers = ["0612340002"]
-guidance = 4
-channels = "mono"
-destination = "acme"
-"#,
-        spool = dir.path().join("spool").display(),
-        acme = config_text::ACME_UNREACHED,
-        k1 = config_text::K0001_STEREO,
-    );
+    let text = config(dir.path(), port);
     let cfg = callrec::config::load_str(&text, &dir.path().join("t.toml")).unwrap();
     let rx = std::thread::spawn(move || {
         let mut got = Vec::new();
@@ -323,4 +329,52 @@ destination = "acme"
         got.iter()
             .all(|g| !String::from_utf8_lossy(g).contains("0398765432"))
     );
+}
+
+/// A collector that is not there (a closed port: every datagram draws an
+/// ICMP port unreachable) changes nothing in recording: the replay
+/// succeeds, the history has every call, the recorded calls are queued.
+#[test]
+fn an_unreachable_collector_costs_nothing_but_the_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.local_addr().unwrap().port()
+    }; // closed again
+    let pcap = dir.path().join("in.pcap");
+    let mut w = PcapWriter::create(&pcap, LinkType::Ethernet).unwrap();
+    for d in merge(&calls()) {
+        w.write(d.ts, &udp_frame(d.src, d.dst, &d.payload)).unwrap();
+    }
+    w.finish().unwrap();
+    let cfg =
+        callrec::config::load_str(&config(dir.path(), port), &dir.path().join("t.toml")).unwrap();
+    let opts = ReplayOptions {
+        out: dir.path().join("spool"),
+        captures: vec![pcap],
+        deliver: false,
+        deliver_timeout: Duration::from_secs(1),
+        shards: Some(1),
+    };
+    replay(cfg, &opts).expect("replay runs");
+    let history = std::fs::read_to_string(dir.path().join("spool/calls.jsonl")).unwrap();
+    let hist: Vec<serde_json::Value> = history
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(hist.len(), 3, "{history}");
+    assert_eq!(hist.iter().filter(|h| h["decision"] == "record").count(), 2);
+    let mut queued = 0;
+    let ready = dir.path().join("spool/queue/acme/ready");
+    let mut stack = vec![ready];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else if e.path().extension().is_some_and(|x| x == "json") {
+                queued += 1;
+            }
+        }
+    }
+    assert_eq!(queued, 2, "both recorded calls queued");
 }

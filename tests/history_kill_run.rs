@@ -91,7 +91,10 @@ fn kill_9_of_a_whole_replay_leaves_index_and_log_agreeing() {
     let mut child = replay(&cfg, &spool, &a).spawn().unwrap();
     let t = Instant::now();
     while lines(&spool) < 500 && t.elapsed() < Duration::from_secs(120) {
-        assert!(child.try_wait().unwrap().is_none(), "replay ended before the kill");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "replay ended before the kill"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     assert!(
@@ -101,7 +104,10 @@ fn kill_9_of_a_whole_replay_leaves_index_and_log_agreeing() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let at_kill = lines(&spool);
-    assert!((500..6000).contains(&at_kill), "{at_kill} lines at the kill");
+    assert!(
+        (500..6000).contains(&at_kill),
+        "{at_kill} lines at the kill"
+    );
     eprintln!("killed with {at_kill} history lines written");
     let recorded_before = logged(&spool)
         .iter()
