@@ -23,7 +23,7 @@ fn capture(path: &Path, first: u32, n: u32) {
     let calls: Vec<CallSpec> = (first..first + n)
         .map(|i| {
             let t = t0.add_micros((i - first) as i64 * 10_000);
-            let mut c = if i % 10 == 0 {
+            let mut c = if i.is_multiple_of(10) {
                 CallSpec::simple(i, "0312340001", "0077260312349999", t, 60)
             } else {
                 CallSpec::simple(i, "0399990000", "0312349999", t, 60)
@@ -116,7 +116,7 @@ fn kill_9_of_a_whole_replay_leaves_index_and_log_agreeing() {
                 .split('@')
                 .next()
                 .and_then(|n| n.parse::<u32>().ok())
-                .is_some_and(|n| n % 10 == 0)
+                .is_some_and(|n| n.is_multiple_of(10))
         })
         .count();
     assert!(recorded_before > 20, "recording calls at the kill");

@@ -79,7 +79,7 @@ fn trimming_while_writers_append_loses_nothing() {
     // 3,000 calls: every third one 10 days old, the rest from today,
     // interleaved as calls of different lengths end.
     for i in 0..3000u64 {
-        let age = if i % 3 == 0 { 10 * DAY_US } else { 0 };
+        let age = if i.is_multiple_of(3) { 10 * DAY_US } else { 0 };
         w.append(&rec(i, now - age - i as i64)).unwrap();
     }
     // A second writer keeps appending while the trim runs.
@@ -107,7 +107,7 @@ fn trimming_while_writers_append_loses_nothing() {
     assert_eq!(unique.len(), ids.len(), "every line once");
     assert!(ids.iter().all(|id| {
         let i: u64 = id[4..id.find('@').unwrap()].parse().unwrap();
-        i >= 3000 || i % 3 != 0
+        i >= 3000 || !i.is_multiple_of(3)
     }));
     assert_eq!(agree(&spool), ids.len());
     // The index's line numbers moved with their lines.
@@ -150,7 +150,7 @@ fn the_housekeeping_thread_trims_by_the_wall_clock() {
     .unwrap();
     // Calls go on being written across the periodic trims.
     for i in 50..150u64 {
-        let age = if i % 2 == 0 { 5 * DAY_US } else { 0 };
+        let age = if i.is_multiple_of(2) { 5 * DAY_US } else { 0 };
         w.append(&rec(i, now - age)).unwrap();
         std::thread::sleep(Duration::from_millis(10));
     }
