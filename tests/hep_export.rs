@@ -304,16 +304,21 @@ fn hep_packets_carry_the_captured_sip_byte_for_byte() {
         !String::from_utf8_lossy(&p).contains(skipped_id)
     }));
     // One report per recorded call, correlated by Call-ID, naming the
-    // short id, at the call's end time.
-    let reports: Vec<&serde_json::Value> = rows
+    // short id, at the call's end time; and one per published recording
+    // naming its file as queued in the spool.
+    let reports: Vec<(&serde_json::Value, serde_json::Value)> = rows
         .iter()
         .filter(|r| r["rcinfo"]["payloadType"] == 100)
+        .map(|r| {
+            let p = hex::decode(r["payload_hex"].as_str().unwrap()).unwrap();
+            (r, serde_json::from_slice(&p).unwrap())
+        })
         .collect();
-    assert_eq!(reports.len(), 2);
-    for r in reports {
-        let j: serde_json::Value =
-            serde_json::from_slice(&hex::decode(r["payload_hex"].as_str().unwrap()).unwrap())
-                .unwrap();
+    let (files, calls): (Vec<_>, Vec<_>) = reports
+        .iter()
+        .partition(|(_, j)| j["callrec"]["event"] == "recording");
+    assert_eq!(calls.len(), 2);
+    for (r, j) in calls {
         let h = hist
             .iter()
             .find(|h| h["call_id"] == r["rcinfo"]["correlation_id"])
@@ -323,6 +328,27 @@ fn hep_packets_carry_the_captured_sip_byte_for_byte() {
         let ended = callrec::report::parse_rfc3339(h["ended_at"].as_str().unwrap()).unwrap();
         assert_eq!(r["rcinfo"]["timeSeconds"], ended.div_euclid(1_000_000));
         assert_eq!(r["rcinfo"]["timeUseconds"], ended.rem_euclid(1_000_000));
+    }
+    let segments: u64 = hist
+        .iter()
+        .filter(|h| h["decision"] == "record")
+        .map(|h| h["segments"].as_u64().unwrap())
+        .sum();
+    assert_eq!(files.len() as u64, segments, "{reports:?}");
+    for (r, j) in files {
+        let c = &j["callrec"];
+        assert_eq!(c["call_id"], r["rcinfo"]["correlation_id"]);
+        let h = hist.iter().find(|h| h["call_id"] == c["call_id"]).unwrap();
+        assert_eq!(c["short_id"], h["short_id"]);
+        let file = c["file"].as_str().unwrap();
+        assert!(file.contains(h["short_id"].as_str().unwrap()), "{file}");
+        let queued = dir
+            .path()
+            .join("spool/queue")
+            .join(c["destination"].as_str().unwrap())
+            .join("ready")
+            .join(file);
+        assert!(queued.is_file(), "{}", queued.display());
     }
     // Nowhere in any datagram: the withheld number.
     assert!(
