@@ -93,6 +93,17 @@ fn trimming_while_writers_append_loses_nothing() {
             }
         }
     });
+    // The fleet push had reached the start of call 2999's line.
+    let text = std::fs::read_to_string(spool.join("calls.jsonl")).unwrap();
+    let at = text.find("{\"call_id\":\"ret-2999@").unwrap();
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    std::fs::create_dir_all(spool.join("state")).unwrap();
+    let pushed = spool.join("state/pg_pushed");
+    std::fs::write(
+        &pushed,
+        format!("{} {at}\n", ino(&spool.join("calls.jsonl"))),
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(5));
     let log = retention::writers_log(&spool.join("calls.jsonl")).expect("writers registered");
     let n = retention::trim(&spool, now - 3 * DAY_US, Some(&log)).unwrap();
@@ -129,6 +140,17 @@ fn trimming_while_writers_append_loses_nothing() {
     assert_eq!(v[0]["short_id"], "00002711");
     // Nothing left behind.
     assert!(!spool.join("calls.jsonl.trim").exists());
+    // The push position moved with the lines: same call, new file.
+    let state = std::fs::read_to_string(&pushed).unwrap();
+    let (i, o) = state.trim().split_once(' ').unwrap();
+    assert_eq!(i.parse::<u64>().unwrap(), ino(&spool.join("calls.jsonl")));
+    let text = std::fs::read_to_string(spool.join("calls.jsonl")).unwrap();
+    let o: usize = o.parse().unwrap();
+    assert!(
+        text[o..].starts_with("{\"call_id\":\"ret-2999@"),
+        "{}",
+        &text[o..o + 40]
+    );
 }
 
 #[test]

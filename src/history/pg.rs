@@ -8,8 +8,10 @@
 //! rows. A server that is down, slow or refusing delays rows and logs
 //! why; nothing is lost, and a row pushed twice (a crash between the
 //! commit and the offset file) is ignored by its unique key (appliance,
-//! Call-ID, INVITE time). A retention trim rewrites the log (new inode):
-//! the push starts over from its beginning, duplicates ignored.
+//! Call-ID, INVITE time). A retention trim rewrites the log (new inode)
+//! and moves the stored position with the lines ([`super::retention`]);
+//! a position of another file makes the push start over from the log's
+//! beginning, duplicates ignored.
 //!
 //! The schema is versioned (`callrec_schema`): migrations run in one
 //! transaction under an advisory lock; a database of a newer version

@@ -201,19 +201,24 @@ pub fn trim(spool: &Path, cutoff_us: i64, log: Option<&SharedLog>) -> Result<usi
     }
     let mut guard = log.map(|l| l.lock().unwrap_or_else(|e| e.into_inner()));
     // The lines appended since the copy began, then the rename.
-    let swap = (|| -> std::io::Result<(u64, u64)> {
+    let swap = (|| -> std::io::Result<(u64, u64, File)> {
         let mut old = File::open(&path)?;
         old.seek(SeekFrom::Start(upto))?;
         std::io::copy(&mut old, &mut out)?;
         out.sync_all()?;
+        // The writers' new handle, opened before the rename: once the
+        // new file is in place nothing can fail before they use it.
+        let appender = std::fs::OpenOptions::new().append(true).open(&tmp)?;
+        let md = appender.metadata()?;
+        // The last step that can fail: before it the writers keep the old
+        // file, after it they get the new one.
         std::fs::rename(&tmp, &path)?;
         if let Some(dir) = path.parent() {
-            File::open(dir)?.sync_all()?;
+            let _ = File::open(dir).and_then(|d| d.sync_all());
         }
-        let md = std::fs::metadata(&path)?;
-        Ok((md.ino(), md.len()))
+        Ok((md.ino(), md.len(), appender))
     })();
-    let (inode, len) = match swap {
+    let (inode, len, appender) = match swap {
         Ok(v) => v,
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
@@ -221,12 +226,10 @@ pub fn trim(spool: &Path, cutoff_us: i64, log: Option<&SharedLog>) -> Result<usi
         }
     };
     if let Some(g) = guard.as_mut() {
-        g.file = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(io)?;
+        g.file = appender;
         g.len = len;
     }
+    remap_pushed(spool, old_inode as u64, inode, &dropped);
     tx.execute(
         "INSERT OR REPLACE INTO meta VALUES ('log_inode', ?1)",
         [inode as i64],
@@ -235,6 +238,32 @@ pub fn trim(spool: &Path, cutoff_us: i64, log: Option<&SharedLog>) -> Result<usi
     tx.commit().map_err(sql)?;
     drop(guard);
     Ok(dropped.len())
+}
+
+/// Moves the fleet push's position (`state/pg_pushed`, [`super::pg`])
+/// to the new file, so a trim does not make it push the whole log again.
+/// A push running meanwhile that then stores the old file's position
+/// makes the next one start over, its rows ignored as duplicates.
+fn remap_pushed(spool: &Path, old_inode: u64, new_inode: u64, dropped: &Dropped) {
+    let state = spool.join("state/pg_pushed");
+    let Ok(text) = std::fs::read_to_string(&state) else {
+        return;
+    };
+    let Some((ino, off)) = text
+        .trim()
+        .split_once(' ')
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)))
+    else {
+        return;
+    };
+    if ino != old_inode {
+        return;
+    }
+    let tmp = state.with_extension("tmp");
+    let line = format!("{new_inode} {}\n", mapped(dropped, off).0);
+    if crate::recording::perms::write(&tmp, line.as_bytes()).is_ok() {
+        let _ = std::fs::rename(&tmp, &state);
+    }
 }
 
 /// One retention pass at `now_us` (`keep` before it is dropped), logged.
