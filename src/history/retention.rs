@@ -40,12 +40,22 @@ pub type SharedLog = Arc<Mutex<LogFile>>;
 
 static LOGS: Mutex<Vec<(PathBuf, Weak<Mutex<LogFile>>)>> = Mutex::new(Vec::new());
 
+/// The registry's key: the log's folder resolved (symbolic links, `..`),
+/// so two spellings of one spool share one lock.
+fn key(path: &Path) -> PathBuf {
+    match (path.parent().map(std::fs::canonicalize), path.file_name()) {
+        (Some(Ok(dir)), Some(name)) => dir.join(name),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The process's shared handle of the log at `path`, opened (append,
 /// spool modes) by `open` if no writer holds it yet.
 pub(super) fn shared_log(
     path: &Path,
     open: impl FnOnce() -> std::io::Result<LogFile>,
 ) -> std::io::Result<SharedLog> {
+    let path = &key(path);
     let mut logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
     logs.retain(|(_, w)| w.strong_count() > 0);
     if let Some(l) = logs
@@ -62,6 +72,7 @@ pub(super) fn shared_log(
 
 /// The writers' handle of `path`, if a writer has it open.
 pub fn writers_log(path: &Path) -> Option<SharedLog> {
+    let path = &key(path);
     let logs = LOGS.lock().unwrap_or_else(|e| e.into_inner());
     logs.iter()
         .find(|(p, _)| p == path)
@@ -79,7 +90,8 @@ fn is_old(line: &[u8], cutoff_us: i64) -> bool {
             .is_some_and(|t| t < cutoff_us)
 }
 
-/// The dropped lines: (byte offset, length) in log order.
+/// The dropped lines: (byte offset, bytes dropped up to and including
+/// this line) in log order, so a position maps in O(log n).
 type Dropped = Vec<(u64, u64)>;
 
 /// Copies the first `upto` bytes of `log` into `tmp` without the old
@@ -100,7 +112,8 @@ fn copy_kept(
             break;
         }
         if is_old(&buf, cutoff_us) {
-            dropped.push((at, k));
+            let before = dropped.last().map_or(0, |&(_, c)| c);
+            dropped.push((at, before + k));
         } else {
             w.write_all(&buf)?;
         }
@@ -115,7 +128,7 @@ fn copy_kept(
 /// before it were dropped.
 fn mapped(dropped: &Dropped, x: u64) -> (u64, i64) {
     let n = dropped.partition_point(|(o, _)| *o < x);
-    let bytes: u64 = dropped[..n].iter().map(|(_, l)| l).sum();
+    let bytes = n.checked_sub(1).map_or(0, |i| dropped[i].1);
     (x - bytes, n as i64)
 }
 
@@ -324,4 +337,20 @@ pub fn spawn(
             }
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_move_down_by_the_bytes_dropped_before_them() {
+        // Lines at 0 (10 bytes, dropped), 10 (5, kept), 15 (7, dropped), 22 (3, kept).
+        let dropped: Dropped = vec![(0, 10), (15, 17)];
+        assert_eq!(mapped(&dropped, 0), (0, 0));
+        assert_eq!(mapped(&dropped, 10), (0, 1));
+        assert_eq!(mapped(&dropped, 22), (5, 2));
+        assert_eq!(mapped(&dropped, 25), (8, 2));
+        assert_eq!(mapped(&Vec::new(), 25), (25, 0));
+    }
 }
