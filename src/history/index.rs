@@ -408,6 +408,17 @@ impl Index {
         Ok(())
     }
 
+    /// Whether a call that started before `us` (microseconds) is indexed.
+    pub fn has_before(&self, us: i64) -> Result<bool, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM calls WHERE invite_us < ?1)",
+                [us],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())
+    }
+
     /// The newest `invite_at` text (its offset is the configured zone).
     pub fn newest_invite(&self) -> Result<Option<String>, IndexError> {
         self.conn

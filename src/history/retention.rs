@@ -182,13 +182,18 @@ pub fn trim(spool: &Path, cutoff_us: i64, log: Option<&SharedLog>) -> Result<usi
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io(e)),
     };
+    let mut ix = Index::open(spool)?;
+    if ix.offset()? == upto && !ix.has_before(cutoff_us)? {
+        // The index holds the whole log and nothing in it is old: no
+        // need to read the log (the daemon asks every hour).
+        return Ok(0);
+    }
     let tmp = path.with_extension("jsonl.trim");
     let (mut out, dropped) = copy_kept(&path, &tmp, upto, cutoff_us).map_err(io)?;
     if dropped.is_empty() {
         let _ = std::fs::remove_file(&tmp);
         return Ok(0);
     }
-    let mut ix = Index::open(spool)?;
     let db = ix.path().to_path_buf();
     let sql = |source| IndexError::Sql {
         path: db.clone(),
