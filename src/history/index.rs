@@ -264,7 +264,11 @@ impl Index {
         let offset = get("log_offset").map_err(sql)? as u64;
         if offset == at {
             let line = get("log_lines").map_err(sql)? + 1;
-            insert(&tx, at, line, rec).map_err(sql)?;
+            let (bytes, lines) = (
+                get("log_shift").map_err(sql)?,
+                get("line_shift").map_err(sql)?,
+            );
+            insert(&tx, at as i64 + bytes, line + lines, rec).map_err(sql)?;
             set_progress(&tx, end, line).map_err(sql)?;
             return tx.commit().map_err(sql);
         }
@@ -341,9 +345,18 @@ impl Index {
                 .optional()
                 .map_err(sql)?
                 .unwrap_or(0);
-            if stored as u64 > offset {
+            let meta = |k: &str| -> rusqlite::Result<Option<i64>> {
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()
+            };
+            // A retention trim may have replaced the log meanwhile: the
+            // next catch-up reads the new file.
+            if stored as u64 > offset || meta("log_inode").map_err(sql)?.is_some_and(|i| i != inode)
+            {
                 return Ok(warnings);
             }
+            let shift = meta("log_shift").map_err(sql)?.unwrap_or(0);
+            let line_shift = meta("line_shift").map_err(sql)?.unwrap_or(0);
             tx.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('log_inode', ?1)",
                 [inode],
@@ -368,7 +381,8 @@ impl Index {
                 let text = String::from_utf8_lossy(&buf);
                 if !text.trim().is_empty() {
                     match parse_line(&text) {
-                        Ok(rec) => insert(&tx, offset, lines, &rec).map_err(sql)?,
+                        Ok(rec) => insert(&tx, offset as i64 + shift, lines + line_shift, &rec)
+                            .map_err(sql)?,
                         Err(reason) => warnings.push(format!(
                             "{}:{lines}: corrupt history line skipped: {reason}",
                             log.display()
@@ -471,12 +485,15 @@ fn set_progress(tx: &rusqlite::Transaction, offset: u64, lines: i64) -> rusqlite
     Ok(())
 }
 
-fn insert(tx: &rusqlite::Transaction, at: u64, line: i64, r: &CallRecord) -> rusqlite::Result<()> {
+/// One row at its key `at`: the line's byte offset in the log plus the
+/// bytes retention dropped before it (`meta.log_shift`), so rows keep
+/// their keys, in log order, across trims; `line` likewise.
+fn insert(tx: &rusqlite::Transaction, at: i64, line: i64, r: &CallRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT OR REPLACE INTO calls VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
     )?;
     stmt.execute(params![
-        at as i64,
+        at,
         line,
         r.call_id,
         r.short_id,

@@ -10,8 +10,9 @@
 //! writer's file is reopened on it: no append can land in the old file
 //! after the copy, so none is lost. The index is trimmed in one SQLite
 //! transaction taken before that lock and committed inside it: the
-//! dropped rows deleted, the kept rows' log offsets and line numbers
-//! moved to where their lines are in the new file, its inode recorded.
+//! dropped rows deleted, its position moved to the new file, the bytes
+//! and lines dropped before it added to the shift that row keys carry
+//! (kept rows are not rewritten), the new inode recorded.
 //! A crash between the rename and the commit leaves an index of another
 //! inode, which is rebuilt from the log at the next start (as designed).
 
@@ -132,37 +133,34 @@ fn mapped(dropped: &Dropped, x: u64) -> (u64, i64) {
     (x - bytes, n as i64)
 }
 
-/// Deletes the dropped rows and moves the kept ones to their new offsets,
-/// in `tx` (not committed).
+/// Deletes the dropped rows and moves the index's position to the new
+/// file, in `tx` (not committed). The kept rows keep their keys: a key is
+/// the line's offset plus `meta.log_shift`, which grows here by the bytes
+/// dropped ([`super::index`]), so no row is rewritten.
 fn trim_index(tx: &rusqlite::Transaction, dropped: &Dropped) -> rusqlite::Result<()> {
-    {
-        let mut del = tx.prepare("DELETE FROM calls WHERE log_offset = ?1")?;
-        for (o, _) in dropped {
-            del.execute([*o as i64])?;
-        }
-    }
-    let rows: Vec<(i64, i64)> = tx
-        .prepare("SELECT log_offset, line FROM calls ORDER BY log_offset")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    // Ascending, each row moves down into room already freed: the
-    // primary key never collides.
-    let mut up = tx.prepare("UPDATE calls SET log_offset = ?2, line = ?3 WHERE log_offset = ?1")?;
-    for (o, line) in rows {
-        let (n, before) = mapped(dropped, o as u64);
-        if n as i64 != o {
-            up.execute(params![o, n as i64, line - before])?;
-        }
-    }
     let meta = |k: &str| -> rusqlite::Result<i64> {
         tx.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
             .or(Ok(0))
     };
+    let (shift, line_shift) = (meta("log_shift")?, meta("line_shift")?);
+    {
+        let mut del = tx.prepare("DELETE FROM calls WHERE log_offset = ?1")?;
+        for (o, _) in dropped {
+            del.execute([*o as i64 + shift])?;
+        }
+    }
     let (off, lines) = (meta("log_offset")?, meta("log_lines")?);
     let (n, before) = mapped(dropped, off as u64);
+    let total = dropped.last().map_or(0, |&(_, c)| c) as i64;
     tx.execute(
-        "INSERT OR REPLACE INTO meta VALUES ('log_offset', ?1), ('log_lines', ?2)",
-        params![n as i64, lines - before],
+        "INSERT OR REPLACE INTO meta VALUES ('log_offset', ?1), ('log_lines', ?2),
+         ('log_shift', ?3), ('line_shift', ?4)",
+        params![
+            n as i64,
+            lines - before,
+            shift + total,
+            line_shift + dropped.len() as i64
+        ],
     )?;
     super::segments::forget_trimmed(tx)?;
     Ok(())
