@@ -5,8 +5,8 @@
 use callrec::capture::{LinkType, Packet};
 use callrec::config::Limits;
 use callrec::decode::Decoder;
-use callrec::pcapgen::{self, FrameOpts};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{self, FrameOpts};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::SocketAddr;

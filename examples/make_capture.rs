@@ -9,9 +9,9 @@
 //! calls of SECONDS each, for the whole-pipeline benchmark.
 
 use callrec::capture::LinkType;
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -40,7 +40,7 @@ fn usage() -> ! {
 const T0: i64 = 1_795_221_000;
 
 fn demo() -> Vec<CallSpec> {
-    callrec::scenario::demo_calls()
+    callrec_testkit::scenario::demo_calls()
 }
 
 fn bench(calls: u32, secs: u32) -> Vec<CallSpec> {

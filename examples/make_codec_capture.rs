@@ -8,9 +8,9 @@
 
 use callrec::capture::LinkType;
 use callrec::media::rtp::build_rtp;
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 
 const T0: i64 = 1_795_221_000;
 

@@ -8,8 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo fmt --check
-cargo clippy --all-targets --quiet -- -D warnings
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 # Licences, bans and sources always; advisories need the RustSec database,
 # which is fetched with git from GitHub: where it cannot be reached, say so.
 cargo deny --log-level error check licenses bans sources
@@ -22,4 +22,4 @@ else
 fi
 cargo deb --quiet
 cargo check --benches --quiet
-cargo test --lib --bins --tests --examples --no-fail-fast -- --test-threads=2
+cargo test --workspace --lib --bins --tests --examples --no-fail-fast -- --test-threads=2

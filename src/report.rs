@@ -44,6 +44,26 @@ pub fn check_config_report(cfg: &Config) -> String {
         "capture       interfaces {ifs}; SIP ports {} (UDP and TCP)",
         ports.join(", ")
     );
+    let c = &cfg.capture;
+    let filter = match &c.filter {
+        None => "none (every arriving frame)".to_owned(),
+        Some(f) if *f == crate::config::Capture::auto_filter(&c.sip_ports) => {
+            "auto (UDP, SIP over TCP, fragments, tunnels; VLAN, PPPoE)".to_owned()
+        }
+        Some(f) => f.clone(),
+    };
+    let mode = match c.block_timeout.is_zero() {
+        true => "immediate (TPACKET_V2)".to_owned(),
+        false => format!(
+            "blocks of up to {} (TPACKET_V3)",
+            humantime::format_duration(c.block_timeout)
+        ),
+    };
+    let _ = writeln!(
+        o,
+        "              kernel filter {filter}; ring {} per interface, {mode}",
+        fmt_bytes(u64::from(c.buffer_bytes))
+    );
     let r = &cfg.recording;
     let _ = writeln!(
         o,

@@ -419,7 +419,7 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
     for (i, p) in g722.packets.iter().enumerate() {
         let at = switch.add_micros(20_000 * i as i64 + 5_000);
         if at < c.bye_at().unwrap() {
-            dg.push(callrec::scenario::Datagram {
+            dg.push(callrec_testkit::scenario::Datagram {
                 ts: at,
                 src: c.a_rtp,
                 dst: c.b_rtp,
@@ -427,7 +427,8 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
             });
         }
     }
-    let text = |d: &callrec::scenario::Datagram| String::from_utf8_lossy(&d.payload).into_owned();
+    let text =
+        |d: &callrec_testkit::scenario::Datagram| String::from_utf8_lossy(&d.payload).into_owned();
     let invite = dg
         .iter()
         .find(|d| d.payload.starts_with(b"INVITE"))
@@ -455,7 +456,7 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
         )
         .into_bytes()
     };
-    dg.push(callrec::scenario::Datagram {
+    dg.push(callrec_testkit::scenario::Datagram {
         ts: switch.add_micros(-20_000),
         src: c.a_sip,
         dst: c.b_sip,
@@ -464,7 +465,7 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
             sdp(c.a_rtp.ip(), c.a_rtp.port()),
         ),
     });
-    dg.push(callrec::scenario::Datagram {
+    dg.push(callrec_testkit::scenario::Datagram {
         ts: switch.add_micros(-10_000),
         src: c.b_sip,
         dst: c.a_sip,

@@ -39,10 +39,10 @@ mod netns;
 mod tools;
 use audio::{files, power};
 use callrec::capture::LinkType;
-use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 use live::wait_for;
 use netns::{Netns, WirePkt, now_us, parse_utc, tcpdump, wire_rtp};
 use std::collections::BTreeMap;
@@ -413,7 +413,10 @@ fn check_damaged_files_handled(spool: &Path, log: &str) {
 /// sender's timing. (The remote party keeps its 1,000 Hz tone.)
 const CODES: u16 = 120;
 
-fn code_subscriber_audio(specs: &[CallSpec], datagrams: &mut [callrec::scenario::Datagram]) {
+fn code_subscriber_audio(
+    specs: &[CallSpec],
+    datagrams: &mut [callrec_testkit::scenario::Datagram],
+) {
     for d in datagrams.iter_mut() {
         let from_a = specs.iter().any(|c| d.src == c.a_rtp && d.dst == c.b_rtp);
         let rtp = &mut d.payload;

@@ -3,8 +3,8 @@
 
 use callrec::capture::{LinkType, Packet};
 use callrec::decode::Decoder;
-use callrec::pcapgen::{FrameOpts, udp_fragments, udp_frame};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{FrameOpts, udp_fragments, udp_frame};
 use proptest::prelude::*;
 
 fn limits() -> callrec::config::Limits {
@@ -67,4 +67,40 @@ proptest! {
             d.decode(&pkt, &mut |_| {});
         }
     }
+}
+
+/// `peek_udp` (the clock's and the journal's quick look at a held frame)
+/// finds the datagram under every plain link framing, and a VLAN tag.
+#[test]
+fn peek_reads_udp_under_every_plain_framing() {
+    use callrec::capture::LinkType;
+    use callrec::decode::peek_udp;
+    use callrec_testkit::pcapgen::{FrameOpts, Framing, udp_frame_with};
+    let (s, d): (std::net::SocketAddr, std::net::SocketAddr) = (
+        "192.0.2.1:4000".parse().unwrap(),
+        "198.51.100.2:5000".parse().unwrap(),
+    );
+    for framing in [
+        Framing::Ethernet,
+        Framing::LinuxSll,
+        Framing::LinuxSll2,
+        Framing::RawIp,
+    ] {
+        let opts = FrameOpts {
+            framing,
+            vlans: if framing == Framing::Ethernet {
+                vec![10]
+            } else {
+                vec![]
+            },
+            ..Default::default()
+        };
+        let f = udp_frame_with(s, d, b"hello", &opts);
+        assert_eq!(
+            peek_udp(framing.link_type(), &f),
+            Some((s, d, &b"hello"[..])),
+            "{framing:?}"
+        );
+    }
+    assert_eq!(peek_udp(LinkType::Ethernet, &[0u8; 20]), None);
 }

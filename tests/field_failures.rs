@@ -14,10 +14,10 @@ mod config_text;
 use audio::{files, power_norm as power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
-use callrec::scenario::{CallSpec, Datagram, Voice};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Datagram, Voice};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

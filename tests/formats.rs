@@ -12,8 +12,8 @@ mod cc;
 mod config_text;
 
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::scenario::{CallSpec, Voice};
 use callrec::time::Timestamp;
+use callrec_testkit::scenario::{CallSpec, Voice};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;

@@ -14,9 +14,9 @@
 mod config_text;
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,9 +8,9 @@
 
 #[path = "support/hostile.rs"]
 mod hostile;
-use callrec::pcapgen::{tcp_segments, udp_frame};
-use callrec::scenario::{CallSpec, Datagram, Voice, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{tcp_segments, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Datagram, Voice, merge};
 use hostile::{RawPcap, T0, config, config_text, replay_datagrams};
 use std::path::Path;
 use std::process::Command;
@@ -163,7 +163,8 @@ fn padded(invite: &[u8], bytes: usize) -> Vec<u8> {
 /// its signalling and media over UDP.
 fn big_invite_capture(path: &Path, call: &CallSpec) {
     let mut w =
-        callrec::pcapgen::PcapWriter::create(path, callrec::capture::LinkType::Ethernet).unwrap();
+        callrec_testkit::pcapgen::PcapWriter::create(path, callrec::capture::LinkType::Ethernet)
+            .unwrap();
     for d in call.datagrams() {
         if d.payload.starts_with(b"INVITE") {
             for seg in tcp_segments(d.src, d.dst, 1000, &padded(&d.payload, 70_000), 1400) {

@@ -10,8 +10,8 @@
 
 #[path = "support/hostile.rs"]
 mod hostile;
-use callrec::scenario::{CallSpec, Datagram, Voice, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::scenario::{CallSpec, Datagram, Voice, merge};
 use hostile::{Rng, Run, T0, config, replay_datagrams, tone_ms};
 
 /// Two overlapping recorded calls: A (outbound, stereo: 440 Hz
@@ -215,7 +215,7 @@ fn a_silent_link_still_times_calls_out_through_on_idle() {
     use callrec::daemon::engine::Engine;
     use callrec::daemon::media::MediaWorker;
     use callrec::daemon::shard::ShardPool;
-    use callrec::pcapgen::udp_frame;
+    use callrec_testkit::pcapgen::udp_frame;
     let dir = tempfile::tempdir().unwrap();
     let spool = dir.path().join("spool");
     let mut cfg = config(dir.path(), "");

@@ -7,7 +7,7 @@
 
 #[path = "support/hostile.rs"]
 mod hostile;
-use callrec::scenario::{CallSpec, Datagram, demo_calls};
+use callrec_testkit::scenario::{CallSpec, Datagram, demo_calls};
 use hostile::{Recording, Run, replay_into, write_datagrams};
 use proptest::prelude::*;
 use std::collections::BTreeSet;

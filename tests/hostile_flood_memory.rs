@@ -12,9 +12,9 @@
 mod hostile;
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, Datagram, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Datagram, merge};
 use hostile::{T0, config};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;

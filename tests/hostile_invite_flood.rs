@@ -7,8 +7,8 @@
 
 #[path = "support/hostile.rs"]
 mod hostile;
-use callrec::scenario::{CallSpec, Datagram, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::scenario::{CallSpec, Datagram, merge};
 use hostile::{Run, T0, config, replay_datagrams};
 use std::net::SocketAddr;
 

@@ -11,8 +11,8 @@
 #[path = "support/hostile.rs"]
 mod hostile;
 use callrec::media::rtp::build_rtp;
-use callrec::scenario::{CallSpec, Datagram};
 use callrec::time::Timestamp;
+use callrec_testkit::scenario::{CallSpec, Datagram};
 use hostile::{T0, config, replay_datagrams, tone_blocks, tone_ms};
 use std::net::SocketAddr;
 

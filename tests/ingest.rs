@@ -8,8 +8,8 @@ use callrec::capture::{
 };
 use callrec::config::Limits;
 use callrec::decode::{DecodeStats, Decoder, Transport};
-use callrec::pcapgen::{self, ErspanVersion, FrameOpts, Framing, TcpFlags, Tunnel};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{self, ErspanVersion, FrameOpts, Framing, TcpFlags, Tunnel};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -15,9 +15,9 @@
 #[path = "support/config.rs"]
 mod config_text;
 use callrec::capture::LinkType;
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;

@@ -18,10 +18,10 @@ use callrec::daemon::engine::Engine;
 use callrec::daemon::media::MediaWorker;
 use callrec::daemon::shard::ShardPool;
 use callrec::delivery::spool::{Spool, SpoolUsage};
-use callrec::pcapgen::udp_frame;
 use callrec::recording::wav::read_wav;
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::udp_frame;
+use callrec_testkit::scenario::{CallSpec, merge};
 use std::path::Path;
 use std::sync::Arc;
 

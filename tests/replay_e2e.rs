@@ -10,9 +10,9 @@ mod tools;
 use audio::{files, power};
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, Voice, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Voice, merge};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -219,7 +219,7 @@ fn stereo_call_with_announcement_and_pause() {
 #[test]
 fn keys_in_sip_info_pause_and_beep() {
     use callrec::capture::PacketSource;
-    use callrec::scenario::MidCall;
+    use callrec_testkit::scenario::MidCall;
     let log = captured_log();
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("in.pcap");

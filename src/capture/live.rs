@@ -1,18 +1,20 @@
 //! Live capture from a network interface through libpcap.
 //!
-//! The handle is opened in immediate mode (frames are handed over as they
-//! arrive; TPACKET_V3's block timeout would delay a 200 OK, and with it the
-//! announcement, by up to the timeout) and **non-blocking**: libpcap's read
+//! The handle is opened in immediate mode by default (frames are handed
+//! over as they arrive; TPACKET_V3's block timeout delays a 200 OK, and
+//! with it the announcement, by up to the timeout, so blocks are an option:
+//! `capture.block_timeout`) and **non-blocking**: libpcap's read
 //! timeout does not guarantee that a read returns on a silent link, so the
 //! caller waits itself, in [`LiveSource::wait`], on the capture descriptor
 //! and a [`Waker`] at once. A capture thread therefore wakes for frames,
 //! for a signal or a control request (someone calls [`Waker::wake`]) and
 //! for its own timers, whatever the wire does.
 //!
-//! A kernel filter (`inbound`) keeps this host's own outgoing frames out of
-//! the ring: they are not ours to record (announcements and beeps injected
-//! on the interface must never be taken for a party's media), and on the
-//! loopback, where each frame shows up once outgoing and once incoming,
+//! A kernel filter keeps what callrec cannot use (`capture.filter`, by
+//! default all but UDP, SIP over TCP, fragments and tunnels) and this
+//! host's own outgoing frames (`inbound`) out of the ring. Those are not
+//! ours to record (announcements and beeps injected on the interface must
+//! never be taken for a party's media), and on the loopback, where each frame shows up once outgoing and once incoming,
 //! they would fill the ring and double the drop counter.
 
 use super::{CaptureError, LinkType, Packet, PacketSource};
@@ -74,8 +76,16 @@ impl Waker {
         self.drain();
     }
 
-    fn raw(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// Waits up to `timeout` until any of `fds` is readable or the waker
+    /// is woken, whichever comes first (at once when one already is).
+    pub fn wait_with(&self, fds: &[RawFd], timeout: Duration) {
+        let mut all = Vec::with_capacity(fds.len() + 1);
+        all.extend_from_slice(fds);
+        all.push(self.fd.as_raw_fd());
+        let r = poll_fds(&all, timeout);
+        if r.last().copied().unwrap_or(false) {
+            self.drain();
+        }
     }
 }
 
@@ -98,15 +108,16 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
     p.iter().map(|x| x.revents != 0).collect()
 }
 
-/// Attaches libpcap's `inbound` program to the capture socket ourselves.
-/// Through `pcap_setfilter`, libpcap also runs a new filter in user space
+/// Attaches the compiled `expr` (always `inbound`, and the configured
+/// filter) to the capture socket ourselves. Through `pcap_setfilter`,
+/// libpcap also runs a new filter in user space
 /// on the frames it thinks were already in the ring, and its user-space
 /// BPF cannot evaluate the packet-type load `inbound` compiles to on
 /// Linux: it rejected the first frame that arrived after start (the
 /// first INVITE of a capture, seen in `tests/daemon_live.rs`). The
 /// kernel evaluates it; libpcap, not knowing of it, filters nothing.
-fn attach_inbound_filter(cap: &pcap::Capture<pcap::Active>) -> Result<(), String> {
-    let prog = cap.compile("inbound", true).map_err(|e| e.to_string())?;
+fn attach_kernel_filter(cap: &pcap::Capture<pcap::Active>, expr: &str) -> Result<(), String> {
+    let prog = cap.compile(expr, true).map_err(|e| e.to_string())?;
     let ins = prog.get_instructions();
     let fprog = libc::sock_fprog {
         len: u16::try_from(ins.len()).map_err(|_| "filter too long".to_owned())?,
@@ -131,6 +142,49 @@ fn attach_inbound_filter(cap: &pcap::Capture<pcap::Active>) -> Result<(), String
     }
 }
 
+/// How an interface is opened (from `[capture]`).
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    /// Bytes kept of each frame (2,048 by default: a 1,500-byte MTU with
+    /// VLAN tags and tunnel headers; a bigger snap length makes every slot
+    /// of the kernel ring bigger and the ring hold fewer frames).
+    pub snaplen: u32,
+    pub promisc: bool,
+    /// The kernel ring, bytes.
+    pub buffer_bytes: u32,
+    /// Zero: immediate mode (TPACKET_V2, each frame as it arrives). Above:
+    /// TPACKET_V3 blocks handed over when full or this old.
+    pub block_timeout: Duration,
+    /// A libpcap expression the kernel runs on every frame (after
+    /// `inbound`); `None` keeps every arriving frame.
+    pub filter: Option<String>,
+}
+
+impl Default for LiveOptions {
+    fn default() -> Self {
+        LiveOptions {
+            snaplen: 2048,
+            promisc: true,
+            buffer_bytes: 64 << 20,
+            block_timeout: Duration::ZERO,
+            filter: None,
+        }
+    }
+}
+
+impl LiveOptions {
+    /// The options `[capture]` gives.
+    pub fn from_config(c: &crate::config::Capture) -> LiveOptions {
+        LiveOptions {
+            snaplen: c.snaplen,
+            promisc: c.promiscuous,
+            buffer_bytes: c.buffer_bytes,
+            block_timeout: c.block_timeout,
+            filter: c.filter.clone(),
+        }
+    }
+}
+
 /// Frames from one interface. Unlike a file, `Ok(None)` from
 /// [`PacketSource::next_packet`] means "nothing to read now": call
 /// [`LiveSource::wait`], then again.
@@ -143,34 +197,60 @@ pub struct LiveSource {
 }
 
 impl LiveSource {
-    /// Opens `interface`. `snaplen` bytes are kept of each frame (2,048 by
-    /// default: a 1,500-byte MTU with VLAN tags and tunnel headers; a
-    /// bigger snap length makes every slot of the kernel ring bigger and
-    /// the ring hold fewer frames); `buffer_bytes` is the kernel ring.
+    /// Opens `interface` in immediate mode with no filter but `inbound`
+    /// (see [`LiveSource::open_with`]).
     pub fn open(
         interface: &str,
         snaplen: u32,
         promisc: bool,
         buffer_bytes: u32,
     ) -> Result<LiveSource, CaptureError> {
+        LiveSource::open_with(
+            interface,
+            &LiveOptions {
+                snaplen,
+                promisc,
+                buffer_bytes,
+                ..LiveOptions::default()
+            },
+        )
+    }
+
+    /// Opens `interface` as `o` says. Frames this host sends are left out
+    /// in the kernel, with `o.filter` (a libpcap expression) when given.
+    pub fn open_with(interface: &str, o: &LiveOptions) -> Result<LiveSource, CaptureError> {
         let err = |e: pcap::Error| CaptureError::Open {
             source_name: interface.to_string(),
             reason: e.to_string(),
         };
-        let cap = pcap::Capture::from_device(interface)
+        let blocks = !o.block_timeout.is_zero();
+        let mut cap = pcap::Capture::from_device(interface)
             .map_err(err)?
-            .snaplen(snaplen.min(i32::MAX as u32) as i32)
-            .promisc(promisc)
-            .buffer_size(buffer_bytes.min(i32::MAX as u32) as i32)
-            .immediate_mode(true)
-            .open()
-            .map_err(err)?
-            .setnonblock()
-            .map_err(err)?;
+            .snaplen(o.snaplen.min(i32::MAX as u32) as i32)
+            .promisc(o.promisc)
+            .buffer_size(o.buffer_bytes.min(i32::MAX as u32) as i32)
+            .immediate_mode(!blocks);
+        if blocks {
+            // libpcap's read timeout is TPACKET_V3's block retire timeout.
+            let ms = o.block_timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
+            cap = cap.timeout(ms);
+        }
+        let mut cap = cap.open().map_err(err)?.setnonblock().map_err(err)?;
         // Only what arrives: in the kernel where it can be (frames this host
         // sends never take ring space), and in libpcap in any case.
-        if let Err(e) = attach_inbound_filter(&cap) {
-            tracing::debug!(interface, error = %e, "no kernel inbound filter; filtering in libpcap");
+        let expr = match &o.filter {
+            Some(f) => format!("inbound and ({f})"),
+            None => "inbound".to_owned(),
+        };
+        if let Err(e) = attach_kernel_filter(&cap, &expr) {
+            match &o.filter {
+                // The operator's filter must hold even where the kernel
+                // cannot run it: libpcap runs it in user space then.
+                Some(f) => cap.filter(f, true).map_err(err)?,
+                None => {
+                    tracing::debug!(interface, error = %e, "no kernel inbound filter; filtering in libpcap")
+                }
+            }
         }
         if let Err(e) = cap.direction(pcap::Direction::In) {
             tracing::warn!(interface, error = %e, "cannot ignore this host's own frames; injected announcements may be captured");
@@ -192,10 +272,14 @@ impl LiveSource {
     /// Waits up to `timeout` for a frame or a wake of `waker`, whichever
     /// comes first. Returns at once when either is already pending.
     pub fn wait(&self, waker: &Waker, timeout: Duration) {
-        let r = poll_fds(&[self.cap.as_raw_fd(), waker.raw()], timeout);
-        if r.get(1).copied().unwrap_or(false) {
-            waker.drain();
-        }
+        waker.wait_with(&[self.cap.as_raw_fd()], timeout);
+    }
+
+    /// The capture descriptor, readable when frames wait in the ring: for
+    /// a thread that waits on several sources at once
+    /// ([`Waker::wait_with`]).
+    pub fn raw_fd(&self) -> RawFd {
+        self.cap.as_raw_fd()
     }
 
     /// libpcap's counters; `dropped` is what the metrics report as frames

@@ -9,11 +9,12 @@ use crate::time::Timestamp;
 pub mod fault;
 pub mod file;
 pub mod live;
+pub mod merge;
 pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};
 pub use file::FileSource;
-pub use live::{LiveSource, LiveStats, Waker};
+pub use live::{LiveOptions, LiveSource, LiveStats, Waker};
 pub use trace::TraceSource;
 
 /// Link-layer framing of a captured frame (the pcap LINKTYPE).

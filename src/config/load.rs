@@ -114,6 +114,8 @@ struct RawCapture {
     promiscuous: S<bool>,
     buffer_bytes: S<IntOrStr>,
     retry_for: S<String>,
+    filter: S<String>,
+    block_timeout: S<String>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -672,6 +674,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         interfaces.push(i.get_ref().clone());
     }
     let buffer_bytes = cx.size("capture.buffer_bytes", &rc.buffer_bytes, 64 << 20)?;
+    let filter = capture_filter(&cx, &rc.filter, &sip_ports)?;
     let capture = Capture {
         interfaces,
         sip_ports,
@@ -689,6 +692,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
             )
         })?,
         retry_for: cx.duration("capture.retry_for", &rc.retry_for, Duration::from_secs(300))?,
+        filter,
+        block_timeout: cx.duration("capture.block_timeout", &rc.block_timeout, Duration::ZERO)?,
     };
 
     // [recording]
@@ -1277,6 +1282,32 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         hep: history_cfg::hep(&cx, &raw.hep)?,
         api: history_cfg::api(&cx, &raw.api)?,
     })
+}
+
+/// `capture.filter`: "auto" (the default: what callrec decodes), "none",
+/// or a libpcap expression, compiled here so that a typo is an error with
+/// its line and libpcap's reason, not a capture that silently keeps nothing.
+fn capture_filter(
+    cx: &Ctx<'_>,
+    v: &S<String>,
+    sip_ports: &[u16],
+) -> Result<Option<String>, ConfigError> {
+    let expr = match v.as_ref().map(|s| s.get_ref().trim()) {
+        None | Some("auto") => return Ok(Some(Capture::auto_filter(sip_ports))),
+        Some("none") => return Ok(None),
+        Some(e) => e.to_owned(),
+    };
+    let span = v.as_ref().map(|s| s.span()).unwrap_or(0..0);
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET)
+        .map_err(|e| cx.err(span.clone(), "capture.filter", e.to_string()))?;
+    dead.compile(&expr, true).map_err(|e| {
+        cx.err(
+            span,
+            "capture.filter",
+            format!("not a libpcap filter expression: {e}"),
+        )
+    })?;
+    Ok(Some(expr))
 }
 
 #[cfg(test)]

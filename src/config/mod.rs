@@ -75,10 +75,40 @@ pub struct Capture {
     pub promiscuous: bool,
     /// libpcap ring buffer per interface, bytes.
     pub buffer_bytes: u32,
+    /// The kernel filter every interface's socket runs (`capture.filter`):
+    /// `None` keeps every frame; the default keeps what callrec decodes
+    /// ([`Capture::auto_filter`]). A libpcap expression, checked at load.
+    pub filter: Option<String>,
+    /// `capture.block_timeout`: zero (the default) hands each frame over as
+    /// it arrives (libpcap immediate mode, TPACKET_V2); above zero the
+    /// kernel fills blocks of frames (TPACKET_V3) and hands a block over
+    /// when it is full or this old: fewer wake-ups per frame on a busy
+    /// link, at most this much delay (the 200 OK that starts the prompt).
+    pub block_timeout: std::time::Duration,
     /// How long an interface that went away or failed is reopened (with
     /// backoff, an alarm at each failure) before the daemon gives up and
     /// exits 1, so that systemd's `Restart=on-failure` takes over.
     pub retry_for: std::time::Duration,
+}
+
+impl Capture {
+    /// What callrec decodes, as a libpcap filter expression: all UDP (SIP
+    /// anywhere, RTP on any port, IPv4 fragments), SIP over TCP on
+    /// `sip_ports`, IPv6 fragments, IP-in-IP and GRE/ERSPAN tunnels; plain
+    /// or under one or two VLAN tags; and every PPPoE session frame. TCP other than SIP, ICMP,
+    /// ARP and the like stay in the kernel and never take ring space.
+    pub fn auto_filter(sip_ports: &[u16]) -> String {
+        let tcp: Vec<String> = sip_ports.iter().map(|p| format!("port {p}")).collect();
+        let ip = format!(
+            "udp or (tcp and ({})) or (ip6 and ip6[6] == 44) or (ip and (ip proto 4 or ip proto 41 or ip proto 47)) or (ip6 and (ip6 proto 4 or ip6 proto 41 or ip6 proto 47))",
+            tcp.join(" or ")
+        );
+        // libpcap's `vlan` and `pppoes` move the offsets of everything after
+        // them, across `or` too: nested this way the second tag is looked
+        // for only after the first, and PPPoE sessions are kept by their
+        // EtherType alone (a `pppoes` clause after `vlan` matched nothing).
+        format!("ether proto 0x8864 or ({ip}) or (vlan and (({ip}) or (vlan and ({ip}))))")
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

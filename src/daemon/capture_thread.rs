@@ -1,5 +1,5 @@
-//! One live capture thread: frames from an interface into its engine,
-//! and time into the engine when there are no frames.
+//! The live capture thread: frames from every interface into the one
+//! engine, merged by time, and time into the engine when there are none.
 //!
 //! The thread never waits on the wire alone. It reads every frame that is
 //! there (non-blocking), and when the ring is empty it waits on the
@@ -8,16 +8,23 @@
 //! silent link the engine's clock still moves on with [`LiveClock`], so
 //! setup, RTP and maximum-length timeouts fire by wall time.
 //!
+//! Several interfaces (SIP on one, RTP on another; two mirror ports) feed
+//! the same engine: with one open, its frames are read where they lie;
+//! with more, the earliest waiting frame goes first
+//! ([`crate::capture::merge`]), so a call is one call whichever interface
+//! each of its packets took.
+//!
 //! An interface that fails (deleted, renamed, taken down) is reopened with
 //! backoff and an alarm at each failure; the engine keeps running on the
-//! clock meanwhile, so calls end by their timeouts. After
+//! clock (and on the other interfaces) meanwhile, so calls end by their timeouts. After
 //! `capture.retry_for` without success the thread gives up with an error
 //! and the daemon exits 1, for systemd to restart it.
 
-use crate::capture::{LiveSource, PacketSource, Waker};
+use crate::capture::merge::Heads;
+use crate::capture::{LiveOptions, LiveSource, LiveStats, PacketSource, Waker};
 use crate::config::Config;
 use crate::daemon::engine::Engine;
-use crate::daemon::run::{CaptureStatus, Shared};
+use crate::daemon::run::{CaptureStatus, Shared, SourceStatus};
 use crate::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -87,7 +94,7 @@ pub struct Links {
     pub clock: LiveClock,
 }
 
-/// Where the interface stands.
+/// Where an interface stands.
 enum Source {
     Open(LiveSource),
     /// Lost at `since`; the next attempt at `next`, after waiting `backoff`.
@@ -98,172 +105,272 @@ enum Source {
     },
 }
 
+/// One interface of a capture thread.
+pub struct Input {
+    name: String,
+    /// Its capture point in the engine's clock.
+    point: usize,
+    source: Source,
+    /// Drop counters of handles lost before the current one.
+    carried: LiveStats,
+    /// Frames read from it.
+    packets: u64,
+    /// Why it is lost, while it is.
+    error: Option<String>,
+}
+
+/// The thread that owns the engine: every configured interface feeds it,
+/// merged by time, so a call whose SIP and RTP travel on different
+/// interfaces is one call.
 pub struct CaptureThread {
-    pub index: usize,
-    pub interface: String,
     pub cfg: Arc<Config>,
     pub engine: Engine,
     pub links: Links,
-    /// Drop counters of handles lost before the current one.
-    pub carried: crate::capture::LiveStats,
+    inputs: Vec<Input>,
+    heads: Heads,
     /// (calls in progress, recorded calls ended) when last published.
-    pub published: (usize, u64),
+    published: (usize, u64),
 }
 
 impl CaptureThread {
-    /// Runs until the stop flag is set (`Ok`) or the interface is lost for
+    /// A thread for `sources` (opened interfaces). They are one capture
+    /// point of the engine's clock, named by them: one kernel stamps the
+    /// frames of every interface of a host.
+    pub fn new(
+        cfg: Arc<Config>,
+        mut engine: Engine,
+        links: Links,
+        sources: Vec<LiveSource>,
+    ) -> Self {
+        let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        let point = engine.set_capture_point(&names.join("+"));
+        let inputs: Vec<Input> = sources
+            .into_iter()
+            .map(|src| Input {
+                name: src.name().to_owned(),
+                point,
+                source: Source::Open(src),
+                carried: LiveStats::default(),
+                packets: 0,
+                error: None,
+            })
+            .collect();
+        CaptureThread {
+            cfg,
+            engine,
+            links,
+            heads: Heads::new(inputs.len()),
+            inputs,
+            published: (0, 0),
+        }
+    }
+
+    /// Runs until the stop flag is set (`Ok`) or an interface is lost for
     /// longer than `capture.retry_for` (`Err` with the reason). Open calls
     /// are ended (`shutdown`) and published either way.
-    pub fn run(mut self, src: LiveSource) -> Result<(), String> {
-        let mut source = Source::Open(src);
+    pub fn run(mut self) -> Result<(), String> {
         let mut last_report = Instant::now();
         let mut failure = None;
         while !self.links.stop.load(Ordering::Relaxed) {
             self.links
                 .heartbeat
                 .store(self.links.clock.millis(), Ordering::Relaxed);
-            source = match source {
-                Source::Open(src) => self.read(src),
-                lost @ Source::Lost { .. } => self.reopen(lost),
-            };
+            self.turn();
             self.publish_calls_if_changed();
-            if let Source::Lost { since, .. } = &source
-                && since.elapsed() >= self.cfg.capture.retry_for
-            {
-                failure = Some(format!(
-                    "capture on {} lost for {} s (capture.retry_for): giving up",
-                    self.interface,
-                    since.elapsed().as_secs()
-                ));
-                tracing::error!(alarm = true, interface = %self.interface, "CAPTURE ALARM: {}", failure.as_deref().unwrap_or_default());
+            if let Some(f) = self.given_up() {
+                tracing::error!(alarm = true, "CAPTURE ALARM: {f}");
+                failure = Some(f);
                 break;
             }
             if last_report.elapsed() >= Duration::from_secs(1) {
                 last_report = Instant::now();
                 // A busy link never waits: keep the clock moving anyway.
                 self.engine.on_idle(self.links.clock.now());
-                let src = match &mut source {
-                    Source::Open(s) => Some(s),
-                    Source::Lost { .. } => None,
-                };
-                report(
-                    self.index,
-                    src,
-                    self.carried,
-                    &self.engine,
-                    &self.links.shared,
-                    true,
-                );
+                self.report(true);
             }
         }
-        let src = match &mut source {
-            Source::Open(s) => Some(s),
-            Source::Lost { .. } => None,
-        };
-        report(
-            self.index,
-            src,
-            self.carried,
-            &self.engine,
-            &self.links.shared,
-            false,
-        );
+        self.report(false);
         if let Some(f) = &failure {
-            set_error(&self.links.shared, self.index, f.clone());
+            self.set_error(f.clone());
         }
         let stats = self.engine.finish("shutdown");
-        tracing::info!(interface = %self.interface, packets = stats.packets, recorded = stats.recorded, "capture stopped");
+        tracing::info!(
+            packets = stats.packets,
+            recorded = stats.recorded,
+            "capture stopped"
+        );
         failure.map_or(Ok(()), Err)
     }
 
-    /// Reads what the ring holds (up to a batch), or waits for more.
-    fn read(&mut self, mut src: LiveSource) -> Source {
+    /// An interface lost for longer than `capture.retry_for`, named.
+    fn given_up(&self) -> Option<String> {
+        self.inputs.iter().find_map(|i| match &i.source {
+            Source::Lost { since, .. } if since.elapsed() >= self.cfg.capture.retry_for => {
+                Some(format!(
+                    "capture on {} lost for {} s (capture.retry_for): giving up",
+                    i.name,
+                    since.elapsed().as_secs()
+                ))
+            }
+            _ => None,
+        })
+    }
+
+    /// One turn: what the rings hold (up to a batch), control requests,
+    /// lost interfaces tried again when due; with nothing read, time
+    /// passes and the thread waits for frames, a wake or the next timer.
+    fn turn(&mut self) {
+        let open = self.open_inputs();
+        let n = match open.as_slice() {
+            [one] => self.read_one(*one),
+            [] => 0,
+            _ => self.read_merged(),
+        };
+        self.serve_control();
+        let retry_in = self.reopen_due();
+        if n == 0 {
+            // Nothing arrived this turn: time passes all the same (frames
+            // move the clock themselves, and a busy link gets the
+            // once-a-second tick in `run`).
+            self.engine.on_idle(self.links.clock.now());
+            let fds: Vec<_> = self
+                .inputs
+                .iter()
+                .filter_map(|i| match &i.source {
+                    Source::Open(s) => Some(s.raw_fd()),
+                    Source::Lost { .. } => None,
+                })
+                .collect();
+            let wait = retry_in.map_or(TICK, |d| d.min(TICK));
+            self.links.waker.wait_with(&fds, wait);
+        }
+    }
+
+    fn open_inputs(&self) -> Vec<usize> {
+        (0..self.inputs.len())
+            .filter(|&i| matches!(self.inputs[i].source, Source::Open(_)))
+            .collect()
+    }
+
+    /// The only open interface: its frames go to the engine where they lie.
+    fn read_one(&mut self, i: usize) -> u64 {
         let mut n = 0u64;
+        self.engine.select_capture_point(self.inputs[i].point);
         loop {
+            let Source::Open(src) = &mut self.inputs[i].source else {
+                return n;
+            };
             match src.next_packet() {
                 Ok(Some(pkt)) => {
                     self.engine.on_packet(&pkt);
                     n += 1;
                     if n.is_multiple_of(CONTROL_EVERY) {
                         self.serve_control();
+                        self.engine.select_capture_point(self.inputs[i].point);
                     }
                     if n >= BATCH {
-                        return Source::Open(src);
+                        break;
                     }
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    // Counters of the next handle start at zero: carry these.
-                    if let Ok(st) = src.stats() {
-                        self.carried.dropped += st.dropped;
-                        self.carried.if_dropped += st.if_dropped;
-                        self.carried.truncated += st.truncated;
-                    }
-                    return self.lost(&e.to_string());
+                    self.lost(i, &e.to_string());
+                    break;
                 }
             }
         }
-        self.serve_control();
-        if n == 0 {
-            // Nothing arrived this turn: time passes all the same (frames
-            // move the clock themselves, and a busy link gets the
-            // once-a-second tick in `run`).
-            self.engine.on_idle(self.links.clock.now());
-            src.wait(&self.links.waker, TICK);
-        }
-        Source::Open(src)
+        self.inputs[i].packets += n;
+        n
     }
 
-    fn lost(&mut self, why: &str) -> Source {
-        tracing::error!(alarm = true, interface = %self.interface, error = why, "CAPTURE ALARM: capture on {} failed: {why}; reopening it (for up to capture.retry_for)", self.interface);
-        set_error(&self.links.shared, self.index, why.to_owned());
-        crate::daemon::raise_alarm(format!("capture {} failed: {why}", self.interface));
-        Source::Lost {
+    /// Several open interfaces: the earliest waiting frame first.
+    fn read_merged(&mut self) -> u64 {
+        let mut n = 0u64;
+        while n < BATCH {
+            for i in 0..self.inputs.len() {
+                let Source::Open(src) = &mut self.inputs[i].source else {
+                    continue;
+                };
+                if let Err(e) = self.heads.fill(i, src) {
+                    self.lost(i, &e.to_string());
+                }
+            }
+            let Some(i) = self.heads.earliest() else {
+                break;
+            };
+            self.inputs[i].packets += 1;
+            self.engine.select_capture_point(self.inputs[i].point);
+            if let Some(pkt) = self.heads.take(i) {
+                self.engine.on_packet(&pkt);
+            }
+            n += 1;
+            if n.is_multiple_of(CONTROL_EVERY) {
+                self.serve_control();
+            }
+        }
+        n
+    }
+
+    /// Interface `i` failed: its counters are carried over (the next
+    /// handle starts at zero) and it is reopened with backoff.
+    fn lost(&mut self, i: usize, why: &str) {
+        let input = &mut self.inputs[i];
+        if let Source::Open(src) = &mut input.source
+            && let Ok(st) = src.stats()
+        {
+            input.carried.dropped += st.dropped;
+            input.carried.if_dropped += st.if_dropped;
+            input.carried.truncated += st.truncated;
+        }
+        let name = input.name.clone();
+        tracing::error!(alarm = true, interface = %name, error = why, "CAPTURE ALARM: capture on {name} failed: {why}; reopening it (for up to capture.retry_for)");
+        input.error = Some(why.to_owned());
+        crate::daemon::raise_alarm(format!("capture {name} failed: {why}"));
+        input.source = Source::Lost {
             since: Instant::now(),
             next: Instant::now() + REOPEN_FIRST,
             backoff: REOPEN_FIRST,
-        }
+        };
     }
 
-    /// While the interface is gone: the engine runs on the clock, control
-    /// requests are answered, and the interface is tried again when due.
-    fn reopen(&mut self, lost: Source) -> Source {
-        let Source::Lost {
-            since,
-            next,
-            backoff,
-        } = lost
-        else {
-            return lost;
-        };
-        self.engine.on_idle(self.links.clock.now());
-        self.serve_control();
-        let now = Instant::now();
-        if now < next {
-            self.links.waker.sleep((next - now).min(TICK));
-            return Source::Lost {
+    /// Tries lost interfaces whose time has come; returns how long until
+    /// the next attempt, if any interface is lost.
+    fn reopen_due(&mut self) -> Option<Duration> {
+        let c = self.cfg.capture.clone();
+        let mut soonest: Option<Duration> = None;
+        for input in &mut self.inputs {
+            let Source::Lost {
                 since,
                 next,
                 backoff,
+            } = input.source
+            else {
+                continue;
             };
-        }
-        let c = &self.cfg.capture;
-        match LiveSource::open(&self.interface, c.snaplen, c.promiscuous, c.buffer_bytes) {
-            Ok(src) => {
-                tracing::warn!(interface = %self.interface, after_s = since.elapsed().as_secs(), "capture on {} works again", self.interface);
-                set_error(&self.links.shared, self.index, String::new());
-                Source::Open(src)
+            let now = Instant::now();
+            if now < next {
+                soonest = Some(soonest.map_or(next - now, |s| s.min(next - now)));
+                continue;
             }
-            Err(e) => {
-                let backoff = (backoff * 2).min(REOPEN_MAX);
-                tracing::error!(alarm = true, interface = %self.interface, error = %e, retry_in_ms = backoff.as_millis() as u64, "CAPTURE ALARM: cannot reopen {}", self.interface);
-                Source::Lost {
-                    since,
-                    next: Instant::now() + backoff,
-                    backoff,
+            match LiveSource::open_with(&input.name, &LiveOptions::from_config(&c)) {
+                Ok(src) => {
+                    tracing::warn!(interface = %input.name, after_s = since.elapsed().as_secs(), "capture on {} works again", input.name);
+                    input.error = None;
+                    input.source = Source::Open(src);
+                }
+                Err(e) => {
+                    let backoff = (backoff * 2).min(REOPEN_MAX);
+                    tracing::error!(alarm = true, interface = %input.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "CAPTURE ALARM: cannot reopen {}", input.name);
+                    input.source = Source::Lost {
+                        since,
+                        next: Instant::now() + backoff,
+                        backoff,
+                    };
+                    soonest = Some(soonest.map_or(backoff, |s| s.min(backoff)));
                 }
             }
         }
+        soonest
     }
 
     /// Puts the list of recorded calls in progress where `status` reads
@@ -278,7 +385,7 @@ impl CaptureThread {
         self.published = now;
         let calls = self.engine.active_calls();
         let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = all.get_mut(self.index) {
+        if let Some(s) = all.first_mut() {
             s.calls_in_progress = calls;
         }
     }
@@ -301,51 +408,69 @@ impl CaptureThread {
             }
         }
     }
-}
 
-fn set_error(shared: &Shared, i: usize, e: String) {
-    let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = all.get_mut(i) {
-        s.error = (!e.is_empty()).then_some(e);
+    fn set_error(&self, e: String) {
+        let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.first_mut() {
+            s.error = Some(e);
+        }
     }
-}
 
-/// Publishes this thread's counters for `status` and the metrics:
-/// `carried` holds what handles lost before the current one counted.
-fn report(
-    i: usize,
-    src: Option<&mut LiveSource>,
-    carried: crate::capture::LiveStats,
-    engine: &Engine,
-    shared: &Shared,
-    running: bool,
-) {
-    let st = engine.stats();
-    let pcap = src.and_then(|s| s.stats().ok()).unwrap_or_default();
-    let mut all = shared.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = all.get_mut(i) {
-        *s = CaptureStatus {
-            interface: s.interface.clone(),
-            running,
-            packets: st.packets,
-            sip_messages: st.sip_messages,
-            rtp_routed: st.rtp_routed,
-            rtp_foreign: st.rtp_foreign,
-            calls: st.calls,
-            recorded: st.recorded,
-            active_recorded: engine.active_recorded() as u64,
-            pcap_dropped: carried.dropped + pcap.dropped,
-            if_dropped: carried.if_dropped + pcap.if_dropped,
-            ring_dropped: engine.ring_drops(),
-            truncated: carried.truncated + pcap.truncated,
-            undecodable: st.undecodable,
-            clock_outliers: st.clock_outliers,
-            invites_throttled: engine.tracker_stats().invites_throttled,
-            sip_oversized: engine.decode_stats().sip_oversized,
-            error: s.error.take(),
-            skipped: st.skipped.clone(),
-            announce: engine.announce_stats(),
-            calls_in_progress: std::mem::take(&mut s.calls_in_progress),
-        };
+    /// Publishes the engine's and each interface's counters for `status`
+    /// and the metrics.
+    fn report(&mut self, running: bool) {
+        let sources: Vec<SourceStatus> = self
+            .inputs
+            .iter_mut()
+            .map(|i| {
+                let (open, now) = match &mut i.source {
+                    Source::Open(s) => (true, s.stats().unwrap_or_default()),
+                    Source::Lost { .. } => (false, LiveStats::default()),
+                };
+                SourceStatus {
+                    name: i.name.clone(),
+                    running: running && open,
+                    packets: i.packets,
+                    pcap_dropped: i.carried.dropped + now.dropped,
+                    if_dropped: i.carried.if_dropped + now.if_dropped,
+                    truncated: i.carried.truncated + now.truncated,
+                    error: i.error.clone(),
+                }
+            })
+            .collect();
+        let engine = &self.engine;
+        let st = engine.stats();
+        let sum = |f: fn(&SourceStatus) -> u64| sources.iter().map(f).sum::<u64>();
+        let error = sources
+            .iter()
+            .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.name)))
+            .collect::<Vec<_>>();
+        let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = all.first_mut() {
+            *s = CaptureStatus {
+                interface: s.interface.clone(),
+                running,
+                packets: st.packets,
+                sip_messages: st.sip_messages,
+                rtp_routed: st.rtp_routed,
+                rtp_foreign: st.rtp_foreign,
+                calls: st.calls,
+                recorded: st.recorded,
+                active_recorded: engine.active_recorded() as u64,
+                pcap_dropped: sum(|s| s.pcap_dropped),
+                if_dropped: sum(|s| s.if_dropped),
+                ring_dropped: engine.ring_drops(),
+                truncated: sum(|s| s.truncated),
+                undecodable: st.undecodable,
+                clock_outliers: st.clock_outliers,
+                invites_throttled: engine.tracker_stats().invites_throttled,
+                sip_oversized: engine.decode_stats().sip_oversized,
+                error: (!error.is_empty()).then(|| error.join("; ")),
+                skipped: st.skipped.clone(),
+                announce: engine.announce_stats(),
+                calls_in_progress: std::mem::take(&mut s.calls_in_progress),
+                sources,
+            };
+        }
     }
 }

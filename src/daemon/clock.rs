@@ -533,6 +533,23 @@ impl CaptureClock {
         Offer::Hold
     }
 
+    /// A point other than the current one that holds packets ahead of
+    /// the clock which the clock has since caught up with (other points'
+    /// traffic moved it): a quiet stretch on that point, not a jump. With
+    /// several points merged (interfaces of different hosts, capture
+    /// agents), its packets must be placed now, not when its next packet
+    /// comes, or the other points' packets would overtake them.
+    pub fn caught_up_point(&self) -> Option<usize> {
+        if !self.started {
+            return None;
+        }
+        self.points.iter().enumerate().find_map(|(i, p)| {
+            let g = p.held.as_ref()?;
+            let first = g.members.first()?.raw.add_micros(g.base);
+            (i != self.current && g.forward && first <= self.now).then_some(i)
+        })
+    }
+
     /// Whether the current point holds packets.
     pub fn holding(&self) -> bool {
         if self.started {
@@ -765,6 +782,8 @@ impl CaptureClock {
 
 /// A frame the clock holds back, copied out of the capture buffer.
 pub struct HeldFrame {
+    /// The capture point it came from: points hold and resolve apart.
+    pub point: usize,
     pub index: u64,
     /// Its stamp as captured.
     pub raw: Timestamp,
@@ -774,8 +793,9 @@ pub struct HeldFrame {
 }
 
 impl HeldFrame {
-    pub fn copy(p: &crate::capture::Packet<'_>) -> HeldFrame {
+    pub fn copy(p: &crate::capture::Packet<'_>, point: usize) -> HeldFrame {
         HeldFrame {
+            point,
             index: p.index,
             raw: p.ts,
             link: p.link,

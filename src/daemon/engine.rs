@@ -205,6 +205,13 @@ impl Engine {
         self.clock.select(name)
     }
 
+    /// Makes capture point `point` (a number [`Engine::set_capture_point`]
+    /// gave) the one the next frames come from, without a name lookup:
+    /// for sources merged frame by frame.
+    pub fn select_capture_point(&mut self, point: usize) {
+        self.clock.select_index(point);
+    }
+
     /// A capture point whose clock is known to be off: `offset_us` is
     /// added to its frames' stamps (a capture agent reporting its own time).
     pub fn set_capture_offset(&mut self, point: usize, offset_us: i64) {
@@ -386,10 +393,20 @@ impl Engine {
         }
         loop {
             match self.clock.offer(pkt.ts) {
-                Offer::At(ts) => return self.process(&Packet { ts, ..*pkt }),
-                Offer::Hold => return self.held.push(HeldFrame::copy(pkt)),
+                Offer::At(ts) => {
+                    self.process(&Packet { ts, ..*pkt });
+                    if !self.held.is_empty() {
+                        self.release_caught_up();
+                    }
+                    return;
+                }
+                Offer::Hold => {
+                    let point = self.clock.select_current();
+                    return self.held.push(HeldFrame::copy(pkt, point));
+                }
                 Offer::HoldAndResolve => {
-                    self.held.push(HeldFrame::copy(pkt));
+                    let point = self.clock.select_current();
+                    self.held.push(HeldFrame::copy(pkt, point));
                     return self.resolve_held();
                 }
                 Offer::ResolveFirst => self.resolve_held(),
@@ -413,15 +430,60 @@ impl Engine {
     }
 
     /// Places the frames the clock held back, as it decided, and
-    /// processes them in their order. The decision may rest on their RTP:
-    /// each held RTP packet of a recorded stream says by how much its
-    /// stamp moved from its media clock.
+    /// processes them in their order, with other points' held frames the
+    /// clock has now reached (in time order among them, ties to the point
+    /// registered first, as a merge of files does; so a 200 OK held
+    /// on the signalling point comes before the RTP a media point's
+    /// resolution places after it).
     #[cold]
     fn resolve_held(&mut self) {
+        let mut placed = self.resolve_point();
+        if !self.held.is_empty() {
+            placed.extend(self.resolve_caught_up());
+            placed.sort_by_key(|p| (p.1, p.0.point));
+        }
+        self.process_placed(placed);
+    }
+
+    /// Other points' held frames the clock has reached since (see
+    /// [`CaptureClock::caught_up_point`]): placed and processed now.
+    #[cold]
+    fn release_caught_up(&mut self) {
+        let mut placed = self.resolve_caught_up();
+        placed.sort_by_key(|p| (p.1, p.0.point));
+        self.process_placed(placed);
+    }
+
+    /// Resolves, as at their end, the points other than the current one
+    /// whose held frames the clock has reached; the current point stays.
+    fn resolve_caught_up(&mut self) -> Vec<(HeldFrame, Timestamp, bool)> {
+        let current = self.clock.select_current();
+        let mut placed = Vec::new();
+        // Bounded: a group the clock would not place is not tried forever.
+        for _ in 0..8 {
+            let Some(p) = self.clock.caught_up_point() else {
+                break;
+            };
+            self.clock.select_index(p);
+            if self.clock.finish_point() {
+                placed.extend(self.resolve_point());
+            }
+            self.clock.select_index(current);
+        }
+        placed
+    }
+
+    /// The current point's held frames as the clock places them: each with
+    /// its time and whether it came after a gap. The decision may rest on
+    /// their RTP: each held RTP packet of a recorded stream says by how
+    /// much its stamp moved from its media clock.
+    fn resolve_point(&mut self) -> Vec<(HeldFrame, Timestamp, bool)> {
         let base = self.clock.held_base();
+        let point = self.clock.select_current();
         let votes: Vec<i64> = self
             .held
             .iter()
+            .filter(|f| f.point == point)
             .filter_map(|f| {
                 let (src, dst, payload) = crate::decode::peek_udp(f.link, &f.data)?;
                 let r = self
@@ -433,14 +495,30 @@ impl Engine {
             })
             .collect();
         let res = self.clock.resolve(&votes);
-        let mut frames = std::mem::take(&mut self.held);
-        // What the clock did not place, it still holds.
-        self.held = frames.split_off(res.times.len().min(frames.len()));
+        // The clock resolved the current point's frames (at the start: all
+        // of them, whichever point); other points' frames stay held, and
+        // so does what the clock did not place.
+        let (mut frames, mut others): (Vec<HeldFrame>, Vec<HeldFrame>) = match res.kind {
+            Kind::Start { .. } => (std::mem::take(&mut self.held), Vec::new()),
+            _ => std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|f| f.point == point),
+        };
+        others.extend(frames.split_off(res.times.len().min(frames.len())));
+        self.held = others;
         self.note_resolution(&res, &frames);
-        let gaps = matches!(res.kind, Kind::Gap { .. } | Kind::Start { .. });
+        let gap = matches!(res.kind, Kind::Gap { .. } | Kind::Start { .. });
+        frames
+            .into_iter()
+            .zip(res.times)
+            .map(|(f, ts)| (f, ts, gap))
+            .collect()
+    }
+
+    fn process_placed(&mut self, placed: Vec<(HeldFrame, Timestamp, bool)>) {
         let tol = self.clock.tolerance_us();
-        for (f, &ts) in frames.iter().zip(&res.times) {
-            if gaps && self.first_ts.is_some() && ts.since(self.now) > tol {
+        for (f, ts, gap) in placed {
+            if gap && self.first_ts.is_some() && ts.since(self.now) > tol {
                 // A silent stretch, or a step nothing could tell from one:
                 // it does not count towards calls ringing across it.
                 self.tracker.skip_setup_time(ts.since(self.now));

@@ -15,7 +15,7 @@
 //! (`tests/metrics_live.rs` checks every name they use against a scrape).
 
 use crate::announce::announcer::AnnounceStats;
-use crate::daemon::run::{CaptureStatus, Shared};
+use crate::daemon::run::{CaptureStatus, Shared, SourceStatus};
 use crate::delivery::spool::SpoolUsage;
 use crate::delivery::worker::DestStatus;
 use prometheus_client::encoding::text::encode;
@@ -140,11 +140,12 @@ fn iface(c: &CaptureStatus) -> Labels {
     vec![("interface", c.interface.clone())]
 }
 
-/// Per interface: name (counters without `_total`), help, kind, value.
+/// Per engine, labelled with its interfaces joined by `+` (one
+/// interface: its name): name (counters without `_total`), help, kind,
+/// value.
 type CapFamily = (&'static str, &'static str, bool, fn(&CaptureStatus) -> u64);
 
-const CAPTURE: [CapFamily; 16] = [
-    ("packets", "Frames captured.", true, |c| c.packets),
+const CAPTURE: [CapFamily; 11] = [
     ("sip_messages", "SIP messages parsed.", true, |c| {
         c.sip_messages
     }),
@@ -158,28 +159,10 @@ const CAPTURE: [CapFamily; 16] = [
         |c| c.rtp_foreign,
     ),
     (
-        "pcap_dropped",
-        "Frames the kernel capture ring had no room for (libpcap ps_drop).",
-        true,
-        |c| c.pcap_dropped,
-    ),
-    (
-        "interface_dropped",
-        "Frames the interface or its driver dropped (libpcap ps_ifdrop).",
-        true,
-        |c| c.if_dropped,
-    ),
-    (
         "ring_dropped",
         "RTP lost because a shard ring was full.",
         true,
         |c| c.ring_dropped,
-    ),
-    (
-        "truncated_frames",
-        "Frames longer than capture.snaplen, cut (GRO/LRO on the capture interface?).",
-        true,
-        |c| c.truncated,
     ),
     (
         "undecodable_calls",
@@ -223,15 +206,75 @@ const CAPTURE: [CapFamily; 16] = [
         false,
         |c| c.active_recorded,
     ),
+];
+
+/// Per interface (a capture thread's sources): name, help, kind, value.
+type SourceFamily = (&'static str, &'static str, bool, fn(&SourceStatus) -> u64);
+
+const SOURCES: [SourceFamily; 5] = [
+    ("packets", "Frames captured.", true, |s| s.packets),
+    (
+        "pcap_dropped",
+        "Frames the kernel capture ring had no room for (libpcap ps_drop).",
+        true,
+        |s| s.pcap_dropped,
+    ),
+    (
+        "interface_dropped",
+        "Frames the interface or its driver dropped (libpcap ps_ifdrop).",
+        true,
+        |s| s.if_dropped,
+    ),
+    (
+        "truncated_frames",
+        "Frames longer than capture.snaplen, cut (GRO/LRO on the capture interface?).",
+        true,
+        |s| s.truncated,
+    ),
     (
         "capture_running",
-        "1 while the interface's capture thread runs, 0 once it stopped.",
+        "1 while the interface is captured, 0 while it is being reopened or once capture stopped.",
         false,
-        |c| c.running as u64,
+        |s| s.running as u64,
     ),
 ];
 
+/// Each interface's counters; a status without a list of sources (one
+/// interface, in tests) stands for its single interface.
+fn sources(caps: &[CaptureStatus]) -> Vec<SourceStatus> {
+    let whole = |c: &CaptureStatus| SourceStatus {
+        name: c.interface.clone(),
+        running: c.running,
+        packets: c.packets,
+        pcap_dropped: c.pcap_dropped,
+        if_dropped: c.if_dropped,
+        truncated: c.truncated,
+        error: c.error.clone(),
+    };
+    caps.iter()
+        .flat_map(|c| match c.sources.is_empty() {
+            true => vec![whole(c)],
+            false => c.sources.clone(),
+        })
+        .collect()
+}
+
 fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
+    let srcs = sources(caps);
+    let label = |s: &SourceStatus| vec![("interface", s.name.clone())];
+    for (name, help, is_counter, f) in SOURCES {
+        if is_counter {
+            counter(
+                reg,
+                name,
+                help,
+                srcs.iter().map(|s| (label(s), f(s))).collect(),
+            );
+        } else {
+            let rows = srcs.iter().map(|s| (label(s), f(s) as i64)).collect();
+            gauge(reg, name, help, rows);
+        }
+    }
     for (name, help, is_counter, f) in CAPTURE {
         if is_counter {
             counter(

@@ -1,8 +1,10 @@
 //! `callrec replay`: the live pipeline over capture files.
 //!
-//! Files are read in the order given, as one timeline; time is the packets'
-//! own, as the capture clock places it (each file is a capture point with
-//! its own offset). A file that is cut short or corrupt is processed as far
+//! Files are merged by time into one timeline (one file per interface or
+//! capture point, or a rotated series: any order on the command line);
+//! time is the packets' own, as the capture clock places it (the files
+//! are one capture point: merging them by their stamps presumes that one
+//! clock stamped them). A file that is cut short or corrupt is processed as far
 //! as it can be read, named with the packet number in the report, and makes
 //! the command exit 1 after everything else is done. So do records with
 //! impossible headers (skipped), and frames cut below their length by a
@@ -210,37 +212,33 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
     // Lines about frames cut by a snap length: which ones are errors is
     // known once it is known whether anything was recorded.
     let mut cut: Vec<(String, String)> = Vec::new();
+    let mut files = Vec::new();
     for path in &opts.captures {
-        let mut src = match FileSource::open(path) {
-            Ok(s) => s,
-            Err(e) => {
-                report.capture_errors.push(e.to_string());
-                continue;
-            }
-        };
-        engine.set_capture_point(&path.display().to_string());
-        let mut count = 0u64;
-        loop {
-            match src.next_packet() {
-                Ok(Some(pkt)) => {
-                    count += 1;
-                    engine.on_packet(&pkt);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "capture unreadable");
-                    report.capture_errors.push(e.to_string());
-                    break;
-                }
-            }
+        match FileSource::open(path) {
+            Ok(src) => files.push(Capture {
+                path: path.clone(),
+                src,
+                count: 0,
+            }),
+            Err(e) => report.capture_errors.push(e.to_string()),
         }
-        engine.end_capture_point();
-        report.capture_errors.extend(src.bad_record_lines());
-        if let (Some(fatal), Some(mild)) = (src.cut_line(true), src.cut_line(false)) {
+    }
+    // Merging files by their stamps presumes one clock stamped them (the
+    // interfaces of one host, a rotated series): they are one capture
+    // point, named by their paths for the clock's messages.
+    let names: Vec<String> = files.iter().map(|f| f.path.display().to_string()).collect();
+    engine.set_capture_point(&names.join("+"));
+    match files.as_mut_slice() {
+        [one] => read_one(&mut engine, one, &mut report),
+        many => read_merged(&mut engine, many, &mut report),
+    }
+    for f in files {
+        report.capture_errors.extend(f.src.bad_record_lines());
+        if let (Some(fatal), Some(mild)) = (f.src.cut_line(true), f.src.cut_line(false)) {
             tracing::warn!("{mild}");
             cut.push((fatal, mild));
         }
-        report.files.push((path.clone(), count));
+        report.files.push((f.path, f.count));
     }
     report.decode = engine.decode_stats().clone();
     report.tracker = engine.tracker_stats().clone();
@@ -262,4 +260,59 @@ pub fn replay(mut cfg: Config, opts: &ReplayOptions) -> Result<ReplayReport, Rep
         report.delivery = Some(text);
     }
     Ok(report)
+}
+
+/// A capture file being replayed.
+struct Capture {
+    path: PathBuf,
+    src: FileSource,
+    /// Frames read.
+    count: u64,
+}
+
+/// One file: its frames go to the engine where they lie.
+fn read_one(engine: &mut Engine, f: &mut Capture, report: &mut ReplayReport) {
+    loop {
+        match f.src.next_packet() {
+            Ok(Some(pkt)) => {
+                f.count += 1;
+                engine.on_packet(&pkt);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "capture unreadable");
+                report.capture_errors.push(e.to_string());
+                break;
+            }
+        }
+    }
+    engine.end_capture_point();
+}
+
+/// Several files (one per interface or capture point, or a rotated
+/// series): merged by time into one timeline, as `mergecap` would, so a
+/// call whose SIP and RTP were captured apart is seen whole. A file that
+/// becomes unreadable ends there, named, and the others go on.
+fn read_merged(engine: &mut Engine, files: &mut [Capture], report: &mut ReplayReport) {
+    let mut heads = crate::capture::merge::Heads::new(files.len());
+    let mut open = vec![true; files.len()];
+    loop {
+        for (i, f) in files.iter_mut().enumerate() {
+            if !open[i] {
+                continue;
+            }
+            let more = heads.fill(i, &mut f.src).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "capture unreadable");
+                report.capture_errors.push(e.to_string());
+                false
+            });
+            open[i] &= more;
+        }
+        let Some(i) = heads.earliest() else { break };
+        files[i].count += 1;
+        if let Some(pkt) = heads.take(i) {
+            engine.on_packet(&pkt);
+        }
+    }
+    engine.end_capture_point();
 }

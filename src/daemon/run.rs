@@ -4,11 +4,13 @@
 //! states are recovered (inflight back to ready, damaged files
 //! quarantined), recordings a crash left half-written in `tmp/` are
 //! repaired and queued, the delivery workers start (so the backlog drains
-//! while we capture), and only then is each interface opened, with one
-//! capture thread per interface ([`crate::daemon::capture_thread`])
-//! owning its engine (decode, SIP, calls, routes, announcer) and its shard
-//! workers, exactly as `replay` does with a file. A live capture never
-//! blocks: a full shard ring drops the packet and counts it.
+//! while we capture), and only then are the interfaces opened, all read
+//! by one capture thread ([`crate::daemon::capture_thread`]) owning the
+//! engine (decode, SIP, calls, routes, announcer) and its shard workers,
+//! exactly as `replay` does with files: frames of several interfaces are
+//! merged by time, so a call whose SIP and RTP take different interfaces
+//! is one call. A live capture never blocks: a full shard ring drops the
+//! packet and counts it.
 //!
 //! Signals: SIGTERM or SIGINT stop the capture within one
 //! [`TICK`](crate::daemon::capture_thread::TICK) even on a silent link;
@@ -24,9 +26,6 @@
 //! `STATUS=` with active calls, queues and the last alarm, `STOPPING=1`.
 //! An interface that cannot be captured for `capture.retry_for` makes the
 //! process exit 1, so `Restart=on-failure` restarts it.
-//!
-//! Calls whose signalling and media cross different interfaces are not
-//! matched: each interface's engine sees only its own traffic.
 
 use crate::announce::announcer::Announcer;
 use crate::capture::{CaptureError, LiveSource, Waker};
@@ -84,9 +83,29 @@ const CAPTURE_STALL: Duration = Duration::from_secs(5);
 /// shorter timeout, so a healthy one always comes back to its loop.
 const DELIVERY_STALL: Duration = Duration::from_secs(300);
 
-/// What one capture thread last reported (once a second).
+/// One interface of a capture thread, as last reported.
+#[derive(Clone, Debug, Default)]
+pub struct SourceStatus {
+    pub name: String,
+    /// Open and read (false while it is being reopened, or stopped).
+    pub running: bool,
+    /// Frames read from it.
+    pub packets: u64,
+    /// Frames libpcap lost before we read them (kernel ring full).
+    pub pcap_dropped: u64,
+    pub if_dropped: u64,
+    /// Frames cut at the snap length.
+    pub truncated: u64,
+    pub error: Option<String>,
+}
+
+/// What the capture thread last reported (once a second): its engine's
+/// counters, and per interface in `sources`. The sums over the
+/// interfaces are kept here too, for `status` and the API.
 #[derive(Clone, Debug, Default)]
 pub struct CaptureStatus {
+    /// The interfaces the engine reads, joined by `+` (one interface: its
+    /// name), the `interface` label of the engine's metrics.
     pub interface: String,
     pub running: bool,
     pub packets: u64,
@@ -120,6 +139,8 @@ pub struct CaptureStatus {
     pub skipped: std::collections::BTreeMap<String, u64>,
     /// The announcer's counters (None without announcements).
     pub announce: Option<crate::announce::announcer::AnnounceStats>,
+    /// Per interface.
+    pub sources: Vec<SourceStatus>,
 }
 
 pub type Shared = Arc<Mutex<Vec<CaptureStatus>>>;
@@ -169,17 +190,11 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let spool = spool.with_usage(usage.clone());
     let mut workers =
         Workers::start(&cfg, &spool, Arc::new(SystemClock)).map_err(io("delivery workers"))?;
-    let shared: Shared = Arc::new(Mutex::new(
-        cfg.capture
-            .interfaces
-            .iter()
-            .map(|i| CaptureStatus {
-                interface: i.clone(),
-                running: true,
-                ..CaptureStatus::default()
-            })
-            .collect(),
-    ));
+    let shared: Shared = Arc::new(Mutex::new(vec![CaptureStatus {
+        interface: cfg.capture.interfaces.join("+"),
+        running: true,
+        ..CaptureStatus::default()
+    }]));
     let clock = LiveClock::start();
     let mut links = start_capture(&cfg, &spool_dir, &usage, &shared, &signals.stop, clock)?;
     let control = {
@@ -273,7 +288,8 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
 }
 
 /// Opens every interface (a wrong name fails the start, naming it), then
-/// starts one capture thread per interface with its engine and shards.
+/// starts the capture thread: one engine (decode, SIP, calls, routes,
+/// announcer) for all of them, with the shard workers.
 fn start_capture(
     cfg: &Arc<Config>,
     spool_dir: &Path,
@@ -283,18 +299,12 @@ fn start_capture(
     clock: LiveClock,
 ) -> Result<Vec<CaptureLink>, RunError> {
     let c = &cfg.capture;
+    let opts = crate::capture::LiveOptions::from_config(c);
     let mut sources = Vec::new();
     for name in &c.interfaces {
-        sources.push(LiveSource::open(
-            name,
-            c.snaplen,
-            c.promiscuous,
-            c.buffer_bytes,
-        )?);
+        sources.push(LiveSource::open_with(name, &opts)?);
     }
-    let n_if = sources.len();
-    let per_if = (shard_count(cfg, None) / n_if).max(1);
-    // Inline announcements: one worker (NFQUEUE) shared by every capture thread.
+    // Inline announcements: one worker (NFQUEUE) for the engine.
     let inline = match cfg.announce.mode {
         crate::config::AnnounceMode::Inline => {
             Some(crate::announce::inline::start(&cfg.announce.inline)?)
@@ -312,60 +322,47 @@ fn start_capture(
     if let Some(w) = cfg.announce.warning() {
         tracing::warn!("{w}");
     }
-    let mut links = Vec::new();
-    for (i, src) in sources.into_iter().enumerate() {
-        let pool = ShardPool::start(per_if, LIVE_RING, false, |k| {
-            MediaWorker::new(cfg.clone(), i * per_if + k, usage.clone()).live()
-        })
-        .map_err(io("shard workers"))?;
-        let interface = c.interfaces[i].clone();
-        let pcap_name = if n_if == 1 {
-            "announcements.pcap".to_owned()
-        } else {
-            format!("announcements-{interface}.pcap")
-        };
-        let announcer =
-            Announcer::from_config(cfg, &spool_dir.join(pcap_name))?.map(|a| match &inline {
+    let shards = shard_count(cfg, None);
+    let pool = ShardPool::start(shards, LIVE_RING, false, |k| {
+        MediaWorker::new(cfg.clone(), k, usage.clone()).live()
+    })
+    .map_err(io("shard workers"))?;
+    let announcer =
+        Announcer::from_config(cfg, &spool_dir.join("announcements.pcap"))?.map(
+            |a| match &inline {
                 Some(h) => a.with_inline(h.clone()),
                 None => a,
-            });
-        let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
-            .map_err(io("call history"))?;
-        // The clock's log lines and offsets name the interface.
-        engine.set_capture_point(&interface);
-        engine.restore_journal(&spool_dir.join("state/calls").join(&interface), clock.now());
-        let (tx, rx) = mpsc::channel();
-        let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
-        let heartbeat = Arc::new(AtomicU64::new(clock.millis()));
-        let thread = CaptureThread {
-            index: i,
-            interface: interface.clone(),
-            cfg: cfg.clone(),
-            engine,
-            carried: Default::default(),
-            published: (0, 0),
-            links: Links {
-                stop: stop.clone(),
-                shared: shared.clone(),
-                waker: waker.clone(),
-                control: rx,
-                heartbeat: heartbeat.clone(),
-                clock,
             },
-        };
-        let t = std::thread::Builder::new()
-            .name(format!("callrec-cap{i}"))
-            .spawn(move || thread.run(src))
-            .map_err(io("capture thread"))?;
-        links.push(CaptureLink {
-            interface,
-            control: tx,
-            waker,
-            heartbeat,
-            thread: Some(t),
-        });
-    }
-    Ok(links)
+        );
+    let mut engine = Engine::new(cfg.clone(), spool_dir, pool, announcer, usage.clone())
+        .map_err(io("call history"))?;
+    // One interface: the journal folder is the one releases that ran an
+    // engine per interface used, so an upgrade takes its calls back.
+    let name = c.interfaces.join("+");
+    engine.restore_journal(&spool_dir.join("state/calls").join(&name), clock.now());
+    let (tx, rx) = mpsc::channel();
+    let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
+    let heartbeat = Arc::new(AtomicU64::new(clock.millis()));
+    let links = Links {
+        stop: stop.clone(),
+        shared: shared.clone(),
+        waker: waker.clone(),
+        control: rx,
+        heartbeat: heartbeat.clone(),
+        clock,
+    };
+    let thread = CaptureThread::new(cfg.clone(), engine, links, sources);
+    let t = std::thread::Builder::new()
+        .name("callrec-capture".into())
+        .spawn(move || thread.run())
+        .map_err(io("capture thread"))?;
+    Ok(vec![CaptureLink {
+        interface: name,
+        control: tx,
+        waker,
+        heartbeat,
+        thread: Some(t),
+    }])
 }
 
 /// The main thread's loop: signals, reloads, the watchdog and `STATUS=`.
@@ -668,6 +665,23 @@ fn status_text(
                 .map(|e| format!("  error: {e}"))
                 .unwrap_or_default()
         );
+        // Several interfaces feed the engine: each one's own counters.
+        for src in c.sources.iter().filter(|_| c.sources.len() > 1) {
+            let _ = writeln!(
+                s,
+                "  interface {}: {}  packets {}  dropped: pcap {} interface {}  cut {}{}",
+                src.name,
+                if src.running { "running" } else { "lost" },
+                src.packets,
+                src.pcap_dropped,
+                src.if_dropped,
+                src.truncated,
+                src.error
+                    .as_deref()
+                    .map(|e| format!("  error: {e}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     let now = SystemTime::now();
     for d in dests {

@@ -9,9 +9,9 @@
 #![allow(dead_code)]
 
 use callrec::capture::LinkType;
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, Datagram};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, Datagram};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::Command;

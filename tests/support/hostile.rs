@@ -7,9 +7,9 @@
 
 use callrec::capture::LinkType;
 use callrec::daemon::replay::{ReplayOptions, ReplayReport, replay};
-use callrec::pcapgen::{PcapWriter, udp_frame};
 use callrec::recording::wav::read_wav;
-use callrec::scenario::Datagram;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::Datagram;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

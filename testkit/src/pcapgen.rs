@@ -10,8 +10,8 @@
 //! These are generators for known-good inputs: a misuse (mixed address
 //! families, a payload too large for IP) panics with a message.
 
-use crate::capture::LinkType;
-use crate::time::Timestamp;
+use callrec::capture::LinkType;
+use callrec::time::Timestamp;
 use etherparse::{
     IpFragOffset, IpNumber, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBuilder,
 };

@@ -7,8 +7,8 @@
 //! datagrams a mirror port would see. Framing them into a capture is the
 //! job of [`crate::pcapgen`]. Everything is deterministic.
 
-use crate::media::rtp::build_rtp;
-use crate::time::Timestamp;
+use callrec::media::rtp::build_rtp;
+use callrec::time::Timestamp;
 use std::net::SocketAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,8 +32,8 @@ impl Law {
     }
     pub fn encode(self, s: i16) -> u8 {
         match self {
-            Law::Pcmu => crate::media::codec::encode_ulaw(s),
-            Law::Pcma => crate::media::codec::encode_alaw(s),
+            Law::Pcmu => callrec::media::codec::encode_ulaw(s),
+            Law::Pcma => callrec::media::codec::encode_alaw(s),
         }
     }
 }
