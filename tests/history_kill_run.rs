@@ -8,9 +8,9 @@
 #[path = "support/config.rs"]
 mod config_text;
 use callrec::capture::LinkType;
-use callrec::pcapgen::{PcapWriter, udp_frame};
-use callrec::scenario::{CallSpec, merge};
 use callrec::time::Timestamp;
+use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
+use callrec_testkit::scenario::{CallSpec, merge};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
