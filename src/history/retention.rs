@@ -81,13 +81,18 @@ pub fn writers_log(path: &Path) -> Option<SharedLog> {
 }
 
 /// Whether a line is a call that started before `cutoff_us` (lines
-/// without a readable `invite_at`, or torn, are kept).
+/// without a readable `invite_at`, or torn, are kept). Only `invite_at`
+/// is taken from the line (serde skips the rest without building it).
 fn is_old(line: &[u8], cutoff_us: i64) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Invite<'a> {
+        #[serde(borrow)]
+        invite_at: Option<std::borrow::Cow<'a, str>>,
+    }
     line.ends_with(b"\n")
-        && serde_json::from_slice::<serde_json::Value>(line)
+        && serde_json::from_slice::<Invite>(line)
             .ok()
-            .and_then(|v| v.get("invite_at")?.as_str().map(str::to_string))
-            .and_then(|t| crate::report::parse_rfc3339(&t))
+            .and_then(|v| crate::report::parse_rfc3339(v.invite_at.as_deref()?))
             .is_some_and(|t| t < cutoff_us)
 }
 
