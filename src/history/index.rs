@@ -1,6 +1,8 @@
 //! `SPOOL/calls.sqlite`: an SQLite index (WAL mode, through `rusqlite`) of
 //! `calls.jsonl`, one row per history line keyed by the line's byte
-//! offset in the log. The index remembers how many bytes of the log it
+//! offset in the log plus the bytes retention has dropped before it
+//! (`meta.log_shift`, [`super::retention`]: keys survive a trim, in log
+//! order). The index remembers how many bytes of the log it
 //! holds (`meta.log_offset`) and which file that was (inode), so it is
 //! always derivable from the log: behind (a crash between the log write
 //! and the index commit, an index that was locked) it catches up from
