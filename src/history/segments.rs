@@ -113,50 +113,58 @@ fn scan(spool: &Spool) -> std::io::Result<Vec<(String, QueueState, String)>> {
     Ok(found)
 }
 
-/// Brings the rows in line with the spool's delivery folders under
-/// `spool_root`: new recordings added (their Call-ID read from the JSON),
-/// moved ones updated, vanished ones marked not present. A spool without
-/// a `queue/` folder has nothing to sync.
-pub fn sync(ix: &mut Index, spool_root: &Path) -> Result<SyncStats, IndexError> {
-    let io = |source| IndexError::Io {
-        path: spool_root.join("queue"),
-        source,
-    };
-    if !spool_root.join("queue").is_dir() {
-        return Ok(SyncStats::default());
+/// The rows as stored: (destination, stem) to (state, present).
+type Known = HashMap<(String, String), (String, bool)>;
+
+fn known(ix: &Index) -> rusqlite::Result<Known> {
+    let mut stmt = ix
+        .conn()
+        .prepare("SELECT destination, stem, state, present FROM segments")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get(0)?, r.get(1)?),
+            (r.get(2)?, r.get::<_, i64>(3)? != 0),
+        ))
+    })?;
+    rows.collect()
+}
+
+/// One row's change, found by reading the folders (no lock held).
+enum Change {
+    /// A new recording, or one that moved (`new` false): its columns.
+    Put {
+        new: bool,
+        dest: String,
+        stem: String,
+        call_id: String,
+        state: &'static str,
+        file: String,
+        audio_bytes: i64,
+        json_bytes: i64,
+        state_us: Option<i64>,
+    },
+    /// Its files left the spool.
+    Gone { dest: String, stem: String },
+}
+
+/// The audio file's name relative to the state folder.
+fn file_name(audio: &Path, stem: &str) -> String {
+    let file = audio
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match stem.rsplit_once('/') {
+        Some((dir, _)) => format!("{dir}/{file}"),
+        None => file,
     }
-    let spool = Spool::open(spool_root).map_err(io)?;
-    let found = scan(&spool).map_err(io)?;
-    let db = ix.path().to_path_buf();
-    let sql = |source| IndexError::Sql {
-        path: db.clone(),
-        source,
-    };
-    let tx = ix
-        .conn_mut()
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(sql)?;
-    let mut known: HashMap<(String, String), (String, bool)> = HashMap::new();
-    {
-        let mut stmt = tx
-            .prepare("SELECT destination, stem, state, present FROM segments")
-            .map_err(sql)?;
-        let mut rows = stmt.query([]).map_err(sql)?;
-        while let Some(r) = rows.next().map_err(sql)? {
-            known.insert(
-                (r.get(0).map_err(sql)?, r.get(1).map_err(sql)?),
-                (
-                    r.get(2).map_err(sql)?,
-                    r.get::<_, i64>(3).map_err(sql)? != 0,
-                ),
-            );
-        }
-    }
-    let mut stats = SyncStats::default();
-    for (dest, st, stem) in &found {
+}
+
+/// What differs between the folders and the rows.
+fn changes(spool: &Spool, found: &[(String, QueueState, String)], mut known: Known) -> Vec<Change> {
+    let mut out = Vec::new();
+    for (dest, st, stem) in found {
         let state = state_name(*st);
-        let key = (dest.clone(), stem.clone());
-        let prior = known.remove(&key);
+        let prior = known.remove(&(dest.clone(), stem.clone()));
         if prior
             .as_ref()
             .is_some_and(|(s, present)| s == state && *present)
@@ -166,66 +174,135 @@ pub fn sync(ix: &mut Index, spool_root: &Path) -> Result<SyncStats, IndexError> 
         let json_path = spool.file(dest, *st, stem, "json");
         let audio = spool.audio_file(dest, *st, stem);
         let json_md = std::fs::metadata(&json_path).ok();
-        let state_us = micros(json_md.as_ref().and_then(|m| m.modified().ok()));
-        let json_bytes = json_md.as_ref().map_or(0, |m| m.size());
-        let audio_bytes = std::fs::metadata(&audio).map_or(0, |m| m.size());
-        let file = audio
-            .file_name()
-            .map(|f| f.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file = match stem.rsplit_once('/') {
-            Some((dir, _)) => format!("{dir}/{file}"),
-            None => file,
+        // A new row reads its Call-ID from the metadata once.
+        let call_id = match prior {
+            Some(_) => String::new(),
+            None => std::fs::read(&json_path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v.get("call_id")?.as_str().map(str::to_string))
+                .unwrap_or_default(),
         };
-        if prior.is_some() {
-            stats.moved += 1;
-            tx.execute(
-                "UPDATE segments SET state=?3, present=1, state_us=?4, audio_bytes=?5, json_bytes=?6, file=?7,
-                 published_us=COALESCE(published_us, CASE WHEN ?3 IN ('queued','inflight') THEN ?4 END)
-                 WHERE destination=?1 AND stem=?2",
-                params![dest, stem, state, state_us, audio_bytes as i64, json_bytes as i64, file],
-            )
-            .map_err(sql)?;
-            continue;
-        }
-        stats.added += 1;
-        let call_id = std::fs::read(&json_path)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v.get("call_id")?.as_str().map(str::to_string))
-            .unwrap_or_default();
-        let (short, seg) = stem_ids(stem);
-        let published = matches!(st, QueueState::Ready | QueueState::Inflight)
-            .then_some(state_us)
-            .flatten();
-        tx.execute(
-            "INSERT OR REPLACE INTO segments VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8,?9,?10,?11)",
-            params![
-                dest,
-                stem,
-                call_id,
-                short,
-                seg,
-                file,
-                state,
-                audio_bytes as i64,
-                json_bytes as i64,
-                published,
-                state_us
-            ],
-        )
-        .map_err(sql)?;
+        out.push(Change::Put {
+            new: prior.is_none(),
+            dest: dest.clone(),
+            stem: stem.clone(),
+            call_id,
+            state,
+            file: file_name(&audio, stem),
+            audio_bytes: std::fs::metadata(&audio).map_or(0, |m| m.size() as i64),
+            json_bytes: json_md.as_ref().map_or(0, |m| m.size() as i64),
+            state_us: micros(json_md.as_ref().and_then(|m| m.modified().ok())),
+        });
     }
     for ((dest, stem), (_, present)) in known {
         if present {
-            stats.gone += 1;
-            tx.execute(
-                "UPDATE segments SET present=0 WHERE destination=?1 AND stem=?2",
-                params![dest, stem],
-            )
-            .map_err(sql)?;
+            out.push(Change::Gone { dest, stem });
         }
     }
+    out
+}
+
+fn apply(tx: &rusqlite::Transaction, changes: &[Change]) -> rusqlite::Result<SyncStats> {
+    let mut stats = SyncStats::default();
+    for c in changes {
+        match c {
+            Change::Put {
+                new: false,
+                dest,
+                stem,
+                state,
+                file,
+                audio_bytes,
+                json_bytes,
+                state_us,
+                ..
+            } => {
+                stats.moved += 1;
+                tx.execute(
+                    "UPDATE segments SET state=?3, present=1, state_us=?4, audio_bytes=?5, json_bytes=?6, file=?7,
+                     published_us=COALESCE(published_us, CASE WHEN ?3 IN ('queued','inflight') THEN ?4 END)
+                     WHERE destination=?1 AND stem=?2",
+                    params![dest, stem, state, state_us, audio_bytes, json_bytes, file],
+                )?;
+            }
+            Change::Put {
+                new: true,
+                dest,
+                stem,
+                call_id,
+                state,
+                file,
+                audio_bytes,
+                json_bytes,
+                state_us,
+            } => {
+                stats.added += 1;
+                let (short, seg) = stem_ids(stem);
+                let published = ["queued", "inflight"]
+                    .contains(state)
+                    .then_some(*state_us)
+                    .flatten();
+                tx.execute(
+                    "INSERT OR REPLACE INTO segments VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8,?9,?10,?11)",
+                    params![
+                        dest,
+                        stem,
+                        call_id,
+                        short,
+                        seg,
+                        file,
+                        state,
+                        audio_bytes,
+                        json_bytes,
+                        published,
+                        state_us
+                    ],
+                )?;
+            }
+            Change::Gone { dest, stem } => {
+                stats.gone += 1;
+                tx.execute(
+                    "UPDATE segments SET present=0 WHERE destination=?1 AND stem=?2",
+                    params![dest, stem],
+                )?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Brings the rows in line with the spool's delivery folders under
+/// `spool_root`: new recordings added (their Call-ID read from the JSON),
+/// moved ones updated, vanished ones marked not present. The folders are
+/// read with no lock held; only the changes take the index's write lock
+/// (the history writer never waits behind a scan). A spool without a
+/// `queue/` folder has nothing to sync.
+pub fn sync(ix: &mut Index, spool_root: &Path) -> Result<SyncStats, IndexError> {
+    let io = |source| IndexError::Io {
+        path: spool_root.join("queue"),
+        source,
+    };
+    if !spool_root.join("queue").is_dir() {
+        return Ok(SyncStats::default());
+    }
+    let db = ix.path().to_path_buf();
+    let sql = |source| IndexError::Sql {
+        path: db.clone(),
+        source,
+    };
+    let spool = Spool::open(spool_root).map_err(io)?;
+    let known = known(ix).map_err(sql)?;
+    let found = scan(&spool).map_err(io)?;
+    let todo = changes(&spool, &found, known);
+    if todo.is_empty() {
+        return Ok(SyncStats::default());
+    }
+    let tx = ix
+        .conn_mut()
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    let stats = apply(&tx, &todo).map_err(sql)?;
     tx.commit().map_err(sql)?;
     Ok(stats)
 }
