@@ -347,9 +347,11 @@ fn push_command(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             UsageError(format!("{}: history.postgres is not set", config.display()))
         })?;
     let mut c = callrec::history::pg::connect(&url)?;
-    let n = callrec::history::pg::push(&cfg.recording.spool_dir, &mut c, &cfg.history.appliance)?;
+    let spool = &cfg.recording.spool_dir;
+    let n = callrec::history::pg::push(spool, &mut c, &cfg.history.appliance)?;
+    let s = callrec::history::pg_segments::push_segments(spool, &mut c, &cfg.history.appliance)?;
     eprintln!(
-        "callrec: {n} rows pushed as appliance {}",
+        "callrec: {n} rows pushed as appliance {} ({s} segment rows)",
         cfg.history.appliance
     );
     Ok(ExitCode::SUCCESS)

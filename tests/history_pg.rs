@@ -3,7 +3,9 @@
 //! when the test runs as root: PostgreSQL refuses root). Two appliances
 //! (two replays of one capture, different names) push to it; `calls --db`
 //! sees both; the server stopped and restarted while rows are being
-//! written and pushed loses none; a newer schema is refused by name.
+//! written and pushed loses none; each appliance's recordings reach the
+//! segments table with their delivery state, and follow a delivery; a
+//! newer schema is refused by name.
 
 #[path = "support/config.rs"]
 mod config_text;
@@ -257,10 +259,59 @@ fn two_appliances_one_view_and_no_row_lost_across_a_restart() {
         "two recorded calls per appliance: {csv}"
     );
     assert!(csv.starts_with("appliance,call_id,"), "{csv}");
+    // Each appliance's recordings, queued (a replay does not deliver).
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let segments = |c: &mut postgres::Client, name: &str| -> Vec<(String, String, bool)> {
+        c.query(
+            "SELECT file, state, present FROM callrec_segments WHERE appliance = $1 ORDER BY file",
+            &[&name],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    for (name, spool, _) in &spools {
+        let recorded: u64 = std::fs::read_to_string(spool.join("calls.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|h| h["decision"] == "record")
+            .map(|h| h["segments"].as_u64().unwrap())
+            .sum();
+        let segs = segments(&mut c, name);
+        assert!(recorded > 0);
+        assert_eq!(segs.len() as u64, recorded, "{name}: {segs:?}");
+        assert!(
+            segs.iter()
+                .all(|(f, st, p)| f.ends_with(".wav") && st == "queued" && *p)
+        );
+    }
     // Pushing again sends nothing twice.
     let out = callrec(&["calls", "--config", spools[0].2.to_str().unwrap(), "--push"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 rows pushed"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 rows pushed") && err.contains("(0 segment rows)"),
+        "{err}"
+    );
     assert_eq!(fleet(&url).len(), 6);
+    // A delivery on tokyo-1 reaches the fleet with the next push.
+    let sp = callrec::delivery::spool::Spool::open(&spools[0].1).unwrap();
+    use callrec::delivery::spool::QueueState::{Done, Ready};
+    let stem = sp.list("acme", Ready).unwrap().remove(0);
+    sp.move_to("acme", &stem, Ready, Done).unwrap();
+    let out = callrec(&["calls", "--config", spools[0].2.to_str().unwrap(), "--push"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 segment rows)"));
+    let segs = segments(&mut c, "tokyo-1");
+    assert_eq!(
+        segs.iter().filter(|(_, st, _)| st == "delivered").count(),
+        1
+    );
+    assert!(
+        segments(&mut c, "osaka-2")
+            .iter()
+            .all(|(_, st, _)| st == "queued")
+    );
 
     // The daemon's pusher on tokyo-1 while calls go on ending; the server
     // goes down and comes back in the middle.

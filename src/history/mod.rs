@@ -7,6 +7,7 @@
 pub mod hep;
 pub mod index;
 pub mod pg;
+pub mod pg_segments;
 pub mod retention;
 pub mod segments;
 

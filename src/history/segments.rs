@@ -14,6 +14,8 @@
 //! folders is memory: a delivered file expires from `done/` after
 //! `delivery.keep_delivered`, its row stays (`present` false) with where
 //! and when it was delivered, and is dropped with its call by retention.
+//! `dirty` marks rows changed since the fleet database last took them
+//! ([`super::pg_segments`]).
 //! (Rows of files that expired before a first sync, e.g. when an older
 //! index is upgraded, cannot be rebuilt from anything: they are absent.)
 
@@ -33,6 +35,7 @@ CREATE TABLE IF NOT EXISTS segments (
   file TEXT NOT NULL, state TEXT NOT NULL, present INTEGER NOT NULL,
   audio_bytes INTEGER NOT NULL, json_bytes INTEGER NOT NULL,
   published_us INTEGER, state_us INTEGER,
+  dirty INTEGER NOT NULL DEFAULT 1,
   PRIMARY KEY (destination, stem));
 CREATE INDEX IF NOT EXISTS segments_call ON segments(call_id);
 ";
@@ -220,7 +223,7 @@ fn apply(tx: &rusqlite::Transaction, changes: &[Change]) -> rusqlite::Result<Syn
             } => {
                 stats.moved += 1;
                 tx.execute(
-                    "UPDATE segments SET state=?3, present=1, state_us=?4, audio_bytes=?5, json_bytes=?6, file=?7,
+                    "UPDATE segments SET state=?3, present=1, state_us=?4, audio_bytes=?5, json_bytes=?6, file=?7, dirty=1,
                      published_us=COALESCE(published_us, CASE WHEN ?3 IN ('queued','inflight') THEN ?4 END)
                      WHERE destination=?1 AND stem=?2",
                     params![dest, stem, state, state_us, audio_bytes, json_bytes, file],
@@ -244,7 +247,7 @@ fn apply(tx: &rusqlite::Transaction, changes: &[Change]) -> rusqlite::Result<Syn
                     .then_some(*state_us)
                     .flatten();
                 tx.execute(
-                    "INSERT OR REPLACE INTO segments VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8,?9,?10,?11)",
+                    "INSERT OR REPLACE INTO segments VALUES (?1,?2,?3,?4,?5,?6,?7,1,?8,?9,?10,?11,1)",
                     params![
                         dest,
                         stem,
@@ -263,7 +266,7 @@ fn apply(tx: &rusqlite::Transaction, changes: &[Change]) -> rusqlite::Result<Syn
             Change::Gone { dest, stem } => {
                 stats.gone += 1;
                 tx.execute(
-                    "UPDATE segments SET present=0 WHERE destination=?1 AND stem=?2",
+                    "UPDATE segments SET present=0, dirty=1 WHERE destination=?1 AND stem=?2",
                     params![dest, stem],
                 )?;
             }
