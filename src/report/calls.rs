@@ -91,7 +91,13 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// Numeric columns: written as numbers, everything else as text.
-const NUMERIC: &[&str] = &["segments", "duration_s", "billed_s"];
+const NUMERIC: &[&str] = &[
+    "segments",
+    "duration_s",
+    "billed_s",
+    "segment",
+    "audio_bytes",
+];
 
 /// The narrower table shows these.
 const TABLE_COLUMNS: &[&str] = &[
