@@ -1,12 +1,18 @@
-//! Kill -9 of a whole `callrec replay` (the process, not just its history
-//! writer) while calls are being recorded and their history lines
-//! written, then a restart on the same spool with more calls: afterwards
-//! `calls.jsonl` and its index agree — every complete line indexed once,
-//! in order, no row without a line — and the restarted process itself
-//! brought the index up to the log's end (before any `callrec calls`).
+//! Kill -9 of a whole process (not just its history writer) while calls
+//! are being recorded and their history lines written, then a restart on
+//! the same spool: a `callrec replay` restarted with more calls, and a
+//! live `callrec run` capturing on `lo` while tcpreplay plays calls,
+//! restarted while they go on. Afterwards `calls.jsonl` and its index
+//! agree — every complete line indexed once, in order, no row without a
+//! line — and the restarted process itself brought the index up to the
+//! log's end (before any `callrec calls`).
 
 #[path = "support/config.rs"]
 mod config_text;
+#[path = "support/live.rs"]
+mod live;
+#[path = "support/tools.rs"]
+mod tools;
 use callrec::capture::LinkType;
 use callrec::time::Timestamp;
 use callrec_testkit::pcapgen::{PcapWriter, udp_frame};
@@ -66,6 +72,114 @@ fn lines(spool: &Path) -> usize {
     std::fs::read(spool.join("calls.jsonl"))
         .map(|b| b.iter().filter(|&&c| c == b'\n').count())
         .unwrap_or(0)
+}
+
+/// The index holds exactly the log's lines, in order, each once, up to
+/// the log's end as the last process left it; returns how many.
+fn index_agrees_with_log(spool: &Path) -> usize {
+    let ix = callrec::history::index::Index::open(spool).unwrap();
+    let len = std::fs::metadata(spool.join("calls.jsonl")).unwrap().len();
+    assert_eq!(ix.offset().unwrap(), len, "the process caught its index up");
+    drop(ix);
+    let log = logged(spool);
+    let out = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["calls", "--spool", spool.to_str().unwrap()])
+        .args(["--sort", "ended", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let indexed: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["call_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(indexed, log);
+    log.len()
+}
+
+/// Starts `callrec run`, its log appended to `log` (a pipe nobody reads
+/// would fill and stall it), and waits for its `nth` "capturing" line.
+fn start(cfg: &Path, log: &Path, nth: usize) -> std::process::Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_callrec"))
+        .args(["run", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    let up = live::wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("capturing")
+            .count()
+            >= nth
+    });
+    assert!(up, "{}", std::fs::read_to_string(log).unwrap_or_default());
+    child
+}
+
+#[test]
+fn kill_9_of_a_live_run_leaves_index_and_log_agreeing() {
+    if !live::can_run(
+        "kill_9_of_a_live_run_leaves_index_and_log_agreeing",
+        "tcpreplay",
+        "--version",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config_text::LiveFiles { cfg, spool, .. } = config_text::live_on_lo(dir.path(), "");
+    let log = dir.path().join("daemon.log");
+    // 600 calls, one every 10 ms, each 0.36 s: about 6.4 s of traffic.
+    let pcap = dir.path().join("calls.pcap");
+    capture(&pcap, 200_001, 600);
+    let mut daemon = start(&cfg, &log, 1);
+    let mut player = Command::new("tcpreplay")
+        .args(["-q", "-i", "lo"])
+        .arg(&pcap)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        live::wait_for(Duration::from_secs(30), || lines(&spool) >= 150),
+        "history lines written live: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    daemon.kill().unwrap(); // SIGKILL, while calls are recorded and logged
+    daemon.wait().unwrap();
+    let at_kill = lines(&spool);
+    let mut daemon = start(&cfg, &log, 2);
+    player.wait().unwrap();
+    // The traffic is over: wait until the history stops growing.
+    let mut last = 0;
+    live::wait_for(Duration::from_secs(30), || {
+        let n = lines(&spool);
+        let still = n == last && n > at_kill;
+        last = n;
+        still
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // SIGTERM: a clean stop after the restart.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    daemon.wait().unwrap();
+    let n = index_agrees_with_log(&spool);
+    eprintln!("live: killed at {at_kill} lines, {n} after the restart");
+    assert!(
+        n > at_kill,
+        "the restarted daemon logged the calls after the kill"
+    );
+    let mut ids = logged(&spool);
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "a Call-ID logged twice");
 }
 
 #[test]
