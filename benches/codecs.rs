@@ -2,7 +2,7 @@
 //! recording path a shard runs per packet (`CallRecorder::on_rtp`: RTP
 //! parse, jitter buffer, decode, resample, mix, WAV write). The payloads
 //! are real: encoded at start by the same independent encoders the tests
-//! use (ffmpeg, sox, libbcg729 and libvo-amrwbenc through encoders.py); a
+//! use (ffmpeg, sox, libbcg729, libvo-amrwbenc and iLBC through encoders.py); a
 //! codec whose encoder is missing is skipped with a message.
 //! Run: `cargo bench --bench codecs`.
 
@@ -92,6 +92,21 @@ fn cases(dir: &std::path::Path) -> Vec<Case> {
             fmtp: None,
             clock: 8000,
             packets: cc::wrap(&p, 18, 160, 1),
+        },
+    });
+    // iLBC 20 ms (RFC 3951 reference encoder, pjsua2-python's copy).
+    let ilbc = cc::ctypes_encode(dir, "ilbc20", &raw8);
+    let p: Vec<Vec<u8>> = ilbc.chunks_exact(38).map(<[u8]>::to_vec).collect();
+    v.push(Case {
+        name: "ilbc_20",
+        fmt: f("iLBC", 8000, "mode=20"),
+        rate: 8000,
+        stream: cc::Stream {
+            pt: 97,
+            rtpmap: "iLBC/8000".into(),
+            fmtp: Some("mode=20".into()),
+            clock: 8000,
+            packets: cc::wrap(&p, 97, 160, 1),
         },
     });
     let raw16 = cc::tone_raw(dir, 440, 16000, SECS);

@@ -11,7 +11,8 @@
 # fleet database test starts its own server), Node.js (runs hep-js, the
 # Homer project's HEPv3 decoder, against the HEP export); FFmpeg's libraries
 # (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
-# bindings, libsrtp2 (SRTP), and the ffmpeg command line, sox's AMR formats
+# bindings, libsrtp2 (SRTP), libbcg729-dev (G.729 A/B and RFC 3389
+# comfort noise are decoded by libbcg729; -dev for the link), and the ffmpeg command line, sox's AMR formats
 # and pylibsrtp as the independent encoders the codec and SRTP tests use.
 # Then the cargo tools CI runs: cargo-deb (the .deb) and cargo-deny
 # (licences, bans, advisories), each installed only when absent. Needs root
@@ -22,6 +23,7 @@ pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-cli
       prometheus systemd dpkg passwd util-linux
       libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
       libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0 libbcg729-0
+      libbcg729-dev
       iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
@@ -49,6 +51,13 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 # independent SRTP implementations tests/srtp.rs encrypts with.
 if ! python3 -c "import pylibsrtp, cryptography" 2>/dev/null; then
   python3 -m pip install --quiet pylibsrtp cryptography
+fi
+# pjsua2-python (PyPI): its wheel carries pjproject's copy of the RFC 3951
+# iLBC reference encoder (exported initEncode/iLBC_encode), the independent
+# iLBC encoder tests/codecs.rs drives through tests/support/encoders.py
+# (no iLBC encoder exists in Debian's ffmpeg, sox or libraries).
+if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('pjsua2') is None)" 2>/dev/null; then
+  python3 -m pip install --quiet pjsua2-python
 fi
 # npm for hep-js below: Debian's npm package only where no npm came with
 # nodejs (a NodeSource nodejs ships its own and conflicts with Debian's).

@@ -1,12 +1,11 @@
 //! Every codec a carrier carries, end to end through `replay`: for each,
 //! a capture made with an independent encoder run here (Debian's ffmpeg
-//! and sox; libbcg729 and libvo-amrwbenc through `encoders.py`) carrying a
+//! and sox; libbcg729, libvo-amrwbenc and iLBC through `encoders.py`) carrying a
 //! known tone per party. The recording must have each party's tone on its
 //! own channel and the length the signalling says; a wideband tone above
-//! 4 kHz must survive in a 16 kHz recording.
-//!
-//! Not here: iLBC (no encoder in Debian: the decoder is FFmpeg's, tested
-//! only on corrupt input in the unit tests).
+//! 4 kHz must survive in a 16 kHz recording. iLBC's encoder is RFC 3951's
+//! reference code as pjproject ships it in the `pjsua2-python` wheel
+//! (PyPI), also driven through `encoders.py`.
 
 #[path = "support/audio.rs"]
 mod audio;
@@ -165,32 +164,69 @@ fn l16_at_16khz() {
     check(&r, 16000, (440.0, 5000.0), "L16");
 }
 
+/// G.726 at every rate, in both packings an SDP can name: RFC 3551's
+/// `G726-NN` (ffmpeg's `g726le`) and AAL2's `AAL2-G726-NN` (ffmpeg's
+/// big-endian `g726`), each as ffmpeg's RTP muxer signals it.
 #[test]
-fn g726_32() {
+fn g726_every_rate_and_packing() {
     if !cc::tools_present() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    // 20 ms packets: 80 bytes of 4-bit codes after the 12-byte header.
-    let g726 = |hz: u32| {
-        cc::ffmpeg_rtp_sized(
-            &[
-                "-f",
-                "lavfi",
-                "-i",
-                &sine(hz),
-                "-ac",
-                "1",
-                "-af",
-                "volume=0.5",
-            ],
-            &["-c:a", "g726le", "-b:a", "32k", "-ar", "8000"],
-            Some(92),
-        )
-    };
-    let (a, b) = (g726(440), g726(1000));
-    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
-    check(&r, 8000, (440.0, 1000.0), "G726");
+    for (encoder, name) in [("g726le", "G726"), ("g726", "AAL2-G726")] {
+        for kbit in [16, 24, 32, 40] {
+            let dir = tempfile::tempdir().unwrap();
+            // 20 ms packets: 160 codes of kbit/8 bits after the header.
+            let g726 = |hz: u32| {
+                cc::ffmpeg_rtp_sized(
+                    &[
+                        "-f",
+                        "lavfi",
+                        "-i",
+                        &sine(hz),
+                        "-ac",
+                        "1",
+                        "-af",
+                        "volume=0.5",
+                    ],
+                    &["-c:a", encoder, "-b:a", &format!("{kbit}k"), "-ar", "8000"],
+                    Some(12 + 20 * kbit as usize / 8),
+                )
+            };
+            let (a, b) = (g726(440), g726(1000));
+            assert_eq!(a.rtpmap, format!("{name}-{kbit}/8000"), "ffmpeg's rtpmap");
+            assert_eq!(a.packets[0].len(), 12 + 20 * kbit as usize / 8);
+            let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+            check(&r, 8000, (440.0, 1000.0), "G726");
+        }
+    }
+}
+
+/// iLBC (RFC 3951) in both frame modes, encoded by the RFC's reference
+/// encoder (pjproject's copy, from the `pjsua2-python` wheel) and sent
+/// one frame a packet (RFC 3952), `mode` signalled in the fmtp.
+#[test]
+fn ilbc_20_and_30_ms() {
+    if !cc::tools_present() {
+        return;
+    }
+    for (mode, bytes) in [(20u32, 38usize), (30, 50)] {
+        let dir = tempfile::tempdir().unwrap();
+        let enc = |hz: u32, ssrc: u32| {
+            let raw = cc::tone_raw(dir.path(), hz, 8000, SECS);
+            let bits = cc::ctypes_encode(dir.path(), &format!("ilbc{mode}"), &raw);
+            assert_eq!(bits.len() % bytes, 0, "whole {mode} ms frames");
+            let frames: Vec<Vec<u8>> = bits.chunks_exact(bytes).map(<[u8]>::to_vec).collect();
+            Stream {
+                pt: 97,
+                rtpmap: "iLBC/8000".into(),
+                fmtp: Some(format!("mode={mode}")),
+                clock: 8000,
+                packets: cc::wrap(&frames, 97, 8 * mode, ssrc),
+            }
+        };
+        let r = record(dir.path(), &enc(440, 1), &enc(1000, 2), "auto").expect("a recording");
+        check(&r, 8000, (440.0, 1000.0), "iLBC");
+    }
 }
 
 /// GSM: ffmpeg's RTP muxer has no GSM; its raw frames are packetised here.
@@ -507,33 +543,38 @@ fn codec_change_by_reinvite_keeps_the_timeline() {
     assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
 }
 
-/// G.729 Annex B (libbcg729 with VAD): talk spurts of the tone between
-/// silences, which the encoder sends as 2-byte SID frames or not at all.
-/// The tone comes through; the silences stay silent (never noise), and
-/// no SID frame counts as undecodable.
+/// G.729 Annex B (libbcg729 with VAD): talk spurts of the tone over a
+/// quiet background noise (about -50 dBov), which the encoder sends as
+/// 2-byte SID frames and then not at all (DTX). The tone comes through;
+/// the pauses hold comfort noise at roughly the background's level (not
+/// silence, not loud), also where nothing was sent; no SID frame counts
+/// as undecodable; the length is the signalling's.
 #[test]
-fn g729_annex_b_silence_suppression() {
+fn g729_annex_b_comfort_noise() {
     if !cc::tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    // 0.8 s tone, 0.8 s silence, repeated: 4.8 s.
+    // White noise of RMS ~100 throughout, a 440 Hz tone 0.8 s on, 0.8 s off.
+    let mut seed = 12345u32;
+    let noise_rms = 100.0;
     let pcm: Vec<u8> = (0..38_400)
         .flat_map(|i: i32| {
-            let on = (i / 6400) % 2 == 0;
-            let v = if on {
-                (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin()) as i16
-            } else {
-                0
-            };
-            v.to_le_bytes()
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            // Uniform in [-1, 1): RMS 1/sqrt(3).
+            let u = (seed >> 8) as f64 / (1u32 << 23) as f64 - 1.0;
+            let mut v = u * noise_rms * 3f64.sqrt();
+            if (i / 6400) % 2 == 0 {
+                v += 8000.0 * (2.0 * std::f64::consts::PI * 440.0 * i as f64 / 8000.0).sin();
+            }
+            (v as i16).to_le_bytes()
         })
         .collect();
     let raw = dir.path().join("talk.raw");
     std::fs::write(&raw, pcm).unwrap();
     let enc = cc::ctypes_encode(dir.path(), "g729b", &raw);
     // 10 ms frames (length-prefixed), two to a 20 ms packet; a packet
-    // whose frames were all suppressed is not sent.
+    // whose frames were all left out is not sent.
     let mut frames = Vec::new();
     let mut s = &enc[..];
     while let Some((&n, rest)) = s.split_first() {
@@ -541,10 +582,11 @@ fn g729_annex_b_silence_suppression() {
         s = &rest[n as usize..];
     }
     let mut packets = Vec::new();
-    let (mut seq, mut sid) = (0u16, 0);
+    let (mut seq, mut sid, mut unsent) = (0u16, 0, 0);
     for (k, pair) in frames.chunks(2).enumerate() {
         let payload: Vec<u8> = pair.concat();
         sid += pair.iter().filter(|f| f.len() == 2).count();
+        unsent += pair.iter().filter(|f| f.is_empty()).count();
         if !payload.is_empty() {
             packets.push(callrec::media::rtp::build_rtp(
                 18,
@@ -558,33 +600,207 @@ fn g729_annex_b_silence_suppression() {
         }
     }
     assert!(sid > 0, "the encoder sent SID frames");
-    let a = Stream {
+    assert!(unsent > 50, "the encoder left frames out ({unsent})");
+    let stream = |ssrc: u32| Stream {
         pt: 18,
         rtpmap: "G729/8000".into(),
         fmtp: None,
         clock: 8000,
-        packets: packets.clone(),
+        packets: packets
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                p
+            })
+            .collect(),
     };
-    let b = Stream {
-        pt: 18,
-        rtpmap: "G729/8000".into(),
-        fmtp: None,
-        clock: 8000,
-        packets,
-    };
-    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+    let r = record(dir.path(), &stream(7), &stream(8), "auto").expect("a recording");
     assert_eq!(
         r.meta["quality"]["subscriber"]["undecodable"], 0,
         "{}",
         r.meta["quality"]
     );
-    // Talk spurt 2 (1.6..2.4 s of the source) and the silence after it.
-    let talk = &r.left[13_600..18_400];
-    let quiet = &r.left[20_800..24_000];
+    let ms = r.left.len() as i64 / 8;
     assert!(
-        cc::power(talk, 440.0, 8000) > 60_000.0,
-        "no tone in a talk spurt"
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
     );
-    let loud = quiet.iter().map(|s| s.unsigned_abs()).max().unwrap();
-    assert!(loud < 300, "the silence holds audio up to {loud}");
+    for ch in [&r.left, &r.right] {
+        // Talk spurt 2 (1.6..2.4 s of the source) and the pause after it.
+        let talk = &ch[13_600..18_400];
+        let quiet = &ch[20_000..25_000];
+        assert!(
+            cc::power(talk, 440.0, 8000) > 60_000.0,
+            "no tone in a talk spurt"
+        );
+        let rms =
+            (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
+        assert!(
+            (noise_rms / 4.0..noise_rms * 4.0).contains(&rms),
+            "comfort noise RMS {rms:.1}, background {noise_rms}"
+        );
+        eprintln!("comfort noise RMS {rms:.1} (background {noise_rms})");
+        let silent = quiet
+            .chunks(80)
+            .filter(|b| b.iter().all(|&s| s == 0))
+            .count();
+        assert_eq!(silent, 0, "10 ms blocks of digital silence in the pause");
+        assert!(
+            cc::power(quiet, 440.0, 8000) < cc::power(talk, 440.0, 8000) / 1000.0,
+            "the tone lingers in the pause"
+        );
+    }
+}
+
+/// RFC 3389 comfort noise with G.711 (payload type 13, as phones with
+/// VAD send it): 0.8 s talk spurts of a tone, then one CN packet at
+/// -50 dBov and nothing until the next spurt. The pauses hold noise at
+/// about the level the CN packet gave, never silence; the spurts the tone.
+#[test]
+fn rfc3389_comfort_noise_with_g711() {
+    let dir = tempfile::tempdir().unwrap();
+    let ulaw = |i: u32| {
+        let t = i as f64 / 8000.0;
+        callrec::media::codec::encode_ulaw(
+            (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16,
+        )
+    };
+    // 20 ms steps for 4.6 s: talk in even 0.8 s periods, CN at the start
+    // of each odd one.
+    let mut packets = Vec::new();
+    let mut seq = 0u16;
+    for k in 0..230u32 {
+        let period = k / 40;
+        let ts = 160 * k;
+        let payload: Vec<u8> = if period % 2 == 0 {
+            (ts..ts + 160).map(ulaw).collect()
+        } else if k % 40 == 0 {
+            vec![50]
+        } else {
+            continue;
+        };
+        let pt = if payload.len() == 1 { 13 } else { 0 };
+        packets.push(callrec::media::rtp::build_rtp(
+            pt, seq, ts, 9, false, &payload,
+        ));
+        seq += 1;
+    }
+    let stream = |ssrc: u32| Stream {
+        pt: 0,
+        rtpmap: "PCMU/8000".into(),
+        fmtp: None,
+        clock: 8000,
+        packets: packets
+            .iter()
+            .map(|p| {
+                let mut p = p.clone();
+                p[8..12].copy_from_slice(&ssrc.to_be_bytes());
+                p
+            })
+            .collect(),
+    };
+    let r = record(dir.path(), &stream(9), &stream(10), "auto").expect("a recording");
+    assert_eq!(r.rate, 8000);
+    let ms = r.left.len() as i64 / 8;
+    assert!(
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
+    );
+    for ch in [&r.left, &r.right] {
+        let talk = &ch[13_600..18_400];
+        let quiet = &ch[20_000..25_000];
+        assert!(
+            cc::power(talk, 440.0, 8000) > 60_000.0,
+            "no tone in a talk spurt"
+        );
+        let rms =
+            (quiet.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / quiet.len() as f64).sqrt();
+        // -50 dBov of a full scale of 32768: an RMS of 104.
+        eprintln!("RFC 3389 comfort noise RMS {rms:.1} (asked: 104)");
+        assert!((70.0..150.0).contains(&rms), "comfort noise RMS {rms:.1}");
+        let silent = quiet
+            .chunks(80)
+            .filter(|b| b.iter().all(|&s| s == 0))
+            .count();
+        assert_eq!(silent, 0, "10 ms blocks of digital silence in the pause");
+    }
+    assert_eq!(
+        r.meta["audio"]["codecs"]["subscriber"], "PCMU",
+        "{}",
+        r.meta["audio"]
+    );
+}
+
+/// A payload type that changes codec on the same SSRC without a
+/// re-INVITE (a phone switching from PCMU, static type 0, to the G.722 it
+/// offered, timestamps running on): both halves decode, the timeline
+/// holds (no gap at the switch, the signalling's length), the recording is
+/// 16 kHz as the offered G.722 asks.
+#[test]
+fn payload_type_changes_codec_without_reinvite() {
+    if !cc::tools_present() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let g722 = |hz: u32| {
+        cc::ffmpeg_rtp_sized(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &sine(hz),
+                "-ac",
+                "1",
+                "-af",
+                "volume=0.5",
+            ],
+            &["-c:a", "g722", "-ar", "16000"],
+            Some(172),
+        )
+    };
+    let (a722, b) = (g722(440), g722(1000));
+    // A: 2 s of PCMU (type 0), then its G.722 (type 9), one stream.
+    let mut packets = Vec::new();
+    for k in 0..a722.packets.len() as u32 {
+        let ts = 160 * k;
+        let (pt, payload): (u8, Vec<u8>) = if k < 100 {
+            let tone = |i: u32| {
+                let t = i as f64 / 8000.0;
+                callrec::media::codec::encode_ulaw(
+                    (8000.0 * (2.0 * std::f64::consts::PI * 440.0 * t).sin()) as i16,
+                )
+            };
+            (0, (ts..ts + 160).map(tone).collect())
+        } else {
+            (9, a722.packets[k as usize][12..].to_vec())
+        };
+        packets.push(callrec::media::rtp::build_rtp(
+            pt, k as u16, ts, 21, false, &payload,
+        ));
+    }
+    let a = Stream {
+        pt: a722.pt,
+        rtpmap: a722.rtpmap.clone(),
+        fmtp: a722.fmtp.clone(),
+        clock: a722.clock,
+        packets,
+    };
+    let r = record(dir.path(), &a, &b, "auto").expect("a recording");
+    assert_eq!(r.rate, 16000, "G.722 offered: a 16 kHz recording");
+    let ms = r.left.len() as i64 / 16;
+    assert!(
+        (ms - TALK_MS as i64).abs() <= 60,
+        "{ms} ms recorded, signalling says {TALK_MS}"
+    );
+    let left = &r.left;
+    assert_tone("PCMU half", &left[4_800..30_400], 440.0, 1000.0, 16000);
+    assert_tone("G.722 half", &left[35_200..62_400], 440.0, 1000.0, 16000);
+    let quiet = left[30_400..35_200]
+        .chunks(160)
+        .filter(|c| c.iter().all(|&s| s.abs() < 50))
+        .count();
+    assert!(quiet <= 3, "{quiet} silent 10 ms blocks around the switch");
+    assert_eq!(r.meta["audio"]["codecs"]["subscriber"], "G722");
+    assert_eq!(r.meta["quality"]["subscriber"]["undecodable"], 0);
 }

@@ -223,3 +223,81 @@ fn mp3_is_delivered_under_the_same_stem() {
         8000,
     );
 }
+
+/// A wideband call (G.722 from ffmpeg, the remote party at 6 kHz) in each
+/// compressed format: the file is 16 kHz and decodes to both tones, the
+/// 6 kHz one intact, at the signalling's length.
+#[test]
+fn wideband_stays_wideband_in_every_format() {
+    if !cc::tools_present() {
+        return;
+    }
+    let g722 = |hz: u32| {
+        cc::ffmpeg_rtp_sized(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency={hz}:sample_rate=48000:duration=3.6"),
+                "-ac",
+                "1",
+                "-af",
+                "volume=0.5",
+            ],
+            &["-c:a", "g722", "-ar", "16000"],
+            Some(172),
+        )
+    };
+    let (a, b) = (g722(440), g722(6000));
+    for format in ["mp3", "opus", "flac"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (dg, _) = cc::call(&cc::CallMedia {
+            a: &a,
+            b: &b,
+            proto: "RTP/AVP",
+            a_extra: String::new(),
+            b_extra: String::new(),
+            talk_ms: TALK_MS,
+        });
+        let pcap = dir.path().join("in.pcap");
+        cc::write_pcap(&pcap, &dg);
+        let out = dir.path().join("out");
+        let opts = ReplayOptions {
+            out: out.clone(),
+            captures: vec![pcap],
+            deliver: false,
+            deliver_timeout: Duration::from_secs(1),
+            shards: Some(1),
+        };
+        let text = config_text_for(dir.path(), format).replace(
+            "channels = \"stereo\"\n",
+            "channels = \"stereo\"\nsample_rate = \"auto\"\n",
+        );
+        let cfg = callrec::config::load_str(&text, &dir.path().join("t.toml")).unwrap();
+        replay(cfg, &opts).expect("replay runs");
+        let json = audio::files(&out.join("queue/acme/ready"), ".json");
+        assert_eq!(json.len(), 1, "{format}");
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json[0]).unwrap()).unwrap();
+        assert_eq!(meta["audio"]["sample_rate"], 16000, "{format}: {meta}");
+        let file = json[0].with_file_name(meta["audio"]["file"].as_str().unwrap());
+        let ch = decode(&file, 16000, 2);
+        let ms = ch[0].len() as i64 / 16;
+        assert!(
+            (ms - TALK_MS as i64).abs() <= 60,
+            "{format}: decodes to {ms} ms, signalling says {TALK_MS}"
+        );
+        let mid = |x: &[i16]| x[4800..x.len() - 1600].to_vec();
+        cc::assert_tone("subscriber", &mid(&ch[0]), 440.0, 6000.0, 16000);
+        cc::assert_tone("remote (6 kHz)", &mid(&ch[1]), 6000.0, 440.0, 16000);
+    }
+}
+
+/// The stereo contract's configuration in `format`.
+fn config_text_for(dir: &Path, format: &str) -> String {
+    format!(
+        "[recording]\nspool_dir = \"{}\"\nformat = \"{format}\"\n[announce]\nmode = \"off\"\n{}[[contract]]\nid = \"K-0001\"\nservice = \"mobile\"\nnumbers = [\"0312340001\"]\nguidance = 1\nchannels = \"stereo\"\ndestination = \"acme\"\n",
+        dir.join("spool").display(),
+        config_text::ACME_UNREACHED
+    )
+}

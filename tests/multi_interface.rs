@@ -478,12 +478,16 @@ fn an_interface_lost_beside_a_working_one_is_named_and_the_other_records() {
         wait_for(Duration::from_secs(3), || files(&ready, ".json").len() == 1),
         "the call on va is recorded while wa is lost"
     );
-    let status = callrec::daemon::control::query(&sock, "status").unwrap_or_default();
-    let line = status
-        .lines()
-        .find(|l| l.trim_start().starts_with("interface wa:"))
-        .unwrap_or_else(|| panic!("{status}"));
-    assert!(line.contains("lost") && line.contains("error"), "{line}");
+    // The per-interface lines come with the counters, once a second.
+    let mut status = String::new();
+    let named = wait_for(Duration::from_secs(3), || {
+        status = callrec::daemon::control::query(&sock, "status").unwrap_or_default();
+        status.lines().any(|l| {
+            let l = l.trim_start();
+            l.starts_with("interface wa: lost") && l.contains("error")
+        })
+    });
+    assert!(named, "status names the lost interface: {status}");
     let exited = wait_for(Duration::from_secs(15), || {
         daemon.try_wait().ok().flatten().is_some()
     });

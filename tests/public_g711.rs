@@ -328,8 +328,10 @@ fn check_leg(
         );
     }
 
-    // Independent expectation: sox decodes the audio payloads; comfort
-    // noise and whatever no packet covers are silence.
+    // Independent expectation: sox decodes the audio payloads; whatever no
+    // packet covers is silence, except after a comfort noise packet (RFC
+    // 3389), where noise is synthesised up to the next audio packet:
+    // those spans are checked for low-level noise, not sample by sample.
     let unique = t.unique();
     let audio: Vec<u8> = unique
         .iter()
@@ -340,9 +342,14 @@ fn check_leg(
     assert_eq!(decoded.len(), audio.len(), "{what}: sox output length");
     let t0 = t.packets[0].time;
     let mut pieces: Vec<Piece> = Vec::new();
+    // Per piece: a CN packet came before it (since the previous piece).
+    let mut cn_before: Vec<bool> = Vec::new();
+    let mut cn_pending = false;
     let mut at = 0usize;
     for (p, &off) in unique.iter().zip(offsets) {
+        cn_pending |= p.pt == 13;
         if p.pt != 13 {
+            cn_before.push(std::mem::take(&mut cn_pending));
             pieces.push(Piece {
                 off,
                 cap: ((p.time - t0) * 8000.0).round() as i64,
@@ -416,6 +423,7 @@ fn check_leg(
     );
     assert_eq!(got.len(), frames, "{what}: samples read by sox");
     let mut expected = vec![0i16; frames];
+    let mut places: Vec<usize> = Vec::new();
     let mut floor = 0usize;
     let mut shifts: Vec<(usize, i64)> = Vec::new();
     for (i, p) in pieces.iter().enumerate() {
@@ -440,6 +448,7 @@ fn check_leg(
         };
         assert!(place + n <= frames, "{what}: packet {i} past the end");
         expected[place..place + n].copy_from_slice(&p.samples);
+        places.push(place);
         floor = place + n;
         let shift = place as i64 - p.off as i64;
         if shifts.last().is_none_or(|&(_, s)| s != shift) {
@@ -451,8 +460,18 @@ fn check_leg(
             "{what}: RTP clock disagrees with capture time; re-anchored at (packet, shift in samples vs RTP time) {shifts:?}"
         );
     }
-    if let Some(i) = (0..frames).find(|&i| got[i] != expected[i]) {
-        let diffs = (0..frames).filter(|&i| got[i] != expected[i]).count();
+    let noise = comfort_spans(&pieces, &places, &cn_before, cn_pending, frames);
+    for &(a, b) in &noise {
+        let span = &got[a..b];
+        assert!(
+            span.iter().all(|&s| s.unsigned_abs() < 4000) && span.iter().any(|&s| s != 0),
+            "{what}: samples {a}..{b} after a comfort noise packet are not low-level noise"
+        );
+    }
+    let in_noise = |i: usize| noise.iter().any(|&(a, b)| (a..b).contains(&i));
+    let differs = |i: usize| got[i] != expected[i] && !in_noise(i);
+    if let Some(i) = (0..frames).find(|&i| differs(i)) {
+        let diffs = (0..frames).filter(|&i| differs(i)).count();
         let ctx = |v: &[i16]| v[i.saturating_sub(2)..(i + 6).min(v.len())].to_vec();
         panic!(
             "{what}: {diffs} of {frames} samples differ; first at {i} ({} ms): ours {:?}, sox {:?}",
@@ -545,4 +564,26 @@ fn loss_free_g711_legs_match_tshark_and_sox() {
     assert!(checked.len() >= 15, "only {} legs compared", checked.len());
     let total: usize = checked.iter().map(|c| c.packets).sum();
     eprintln!("{} legs, {total} packets compared", checked.len());
+}
+
+/// The recording's spans that may hold synthesised comfort noise: from
+/// the end of the audio before a CN packet to the next audio packet (or
+/// the end, after a trailing one). Only spans longer than a packet.
+fn comfort_spans(
+    pieces: &[Piece],
+    places: &[usize],
+    cn_before: &[bool],
+    trailing: bool,
+    frames: usize,
+) -> Vec<(usize, usize)> {
+    let end_of = |i: usize| places[i] + pieces[i].samples.len();
+    let mut spans: Vec<(usize, usize)> = (0..places.len())
+        .filter(|&i| cn_before[i])
+        .map(|i| (if i == 0 { 0 } else { end_of(i - 1) }, places[i]))
+        .collect();
+    if trailing && !places.is_empty() {
+        spans.push((end_of(places.len() - 1), frames));
+    }
+    spans.retain(|&(a, b)| b > a + 160);
+    spans
 }

@@ -106,7 +106,7 @@ enum Source {
 }
 
 /// One interface of a capture thread.
-pub struct Input {
+struct Input {
     name: String,
     /// Its capture point in the engine's clock.
     point: usize,

@@ -14,7 +14,8 @@ pub enum Codec {
     Pcmu,
     /// G.711 A-law (static PT 8).
     Pcma,
-    /// Comfort noise (RFC 3389, static PT 13): recorded as silence.
+    /// Comfort noise (RFC 3389, static PT 13): synthesised (libbcg729's
+    /// Annex B generator) until the sender's next audio packet.
     ComfortNoise,
     /// RFC 4733 telephone-event: taken out of the audio, fed to DTMF.
     TelephoneEvent,
@@ -34,7 +35,8 @@ pub enum Codec {
     Ilbc,
     /// Linear 16-bit big-endian PCM (RFC 3551 4.5.11), rate from the rtpmap.
     L16,
-    /// G.726 ADPCM (RFC 3551 4.5.4), packed as RFC 3551 says.
+    /// G.726 ADPCM (RFC 3551 4.5.4): `G726-32` etc. packed as RFC 3551
+    /// says (little-endian), `AAL2-G726-32` etc. as ITU-T I.366.2 (big-endian).
     G726,
 }
 
@@ -47,10 +49,15 @@ pub struct Format {
     /// Audio channels (rtpmap's third field; 1 when absent).
     pub channels: u8,
     /// Codec detail: AMR 1 = octet-aligned (fmtp `octet-align=1`), 0 =
-    /// bandwidth-efficient; G.726 bits per sample (2..5); iLBC frame
-    /// length in ms (20 or 30, fmtp `mode`).
+    /// bandwidth-efficient; G.726 bits per sample (2..5), plus
+    /// [`G726_AAL2`] for the big-endian AAL2 packing; iLBC frame length in
+    /// ms (20 or 30, fmtp `mode`).
     pub param: u8,
 }
+
+/// [`Format::param`] flag of G.726 packed big-endian (rtpmap
+/// `AAL2-G726-32`, RFC 3551 4.5.4's note on ITU-T I.366.2 packing).
+pub const G726_AAL2: u8 = 0x80;
 
 impl Format {
     /// A format with the codec's RFC 3551 defaults.
@@ -93,6 +100,9 @@ impl Format {
             Codec::G726 => {
                 let kbit = name.rsplit('-').next().and_then(|k| k.parse::<u8>().ok());
                 f.param = kbit.map_or(4, |k| (k / 8).clamp(2, 5));
+                if name.trim().to_ascii_uppercase().starts_with("AAL2-") {
+                    f.param |= G726_AAL2;
+                }
             }
             _ => {}
         }
@@ -147,7 +157,8 @@ impl Codec {
             "GSM" => Codec::Gsm,
             "ILBC" => Codec::Ilbc,
             "L16" => Codec::L16,
-            "G726-16" | "G726-24" | "G726-32" | "G726-40" | "G721" => Codec::G726,
+            "G726-16" | "G726-24" | "G726-32" | "G726-40" | "G721" | "AAL2-G726-16"
+            | "AAL2-G726-24" | "AAL2-G726-32" | "AAL2-G726-40" => Codec::G726,
             _ => return None,
         })
     }
@@ -372,6 +383,10 @@ mod tests {
         let amr = Format::from_sdp("AMR-WB", 16000, 1, "octet-align=1; mode-set=2").unwrap();
         assert_eq!((amr.codec, amr.clock, amr.param), (Codec::AmrWb, 16000, 1));
         assert_eq!(Format::from_sdp("G726-24", 8000, 1, "").unwrap().param, 3);
+        assert_eq!(
+            Format::from_sdp("AAL2-G726-40", 8000, 1, "").unwrap().param,
+            5 | G726_AAL2
+        );
         assert_eq!(
             Format::from_sdp("iLBC", 8000, 1, "mode=20").unwrap().param,
             20

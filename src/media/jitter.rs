@@ -36,6 +36,9 @@ use crate::media::rtp::RtpPacket;
 use crate::prefetch;
 use crate::time::Timestamp;
 
+#[path = "jitter_comfort.rs"]
+mod comfort;
+
 /// Samples held per leg at 8 kHz (512 ms); a power of two. The sample
 /// counts below are at 8 kHz too and scale with the recording's rate.
 pub const RING: usize = 4096;
@@ -75,7 +78,8 @@ pub enum Placed {
         pos: i64,
         samples: usize,
     },
-    /// Comfort noise or an empty payload: silence.
+    /// Comfort noise (synthesised, not counted as decoded audio) or an
+    /// empty payload.
     Silence,
     /// RFC 4733 event: taken out of the audio. (Keys are read on the
     /// capture thread: see [`crate::media::pause`].)
@@ -127,6 +131,12 @@ pub struct JitterBuffer {
     stream: Option<Stream>,
     /// Timeline span covered by the current telephone event: kept silent.
     event_span: (i64, i64),
+    /// Where the open comfort noise period's noise is still to be
+    /// synthesised from: after a SID or RFC 3389 packet, what the sender
+    /// leaves out (DTX) up to its next audio packet is noise.
+    comfort: Option<i64>,
+    /// The last payload decoded was (or ended in) comfort noise.
+    last_comfort: bool,
     pub quality: QualityTracker,
     /// The last audio codec decoded, and the name of an unsupported one
     /// that arrived (for `codec-unsupported:NAME`).
@@ -167,6 +177,8 @@ impl JitterBuffer {
             decoder: None,
             stream: None,
             event_span: (0, 0),
+            comfort: None,
+            last_comfort: false,
             quality: QualityTracker::default(),
             codec: None,
             unsupported_seen: None,
@@ -221,11 +233,11 @@ impl JitterBuffer {
     /// (clipped to the window) to the same ring places of `dst`: the live
     /// daemon keeps such a copy in a file mapping, so a killed process
     /// leaves its jitter window behind ([`crate::recording::tail`]).
-    /// `dst` must be as long as this buffer's ring (8 kHz timelines only:
-    /// a 16 kHz ring is twice as long and is not mirrored).
-    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16; RING]) {
+    /// `dst` must be as long as this buffer's ring ([`RING`] samples at
+    /// 8 kHz, twice that at 16 kHz); nothing is copied otherwise.
+    pub fn mirror_into(&self, from: i64, to: i64, dst: &mut [i16]) {
         let len = self.ring.len();
-        if len != RING {
+        if dst.len() != len {
             return;
         }
         let from = from.max(self.read_pos);
@@ -281,16 +293,27 @@ impl JitterBuffer {
         let Some(fmt) = fmt else {
             return self.unmapped(pkt.pt);
         };
+        self.last_comfort = false;
+        if new && fmt.codec.is_audio() {
+            self.end_comfort(pos);
+        }
         let placed = match fmt.codec {
             Codec::Pcmu if self.k == 1 => self.audio(pos, pkt.payload, &ULAW_DECODE),
             Codec::Pcma if self.k == 1 => self.audio(pos, pkt.payload, &ALAW_DECODE),
-            Codec::ComfortNoise => Placed::Silence,
+            Codec::ComfortNoise => return self.comfort_packet(pos, new, pkt.pt, fmt, pkt.payload),
             Codec::TelephoneEvent => {
                 self.event(pos, pkt.payload);
                 Placed::Event
             }
             _ => self.decoded(pos, pkt.pt, fmt, pkt.payload),
         };
+        if let Placed::Audio { pos, samples } = placed
+            && new
+            && self.last_comfort
+        {
+            // A payload ending in a SID: what is not sent next is noise.
+            self.comfort = Some(pos + samples as i64);
+        }
         if let Placed::Audio { samples, .. } = placed {
             self.codec = Some(fmt.codec);
             if new && let Some(s) = self.stream.as_mut() {
@@ -347,6 +370,7 @@ impl JitterBuffer {
             }
             Ok(n) => {
                 self.place(pos, dec.last());
+                self.last_comfort = dec.in_comfort_noise();
                 self.quality.decoded += 1;
                 Placed::Audio { pos, samples: n }
             }
@@ -537,6 +561,7 @@ impl JitterBuffer {
     /// mixer to read (and mark: beep, mute) without copying them out. `n`
     /// must not reach past the end of the ring: see [`JitterBuffer::contiguous`].
     pub fn window_mut(&mut self, n: usize) -> &mut [i16] {
+        self.fill_comfort(n);
         let a = (self.read_pos & self.mask) as usize;
         &mut self.ring[a..a + n]
     }
@@ -556,6 +581,7 @@ impl JitterBuffer {
     /// Plays out the next `out.len()` samples (silence where nothing
     /// arrived) and advances the window.
     pub fn pop(&mut self, out: &mut [i16]) {
+        self.fill_comfort(out.len());
         let mut done = 0;
         while done < out.len() {
             let a = (self.read_pos & self.mask) as usize;
@@ -600,21 +626,21 @@ mod tests {
     use crate::media::codec::encode_ulaw;
     use crate::media::rtp::build_rtp;
 
-    const START: Timestamp = Timestamp(1_000_000_000);
+    pub(super) const START: Timestamp = Timestamp(1_000_000_000);
 
     /// A 20 ms μ-law packet whose samples all decode to `level`.
-    fn pkt(seq: u16, ts: u32, ssrc: u32, level: i16) -> Vec<u8> {
+    pub(super) fn pkt(seq: u16, ts: u32, ssrc: u32, level: i16) -> Vec<u8> {
         build_rtp(0, seq, ts, ssrc, false, &[encode_ulaw(level); 160])
     }
 
-    fn push(jb: &mut JitterBuffer, at_ms: i64, data: &[u8]) -> String {
+    pub(super) fn push(jb: &mut JitterBuffer, at_ms: i64, data: &[u8]) -> String {
         let p = RtpPacket::parse(data).unwrap();
         format!("{:?}", jb.push(START.add_micros(at_ms * 1000), &p))
     }
 
     /// Plays out everything and returns, per 20 ms block, the block's
     /// level (or None when it is silent); asserts blocks are uniform.
-    fn blocks(jb: &mut JitterBuffer, n: usize) -> Vec<Option<i16>> {
+    pub(super) fn blocks(jb: &mut JitterBuffer, n: usize) -> Vec<Option<i16>> {
         let mut out = vec![0i16; 160];
         (0..n)
             .map(|_| {
@@ -743,7 +769,16 @@ mod tests {
         );
         assert!(ev.starts_with("Event"), "{ev}");
         push(&mut jb, 60, &pkt(5, 640, 1, 100));
-        assert_eq!(blocks(&mut jb, 4), vec![None, None, None, Some(lv(0))]);
+        // RFC 3389 CN at -40 dBov from 20 ms: noise (low, not constant)
+        // up to the event, whose span stays silent; then the speech.
+        let mut out = vec![0i16; 160];
+        jb.pop(&mut out);
+        assert!(out.iter().all(|&s| s == 0), "nothing before the CN");
+        jb.pop(&mut out);
+        let peak = out.iter().map(|s| s.unsigned_abs()).max().unwrap();
+        assert!((1..3000).contains(&peak), "comfort noise peak {peak}");
+        assert!(out.iter().any(|&s| s != out[0]), "noise, not a level");
+        assert_eq!(blocks(&mut jb, 2), vec![None, Some(lv(0))]);
         assert_eq!(jb.quality.snapshot().unknown_pt, 1);
     }
 

@@ -153,12 +153,11 @@ impl CallRecorder {
 
     /// Live daemon only: keeps the jitter window in `<wav>.tail` as well
     /// (see [`crate::recording::tail`]); `wav` is this recorder's file.
-    /// 8 kHz recordings only: a 16 kHz one keeps its window in memory and
-    /// loses it (up to 200 ms) to a kill.
+    /// The mirror's rings are the jitter buffers' length at the
+    /// recording's rate.
     pub fn keep_tail(&mut self, wav: &std::path::Path, start: Timestamp) -> io::Result<()> {
-        if self.k == 1 {
-            self.tail = Some(TailMirror::create(wav, start, self.wav.channels())?);
-        }
+        let ring = crate::media::jitter::RING * self.k as usize;
+        self.tail = Some(TailMirror::create(wav, start, self.wav.channels(), ring)?);
         Ok(())
     }
 

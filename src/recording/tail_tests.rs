@@ -7,13 +7,23 @@ use crate::recording::recorder::{CallRecorder, Leg, RecorderParams};
 const START: Timestamp = Timestamp(1_795_221_000_000_000);
 
 fn recorder(path: &Path, format: AudioFormat, channels: Channels, live: bool) -> CallRecorder {
+    recorder_at(path, format, channels, live, 8000)
+}
+
+fn recorder_at(
+    path: &Path,
+    format: AudioFormat,
+    channels: Channels,
+    live: bool,
+    sample_rate: u32,
+) -> CallRecorder {
     let mut r = CallRecorder::create(RecorderParams {
         path: path.to_owned(),
         format,
         channels,
         start: START,
         telephone_event_pt: [None, None],
-        sample_rate: 8000,
+        sample_rate,
     })
     .unwrap();
     if live {
@@ -45,10 +55,20 @@ fn killed_and_finished(
     packets: u32,
     pause_at: Option<u32>,
 ) -> (wav::WavData, wav::WavData, u64) {
+    killed_and_finished_at(format, channels, packets, pause_at, 8000)
+}
+
+fn killed_and_finished_at(
+    format: AudioFormat,
+    channels: Channels,
+    packets: u32,
+    pause_at: Option<u32>,
+    rate: u32,
+) -> (wav::WavData, wav::WavData, u64) {
     let dir = tempfile::tempdir().unwrap();
     let (cut, whole) = (dir.path().join("cut.wav"), dir.path().join("whole.wav"));
-    let mut a = recorder(&cut, format, channels, true);
-    let mut b = recorder(&whole, format, channels, false);
+    let mut a = recorder_at(&cut, format, channels, true, rate);
+    let mut b = recorder_at(&whole, format, channels, false, rate);
     for i in 0..packets {
         for r in [&mut a, &mut b] {
             if pause_at == Some(i) {
@@ -90,6 +110,77 @@ fn a_killed_recording_keeps_its_jitter_window() {
         );
         same_audio(&cut, &whole);
     }
+}
+
+/// A 16 kHz recording (G.711 resampled, as a contract asking for 16 kHz
+/// gets it) keeps its window too: rings twice as long, 200 ms restored.
+#[test]
+fn a_killed_16khz_recording_keeps_its_jitter_window() {
+    for channels in [Channels::Stereo, Channels::Mono] {
+        let (cut, whole, added) =
+            killed_and_finished_at(AudioFormat::Pcm16, channels, 100, None, 16000);
+        assert_eq!((cut.rate, whole.rate), (16000, 16000));
+        assert_eq!(whole.samples[0].len(), 32_000);
+        assert!(
+            (3_200..=3_520).contains(&added),
+            "{added} frames from the window"
+        );
+        // Captured 500 µs (8 samples at 16 kHz) into their 20 ms.
+        assert_eq!(
+            cut.samples[0].len(),
+            32_008,
+            "{channels:?}: complete to the last packet"
+        );
+        same_audio(&cut, &whole);
+        // The restored part is the tones, not silence.
+        let tail = &cut.samples[0][28_800..32_000];
+        assert!(
+            tail.iter().any(|&s| s.abs() > 1000),
+            "audio in the restored window"
+        );
+    }
+}
+
+#[test]
+fn a_16khz_pause_open_at_the_kill_mutes_the_restored_window() {
+    let (cut, whole, _) =
+        killed_and_finished_at(AudioFormat::Pcm16, Channels::Stereo, 100, Some(95), 16000);
+    let from = 95 * 320;
+    assert!(
+        cut.samples[0][from..].iter().all(|&s| s == 0),
+        "muted from the pause on"
+    );
+    assert!(
+        cut.samples[0][from - 1600..from].iter().any(|&s| s != 0),
+        "audio before it"
+    );
+    same_audio(&cut, &whole);
+}
+
+/// A tail file from before 16 kHz mirroring (ring length 0 in its
+/// header) is read as an 8 kHz one; a header whose ring does not match
+/// the file's size is refused.
+#[test]
+fn ring_length_in_the_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("x.wav");
+    let mut r = recorder(&w, AudioFormat::Pcm16, Channels::Mono, true);
+    for i in 0..30 {
+        feed(&mut r, Leg::Subscriber, i, 440.0);
+    }
+    std::mem::forget(r);
+    let mut b = std::fs::read(tail_path(&w)).unwrap();
+    assert_eq!(b.len(), 64 + 4 * RING);
+    assert_eq!(field(&b, 56), RING as i64);
+    b[56..64].copy_from_slice(&0i64.to_ne_bytes());
+    std::fs::write(tail_path(&w), &b).unwrap();
+    assert!(restore_tail(&w).unwrap() >= 1_600, "an old file restores");
+    b[56..64].copy_from_slice(&(2 * RING as i64).to_ne_bytes());
+    std::fs::write(tail_path(&w), &b).unwrap();
+    assert_eq!(
+        restore_tail(&w).unwrap_err().kind(),
+        io::ErrorKind::InvalidData
+    );
 }
 
 #[test]

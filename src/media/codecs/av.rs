@@ -12,7 +12,7 @@ use std::sync::Once;
 use ffmpeg_next::ffi as av;
 
 use super::DecodeError;
-use crate::media::codec::{Codec, Format};
+use crate::media::codec::{Codec, Format, G726_AAL2};
 
 static QUIET: Once = Once::new();
 
@@ -161,16 +161,17 @@ pub struct AvDecoder {
 // SAFETY: the contexts are owned and only used through &mut self.
 unsafe impl Send for AvDecoder {}
 
-fn codec_id(c: Codec) -> Option<av::AVCodecID> {
+fn codec_id(f: Format) -> Option<av::AVCodecID> {
     use av::AVCodecID::*;
-    Some(match c {
+    Some(match f.codec {
         Codec::G722 => AV_CODEC_ID_ADPCM_G722,
-        Codec::G729 => AV_CODEC_ID_G729,
         Codec::AmrNb => AV_CODEC_ID_AMR_NB,
         Codec::AmrWb => AV_CODEC_ID_AMR_WB,
         Codec::Opus => AV_CODEC_ID_OPUS,
         Codec::Gsm => AV_CODEC_ID_GSM,
         Codec::Ilbc => AV_CODEC_ID_ILBC,
+        // AAL2 packing (ITU-T I.366.2) is FFmpeg's big-endian G.726.
+        Codec::G726 if f.param & G726_AAL2 != 0 => AV_CODEC_ID_ADPCM_G726,
         // RFC 3551's G.726 packing is what FFmpeg calls little-endian.
         Codec::G726 => AV_CODEC_ID_ADPCM_G726LE,
         _ => return None,
@@ -181,7 +182,7 @@ impl AvDecoder {
     /// Opens FFmpeg's decoder for `f`, resampling to `out_rate`.
     pub fn open(f: Format, out_rate: u32) -> Result<AvDecoder, DecodeError> {
         quiet();
-        let id = codec_id(f.codec).ok_or(DecodeError::Unsupported(f.codec))?;
+        let id = codec_id(f).ok_or(DecodeError::Unsupported(f.codec))?;
         // SAFETY: FFI; every pointer is checked before use and freed in Drop.
         unsafe {
             let codec = av::avcodec_find_decoder(id);
@@ -204,8 +205,7 @@ impl AvDecoder {
                 Codec::Opus => (48000, 0, 0),
                 Codec::Gsm => (8000, 33, 0),
                 Codec::Ilbc => (8000, if f.param == 20 { 38 } else { 50 }, 0),
-                Codec::G726 => (8000, 0, f.param as i32),
-                Codec::G729 => (8000, 10, 0),
+                Codec::G726 => (8000, 0, (f.param & !G726_AAL2) as i32),
                 _ => (8000, 0, 0),
             };
             c.sample_rate = rate;
@@ -240,7 +240,7 @@ impl AvDecoder {
                     || f.format == av::AVSampleFormat::AV_SAMPLE_FMT_S16P as i32;
                 if s16 && f.ch_layout.nb_channels == 1 && f.sample_rate == self.resampler.out_rate {
                     // Already what the recording takes (G.722 at 16 kHz,
-                    // G.729/G.726/GSM at 8 kHz): copied, not resampled.
+                    // G.726/GSM at 8 kHz): copied, not resampled.
                     let n = f.nb_samples.max(0) as usize;
                     out.extend_from_slice(std::slice::from_raw_parts(
                         *f.extended_data as *const i16,

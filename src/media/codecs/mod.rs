@@ -5,17 +5,22 @@
 //! G.711 at 8 kHz never comes here: the jitter buffer decodes it by table
 //! straight into its ring. Everything else does: G.711 and L16 when the
 //! recording is 16 kHz (decoded here, then resampled), and through
-//! FFmpeg's libavcodec ([`av`]) G.722, G.729 (A/B), AMR-NB and AMR-WB
-//! (after [`amr`] undoes RFC 4867's payload format), Opus, GSM, iLBC and
-//! G.726. Every decoder's output goes through libswresample to the
+//! FFmpeg's libavcodec ([`av`]) G.722, AMR-NB and AMR-WB (after [`amr`]
+//! undoes RFC 4867's payload format), Opus, GSM, iLBC and G.726; G.729
+//! (A/B) and RFC 3389 comfort noise through libbcg729 ([`g729`]), whose
+//! Annex B generator also synthesises the noise of the frames a sender
+//! leaves out after a SID ([`LegDecoder::comfort_noise`]). Every
+//! decoder's output goes through libswresample to the
 //! recording's rate: a narrowband leg in a 16 kHz recording is
 //! interpolated by a proper filter, never by repeating samples.
 
 pub mod amr;
 pub mod av;
+pub mod g729;
 
 use crate::media::codec::{ALAW_DECODE, Codec, Format, ULAW_DECODE};
 use av::{AvDecoder, Resampler};
+use g729::G729Decoder;
 
 /// Why a payload gave no audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -34,10 +39,6 @@ pub enum DecodeError {
     Oversized,
 }
 
-/// G.729 frame and SID sizes (ITU-T G.729 Annex B: a 2-byte SID frame
-/// ends a packet).
-const G729_FRAME: usize = 10;
-const G729_SID: usize = 2;
 /// Largest payload decoded (bytes): 120 ms of L16 stereo at 16 kHz.
 const MAX_PAYLOAD_BYTES: usize = 7680;
 
@@ -45,6 +46,8 @@ enum Kind {
     Av(Box<AvDecoder>),
     /// G.711 or L16, converted here and resampled.
     Pcm(Box<Resampler>),
+    /// G.729 or RFC 3389 comfort noise (libbcg729).
+    G729(Box<G729Decoder>),
     /// Opening failed: every packet of this type is undecodable.
     Failed(DecodeError),
 }
@@ -62,6 +65,9 @@ pub struct LegDecoder {
     out: Vec<i16>,
     tmp: Vec<i16>,
     frames: Vec<u8>,
+    /// The payload type whose decoder is in a comfort noise period (its
+    /// last payload was or ended in a SID / RFC 3389 frame).
+    comfort: Option<u8>,
 }
 
 impl LegDecoder {
@@ -73,6 +79,7 @@ impl LegDecoder {
             out: Vec::new(),
             tmp: Vec::new(),
             frames: Vec::new(),
+            comfort: None,
         }
     }
 
@@ -84,6 +91,10 @@ impl LegDecoder {
             Codec::Pcmu | Codec::Pcma | Codec::L16 => {
                 Kind::Pcm(Box::new(Resampler::new(self.rate)))
             }
+            Codec::G729 | Codec::ComfortNoise => match G729Decoder::new(self.rate) {
+                Ok(d) => Kind::G729(Box::new(d)),
+                Err(e) => Kind::Failed(e),
+            },
             _ => match AvDecoder::open(fmt, self.rate) {
                 Ok(d) => Kind::Av(Box::new(d)),
                 Err(e) => Kind::Failed(e),
@@ -100,7 +111,8 @@ impl LegDecoder {
         &self.out
     }
 
-    /// Decodes one payload of type `pt` (meaning `fmt`) to samples at the
+    /// Decodes one payload of type `pt` (meaning `fmt`; an RFC 3389
+    /// comfort noise payload gives 10 ms of its noise) to samples at the
     /// leg's rate.
     pub fn decode(&mut self, pt: u8, fmt: Format, payload: &[u8]) -> Result<&[i16], DecodeError> {
         if payload.len() > MAX_PAYLOAD_BYTES {
@@ -117,9 +129,50 @@ impl LegDecoder {
                 pcm(fmt, payload, &mut self.tmp)?;
                 r.mono_s16(&self.tmp, fmt.clock, &mut self.out)?;
             }
+            Kind::G729(d) => {
+                if fmt.codec == Codec::ComfortNoise {
+                    d.rfc3389(payload, &mut self.out)?;
+                } else {
+                    d.payload(payload, &mut self.out)?;
+                }
+                self.comfort = d.in_comfort_noise().then_some(pt);
+                return Ok(&self.out);
+            }
             Kind::Av(d) => frames(fmt, payload, d, &mut self.frames, &mut self.out, rate)?,
         }
+        // Speech of another codec ends a comfort noise period.
+        self.comfort = None;
         Ok(&self.out)
+    }
+
+    /// Whether the last payload decoded was (or ended in) comfort noise:
+    /// what the sender leaves out next is that noise, not silence
+    /// (G.729 Annex B 4.4, RFC 3389 section 4).
+    pub fn in_comfort_noise(&self) -> bool {
+        self.comfort.is_some()
+    }
+
+    /// `n` samples more of the current comfort noise, at the leg's rate
+    /// (generated in whole 10 ms frames; the rest of the last is dropped);
+    /// empty outside a comfort noise period.
+    pub fn comfort_noise(&mut self, n: usize) -> &[i16] {
+        self.out.clear();
+        let slot = self
+            .comfort
+            .and_then(|pt| self.slots.iter_mut().find(|s| s.pt == pt));
+        if let Some(Slot {
+            kind: Kind::G729(d),
+            ..
+        }) = slot
+        {
+            while self.out.len() < n {
+                if d.comfort_noise(&mut self.out).is_err() {
+                    break;
+                }
+            }
+        }
+        self.out.truncate(n);
+        &self.out
     }
 }
 
@@ -161,21 +214,6 @@ fn frames(
         payload.chunks_exact(n).try_for_each(|f| d.decode(f, out))
     };
     match fmt.codec {
-        Codec::G729 => {
-            let speech = payload.len() / G729_FRAME * G729_FRAME;
-            let tail = payload.len() - speech;
-            if tail != 0 && tail != G729_SID {
-                return Err(DecodeError::Corrupt);
-            }
-            for f in payload[..speech].chunks_exact(G729_FRAME) {
-                d.decode(f, out)?;
-            }
-            if tail == G729_SID {
-                // Annex B comfort noise: rendered as the silence it stands for.
-                out.extend(std::iter::repeat_n(0, (80 * rate / 8000) as usize));
-            }
-            Ok(())
-        }
         Codec::Gsm => fixed(33, d, out),
         Codec::Ilbc => fixed(if fmt.param == 20 { 38 } else { 50 }, d, out),
         Codec::AmrNb | Codec::AmrWb => {
@@ -245,6 +283,11 @@ mod tests {
                 ..fmt(Codec::L16)
             },
             fmt(Codec::G726),
+            Format {
+                param: 5 | crate::media::codec::G726_AAL2,
+                ..fmt(Codec::G726)
+            },
+            fmt(Codec::ComfortNoise),
             fmt(Codec::Pcmu),
         ];
         for rate in [8000, 16000] {
@@ -283,12 +326,18 @@ mod tests {
             d.decode(97, fmt(Codec::Ilbc), &[0; 38]),
             Err(DecodeError::Corrupt)
         );
-        // A G.729B SID frame alone: 10 ms of comfort silence.
+        // A G.729B SID frame alone: 10 ms of comfort noise, and more of
+        // it for the frames not sent after it.
         assert_eq!(
             d.decode(18, fmt(Codec::G729), &[0x12, 0x34])
                 .map(<[i16]>::len),
             Ok(80)
         );
+        assert!(d.in_comfort_noise());
+        assert_eq!(d.comfort_noise(200).len(), 200);
+        assert!(d.decode(18, fmt(Codec::G729), &[0x5a; 10]).is_ok());
+        assert!(!d.in_comfort_noise(), "speech ends it");
+        assert!(d.comfort_noise(200).is_empty());
         // AMR with a reserved frame type.
         assert!(matches!(
             d.decode(97, fmt(Codec::AmrNb), &[0xf0, 0x60]),
