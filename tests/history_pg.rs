@@ -5,7 +5,8 @@
 //! sees both; the server stopped and restarted while rows are being
 //! written and pushed loses none; each appliance's recordings reach the
 //! segments table with their delivery state, and follow a delivery; a
-//! newer schema is refused by name.
+//! newer schema is refused by name; a slow server delays the push, never
+//! the history.
 
 #[path = "support/config.rs"]
 mod config_text;
@@ -378,4 +379,95 @@ fn two_appliances_one_view_and_no_row_lost_across_a_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("schema version 99 is newer"), "{err}");
+}
+
+/// A slow fleet database (every insert takes 20 ms, a trigger's
+/// `pg_sleep`) delays the push, never the history: the daemon's log
+/// writer appends at its own pace while the pusher crawls, and every row
+/// arrives in the end.
+#[test]
+fn a_slow_server_delays_the_push_but_never_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pg) = server(dir.path()) else { return };
+    let url = pg.url();
+    let spool = dir.path().join("spool-slow");
+    std::fs::create_dir_all(&spool).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (spool, url, stop) = (spool.clone(), url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            callrec::history::pg::push_loop(
+                &spool,
+                &url,
+                "slow-1",
+                Duration::from_millis(100),
+                &stop,
+            )
+        })
+    };
+    let rec = |i: i64| CallRecord {
+        call_id: format!("slow-{i}@198.51.100.9"),
+        short_id: format!("{i:08x}"),
+        caller: "0312340001".into(),
+        callee: "0612340002".into(),
+        decision: "skip".into(),
+        reason: Some("not-a-contract-number".into()),
+        invite_at: Timestamp::from_secs_micros(1_795_400_000 + i, 0).rfc3339(9 * 3600),
+        ..Default::default()
+    };
+    let count = || {
+        fleet(&url)
+            .iter()
+            .filter(|r| r["appliance"] == "slow-1")
+            .count()
+    };
+    let mut w = HistoryWriter::open(&spool).unwrap();
+    w.append(&rec(0)).unwrap();
+    // The pusher made the schema and sent the first row: now slow it down.
+    let t = Instant::now();
+    while count() < 1 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(), 1, "the first row arrives");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER slow BEFORE INSERT ON callrec_calls FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .unwrap();
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    for i in 1..=400 {
+        let t = Instant::now();
+        w.append(&rec(i)).unwrap();
+        worst = worst.max(t.elapsed());
+    }
+    let appending = started.elapsed();
+    drop(w);
+    assert!(
+        worst < Duration::from_millis(200),
+        "an append waited {worst:?} on a slow database"
+    );
+    // 400 rows at 20 ms each take the pusher 8 s or more.
+    assert!(
+        appending < Duration::from_secs(4),
+        "400 appends took {appending:?}"
+    );
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_secs(90) {
+        n = count();
+        if n == 401 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pushed_in = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    pusher.join().unwrap();
+    assert_eq!(n, 401, "every row reached the slow database");
+    assert!(
+        pushed_in + appending >= Duration::from_secs(7),
+        "the database was slow: {pushed_in:?}"
+    );
 }
