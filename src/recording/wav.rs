@@ -15,7 +15,9 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::config::AudioFormat;
-use crate::media::codec::{ALAW_DECODE, ULAW_DECODE, encode_alaw, encode_ulaw};
+use crate::media::codec::{
+    ALAW_DECODE, Law, ULAW_DECODE, encode_alaw, encode_law_into, encode_ulaw,
+};
 
 pub const SAMPLE_RATE: u32 = 8000;
 const PLACEHOLDER: u32 = 0xffff_ffff;
@@ -163,8 +165,8 @@ impl WavWriter {
                     d.copy_from_slice(&s.to_le_bytes());
                 }
             }
-            AudioFormat::Ulaw => encode_law(dst, &samples[i..], encode_ulaw),
-            AudioFormat::Alaw => encode_law(dst, &samples[i..], encode_alaw),
+            AudioFormat::Ulaw => encode_law_into(Law::Ulaw, &samples[i..], dst),
+            AudioFormat::Alaw => encode_law_into(Law::Alaw, &samples[i..], dst),
         })
     }
 
@@ -274,13 +276,6 @@ impl WavWriter {
             bytes,
             sha256,
         })
-    }
-}
-
-#[inline]
-fn encode_law(dst: &mut [u8], samples: &[i16], enc: fn(i16) -> u8) {
-    for (d, &s) in dst.iter_mut().zip(samples) {
-        *d = enc(s);
     }
 }
 
