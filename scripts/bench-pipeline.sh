@@ -56,6 +56,10 @@ fresh_spool() {
 }
 echo "spool: $spool_fs"
 packets=$(capinfos -c -M "$work/bench.pcap" 2>/dev/null | awk '/Number of packets/ {print $NF}')
+# The process with no call at all (a capture of just its file header):
+# mostly the shared libraries' pages (FFmpeg and the rest, shared with
+# every other process using them), which do not grow with calls.
+head -c 24 "$work/bench.pcap" > "$work/empty.pcap"
 # Issue 17's targets, packets per CPU-second: 1,000,000 in stereo PCM16
 # and 1,500,000 in mono μ-law (at most 0.5 µs of user space a packet).
 for variant in "stereo pcm16 1000000" "mono ulaw 1500000"; do
@@ -64,6 +68,9 @@ for variant in "stereo pcm16 1000000" "mono ulaw 1500000"; do
   sed -e 's|^mode = "pcap"|mode = "off"|' -e "s|^format = .*|format = \"$2\"|" \
       -e "s|^channels = .*|channels = \"$1\"|" -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
       conf/callrec.toml > "$work/bench.toml"
+  fresh_spool
+  /usr/bin/time -f '%M' -o "$work/idle" "$bin"/callrec replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/empty.pcap" > /dev/null 2>&1
+  idlekb=$(tail -1 "$work/idle")
   : > "$work/times"
   for _ in $(seq "$runs"); do
     fresh_spool
@@ -75,10 +82,11 @@ for variant in "stereo pcm16 1000000" "mono ulaw 1500000"; do
   # The run with the median CPU time.
   read -r wall user sys maxkb < <(awk '{print $2 + $3, $0}' "$work/times" | sort -n | awk -v m=$(( (runs + 1) / 2 )) 'NR == m {print $2, $3, $4, $5}')
   echo "$wall" > "$work/wall.$2"
-  awk -v p="$packets" -v w="$wall" -v u="$user" -v s="$sys" -v m="$maxkb" -v c="$calls" -v n="$wavs" -v v="$variant" -v r="$runs" -v t="$target" 'BEGIN {
+  awk -v p="$packets" -v w="$wall" -v u="$user" -v s="$sys" -v m="$maxkb" -v c="$calls" -v n="$wavs" -v v="$variant" -v r="$runs" -v t="$target" -v i="$idlekb" 'BEGIN {
     printf "callrec (%s, median of %d): %d packets, %d calls (%d recordings) in %.2f s wall: %.0f packets/s, %.3f CPU us/packet\n", v, r, p, c, n, w, p / w, (u + s) * 1e6 / p;
     printf "  per core: %.0f packets per CPU-second (user %.2f s + sys %.2f s); target %d\n", p / (u + s), u, s, t;
-    printf "  peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c }'
+    printf "  peak RSS %.1f MiB, %.1f KiB per active call (whole process / calls)\n", m / 1024, m / c;
+    printf "  with no call the same process peaks at %.1f MiB: %.1f KiB per active call above that (target 64)\n", i / 1024, (m - i) / c }'
   # The floor under these figures: the same files written, fsynced,
   # renamed and hashed with nothing else (examples/output_floor.rs), on
   # the same kind of filesystem. No recorder can spend less than this.

@@ -375,6 +375,32 @@ pub fn encode_law_into(law: Law, samples: &[i16], out: &mut [u8]) {
     }
 }
 
+/// [`encode_law_into`] for stereo: frames of `left` and `right` (as many
+/// as all three hold) into interleaved codes, left first.
+#[inline]
+pub fn encode_law_stereo_into(law: Law, left: &[i16], right: &[i16], out: &mut [u8]) {
+    let n = left.len().min(right.len()).min(out.len() / 2);
+    let (left, right, out) = (&left[..n], &right[..n], &mut out[..2 * n]);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if n >= 16 && std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        done = unsafe { x86::encode_stereo_avx2(law, left, right, out) };
+    }
+    let enc = match law {
+        Law::Ulaw => encode_ulaw,
+        Law::Alaw => encode_alaw,
+    };
+    for ((d, &a), &b) in out[2 * done..]
+        .chunks_exact_mut(2)
+        .zip(&left[done..])
+        .zip(&right[done..])
+    {
+        d[0] = enc(a);
+        d[1] = enc(b);
+    }
+}
+
 fn table(law: Law) -> &'static [i16; 256] {
     match law {
         Law::Ulaw => &ULAW_DECODE,
@@ -427,20 +453,54 @@ mod x86 {
             // SAFETY: `src` is 16 readable samples (32 bytes) and `dst` 16
             // writable bytes; both accesses are unaligned ones.
             unsafe {
-                let x = _mm256_loadu_si256(src.as_ptr().cast());
-                let codes = match law {
-                    Law::Ulaw => ulaw_encode16(x),
-                    Law::Alaw => alaw_encode16(x),
-                };
-                // Words (all below 256) to bytes, in order.
-                let packed = _mm_packus_epi16(
-                    _mm256_castsi256_si128(codes),
-                    _mm256_extracti128_si256::<1>(codes),
-                );
-                _mm_storeu_si128(dst.as_mut_ptr().cast(), packed);
+                let codes = encode16(law, _mm256_loadu_si256(src.as_ptr().cast()));
+                _mm_storeu_si128(dst.as_mut_ptr().cast(), codes);
             }
         }
         blocks * 16
+    }
+
+    /// Encodes whole blocks of 16 stereo frames into 32 interleaved codes;
+    /// returns how many frames it encoded.
+    #[target_feature(enable = "avx2")]
+    pub(super) fn encode_stereo_avx2(
+        law: Law,
+        left: &[i16],
+        right: &[i16],
+        out: &mut [u8],
+    ) -> usize {
+        let blocks = left.len().min(right.len()).min(out.len() / 2) / 16;
+        for ((l, r), dst) in left
+            .chunks_exact(16)
+            .zip(right.chunks_exact(16))
+            .zip(out.chunks_exact_mut(32))
+            .take(blocks)
+        {
+            // SAFETY: `l` and `r` are 16 readable samples each and `dst`
+            // 32 writable bytes; all accesses are unaligned ones.
+            unsafe {
+                let a = encode16(law, _mm256_loadu_si256(l.as_ptr().cast()));
+                let b = encode16(law, _mm256_loadu_si256(r.as_ptr().cast()));
+                let p = dst.as_mut_ptr();
+                _mm_storeu_si128(p.cast(), _mm_unpacklo_epi8(a, b));
+                _mm_storeu_si128(p.add(16).cast(), _mm_unpackhi_epi8(a, b));
+            }
+        }
+        blocks * 16
+    }
+
+    /// 16 samples to their 16 codes, in order.
+    #[target_feature(enable = "avx2")]
+    fn encode16(law: Law, x: __m256i) -> __m128i {
+        let codes = match law {
+            Law::Ulaw => ulaw_encode16(x),
+            Law::Alaw => alaw_encode16(x),
+        };
+        // Words (all below 256) to bytes.
+        _mm_packus_epi16(
+            _mm256_castsi256_si128(codes),
+            _mm256_extracti128_si256::<1>(codes),
+        )
     }
 
     /// The segment of each lane's magnitude `v`: how many of the segment
@@ -620,6 +680,22 @@ mod tests {
             encode_law_into(law, &all, &mut out);
             for (&x, &c) in all.iter().zip(&out) {
                 assert_eq!(c, enc(x), "{law:?} of {x}");
+            }
+            // Stereo: the left channel is every sample, the right one the
+            // same samples reversed.
+            let rev: Vec<i16> = all.iter().rev().copied().collect();
+            let mut out2 = vec![0u8; 2 * all.len()];
+            encode_law_stereo_into(law, &all, &rev, &mut out2);
+            for ((&l, &r), c) in all.iter().zip(&rev).zip(out2.chunks_exact(2)) {
+                assert_eq!(c, [enc(l), enc(r)], "{law:?} stereo of {l}, {r}");
+            }
+            for len in 0..=40 {
+                let mut out = vec![7u8; 2 * len + 3];
+                encode_law_stereo_into(law, &all[..len], &rev[..len], &mut out);
+                for i in 0..len {
+                    assert_eq!(out[2 * i..2 * i + 2], [enc(all[i]), enc(rev[i])]);
+                }
+                assert_eq!(&out[2 * len..], &[7; 3], "{law:?} stereo wrote past {len}");
             }
             // Tails shorter than a block, and no write past the end.
             for len in 0..=40 {
