@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use callrec::config::{AudioFormat, Channels};
-use callrec::media::codec::{Law, ULAW_DECODE, decode_into, decode_law_into};
+use callrec::media::codec::{
+    Law, ULAW_DECODE, decode_into, decode_law_into, encode_law_into, encode_ulaw,
+};
 use callrec::media::rtp::build_rtp;
 use callrec::recording::recorder::{CallRecorder, Leg, RecorderParams};
 use callrec::time::Timestamp;
@@ -105,6 +107,25 @@ fn bench(c: &mut Criterion) {
             })
         });
     }
+    // And encoding one 20 ms packet's mixed samples into a μ-law WAV.
+    let samples: Vec<i16> = (0..160)
+        .map(|i| (i * 2731 % 65_521 - 32_760) as i16)
+        .collect();
+    let mut codes = [0u8; 160];
+    g.bench_function("ulaw_encode_table_160", |b| {
+        b.iter(|| {
+            for (c, &x) in codes.iter_mut().zip(std::hint::black_box(&samples)) {
+                *c = encode_ulaw(x);
+            }
+            codes[159]
+        })
+    });
+    g.bench_function("ulaw_encode_160", |b| {
+        b.iter(|| {
+            encode_law_into(Law::Ulaw, std::hint::black_box(&samples), &mut codes);
+            codes[159]
+        })
+    });
     g.finish();
 
     // Plain figure for the report: ns per packet over many calls.

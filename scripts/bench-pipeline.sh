@@ -17,7 +17,9 @@
 # TMPFS=1 puts the spool on a fresh tmpfs instead (made anew for each
 # run, when root): no block device, so the figures show the CPU the
 # pipeline itself spends (issue 17 asks for tmpfs figures).
-# Binaries come from $CARGO_TARGET_DIR when it is set.
+# Binaries come from $CARGO_TARGET_DIR when it is set; CALLREC=path runs
+# that callrec binary instead of the one just built (an older build, for
+# before-and-after figures on the same capture and machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}; secs=${2:-30}; runs=${3:-3}
@@ -27,6 +29,7 @@ cleanup() { [ -n "$mnt" ] && umount "$mnt" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cargo build --release --quiet --bins --examples
 bin=${CARGO_TARGET_DIR:-target}/release
+callrec=${CALLREC:-$bin/callrec}
 "$bin"/examples/make_capture --bench "$calls" "$secs" "$work/bench.pcap"
 spool_fs="$work (the filesystem of \$TMPDIR)"
 spool_root="$work"
@@ -55,6 +58,7 @@ fresh_spool() {
   sync; sleep 1
 }
 echo "spool: $spool_fs"
+echo "callrec: $callrec"
 packets=$(capinfos -c -M "$work/bench.pcap" 2>/dev/null | awk '/Number of packets/ {print $NF}')
 # The process with no call at all (a capture of just its file header):
 # mostly the shared libraries' pages (FFmpeg and the rest, shared with
@@ -69,13 +73,13 @@ for variant in "stereo pcm16 1000000" "mono ulaw 1500000"; do
       -e "s|^channels = .*|channels = \"$1\"|" -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
       conf/callrec.toml > "$work/bench.toml"
   fresh_spool
-  /usr/bin/time -f '%M' -o "$work/idle" "$bin"/callrec replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/empty.pcap" > /dev/null 2>&1
+  /usr/bin/time -f '%M' -o "$work/idle" "$callrec" replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/empty.pcap" > /dev/null 2>&1
   idlekb=$(tail -1 "$work/idle")
   : > "$work/times"
   for _ in $(seq "$runs"); do
     fresh_spool
     /usr/bin/time -f '%e %U %S %M' -a -o "$work/times" \
-      "$bin"/callrec replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/bench.pcap" > "$work/out" 2>/dev/null
+      "$callrec" replay --config "$work/bench.toml" --out "$spool_root/spool" "$work/bench.pcap" > "$work/out" 2>/dev/null
   done
   wavs=$(find "$spool_root/spool/queue" -name '*.wav' | wc -l)
   wav_bytes=$(find "$spool_root/spool/queue" -name '*.wav' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
