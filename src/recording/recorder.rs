@@ -149,10 +149,6 @@ impl CallRecorder {
     /// (one `write` per 20 ms or more of audio) instead of every 8 KiB.
     pub fn set_flush_each_block(&mut self, on: bool) {
         self.flush_each_block = on;
-        if on {
-            self.wav
-                .shrink_buffer(crate::recording::wav::LIVE_BUF_BYTES);
-        }
     }
 
     /// Live daemon only: keeps the jitter window in `<wav>.tail` as well

@@ -22,14 +22,8 @@ use crate::media::codec::{
 
 pub const SAMPLE_RATE: u32 = 8000;
 const PLACEHOLDER: u32 = 0xffff_ffff;
-/// Write buffer per file, bytes: small, since thousands of calls write at
-/// once. 16 KiB rather than 8 halves the `write` calls of a replay (stereo
-/// PCM16: 58,600 to 29,300 for 500 × 30 s) and took about 3% off its CPU
-/// (alternating runs); the live daemon, which hands every mixed block to
-/// the kernel anyway, shrinks it to [`LIVE_BUF_BYTES`].
-const BUF_BYTES: usize = 16384;
-/// The buffer of a writer that is flushed every mixed block (live).
-pub const LIVE_BUF_BYTES: usize = 8192;
+/// Write buffer per file: small, since thousands of calls write at once.
+const BUF_BYTES: usize = 8192;
 
 fn format_tag(f: AudioFormat) -> u16 {
     match f {
@@ -100,7 +94,7 @@ pub struct WavWriter {
     /// Encoded bytes not yet written. The mixer encodes straight into it
     /// (no intermediate sample buffers): on the media path every copy of a
     /// sample costs as much as the decoding.
-    buf: Box<[u8]>,
+    buf: Box<[u8; BUF_BYTES]>,
     buffered: usize,
     format: AudioFormat,
     channels: u16,
@@ -139,7 +133,7 @@ impl WavWriter {
             .open(path)?;
         crate::recording::perms::apply_file(&file)?;
         let (h, fact_at, data_size_at) = header(format, channels, rate);
-        let mut buf = vec![0u8; BUF_BYTES].into_boxed_slice();
+        let mut buf = Box::new([0u8; BUF_BYTES]);
         buf[..h.len()].copy_from_slice(&h);
         Ok(WavWriter {
             file,
@@ -152,18 +146,6 @@ impl WavWriter {
             data_size_at,
             samples: 0,
         })
-    }
-
-    /// Shrinks the write buffer to `bytes` (at least the header, 58) when
-    /// it holds no more than that: a writer flushed every block needs
-    /// little, and thousands of calls keep one each.
-    pub fn shrink_buffer(&mut self, bytes: usize) {
-        let bytes = bytes.max(64);
-        if bytes < self.buf.len() && self.buffered <= bytes {
-            let mut buf = vec![0u8; bytes].into_boxed_slice();
-            buf[..self.buffered].copy_from_slice(&self.buf[..self.buffered]);
-            self.buf = buf;
-        }
     }
 
     pub fn channels(&self) -> u16 {
@@ -218,7 +200,7 @@ impl WavWriter {
         let frame = bps * self.channels as usize;
         let mut i = 0;
         while i < samples {
-            let room = (self.buf.len() - self.buffered) / frame * frame;
+            let room = (BUF_BYTES - self.buffered) / frame * frame;
             if room == 0 {
                 self.flush_buf()?;
                 continue;
@@ -236,7 +218,7 @@ impl WavWriter {
     /// encoded into (at most one 20 ms packet's worth).
     pub fn prefetch_tail(&self, frames: usize) {
         let frame = (bytes_per_sample(self.format) * self.channels) as usize;
-        let bytes = (frames.min(160) * frame).min(self.buf.len() - self.buffered);
+        let bytes = (frames.min(160) * frame).min(BUF_BYTES - self.buffered);
         crate::prefetch::range(self.buf[self.buffered..].as_ptr(), bytes);
     }
 
@@ -578,9 +560,6 @@ mod tests {
             let b = dir.path().join("b.wav");
             let mut wa = WavWriter::create(&a, format, 2).unwrap();
             let mut wb = WavWriter::create(&b, format, 2).unwrap();
-            // The smallest buffer (a live writer's is smaller than a
-            // replay's) must give the same bytes.
-            wb.shrink_buffer(0);
             let mut i = 0;
             for piece in [1usize, 7, 1023, 4096, 333].iter().cycle() {
                 if i >= l.len() {
