@@ -5,6 +5,9 @@
 use std::time::{Duration, Instant};
 
 use callrec::config::{AudioFormat, Channels};
+use callrec::media::codec::{
+    Law, ULAW_DECODE, decode_into, decode_law_into, encode_law_into, encode_ulaw,
+};
 use callrec::media::rtp::build_rtp;
 use callrec::recording::recorder::{CallRecorder, Leg, RecorderParams};
 use callrec::time::Timestamp;
@@ -80,6 +83,47 @@ fn bench(c: &mut Criterion) {
                 rec.on_rtp(*leg, *ts, p);
             }
             rec.finish(end).expect("finish")
+        })
+    });
+    g.finish();
+
+    // G.711 decoding of one 20 ms packet: the table loop and the AVX2
+    // path chosen at run time (the jitter buffer's per-packet decode).
+    let payload: Vec<u8> = (0..160).map(|i| (i * 37 % 251) as u8).collect();
+    let mut out = [0i16; 160];
+    let mut g = c.benchmark_group("g711");
+    g.throughput(Throughput::Elements(160));
+    g.bench_function("ulaw_table_160", |b| {
+        b.iter(|| {
+            decode_into(&ULAW_DECODE, std::hint::black_box(&payload), &mut out);
+            out[159]
+        })
+    });
+    for (name, law) in [("ulaw_160", Law::Ulaw), ("alaw_160", Law::Alaw)] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                decode_law_into(law, std::hint::black_box(&payload), &mut out);
+                out[159]
+            })
+        });
+    }
+    // And encoding one 20 ms packet's mixed samples into a μ-law WAV.
+    let samples: Vec<i16> = (0..160)
+        .map(|i| (i * 2731 % 65_521 - 32_760) as i16)
+        .collect();
+    let mut codes = [0u8; 160];
+    g.bench_function("ulaw_encode_table_160", |b| {
+        b.iter(|| {
+            for (c, &x) in codes.iter_mut().zip(std::hint::black_box(&samples)) {
+                *c = encode_ulaw(x);
+            }
+            codes[159]
+        })
+    });
+    g.bench_function("ulaw_encode_160", |b| {
+        b.iter(|| {
+            encode_law_into(Law::Ulaw, std::hint::black_box(&samples), &mut codes);
+            codes[159]
         })
     });
     g.finish();

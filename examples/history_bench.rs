@@ -7,6 +7,9 @@
 //! the way `callrec calls` did before the index (the whole file read into
 //! memory, every line parsed to a JSON object, then filtered), so the
 //! script can time and measure both the same way.
+//! `history_bench trim SPOOL DAYS` runs retention (`history.keep` =
+//! DAYS before the newest call) on the log and its index, as the daemon
+//! does hourly.
 
 use callrec::history::CallRecord;
 use serde_json::{Map, Value};
@@ -17,9 +20,19 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("gen") => generate(&args[1], args[2].parse().expect("N")),
         Some("legacy") => legacy(&args[1], &args[2..]),
+        Some("trim") => {
+            let days: u64 = args[2].parse().expect("DAYS");
+            let keep = std::time::Duration::from_secs(days * 86_400);
+            let spool = std::path::Path::new(&args[1]);
+            drop(callrec::history::HistoryWriter::open_keep(spool, Some(keep), None).unwrap());
+            // Counted streaming: the measure is the trim's memory, not ours.
+            let f = std::fs::File::open(spool.join("calls.jsonl")).unwrap();
+            let n = std::io::BufRead::lines(std::io::BufReader::new(f)).count();
+            println!("{n}");
+        }
         _ => {
             eprintln!(
-                "usage: history_bench gen SPOOL N | legacy SPOOL [--contract K] [--limit N] [--csv]"
+                "usage: history_bench gen SPOOL N | legacy SPOOL [--contract K] [--limit N] [--csv] | trim SPOOL DAYS"
             );
             std::process::exit(2);
         }

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The call history at carrier scale: N generated calls (default 1,000,000),
 # `callrec calls` answered the old way (whole file parsed per query) and
-# from the SQLite index, each timed and measured (peak RSS) by /usr/bin/time.
+# from the SQLite index, each timed and measured (peak RSS) by /usr/bin/time;
+# then a retention trim of the log and its index (the daemon's hourly pass).
 # Release build; one benchmark at a time on a shared machine.
 #   scripts/bench-history.sh [N]
 set -euo pipefail
 N=${1:-1000000}
 cd "$(dirname "$0")/.."
 cargo build --release --quiet --bin callrec --example history_bench
-BIN=target/release/callrec
-GEN=target/release/examples/history_bench
+T=${CARGO_TARGET_DIR:-target}
+BIN=$T/release/callrec
+GEN=$T/release/examples/history_bench
 DIR=$(mktemp -d /tmp/callrec-bench-history.XXXXXX)
 trap 'rm -rf "$DIR"' EXIT
 measure() { # label, command...
@@ -35,3 +37,6 @@ measure "index: JSON of everything"                   $BIN calls --spool "$DIR" 
 # One more call appended: the next query catches up by offset, not by rebuilding.
 tail -n 1 "$DIR/calls.jsonl" | sed 's/"call_id":"/"call_id":"new-/' >> "$DIR/calls.jsonl"
 measure "index: catch up one new line + --call query" $BIN calls --spool "$DIR" --sort ended --limit 1
+# Retention: the calls of the oldest day dropped from log and index (offsets remapped).
+measure "retention: keep 9 days (log and index)"      $GEN trim "$DIR" 9
+measure "index: after the trim, first page (--limit 50)" $BIN calls --spool "$DIR" --limit 50

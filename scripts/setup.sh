@@ -8,7 +8,8 @@
 # metrics and alert rules), systemd (systemd-analyze for the unit), dpkg
 # and passwd (the package installed into a clean root), SQLite (the call
 # history index), gnumeric (ssconvert reads the CSV back), PostgreSQL (the
-# fleet database test starts its own server); FFmpeg's libraries
+# fleet database test starts its own server), Node.js (runs hep-js, the
+# Homer project's HEPv3 decoder, against the HEP export); FFmpeg's libraries
 # (codecs, resampling, MP3/Opus/FLAC encoding) with clang for their
 # bindings, libsrtp2 (SRTP), libbcg729-dev (G.729 A/B and RFC 3389
 # comfort noise are decoded by libbcg729; -dev for the link), and the ffmpeg command line, sox's AMR formats
@@ -23,7 +24,7 @@ pkgs=(pkg-config libpcap-dev libssl-dev libssh2-1-dev openssh-server openssh-cli
       libavcodec-dev libavformat-dev libavutil-dev libswresample-dev clang libclang-dev
       libsrtp2-dev ffmpeg libsox-fmt-all libopencore-amrnb0 libopencore-amrwb0 libvo-amrwbenc0 libbcg729-0
       libbcg729-dev
-      iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql)
+      iptables nftables baresip-core linphone-cli kamailio libsqlite3-dev gnumeric postgresql nodejs)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -58,15 +59,16 @@ fi
 if ! python3 -c "import importlib.util as u, sys; sys.exit(u.find_spec('pjsua2') is None)" 2>/dev/null; then
   python3 -m pip install --quiet pjsua2-python
 fi
-# Issue 17 (tests/hep_source.rs, HEP into `callrec run`): Node.js runs
-# hep-js, the Homer project's HEPv3 library, as an encoder independent of
-# callrec's. Installed only where absent; hep-js goes to the same cache
-# folder as the HEP export test's (outside the repository; $HEPJS_DIR).
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+# npm for hep-js below: Debian's npm package only where no npm came with
+# nodejs (a NodeSource nodejs ships its own and conflicts with Debian's).
+if ! command -v npm >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  command -v node >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs
-  command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends npm
 fi
+# hep-js (npm; the Homer project's own HEPv3 library): the independent
+# decoder tests/hep_export.rs checks the HEP export with, and the
+# independent encoder tests/hep_source.rs feeds `callrec run` (issue 17). Kept in a cache
+# folder outside the repository (the test looks there, or in $HEPJS_DIR).
 HEPJS_DIR="${HEPJS_DIR:-/var/cache/callrec-test/hep-js}"
 if [ ! -f "$HEPJS_DIR/node_modules/hep-js/package.json" ]; then
   mkdir -p "$HEPJS_DIR"

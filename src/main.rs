@@ -97,9 +97,12 @@ enum Cmd {
         /// table, csv (RFC 4180, safe for spreadsheets) or json.
         #[arg(long, default_value = "table")]
         format: String,
-        /// Rebuilds the index from calls.jsonl first.
+        /// Rebuilds the index from calls.jsonl (and the segment rows from the spool's queue) first.
         #[arg(long)]
         reindex: bool,
+        /// One row per recorded segment of the matching calls: file, destination, delivery state.
+        #[arg(long, conflicts_with = "db")]
+        segments: bool,
         /// Asks the fleet database (PostgreSQL URL) instead of this spool: every appliance's calls.
         #[arg(long, value_name = "URL")]
         db: Option<String>,
@@ -301,6 +304,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             limit,
             format,
             reindex,
+            segments,
             db,
             push,
         } => {
@@ -322,7 +326,7 @@ fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             if let Some(url) = db {
                 return fleet_command(&url, config, q, &format);
             }
-            calls_command(spool, config, q, &format, reindex)
+            calls_command(spool, config, q, &format, (reindex, segments))
         }
         Cmd::Queue { config, action } => {
             let cfg = load_config(&config)?;
@@ -353,9 +357,11 @@ fn push_command(config: &std::path::Path) -> anyhow::Result<ExitCode> {
             UsageError(format!("{}: history.postgres is not set", config.display()))
         })?;
     let mut c = callrec::history::pg::connect(&url)?;
-    let n = callrec::history::pg::push(&cfg.recording.spool_dir, &mut c, &cfg.history.appliance)?;
+    let spool = &cfg.recording.spool_dir;
+    let n = callrec::history::pg::push(spool, &mut c, &cfg.history.appliance)?;
+    let s = callrec::history::pg_segments::push_segments(spool, &mut c, &cfg.history.appliance)?;
     eprintln!(
-        "callrec: {n} rows pushed as appliance {}",
+        "callrec: {n} rows pushed as appliance {} ({s} segment rows)",
         cfg.history.appliance
     );
     Ok(ExitCode::SUCCESS)
@@ -407,7 +413,7 @@ fn calls_command(
     config: Option<PathBuf>,
     q: callrec::report::CallsQuery,
     format: &str,
-    reindex: bool,
+    (reindex, segments): (bool, bool),
 ) -> anyhow::Result<ExitCode> {
     use callrec::report::{OutFormat, ReportError};
     use std::io::Write;
@@ -446,7 +452,7 @@ fn calls_command(
         std::io::stdout().write_all(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let (ix, warnings) = if reindex {
+    let (mut ix, warnings) = if reindex {
         let mut ix = callrec::history::index::Index::open(&spool).map_err(|e| usage(e.into()))?;
         let w = ix.reindex().map_err(|e| usage(e.into()))?;
         eprintln!(
@@ -460,6 +466,15 @@ fn calls_command(
     for w in &warnings {
         eprintln!("callrec: {w}");
     }
+    if reindex || segments {
+        // The segment rows follow the spool's delivery folders; a reader
+        // that may not write the index still gets the daemon's last sync.
+        if let Err(e) = callrec::history::segments::sync(&mut ix, &spool) {
+            eprintln!(
+                "callrec: segment states as of the daemon's last sync (a minute at most): {e}"
+            );
+        }
+    }
     let offset = cfg
         .as_ref()
         .map(|c| c.general.utc_offset_secs)
@@ -467,7 +482,12 @@ fn calls_command(
     let filter = q.validate(offset).map_err(usage)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
-    let r = callrec::report::write_calls(&ix, &filter, f, &mut out).and_then(|_| Ok(out.flush()?));
+    let r = if segments {
+        callrec::report::write_segments(&ix, &filter, f, &mut out)
+    } else {
+        callrec::report::write_calls(&ix, &filter, f, &mut out)
+    }
+    .and_then(|_| Ok(out.flush()?));
     match r {
         // `| head` closed the pipe: not an error.
         Err(ReportError::Out(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

@@ -9,7 +9,9 @@
 //! `+09:00` agree.
 
 mod calls;
+mod segments;
 pub use calls::*;
+pub use segments::*;
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -53,6 +53,15 @@ fn start() -> (u16, tempfile::TempDir) {
         })
         .unwrap();
     }
+    // One delivered segment of c1 in the spool's folders.
+    let spool = callrec::delivery::spool::Spool::open(d.path()).unwrap();
+    let wav = spool.tmp_dir().join("c1.wav");
+    std::fs::write(&wav, [0u8; 44]).unwrap();
+    let stem = "K-0001/20261121/20261121T090100_in_anonymous_0612340002_c1_1";
+    let json = serde_json::json!({ "call_id": "api-1@198.51.100.7" }).to_string();
+    spool.publish("acme", stem, &wav, json.as_bytes()).unwrap();
+    use callrec::delivery::spool::QueueState::{Done, Ready};
+    spool.move_to("acme", stem, Ready, Done).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -88,7 +97,12 @@ fn api_needs_the_token() {
     for path in ["/api/calls", "/api/calls/c1", "/api/queue", "/api/status"] {
         let (code, head, _) = get(port, path, None);
         assert_eq!(code, 401, "{path}");
-        assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+        // Header names are case-insensitive (RFC 9110 section 5.1).
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer realm=\"callrec\""),
+            "{head}"
+        );
         let (code, _, body) = get(port, path, Some("wrong-token-wrong-token"));
         assert_eq!(code, 401, "{path}");
         assert!(!body.contains("api-"), "{body}");
@@ -124,7 +138,20 @@ fn api_answers_with_the_token() {
         )),
         ["c2"]
     );
-    assert_eq!(json("/api/calls/c1")["call_id"], "api-1@198.51.100.7");
+    let one = json("/api/calls/c1");
+    assert_eq!(one["call_id"], "api-1@198.51.100.7");
+    let segs = one["segment_files"].as_array().unwrap();
+    assert_eq!(segs.len(), 1, "{one}");
+    assert_eq!(segs[0]["state"], "delivered");
+    assert_eq!(segs[0]["destination"], "acme");
+    assert_eq!(
+        segs[0]["file"],
+        "K-0001/20261121/20261121T090100_in_anonymous_0612340002_c1_1.wav"
+    );
+    assert_eq!(
+        json("/api/calls/c0")["segment_files"],
+        serde_json::json!([])
+    );
     assert_eq!(json("/api/calls/api-0%40198.51.100.7")["short_id"], "c0");
     assert_eq!(json("/api/queue")["destinations"][0]["ready"], 4);
     let st = json("/api/status");
@@ -141,4 +168,77 @@ fn api_answers_with_the_token() {
     assert!(body.contains("colour"), "{body}");
     assert_eq!(get(port, "/api/calls/nope", Some(TOKEN)).0, 404);
     assert_eq!(get(port, "/api/nothing", Some(TOKEN)).0, 404);
+}
+
+/// A client that sends half a request head and stalls, and another that
+/// asks and never reads, hold nothing up: scrapes and API requests are
+/// answered meanwhile, and the stalled head is cut off after the head
+/// timeout (2 s).
+#[test]
+fn a_slow_client_does_not_block_scrapes() {
+    let (port, _d) = start();
+    let mut stalled = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stalled.write_all(b"GET /metrics HTTP/1.1\r\nHo").unwrap();
+    let mut unread = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        unread,
+        "GET /api/calls HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let (code, _, body) = get(port, "/metrics", None);
+        assert_eq!(code, 200);
+        assert!(body.contains("callrec_"), "{body}");
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert_eq!(get(port, "/api/calls/c1", Some(TOKEN)).0, 200);
+    }
+    stalled
+        .set_read_timeout(Some(std::time::Duration::from_secs(6)))
+        .unwrap();
+    let t = std::time::Instant::now();
+    let mut rest = Vec::new();
+    // Closed by the server (EOF, or a 408 then EOF), not by our timeout.
+    let r = stalled.read_to_end(&mut rest);
+    assert!(r.is_ok(), "{r:?} after {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+/// The API is read-only (405 with Allow), HEAD answers the headers only,
+/// and an unknown call is 404 naming it.
+#[test]
+fn methods_head_and_unknown_call() {
+    let (port, _d) = start();
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "DELETE /api/calls/c1 HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    assert!(s.starts_with("HTTP/1.1 405"), "{s}");
+    assert!(s.to_ascii_lowercase().contains("allow: get, head"), "{s}");
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        c,
+        "HEAD /api/calls/c1 HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    let mut s = String::new();
+    c.read_to_string(&mut s).unwrap();
+    let (head, body) = s.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{s}");
+    assert!(body.is_empty(), "{body}");
+    let (code, _, body) = get(port, "/api/calls/0000-no-such-call", Some(TOKEN));
+    assert_eq!(code, 404);
+    assert!(body.contains("0000-no-such-call"), "{body}");
 }

@@ -3,7 +3,10 @@
 //! when the test runs as root: PostgreSQL refuses root). Two appliances
 //! (two replays of one capture, different names) push to it; `calls --db`
 //! sees both; the server stopped and restarted while rows are being
-//! written and pushed loses none; a newer schema is refused by name.
+//! written and pushed loses none; each appliance's recordings reach the
+//! segments table with their delivery state, and follow a delivery; a
+//! newer schema is refused by name; a slow server delays the push, never
+//! the history.
 
 #[path = "support/config.rs"]
 mod config_text;
@@ -257,10 +260,59 @@ fn two_appliances_one_view_and_no_row_lost_across_a_restart() {
         "two recorded calls per appliance: {csv}"
     );
     assert!(csv.starts_with("appliance,call_id,"), "{csv}");
+    // Each appliance's recordings, queued (a replay does not deliver).
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let segments = |c: &mut postgres::Client, name: &str| -> Vec<(String, String, bool)> {
+        c.query(
+            "SELECT file, state, present FROM callrec_segments WHERE appliance = $1 ORDER BY file",
+            &[&name],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+    };
+    for (name, spool, _) in &spools {
+        let recorded: u64 = std::fs::read_to_string(spool.join("calls.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|h| h["decision"] == "record")
+            .map(|h| h["segments"].as_u64().unwrap())
+            .sum();
+        let segs = segments(&mut c, name);
+        assert!(recorded > 0);
+        assert_eq!(segs.len() as u64, recorded, "{name}: {segs:?}");
+        assert!(
+            segs.iter()
+                .all(|(f, st, p)| f.ends_with(".wav") && st == "queued" && *p)
+        );
+    }
     // Pushing again sends nothing twice.
     let out = callrec(&["calls", "--config", spools[0].2.to_str().unwrap(), "--push"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("0 rows pushed"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 rows pushed") && err.contains("(0 segment rows)"),
+        "{err}"
+    );
     assert_eq!(fleet(&url).len(), 6);
+    // A delivery on tokyo-1 reaches the fleet with the next push.
+    let sp = callrec::delivery::spool::Spool::open(&spools[0].1).unwrap();
+    use callrec::delivery::spool::QueueState::{Done, Ready};
+    let stem = sp.list("acme", Ready).unwrap().remove(0);
+    sp.move_to("acme", &stem, Ready, Done).unwrap();
+    let out = callrec(&["calls", "--config", spools[0].2.to_str().unwrap(), "--push"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(1 segment rows)"));
+    let segs = segments(&mut c, "tokyo-1");
+    assert_eq!(
+        segs.iter().filter(|(_, st, _)| st == "delivered").count(),
+        1
+    );
+    assert!(
+        segments(&mut c, "osaka-2")
+            .iter()
+            .all(|(_, st, _)| st == "queued")
+    );
 
     // The daemon's pusher on tokyo-1 while calls go on ending; the server
     // goes down and comes back in the middle.
@@ -327,4 +379,95 @@ fn two_appliances_one_view_and_no_row_lost_across_a_restart() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("schema version 99 is newer"), "{err}");
+}
+
+/// A slow fleet database (every insert takes 20 ms, a trigger's
+/// `pg_sleep`) delays the push, never the history: the daemon's log
+/// writer appends at its own pace while the pusher crawls, and every row
+/// arrives in the end.
+#[test]
+fn a_slow_server_delays_the_push_but_never_the_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(pg) = server(dir.path()) else { return };
+    let url = pg.url();
+    let spool = dir.path().join("spool-slow");
+    std::fs::create_dir_all(&spool).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pusher = {
+        let (spool, url, stop) = (spool.clone(), url.clone(), stop.clone());
+        std::thread::spawn(move || {
+            callrec::history::pg::push_loop(
+                &spool,
+                &url,
+                "slow-1",
+                Duration::from_millis(100),
+                &stop,
+            )
+        })
+    };
+    let rec = |i: i64| CallRecord {
+        call_id: format!("slow-{i}@198.51.100.9"),
+        short_id: format!("{i:08x}"),
+        caller: "0312340001".into(),
+        callee: "0612340002".into(),
+        decision: "skip".into(),
+        reason: Some("not-a-contract-number".into()),
+        invite_at: Timestamp::from_secs_micros(1_795_400_000 + i, 0).rfc3339(9 * 3600),
+        ..Default::default()
+    };
+    let count = || {
+        fleet(&url)
+            .iter()
+            .filter(|r| r["appliance"] == "slow-1")
+            .count()
+    };
+    let mut w = HistoryWriter::open(&spool).unwrap();
+    w.append(&rec(0)).unwrap();
+    // The pusher made the schema and sent the first row: now slow it down.
+    let t = Instant::now();
+    while count() < 1 && t.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(count(), 1, "the first row arrives");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute(
+        "CREATE FUNCTION slow() RETURNS trigger AS $$ BEGIN PERFORM pg_sleep(0.02); RETURN NEW; END $$ LANGUAGE plpgsql;
+         CREATE TRIGGER slow BEFORE INSERT ON callrec_calls FOR EACH ROW EXECUTE FUNCTION slow();",
+    )
+    .unwrap();
+    let mut worst = Duration::ZERO;
+    let started = Instant::now();
+    for i in 1..=400 {
+        let t = Instant::now();
+        w.append(&rec(i)).unwrap();
+        worst = worst.max(t.elapsed());
+    }
+    let appending = started.elapsed();
+    drop(w);
+    assert!(
+        worst < Duration::from_millis(200),
+        "an append waited {worst:?} on a slow database"
+    );
+    // 400 rows at 20 ms each take the pusher 8 s or more.
+    assert!(
+        appending < Duration::from_secs(4),
+        "400 appends took {appending:?}"
+    );
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < Duration::from_secs(90) {
+        n = count();
+        if n == 401 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pushed_in = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    pusher.join().unwrap();
+    assert_eq!(n, 401, "every row reached the slow database");
+    assert!(
+        pushed_in + appending >= Duration::from_secs(7),
+        "the database was slow: {pushed_in:?}"
+    );
 }

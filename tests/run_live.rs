@@ -40,7 +40,8 @@ fn call(n: u32, talk_ms: u32, start: Timestamp) -> CallSpec {
 
 fn http_get(addr: SocketAddr) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out

@@ -1,6 +1,7 @@
 //! The read-only HTTP API on the metrics listener (`daemon.metrics_listen`):
 //! `GET /api/calls` (the filters of `callrec calls` as query parameters),
-//! `GET /api/calls/{id}` (a Call-ID or short id), `GET /api/queue`,
+//! `GET /api/calls/{id}` (a Call-ID or short id, with its segments' files
+//! and delivery states as `segment_files`), `GET /api/queue`,
 //! `GET /api/status`, all JSON. Every request carries
 //! `Authorization: Bearer TOKEN` (RFC 6750) with `api.token`; without
 //! one configured the API is off (404). A request without the token is
@@ -12,6 +13,7 @@
 
 use crate::daemon::metrics::Sources;
 use crate::report::{CallsQuery, OutFormat, ReportError};
+use hyper::StatusCode;
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -32,62 +34,59 @@ pub struct ApiConfig {
     pub utc_offset_secs: i32,
 }
 
-/// One answer: status line, JSON body, extra header lines.
+/// One answer: status, JSON body, extra headers.
 pub struct Answer {
-    pub status: &'static str,
+    pub status: StatusCode,
     pub body: String,
-    pub headers: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
-fn answer(status: &'static str, body: Value) -> Answer {
+fn answer(status: StatusCode, body: Value) -> Answer {
     let mut body = body.to_string();
     body.push('\n');
     Answer {
         status,
         body,
-        headers: String::new(),
+        headers: Vec::new(),
     }
 }
 
-fn error(status: &'static str, msg: impl Into<String>) -> Answer {
+fn error(status: StatusCode, msg: impl Into<String>) -> Answer {
     answer(status, json!({ "error": msg.into() }))
 }
 
-/// Answers one `/api/` request; `head` is the whole request head.
-pub fn respond(method: &str, target: &str, head: &str, src: &Sources) -> Answer {
+/// Answers one `/api/` request: `target` is the path and query,
+/// `authorization` the `Authorization` header's value.
+pub fn respond(method: &str, target: &str, authorization: Option<&str>, src: &Sources) -> Answer {
     let Some(api) = &src.api else {
         return error(
-            "404 Not Found",
+            StatusCode::NOT_FOUND,
             "the API is off: set api.token in the configuration",
         );
     };
-    let token = head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("authorization")
-            .then(|| v.trim().strip_prefix("Bearer ").map(str::trim))
-            .flatten()
-    });
+    let token = authorization.and_then(|v| v.trim().strip_prefix("Bearer ").map(str::trim));
     match token {
         None => {
             let mut a = error(
-                "401 Unauthorized",
+                StatusCode::UNAUTHORIZED,
                 "missing bearer token (Authorization: Bearer ...)",
             );
-            a.headers = "WWW-Authenticate: Bearer realm=\"callrec\"\r\n".into();
+            a.headers = vec![("www-authenticate", "Bearer realm=\"callrec\"".into())];
             return a;
         }
         Some(t) if !same(t.as_bytes(), api.token.as_bytes()) => {
-            let mut a = error("401 Unauthorized", "invalid bearer token");
-            a.headers =
-                "WWW-Authenticate: Bearer realm=\"callrec\", error=\"invalid_token\"\r\n".into();
+            let mut a = error(StatusCode::UNAUTHORIZED, "invalid bearer token");
+            a.headers = vec![(
+                "www-authenticate",
+                "Bearer realm=\"callrec\", error=\"invalid_token\"".into(),
+            )];
             return a;
         }
         Some(_) => {}
     }
     if method != "GET" && method != "HEAD" {
-        let mut a = error("405 Method Not Allowed", "the API is read-only: GET");
-        a.headers = "Allow: GET, HEAD\r\n".into();
+        let mut a = error(StatusCode::METHOD_NOT_ALLOWED, "the API is read-only: GET");
+        a.headers = vec![("allow", "GET, HEAD".into())];
         return a;
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -97,7 +96,7 @@ pub fn respond(method: &str, target: &str, head: &str, src: &Sources) -> Answer 
         "/api/status" => status(src),
         p => match p.strip_prefix("/api/calls/") {
             Some(id) if !id.is_empty() => one_call(api, &decode(id)),
-            _ => error("404 Not Found", format!("no such API path: {p}")),
+            _ => error(StatusCode::NOT_FOUND, format!("no such API path: {p}")),
         },
     }
 }
@@ -158,7 +157,7 @@ fn parse_query(query: &str) -> Result<CallsQuery, Answer> {
                         .filter(|n| (1..=MAX_LIMIT).contains(n))
                         .ok_or_else(|| {
                             error(
-                                "400 Bad Request",
+                                StatusCode::BAD_REQUEST,
                                 format!("limit: {v:?} is not a number from 1 to {MAX_LIMIT}"),
                             )
                         })?,
@@ -167,7 +166,7 @@ fn parse_query(query: &str) -> Result<CallsQuery, Answer> {
             }
             other => {
                 return Err(error(
-                    "400 Bad Request",
+                    StatusCode::BAD_REQUEST,
                     format!("unknown parameter {other:?}"),
                 ));
             }
@@ -184,13 +183,13 @@ fn bad_filter(e: ReportError) -> Answer {
             value,
             expected,
         } => answer(
-            "400 Bad Request",
+            StatusCode::BAD_REQUEST,
             json!({ "error": format!("{key}: {value:?} is not {expected}"), "parameter": key }),
         ),
         e => {
             tracing::error!(error = %e, "API: cannot read the call history");
             error(
-                "503 Service Unavailable",
+                StatusCode::SERVICE_UNAVAILABLE,
                 format!("cannot read the call history: {e}"),
             )
         }
@@ -211,9 +210,9 @@ fn calls(api: &ApiConfig, query: &str) -> Answer {
         .and_then(|(ix, _)| crate::report::write_calls(&ix, &filter, OutFormat::Json, &mut out));
     match r {
         Ok(_) => Answer {
-            status: "200 OK",
+            status: StatusCode::OK,
             body: String::from_utf8_lossy(&out).into_owned(),
-            headers: String::new(),
+            headers: Vec::new(),
         },
         Err(e) => bad_filter(e),
     }
@@ -230,16 +229,29 @@ fn one_call(api: &ApiConfig, id: &str) -> Answer {
         Err(e) => return bad_filter(e),
     };
     let mut found = None;
-    let r = crate::report::open_index(&api.spool).and_then(|(ix, _)| {
+    let r = crate::report::open_index(&api.spool).and_then(|(mut ix, _)| {
+        // The segments' delivery states as the spool's folders have them now.
+        if let Err(e) = crate::history::segments::sync(&mut ix, &api.spool) {
+            tracing::warn!(error = %e, "API: segment states not refreshed");
+        }
         ix.query(&filter, |r| -> Result<(), ReportError> {
-            found = Some(crate::report::row_object(&r));
+            let mut m = crate::report::row_object(&r);
+            let segs = crate::history::segments::for_call(&ix, &r.call_id)?;
+            m.insert(
+                "segment_files".into(),
+                serde_json::to_value(segs).unwrap_or(Value::Null),
+            );
+            found = Some(m);
             Ok(())
         })
     });
     match (r, found) {
         (Err(e), _) => bad_filter(e),
-        (Ok(()), Some(m)) => answer("200 OK", Value::Object(m)),
-        (Ok(()), None) => error("404 Not Found", format!("no call {id:?} in the history")),
+        (Ok(()), Some(m)) => answer(StatusCode::OK, Value::Object(m)),
+        (Ok(()), None) => error(
+            StatusCode::NOT_FOUND,
+            format!("no call {id:?} in the history"),
+        ),
     }
 }
 
@@ -250,7 +262,7 @@ fn queue(src: &Sources) -> Answer {
         .iter()
         .map(|d| serde_json::to_value(d.snapshot(now)).unwrap_or(Value::Null))
         .collect();
-    answer("200 OK", json!({ "destinations": dests }))
+    answer(StatusCode::OK, json!({ "destinations": dests }))
 }
 
 fn status(src: &Sources) -> Answer {
@@ -272,7 +284,7 @@ fn status(src: &Sources) -> Answer {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     answer(
-        "200 OK",
+        StatusCode::OK,
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": up,

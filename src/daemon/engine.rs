@@ -749,6 +749,7 @@ impl Engine {
                     utc_offset_secs: self.cfg.general.utc_offset_secs,
                     format: self.cfg.recording.format,
                     encoded: self.cfg.recording.encoded,
+                    hep: self.hep.as_ref().and_then(|h| h.notifier()),
                 });
                 let pause = PauseControl::new(
                     record_start,

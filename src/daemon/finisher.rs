@@ -337,6 +337,17 @@ fn publish_segment(spool: Option<&Spool>, setup: &CallSetup, f: &Finished, p: &P
     match spool.publish(&setup.contract.destination, &stem, &path, &meta.to_json()) {
         Ok(()) => {
             crate::daemon::recovery::remove_intent(&f.path);
+            if let Some(h) = &setup.hep {
+                let ext = crate::delivery::spool::audio_ext(&path);
+                h.published(&crate::history::hep::Published {
+                    call_id: &setup.call_id,
+                    short_id: &setup.short_id,
+                    segment: f.index,
+                    destination: &setup.contract.destination,
+                    file: &format!("{stem}.{ext}"),
+                    ended: f.ended,
+                });
+            }
             tracing::info!(call = %setup.short_id, segment = f.index, duration_ms = f.summary.duration_ms, bytes, destination = %setup.contract.destination, "recording queued");
             bytes
         }

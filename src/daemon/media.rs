@@ -34,6 +34,8 @@ pub struct CallSetup {
     pub format: AudioFormat,
     /// MP3, Opus or FLAC instead of WAV (`[recording] format`).
     pub encoded: Option<crate::config::Encoded>,
+    /// Tells the HEP collector each published recording's name (`[hep]`).
+    pub hep: Option<Arc<crate::history::hep::RecordingNotifier>>,
 }
 
 #[derive(Clone, Debug)]

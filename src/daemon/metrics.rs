@@ -3,9 +3,9 @@
 //! `prometheus-client` crate, in the OpenMetrics 1.0 text format when the
 //! client's `Accept` asks for it (Prometheus does), else in the Prometheus
 //! text format 0.0.4 (curl, `promtool check metrics`), as the official Go
-//! client negotiates; any other path is 404, any other method 405. One
-//! thread, one connection at a time: a scrape every few seconds needs no
-//! more, and the endpoint stays off the packet path.
+//! client negotiates; any other path is 404, any other method 405. The
+//! HTTP serving is [`super::http`]'s (hyper, on a thread of its own, off
+//! the packet path).
 //!
 //! Every scrape builds a fresh registry from what the capture threads last
 //! reported (once a second, [`CaptureStatus`]), the delivery workers'
@@ -23,10 +23,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// The OpenMetrics media type (OpenMetrics 1.0, "Overall structure").
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -51,90 +50,9 @@ pub struct Sources {
     pub api: Option<std::sync::Arc<crate::daemon::api::ApiConfig>>,
 }
 
-/// Binds `addr` and answers scrapes on a thread of its own. A port
-/// already taken fails here, at start (`AddrInUse`, naming the address).
+/// Binds `addr` and serves `/metrics` and the API (see [`super::http`]).
 pub fn serve(addr: std::net::SocketAddr, src: Sources) -> std::io::Result<()> {
-    let listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-    std::thread::Builder::new()
-        .name("callrec-metrics".into())
-        .spawn(move || {
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
-                let _ = respond(&mut conn, &src);
-            }
-        })?;
-    Ok(())
-}
-
-/// Reads one request head and writes the answer.
-fn respond(conn: &mut (impl Read + Write), src: &Sources) -> std::io::Result<()> {
-    // The request head may come in pieces: read until its blank line.
-    let mut buf = [0u8; 4096];
-    let mut n = 0;
-    while n < buf.len() && !buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
-        match conn.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    let head = String::from_utf8_lossy(&buf[..n]);
-    let mut words = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let path = target.split('?').next().unwrap_or("");
-    let openmetrics = head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("accept:") && l.contains("application/openmetrics-text")
-    });
-    if path.starts_with("/api/") {
-        let a = crate::daemon::api::respond(method, target, &head, src);
-        write!(
-            conn,
-            "HTTP/1.1 {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}Connection: close\r\n\r\n",
-            a.status,
-            a.body.len(),
-            a.headers
-        )?;
-        if method != "HEAD" {
-            conn.write_all(a.body.as_bytes())?;
-        }
-        return conn.flush();
-    }
-    let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") if openmetrics => {
-            ("200 OK", OPENMETRICS, render(src, SystemTime::now()))
-        }
-        ("GET" | "HEAD", "/metrics") => (
-            "200 OK",
-            TEXT_004,
-            to_text_004(&render(src, SystemTime::now())),
-        ),
-        (_, "/metrics") => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET and HEAD\n".into(),
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "not found: the metrics are at /metrics\n".into(),
-        ),
-    };
-    let allow = if status.starts_with("405") {
-        "Allow: GET, HEAD\r\n"
-    } else {
-        ""
-    };
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-        body.len()
-    )?;
-    if method != "HEAD" {
-        conn.write_all(body.as_bytes())?;
-    }
-    conn.flush()
+    crate::daemon::http::serve(addr, src)
 }
 
 /// The exposition text of one scrape at `now`.
@@ -638,7 +556,7 @@ mod tests {
             usage: SpoolUsage::starting_at(1234),
             spool_warn_bytes: 8_000,
             spool_max_bytes: 10_000,
-            started: SystemTime::UNIX_EPOCH + Duration::from_secs(100),
+            started: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(100),
             api: None,
         };
         let text = to_text_004(&render(&src, SystemTime::now()));

@@ -6,6 +6,7 @@ pub mod clock;
 pub mod control;
 pub mod engine;
 pub mod finisher;
+pub mod http;
 pub mod journal;
 pub mod logging;
 pub mod media;

@@ -244,6 +244,15 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
         };
         crate::daemon::metrics::serve(addr, src).map_err(io("metrics"))?;
     }
+    // Segment rows follow the spool's folders each minute; retention
+    // (`history.keep`) runs hourly while calls are written.
+    crate::history::retention::spawn(
+        cfg.recording.spool_dir.clone(),
+        cfg.history.keep,
+        Duration::from_secs(60),
+        crate::history::retention::EVERY,
+    )
+    .map_err(io("history housekeeping"))?;
     if let Some(url) = cfg.history.postgres.clone() {
         crate::history::pg::spawn(
             cfg.recording.spool_dir.clone(),

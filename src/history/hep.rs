@@ -164,6 +164,8 @@ struct Held {
 /// Sends calls' SIP to a HEP collector (`[hep]`).
 pub struct HepExporter {
     sock: UdpSocket,
+    /// The recordings' notices, for the finisher threads (same socket).
+    notifier: Option<std::sync::Arc<RecordingNotifier>>,
     collector: SocketAddr,
     all_calls: bool,
     node_id: u32,
@@ -197,7 +199,15 @@ impl HepExporter {
                 return None;
             }
         };
+        let notifier = sock.try_clone().ok().map(|s| {
+            std::sync::Arc::new(RecordingNotifier {
+                sock: s,
+                collector,
+                node_id: cfg.node_id,
+            })
+        });
         Some(HepExporter {
+            notifier,
             sock,
             collector,
             all_calls: cfg.all_calls,
@@ -208,6 +218,11 @@ impl HepExporter {
             sent: 0,
             failed: 0,
         })
+    }
+
+    /// The handle the finisher threads announce published recordings with.
+    pub fn notifier(&self) -> Option<std::sync::Arc<RecordingNotifier>> {
+        self.notifier.clone()
     }
 
     /// A SIP message as captured; held under its Call-ID until the call ends.
@@ -327,6 +342,64 @@ impl HepExporter {
                     tracing::warn!(error = %e, collector = %self.collector, failed = self.failed, "HEP export: datagram not sent");
                 }
             }
+        }
+    }
+}
+
+/// Tells the collector the name of each recording as it is published:
+/// one report (payload type 100, JSON, correlation id = Call-ID) per
+/// segment and destination, so the NOC sees in Homer, beside the call's
+/// SIP, which file holds it. The file name never holds a withheld number
+/// (the recording's caller is "anonymous" then).
+#[derive(Debug)]
+pub struct RecordingNotifier {
+    sock: UdpSocket,
+    collector: SocketAddr,
+    node_id: u32,
+}
+
+/// One published recording, as [`RecordingNotifier::published`] reports it.
+pub struct Published<'a> {
+    pub call_id: &'a str,
+    pub short_id: &'a str,
+    pub segment: u32,
+    pub destination: &'a str,
+    /// The audio file, relative to the destination's queue folder.
+    pub file: &'a str,
+    /// When the segment ended (packet time).
+    pub ended: Timestamp,
+}
+
+impl RecordingNotifier {
+    /// Sends the report of one published recording (non-blocking; a
+    /// collector that is down loses the report, never the recording).
+    pub fn published(&self, p: &Published) {
+        let report = serde_json::json!({
+            "callrec": {
+                "event": "recording", "short_id": p.short_id, "call_id": p.call_id,
+                "segment": p.segment, "destination": p.destination, "file": p.file,
+            }
+        })
+        .to_string();
+        let any: SocketAddr = if self.collector.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .unwrap_or(self.collector);
+        let pkt = HepPacket {
+            ts: p.ended,
+            src: any,
+            dst: any,
+            transport: 17,
+            proto: PROTO_LOG,
+            node_id: self.node_id,
+            correlation: Some(p.call_id),
+            payload: report.as_bytes(),
+        };
+        if let Some(d) = encode(&pkt) {
+            let _ = self.sock.send_to(&d, self.collector);
         }
     }
 }

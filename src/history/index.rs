@@ -1,6 +1,8 @@
 //! `SPOOL/calls.sqlite`: an SQLite index (WAL mode, through `rusqlite`) of
 //! `calls.jsonl`, one row per history line keyed by the line's byte
-//! offset in the log. The index remembers how many bytes of the log it
+//! offset in the log plus the bytes retention has dropped before it
+//! (`meta.log_shift`, [`super::retention`]: keys survive a trim, in log
+//! order). The index remembers how many bytes of the log it
 //! holds (`meta.log_offset`) and which file that was (inode), so it is
 //! always derivable from the log: behind (a crash between the log write
 //! and the index commit, an index that was locked) it catches up from
@@ -176,6 +178,7 @@ impl Index {
             .map_err(sql)?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(INDEXES).map_err(sql)?;
+        conn.execute_batch(super::segments::SCHEMA).map_err(sql)?;
         for ext in ["sqlite-wal", "sqlite-shm"] {
             let p = db.with_extension(ext);
             if p.exists() {
@@ -202,6 +205,15 @@ impl Index {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.db
+    }
+
+    /// The connection, for the sibling tables ([`super::segments`]).
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     fn sql(&self) -> impl Fn(rusqlite::Error) -> IndexError + '_ {
@@ -254,7 +266,11 @@ impl Index {
         let offset = get("log_offset").map_err(sql)? as u64;
         if offset == at {
             let line = get("log_lines").map_err(sql)? + 1;
-            insert(&tx, at, line, rec).map_err(sql)?;
+            let (bytes, lines) = (
+                get("log_shift").map_err(sql)?,
+                get("line_shift").map_err(sql)?,
+            );
+            insert(&tx, at as i64 + bytes, line + lines, rec).map_err(sql)?;
             set_progress(&tx, end, line).map_err(sql)?;
             return tx.commit().map_err(sql);
         }
@@ -331,9 +347,18 @@ impl Index {
                 .optional()
                 .map_err(sql)?
                 .unwrap_or(0);
-            if stored as u64 > offset {
+            let meta = |k: &str| -> rusqlite::Result<Option<i64>> {
+                tx.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()
+            };
+            // A retention trim may have replaced the log meanwhile: the
+            // next catch-up reads the new file.
+            if stored as u64 > offset || meta("log_inode").map_err(sql)?.is_some_and(|i| i != inode)
+            {
                 return Ok(warnings);
             }
+            let shift = meta("log_shift").map_err(sql)?.unwrap_or(0);
+            let line_shift = meta("line_shift").map_err(sql)?.unwrap_or(0);
             tx.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('log_inode', ?1)",
                 [inode],
@@ -358,7 +383,8 @@ impl Index {
                 let text = String::from_utf8_lossy(&buf);
                 if !text.trim().is_empty() {
                     match parse_line(&text) {
-                        Ok(rec) => insert(&tx, offset, lines, &rec).map_err(sql)?,
+                        Ok(rec) => insert(&tx, offset as i64 + shift, lines + line_shift, &rec)
+                            .map_err(sql)?,
                         Err(reason) => warnings.push(format!(
                             "{}:{lines}: corrupt history line skipped: {reason}",
                             log.display()
@@ -396,6 +422,17 @@ impl Index {
             each(from_row(row).map_err(self.sql())?)?;
         }
         Ok(())
+    }
+
+    /// Whether a call that started before `us` (microseconds) is indexed.
+    pub fn has_before(&self, us: i64) -> Result<bool, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM calls WHERE invite_us < ?1)",
+                [us],
+                |r| r.get(0),
+            )
+            .map_err(self.sql())
     }
 
     /// The newest `invite_at` text (its offset is the configured zone).
@@ -450,12 +487,15 @@ fn set_progress(tx: &rusqlite::Transaction, offset: u64, lines: i64) -> rusqlite
     Ok(())
 }
 
-fn insert(tx: &rusqlite::Transaction, at: u64, line: i64, r: &CallRecord) -> rusqlite::Result<()> {
+/// One row at its key `at`: the line's byte offset in the log plus the
+/// bytes retention dropped before it (`meta.log_shift`), so rows keep
+/// their keys, in log order, across trims; `line` likewise.
+fn insert(tx: &rusqlite::Transaction, at: i64, line: i64, r: &CallRecord) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT OR REPLACE INTO calls VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)",
     )?;
     stmt.execute(params![
-        at as i64,
+        at,
         line,
         r.call_id,
         r.short_id,
@@ -548,58 +588,4 @@ fn build_query(f: &Filter) -> (String, Vec<rusqlite::types::Value>) {
         q.push_str(&format!(" LIMIT {}", l.min(i64::MAX as usize)));
     }
     (q, args)
-}
-
-/// Rewrites the log without the calls that started before `cutoff_us`
-/// (lines without a readable `invite_at` are kept), atomically (a
-/// temporary file renamed over it); returns how many were dropped. Two
-/// passes (count, then copy) keep memory bounded. The index notices the
-/// new file (inode) and rebuilds.
-pub fn trim_log(log: &Path, cutoff_us: i64) -> std::io::Result<usize> {
-    use std::io::Write;
-    let old = |line: &str| {
-        line.ends_with('\n')
-            && serde_json::from_str::<serde_json::Value>(line)
-                .ok()
-                .and_then(|v| v.get("invite_at")?.as_str().map(str::to_string))
-                .and_then(|t| crate::report::parse_rfc3339(&t))
-                .is_some_and(|t| t < cutoff_us)
-    };
-    let each = |f: &mut dyn FnMut(&str) -> std::io::Result<()>| -> std::io::Result<bool> {
-        let file = match std::fs::File::open(log) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        let mut r = BufReader::new(file);
-        let mut buf = String::new();
-        while {
-            buf.clear();
-            r.read_line(&mut buf)? > 0
-        } {
-            f(&buf)?;
-        }
-        Ok(true)
-    };
-    let mut dropped = 0;
-    each(&mut |l| {
-        dropped += old(l) as usize;
-        Ok(())
-    })?;
-    if dropped == 0 {
-        return Ok(0);
-    }
-    let tmp = log.with_extension("jsonl.trim");
-    let mut w = std::io::BufWriter::new(crate::recording::perms::create(&tmp)?);
-    each(&mut |l| {
-        if old(l) {
-            Ok(())
-        } else {
-            w.write_all(l.as_bytes())
-        }
-    })?;
-    let f = w.into_inner().map_err(|e| e.into_error())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, log)?;
-    Ok(dropped)
 }

@@ -7,6 +7,9 @@
 pub mod hep;
 pub mod index;
 pub mod pg;
+pub mod pg_segments;
+pub mod retention;
+pub mod segments;
 
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -43,9 +46,9 @@ pub struct CallRecord {
 /// caught up from the log later (the log is never held back by it).
 pub struct HistoryWriter {
     path: PathBuf,
-    file: std::fs::File,
-    /// Bytes in the log (O_APPEND: each line lands here).
-    len: u64,
+    /// The log, shared with the process's other writers and retention
+    /// ([`retention::SharedLog`]): every append holds its lock.
+    log: retention::SharedLog,
     index: Option<index::Index>,
     /// Appends left before the index is tried again after it failed
     /// (locked, disk full): the signalling thread never waits on it, and
@@ -68,10 +71,10 @@ impl HistoryWriter {
     }
 
     /// [`HistoryWriter::open`], first dropping calls that started more than
-    /// `keep` (`history.keep`) before `now_us` from the log and the index.
-    /// Without `now_us`, "now" is the `invite_at` of the log's last line
-    /// (the last call that ended): no clock, so a replay trims the same way
-    /// every time. Trimming happens here, at start, not while calls run.
+    /// `keep` (`history.keep`) before `now_us` from the log and the index
+    /// ([`retention`]; the daemon trims again every hour). Without
+    /// `now_us`, "now" is the `invite_at` of the log's last line (the last
+    /// call that ended): no clock, so a replay trims the same way every time.
     pub fn open_keep(
         spool: &Path,
         keep: Option<std::time::Duration>,
@@ -84,29 +87,9 @@ impl HistoryWriter {
             _ => now_us,
         };
         if let (Some(keep), Some(now)) = (keep, now_us) {
-            let cutoff = now - keep.as_micros() as i64;
-            match index::trim_log(&path, cutoff) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(path = %path.display(), dropped = n, keep = %crate::report::fmt_duration(keep), "call history trimmed")
-                }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot trim the call history")
-                }
-            }
+            retention::run_once(spool, keep, now);
         }
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)?;
-        crate::recording::perms::apply_file(&file)?;
-        let mut len = file.metadata()?.len();
-        if len > 0 && !ends_with_newline(&path)? {
-            // A line torn by a crash (a full disk, a kill mid-write) stays
-            // a line of its own, skipped and named, not glued to the next.
-            (&file).write_all(b"\n")?;
-            len += 1;
-        }
+        let log = retention::shared_log(&path, || open_log(&path))?;
         let index = match index::Index::open_and_catch_up(spool) {
             Ok(ix) => {
                 ix.set_busy_timeout(WRITER_BUSY_TIMEOUT);
@@ -119,8 +102,7 @@ impl HistoryWriter {
         };
         Ok(HistoryWriter {
             path,
-            file,
-            len,
+            log,
             index,
             index_backoff: 0,
         })
@@ -130,13 +112,17 @@ impl HistoryWriter {
     pub fn append(&mut self, rec: &CallRecord) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(rec).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        self.file.write_all(&line)?;
-        let at = self.len;
-        self.len += line.len() as u64;
+        let (at, end) = {
+            let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+            log.file.write_all(&line)?;
+            let at = log.len;
+            log.len += line.len() as u64;
+            (at, log.len)
+        };
         if self.index_backoff > 0 {
             self.index_backoff -= 1;
         } else if let Some(ix) = self.index.as_mut()
-            && let Err(e) = ix.add(at, self.len, rec)
+            && let Err(e) = ix.add(at, end, rec)
         {
             self.index_backoff = INDEX_RETRY_EVERY;
             tracing::warn!(error = %e, "call history index not updated; it catches up from calls.jsonl");
@@ -145,12 +131,30 @@ impl HistoryWriter {
     }
 
     pub fn sync(&mut self) -> std::io::Result<()> {
-        self.file.sync_data()
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        log.file.sync_data()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Opens the log for appending with the spool's modes; a line torn by a
+/// crash (a full disk, a kill mid-write) is ended so it stays a line of
+/// its own, skipped and named, not glued to the next.
+fn open_log(path: &Path) -> std::io::Result<retention::LogFile> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    crate::recording::perms::apply_file(&file)?;
+    let mut len = file.metadata()?.len();
+    if len > 0 && !ends_with_newline(path)? {
+        (&file).write_all(b"\n")?;
+        len += 1;
+    }
+    Ok(retention::LogFile { file, len })
 }
 
 fn ends_with_newline(path: &Path) -> std::io::Result<bool> {

@@ -8,8 +8,13 @@
 //! rows. A server that is down, slow or refusing delays rows and logs
 //! why; nothing is lost, and a row pushed twice (a crash between the
 //! commit and the offset file) is ignored by its unique key (appliance,
-//! Call-ID, INVITE time). A retention trim rewrites the log (new inode):
-//! the push starts over from its beginning, duplicates ignored.
+//! Call-ID, INVITE time). A retention trim rewrites the log (new inode)
+//! and moves the stored position with the lines ([`super::retention`]);
+//! a position of another file makes the push start over from the log's
+//! beginning, duplicates ignored.
+//!
+//! Segment rows follow the same way from the local index's `segments`
+//! table ([`super::pg_segments`], migration 2).
 //!
 //! The schema is versioned (`callrec_schema`): migrations run in one
 //! transaction under an advisory lock; a database of a newer version
@@ -21,8 +26,11 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-/// Migrations, in order; version N is the Nth entry.
-const MIGRATIONS: &[&str] = &["CREATE TABLE callrec_calls (
+/// Migrations, in order; version N is the Nth entry: 1 the calls, 2 the
+/// segments ([`super::pg_segments`]).
+const MIGRATIONS: &[&str] = &[CALLS, super::pg_segments::MIGRATION];
+
+const CALLS: &str = "CREATE TABLE callrec_calls (
     appliance TEXT NOT NULL, call_id TEXT NOT NULL, short_id TEXT NOT NULL,
     direction TEXT, contract TEXT, service TEXT, caller TEXT NOT NULL, callee TEXT NOT NULL,
     prefix TEXT, decision TEXT NOT NULL, reason TEXT, invite_at TEXT NOT NULL,
@@ -32,7 +40,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE callrec_calls (
  CREATE INDEX callrec_calls_invite ON callrec_calls (invite_us);
  CREATE INDEX callrec_calls_contract ON callrec_calls (contract, invite_us);
  CREATE INDEX callrec_calls_caller ON callrec_calls (caller);
- CREATE INDEX callrec_calls_callee ON callrec_calls (callee);"];
+ CREATE INDEX callrec_calls_callee ON callrec_calls (callee);";
 
 /// Rows sent per transaction.
 const BATCH: usize = 1000;
@@ -46,6 +54,9 @@ pub enum PgError {
         "PostgreSQL schema version {found} is newer than this callrec knows ({known}): upgrade callrec"
     )]
     NewerSchema { found: i32, known: i32 },
+    /// The local index, read for the segment rows.
+    #[error("local history index: {0}")]
+    Local(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
@@ -192,6 +203,16 @@ pub fn push(spool: &Path, c: &mut postgres::Client, appliance: &str) -> Result<u
     }
 }
 
+/// [`push`], then the changed segment rows ([`super::pg_segments`]).
+pub fn push_all(spool: &Path, c: &mut postgres::Client, appliance: &str) -> Result<usize, PgError> {
+    let n = push(spool, c, appliance)?;
+    let s = super::pg_segments::push_segments(spool, c, appliance)?;
+    if s > 0 {
+        tracing::debug!(segments = s, "segment rows pushed to PostgreSQL");
+    }
+    Ok(n)
+}
+
 /// Pushes every `every` until `stop`; errors are logged (once per kind
 /// of error in a row) and retried. The daemon runs this on a thread.
 pub fn push_loop(
@@ -205,9 +226,9 @@ pub fn push_loop(
     let mut last_err = String::new();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let r = match client.as_mut() {
-            Some(c) => push(spool, c, appliance),
+            Some(c) => push_all(spool, c, appliance),
             None => connect(url).and_then(|mut c| {
-                let r = push(spool, &mut c, appliance);
+                let r = push_all(spool, &mut c, appliance);
                 client = Some(c);
                 r
             }),

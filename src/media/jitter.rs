@@ -29,7 +29,7 @@
 //! drift reaches the playout delay; running fast is taken up in the next
 //! silence (and trimmed only when the window is full).
 
-use crate::media::codec::{ALAW_DECODE, Codec, Format, ULAW_DECODE, decode_into};
+use crate::media::codec::{Codec, Format, Law, decode_law_into};
 use crate::media::codecs::{DecodeError, LegDecoder};
 use crate::media::quality::QualityTracker;
 use crate::media::rtp::RtpPacket;
@@ -298,8 +298,8 @@ impl JitterBuffer {
             self.end_comfort(pos);
         }
         let placed = match fmt.codec {
-            Codec::Pcmu if self.k == 1 => self.audio(pos, pkt.payload, &ULAW_DECODE),
-            Codec::Pcma if self.k == 1 => self.audio(pos, pkt.payload, &ALAW_DECODE),
+            Codec::Pcmu if self.k == 1 => self.audio(pos, pkt.payload, Law::Ulaw),
+            Codec::Pcma if self.k == 1 => self.audio(pos, pkt.payload, Law::Alaw),
             Codec::ComfortNoise => return self.comfort_packet(pos, new, pkt.pt, fmt, pkt.payload),
             Codec::TelephoneEvent => {
                 self.event(pos, pkt.payload);
@@ -511,7 +511,7 @@ impl JitterBuffer {
         Ok((scaled(s, ts), false))
     }
 
-    fn audio(&mut self, pos: i64, payload: &[u8], table: &[i16; 256]) -> Placed {
+    fn audio(&mut self, pos: i64, payload: &[u8], law: Law) -> Placed {
         let n = payload.len();
         if n == 0 {
             return Placed::Silence;
@@ -533,8 +533,8 @@ impl JitterBuffer {
             let src = &payload[(from - pos) as usize..(to - pos) as usize];
             let a = (from & self.mask) as usize;
             let first = src.len().min(RING - a);
-            decode_into(table, &src[..first], &mut self.ring[a..a + first]);
-            decode_into(table, &src[first..], &mut self.ring[..src.len() - first]);
+            decode_law_into(law, &src[..first], &mut self.ring[a..a + first]);
+            decode_law_into(law, &src[first..], &mut self.ring[..src.len() - first]);
         }
         if from > pos {
             // Partly played out already: the head is lost, the tail kept.
@@ -623,7 +623,7 @@ fn scale_ts(d: i64, clock: u32, k: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::codec::encode_ulaw;
+    use crate::media::codec::{ULAW_DECODE, encode_ulaw};
     use crate::media::rtp::build_rtp;
 
     pub(super) const START: Timestamp = Timestamp(1_000_000_000);

@@ -15,7 +15,10 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::config::AudioFormat;
-use crate::media::codec::{ALAW_DECODE, ULAW_DECODE, encode_alaw, encode_ulaw};
+use crate::media::codec::{
+    ALAW_DECODE, Law, ULAW_DECODE, encode_alaw, encode_law_into, encode_law_stereo_into,
+    encode_ulaw,
+};
 
 pub const SAMPLE_RATE: u32 = 8000;
 const PLACEHOLDER: u32 = 0xffff_ffff;
@@ -163,8 +166,8 @@ impl WavWriter {
                     d.copy_from_slice(&s.to_le_bytes());
                 }
             }
-            AudioFormat::Ulaw => encode_law(dst, &samples[i..], encode_ulaw),
-            AudioFormat::Alaw => encode_law(dst, &samples[i..], encode_alaw),
+            AudioFormat::Ulaw => encode_law_into(Law::Ulaw, &samples[i..], dst),
+            AudioFormat::Alaw => encode_law_into(Law::Alaw, &samples[i..], dst),
         })
     }
 
@@ -183,8 +186,8 @@ impl WavWriter {
                         d[2..].copy_from_slice(&b.to_le_bytes());
                     }
                 }
-                AudioFormat::Ulaw => encode_law2(dst, l, r, encode_ulaw),
-                AudioFormat::Alaw => encode_law2(dst, l, r, encode_alaw),
+                AudioFormat::Ulaw => encode_law_stereo_into(Law::Ulaw, l, r, dst),
+                AudioFormat::Alaw => encode_law_stereo_into(Law::Alaw, l, r, dst),
             }
         })
     }
@@ -274,21 +277,6 @@ impl WavWriter {
             bytes,
             sha256,
         })
-    }
-}
-
-#[inline]
-fn encode_law(dst: &mut [u8], samples: &[i16], enc: fn(i16) -> u8) {
-    for (d, &s) in dst.iter_mut().zip(samples) {
-        *d = enc(s);
-    }
-}
-
-#[inline]
-fn encode_law2(dst: &mut [u8], left: &[i16], right: &[i16], enc: fn(i16) -> u8) {
-    for ((d, &a), &b) in dst.chunks_exact_mut(2).zip(left).zip(right) {
-        d[0] = enc(a);
-        d[1] = enc(b);
     }
 }
 

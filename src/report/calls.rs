@@ -91,7 +91,13 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 /// Numeric columns: written as numbers, everything else as text.
-const NUMERIC: &[&str] = &["segments", "duration_s", "billed_s"];
+const NUMERIC: &[&str] = &[
+    "segments",
+    "duration_s",
+    "billed_s",
+    "segment",
+    "audio_bytes",
+];
 
 /// The narrower table shows these.
 const TABLE_COLUMNS: &[&str] = &[
@@ -390,7 +396,7 @@ fn needs_text_marker(s: &str) -> bool {
 
 /// One RFC 4180 record: fields with `,` `"` CR or LF quoted, quotes
 /// doubled, CRLF. With `guard`, text cells get the spreadsheet marker.
-fn csv_row(fields: impl Iterator<Item = String>, guard: bool, cols: &[&str]) -> String {
+pub(crate) fn csv_row(fields: impl Iterator<Item = String>, guard: bool, cols: &[&str]) -> String {
     let mut s = String::new();
     for (i, mut f) in fields.enumerate() {
         if i > 0 {
@@ -417,15 +423,24 @@ fn table(rows: &[Map<String, Value>], fleet: bool) -> String {
         .into_iter()
         .chain(TABLE_COLUMNS.iter().copied())
         .collect();
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+        .collect();
+    aligned(&cols, &cells, "call")
+}
+
+/// A text table: the header, the rows aligned, then "N nouns".
+pub(crate) fn aligned(cols: &[&str], cells: &[Vec<String>], noun: &str) -> String {
     // Control characters would break the alignment (and a terminal).
-    let clean = |s: String| {
+    let clean = |s: &str| {
         s.chars()
             .map(|c| if c.is_control() { ' ' } else { c })
             .collect::<String>()
     };
-    let cells: Vec<Vec<String>> = rows
+    let cells: Vec<Vec<String>> = cells
         .iter()
-        .map(|r| cols.iter().map(|c| clean(cell(r, c))).collect())
+        .map(|r| r.iter().map(|c| clean(c)).collect())
         .collect();
     let mut width: Vec<usize> = cols.iter().map(|c| c.chars().count()).collect();
     for row in &cells {
@@ -451,9 +466,9 @@ fn table(rows: &[Map<String, Value>], fleet: bool) -> String {
         line(&mut row.iter().map(String::as_str));
     }
     o.push_str(&format!(
-        "{} call{}\n",
-        rows.len(),
-        if rows.len() == 1 { "" } else { "s" }
+        "{} {noun}{}\n",
+        cells.len(),
+        if cells.len() == 1 { "" } else { "s" }
     ));
     o
 }

@@ -249,6 +249,7 @@ impl Engine {
             utc_offset_secs: self.cfg.general.utc_offset_secs,
             encoded: self.cfg.recording.encoded,
             format: self.cfg.recording.format,
+            hep: self.hep.as_ref().and_then(|h| h.notifier()),
         }))
     }
 
