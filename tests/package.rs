@@ -206,6 +206,27 @@ fn deb_installs_into_a_clean_root_and_upgrades_without_touching_the_spool() {
     let level = exposure(&sec);
     assert!(level <= 2.5, "exposure {level} > 2.5:\n{sec}");
     println!("systemd-analyze security: exposure {level}");
+    // The capture agent's unit: shipped beside it, verified and hardened
+    // the same way; its buffer folder made by the postinst, its example
+    // configuration valid.
+    let agent = unit.with_file_name("callrec-forward.service");
+    assert!(agent.exists(), "the capture agent's unit is installed");
+    let rel_agent = agent.strip_prefix(&root).unwrap();
+    run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", root.display()))
+        .arg(Path::new("/").join(rel_agent)));
+    let sec = run(Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(format!("--root={}", root.display()))
+        .arg(Path::new("/").join(rel_agent)));
+    let level = exposure(&sec);
+    assert!(level <= 2.5, "agent exposure {level} > 2.5:\n{sec}");
+    assert!(root.join("var/spool/callrec-forward").is_dir());
+    assert!(
+        root.join("usr/share/doc/callrec/examples/forward.toml")
+            .is_file()
+    );
     let unit_text = std::fs::read_to_string(&unit).unwrap();
     for want in [
         "ExecReload=/bin/kill -HUP $MAINPID",
