@@ -12,6 +12,7 @@
 #
 #   scripts/bench-live.sh [CALLS] [SECONDS] ["RATE RATE ..."]   (root)
 #   SNAPLEN=65535 scripts/bench-live.sh ...   the same with another snap length
+#   FILTER=none scripts/bench-live.sh ...     the same with another capture.filter
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}; secs=${2:-30}; rates=${3:-"100000"}
@@ -38,7 +39,7 @@ for rate in $rates; do
   sed -e 's|^interfaces = .*|interfaces = ["va"]|' -e 's|^mode = "pcap"|mode = "off"|' \
       -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" \
       -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
-      -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" conf/callrec.toml > "$work/live.toml"
+      -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" -e "s|^# filter = .*|${FILTER:+filter = \"$FILTER\"}|" conf/callrec.toml > "$work/live.toml"
   printf '[daemon]\ncontrol_socket = "%s"\n' "$work/control.sock" >> "$work/live.toml"
   ip netns exec "$ns" target/release/callrec run --config "$work/live.toml" 2> "$work/daemon.log" &
   pid=$!
