@@ -16,6 +16,7 @@ pub mod replay;
 pub mod routes;
 pub mod run;
 pub mod shard;
+pub mod signals;
 pub mod systemd;
 
 use crate::config::Config;

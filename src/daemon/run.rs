@@ -35,6 +35,7 @@ use crate::daemon::engine::{ActiveSummary, Engine};
 use crate::daemon::media::MediaWorker;
 use crate::daemon::replay::shard_count;
 use crate::daemon::shard::ShardPool;
+use crate::daemon::signals::Signals;
 use crate::daemon::systemd::Notifier;
 use crate::delivery::spool::{Spool, SpoolUsage};
 use crate::delivery::worker::{DestStatus, SystemClock, Workers};
@@ -154,18 +155,12 @@ struct CaptureLink {
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
-/// What the signal thread sets for the main loop.
-#[derive(Default)]
-struct Signals {
-    stop: Arc<AtomicBool>,
-    reload: AtomicBool,
-}
-
 /// Runs the daemon with `cfg`, read from `path` (re-read on SIGHUP).
 pub fn run(cfg: Config, path: &Path) -> Result<(), RunError> {
     let notifier = Notifier::from_env();
-    let signals = Arc::new(Signals::default());
-    watch_signals(signals.clone()).map_err(io("signal handling"))?;
+    let signals = Signals::default();
+    crate::daemon::signals::watch(&signals, "reloading the configuration")
+        .map_err(io("signal handling"))?;
     let mut cfg = Arc::new(cfg);
     if cfg.capture.interfaces.is_empty()
         && (cfg.capture.hep.listen.is_empty()
@@ -543,42 +538,6 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         v.push("[[destination]] settings of an existing destination");
     }
     v
-}
-
-/// SIGTERM and SIGINT set `stop`, SIGHUP `reload`. A small tokio runtime
-/// on its own thread waits for them: tokio runs what waits, never the
-/// packet path.
-fn watch_signals(signals: Arc<Signals>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // Registered before returning, so a signal from now on is not missed.
-    let (mut term, mut int, mut hup) = rt.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })?;
-    std::thread::Builder::new()
-        .name("callrec-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => { tracing::info!("SIGTERM"); break }
-                        _ = int.recv() => { tracing::info!("SIGINT"); break }
-                        _ = hup.recv() => {
-                            tracing::info!("SIGHUP: reloading the configuration");
-                            signals.reload.store(true, Ordering::Relaxed);
-                        }
-                    }
-                }
-            });
-            signals.stop.store(true, Ordering::Relaxed);
-        })?;
-    Ok(())
 }
 
 const COMMANDS: &str = "commands: status, pause CALL, resume CALL (CALL: the short id from status or the logs, or the Call-ID)";

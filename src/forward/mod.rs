@@ -95,10 +95,10 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), ForwardError> {
         return Err(ForwardError::NoInterface);
     }
     let notifier = Notifier::from_env();
-    let stop = Arc::new(AtomicBool::new(false));
-    let reload = Arc::new(AtomicBool::new(false));
-    watch_signals(stop.clone(), reload.clone())
+    let signals = crate::daemon::signals::Signals::default();
+    crate::daemon::signals::watch(&signals, "checking the configuration")
         .map_err(|e| ForwardError::Io("signals".into(), e))?;
+    let (stop, reload) = (signals.stop, signals.reload);
     // The daemon's options: the same kernel filter (capture.filter) and ring.
     let opts = crate::capture::LiveOptions::from_config(&cfg.capture);
     let mut sources = Vec::new();
@@ -282,36 +282,6 @@ fn supervise(
             );
         }
     }
-}
-
-fn watch_signals(stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    // Registered before returning, so a signal from now on is not missed.
-    let (mut term, mut int, mut hup) = rt.block_on(async {
-        Ok::<_, std::io::Error>((
-            signal(SignalKind::terminate())?,
-            signal(SignalKind::interrupt())?,
-            signal(SignalKind::hangup())?,
-        ))
-    })?;
-    std::thread::Builder::new()
-        .name("callrec-signals".into())
-        .spawn(move || {
-            rt.block_on(async {
-                loop {
-                    tokio::select! {
-                        _ = term.recv() => { tracing::info!("SIGTERM"); break }
-                        _ = int.recv() => { tracing::info!("SIGINT"); break }
-                        _ = hup.recv() => reload.store(true, Ordering::Relaxed),
-                    }
-                }
-            });
-            stop.store(true, Ordering::Relaxed);
-        })?;
-    Ok(())
 }
 
 #[cfg(test)]
