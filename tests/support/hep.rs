@@ -231,17 +231,22 @@ pub fn replay_raw(cfg: &Path, pcap: &Path, out: &Path) {
 
 /// Power of `hz` in `x` relative to its total power (0..1).
 pub fn tone_share(x: &[i16], hz: f64) -> f64 {
-    let total: f64 =
-        x.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>() / x.len().max(1) as f64;
-    let (mut re, mut im) = (0.0, 0.0);
-    for (i, &s) in x.iter().enumerate() {
-        let a = 2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0;
-        re += f64::from(s) * a.cos();
-        im += f64::from(s) * a.sin();
+    // Per 50 ms block, then summed: a live recording may shift the tone's
+    // phase where a late packet left a gap, which one transform over the
+    // whole file would count against the tone.
+    let (mut tone, mut total) = (0.0, 0.0);
+    for block in x.chunks(400) {
+        let (mut re, mut im) = (0.0, 0.0);
+        for (i, &s) in block.iter().enumerate() {
+            let a = 2.0 * std::f64::consts::PI * hz * i as f64 / 8000.0;
+            re += f64::from(s) * a.cos();
+            im += f64::from(s) * a.sin();
+        }
+        let n = block.len() as f64;
+        tone += 2.0 * (re * re + im * im) / n;
+        total += block.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
     }
-    let n = x.len().max(1) as f64;
-    let p = 2.0 * (re * re + im * im) / (n * n);
-    if total == 0.0 { 0.0 } else { p / total }
+    if total == 0.0 { 0.0 } else { tone / total }
 }
 
 /// The callrec binary: `$CALLREC_BIN` when set (a copy, where several
