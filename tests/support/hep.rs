@@ -244,7 +244,10 @@ pub fn tone_share(x: &[i16], hz: f64) -> f64 {
         }
         let n = block.len() as f64;
         tone += 2.0 * (re * re + im * im) / n;
-        total += block.iter().map(|&s| f64::from(s) * f64::from(s)).sum::<f64>();
+        total += block
+            .iter()
+            .map(|&s| f64::from(s) * f64::from(s))
+            .sum::<f64>();
     }
     if total == 0.0 { 0.0 } else { tone / total }
 }
