@@ -136,6 +136,19 @@ fn live_scrape_is_valid_and_covers_dashboard_and_rules() {
         l.local_addr().unwrap()
     };
     let files = config_text::live_on_lo(dir.path(), &format!("metrics_listen = \"{metrics}\""));
+    // A HEP listener too, so that its families (which the HEP alert rule
+    // names) are in the scrape.
+    let hep_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = std::fs::read_to_string(&files.cfg).unwrap().replacen(
+        "[capture]\n",
+        &format!("[capture]\nhep_listen = [\"127.0.0.1:{hep_port}\"]\n"),
+        1,
+    );
+    std::fs::write(&files.cfg, text).unwrap();
     let notify_path = dir.path().join("notify");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
