@@ -209,8 +209,12 @@ impl CallJournal {
 
     /// Every file an earlier run left, oldest name first, read back.
     /// Temporary files of a write cut short are removed (the file they
-    /// were replacing is whole).
+    /// were replacing is whole). Files of the other folders beside this
+    /// one are taken over first: they are an earlier set of interfaces'
+    /// (one added or removed, or a release that ran an engine per
+    /// interface), and their calls' history lines must not be lost.
     pub fn load_all(&self) -> Vec<(PathBuf, Loaded)> {
+        self.take_over_siblings();
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -227,6 +231,51 @@ impl CallJournal {
             }
         }
         out
+    }
+
+    /// Moves the files of the other journal folders beside this one into
+    /// it (named after their folder where a name is taken), then removes
+    /// the folders they leave empty.
+    fn take_over_siblings(&self) {
+        let Some(parent) = self.dir.parent() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(parent) else {
+            return;
+        };
+        for folder in entries.flatten().map(|e| e.path()) {
+            if folder == self.dir || !folder.is_dir() {
+                continue;
+            }
+            let from = folder
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let Ok(files) = std::fs::read_dir(&folder) else {
+                continue;
+            };
+            let mut moved = 0;
+            for f in files.flatten().map(|e| e.path()) {
+                let Some(name) = f.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                    continue;
+                };
+                let mut dest = self.dir.join(&name);
+                if dest.exists() {
+                    dest = self.dir.join(format!("{from}_{name}"));
+                }
+                match std::fs::rename(&f, &dest) {
+                    Ok(()) => moved += 1,
+                    Err(e) => {
+                        tracing::error!(path = %f.display(), error = %e, "cannot take over a journal file of an earlier set of interfaces")
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&folder);
+            if moved > 0 {
+                tracing::warn!(from = %folder.display(), to = %self.dir.display(), files = moved, "call-state journal of an earlier set of interfaces taken over");
+            }
+        }
     }
 
     /// Moves a file that cannot be carried on to `state/corrupt/` beside

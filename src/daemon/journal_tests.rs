@@ -226,3 +226,30 @@ fn a_journal_write_stays_well_under_a_few_milliseconds() {
     // Generous: a capture thread must never wait on this for long.
     assert!(each < 5_000, "{each} µs per write");
 }
+
+#[test]
+fn the_journal_of_an_earlier_set_of_interfaces_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    // A release that ran an engine per interface, or `eth1` alone before
+    // `eth2` was added: their calls are in folders of their own.
+    let mut old1 = journal(dir.path());
+    old1.save(7, &record(), &state()).unwrap();
+    let mut old2 = CallJournal::open(&dir.path().join("state/calls/eth2"), Timestamp(42)).unwrap();
+    old2.save(7, &record(), &state()).unwrap();
+    let now = CallJournal::open(&dir.path().join("state/calls/eth1+eth2"), Timestamp(99)).unwrap();
+    let loaded = now.load_all();
+    assert_eq!(loaded.len(), 2, "{loaded:?}");
+    for (path, l) in &loaded {
+        assert_eq!(path.parent().unwrap(), now.dir(), "{path:?}");
+        assert!(matches!(l, Loaded::Whole(..)), "{path:?}: {l:?}");
+    }
+    // The same name from both folders: the second is named after its folder.
+    let names: Vec<String> = loaded
+        .iter()
+        .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.contains(&"42_7.json".to_owned()), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("_42_7.json")), "{names:?}");
+    assert!(!dir.path().join("state/calls/eth1").exists());
+    assert!(!dir.path().join("state/calls/eth2").exists());
+}
