@@ -415,19 +415,9 @@ fn calls_command(
     format: &str,
     (reindex, segments): (bool, bool),
 ) -> anyhow::Result<ExitCode> {
-    use callrec::report::{OutFormat, ReportError};
+    use callrec::report::ReportError;
     use std::io::Write;
-    let f = match format {
-        "table" => OutFormat::Table,
-        "csv" => OutFormat::Csv,
-        "json" => OutFormat::Json,
-        other => {
-            return Err(UsageError(format!(
-                "--format: expected table, csv or json, got {other}"
-            ))
-            .into());
-        }
-    };
+    let f = out_format(format)?;
     let cfg = config.as_deref().map(load_config).transpose()?;
     if let Some(c) = &cfg {
         callrec::recording::perms::configure(c.recording.perms());

@@ -331,22 +331,15 @@ impl CaptureThread {
     /// The HEP listener alone: each frame at its agent's capture point.
     fn read_hep(&mut self, i: usize) -> u64 {
         let mut n = 0u64;
-        // Another source may have been read last: select on the first frame.
-        let mut selected = false;
         while n < BATCH {
-            let input = &mut self.inputs[i];
-            let Source::Hep(src) = &mut input.source else {
+            let Source::Hep(src) = &mut self.inputs[i].source else {
                 break;
             };
             let Ok(Some((pkt, at))) = src.next_packet_at_point() else {
                 break;
             };
-            let at = at.unwrap_or("hep");
-            if !selected || at != input.head_point {
-                selected = true;
-                at.clone_into(&mut input.head_point);
-                self.engine.set_capture_point(at);
-            }
+            // The clock's own check: the current point's name costs no search.
+            self.engine.set_capture_point(at.unwrap_or("hep"));
             self.engine.on_packet(&pkt);
             n += 1;
             if n.is_multiple_of(CONTROL_EVERY) {
