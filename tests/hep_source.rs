@@ -389,6 +389,13 @@ request_route {{
         hep_count(&st, "packets").unwrap_or(0) >= n && sip_count(&st).unwrap_or(0) >= n
     });
     let st = status(&sock);
+    // SIGTERM: Kamailio's main process ends the workers it forked (a
+    // SIGKILL of the main process left them running after the test).
+    unsafe { libc::kill(kam.id() as i32, libc::SIGTERM) };
+    let end = Instant::now() + Duration::from_secs(3);
+    while kam.try_wait().ok().flatten().is_none() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let _ = kam.kill();
     let _ = kam.wait();
     let (code, log) = hep::stop(daemon);
