@@ -13,6 +13,9 @@
 #   scripts/bench-live.sh [CALLS] [SECONDS] ["RATE RATE ..."]   (root)
 #   SNAPLEN=65535 scripts/bench-live.sh ...   the same with another snap length
 #   FILTER=none scripts/bench-live.sh ...     the same with another capture.filter
+#   THREADS=2 scripts/bench-live.sh ...       with capture.threads = 2 (PACKET_FANOUT):
+#                                             q_drop is what their queues dropped,
+#                                             per_thread the frames each thread read
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}; secs=${2:-30}; rates=${3:-"100000"}
@@ -33,10 +36,10 @@ ip netns exec "$ns" sysctl -q -w net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.
 ip -n "$ns" link set va up; ip -n "$ns" link set vb up
 status() { target/release/callrec status --socket "$work/control.sock" 2>/dev/null || true; }
 field() { sed -n "s/.* $1 \([0-9]*\).*/\1/p" | head -1; }
-printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s %9s\n' rate sent counted pcap_drop if_drop ring_drop cut recordings calls_rec of_calls
+printf '%-8s %9s %9s %8s %8s %8s %8s %6s %10s %9s %9s  %s\n' rate sent counted pcap_drop if_drop q_drop ring_drop cut recordings calls_rec of_calls per_thread
 for rate in $rates; do
   rm -rf "$work/spool" "$work/control.sock"
-  sed -e 's|^interfaces = .*|interfaces = ["va"]|' -e 's|^mode = "pcap"|mode = "off"|' \
+  sed -e "s|^interfaces = .*|interfaces = [\"va\"]${THREADS:+\\nthreads = $THREADS}|" -e 's|^mode = "pcap"|mode = "off"|' \
       -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" \
       -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
       -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" -e "s|^# filter = .*|${FILTER:+filter = \"$FILTER\"}|" conf/callrec.toml > "$work/live.toml"
@@ -50,12 +53,15 @@ for rate in $rates; do
   # counters reach the control socket (once a second).
   for _ in $(seq 60); do status | grep -q '^active recorded calls 0' && break; sleep 0.5; done
   sleep 1.5
-  st=$(status | grep '^capture va')
+  full=$(status)
+  st=$(echo "$full" | grep '^capture va')
+  qdrop=$(echo "$full" | sed -n 's/.*queue dropped \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
+  per_thread=$(echo "$full" | sed -n 's/.*capture thread \([0-9]*\) on va: packets \([0-9]*\).*/\2/p' | paste -sd/ -)
   kill -TERM "$pid"; wait "$pid" || true; pid=""
   recs=$(find "$work/spool/queue" -path '*/ready/*' -name '*.json' 2>/dev/null | wc -l)
   recorded_calls=$(find "$work/spool/queue" -path '*/ready/*' -name '*.json' -exec grep -ho '"call_id": *"[^"]*"' {} + 2>/dev/null | sort -u | wc -l)
   [ -n "${KEEP:-}" ] && cp -r "$work/spool" "$KEEP-$rate"
-  printf '%-8s %9s %9s %8s %8s %8s %6s %10s %9s %9s\n' "$rate" "$sent" \
-    "$(echo "$st" | field packets)" "$(echo "$st" | field 'pcap')" "$(echo "$st" | field interface)" \
-    "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$recorded_calls" "$calls"
+  printf '%-8s %9s %9s %8s %8s %8s %8s %6s %10s %9s %9s  %s\n' "$rate" "$sent" \
+    "$(echo "$st" | field packets)" "$(echo "$st" | field 'pcap')" "$(echo "$st" | field interface)" "$qdrop" \
+    "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$recorded_calls" "$calls" "${per_thread:--}"
 done

@@ -7,12 +7,14 @@
 use crate::time::Timestamp;
 
 pub mod dedup;
+pub mod fanout;
 pub mod fault;
 pub mod file;
 pub mod hep;
 pub mod hep_listen;
 pub mod live;
 pub mod merge;
+pub mod ring;
 pub mod trace;
 
 pub use fault::{FaultConfig, FaultInjector, FaultStats};

@@ -123,6 +123,8 @@ struct RawCapture {
     hep_auth_key: S<String>,
     filter: S<String>,
     block_timeout: S<String>,
+    threads: S<i64>,
+    thread_queue: S<i64>,
 }
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -702,6 +704,13 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         hep: sources::hep_source(&cx, &rc.hep_listen, &rc.hep_capture_ids, &rc.hep_auth_key)?,
         filter,
         block_timeout: cx.duration("capture.block_timeout", &rc.block_timeout, Duration::ZERO)?,
+        threads: cx.int("capture.threads", &rc.threads, 1, 1..=64)? as usize,
+        thread_queue: cx.int(
+            "capture.thread_queue",
+            &rc.thread_queue,
+            16_384,
+            1_024..=1_048_576,
+        )? as usize,
     };
 
     // [recording]

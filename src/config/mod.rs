@@ -131,6 +131,15 @@ pub struct Capture {
     pub retry_for: std::time::Duration,
     /// HEPv3 from capture agents (`hep_listen` and its keys).
     pub hep: HepSource,
+    /// `capture.threads`: capture threads per interface. One (the
+    /// default) reads every interface on the engine's thread; K above one
+    /// open each interface K times in a `PACKET_FANOUT` group
+    /// ([`crate::capture::fanout`]). 1 to 64.
+    pub threads: usize,
+    /// `capture.thread_queue`: frames each of those threads can queue per
+    /// interface for the engine before it drops them (counted); 1,024 to
+    /// 1,048,576, 16,384 by default (about 6 MiB).
+    pub thread_queue: usize,
 }
 
 impl Capture {

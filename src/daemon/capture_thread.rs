@@ -24,13 +24,15 @@
 //! `capture.retry_for` without success the thread gives up with an error
 //! and the daemon exits 1, for systemd to restart it.
 
+use crate::capture::fanout::Fanout;
 use crate::capture::merge::Heads;
+use crate::capture::ring::FrameQueue;
 use crate::capture::{
     CaptureError, HepListener, LiveOptions, LiveSource, LiveStats, Packet, PacketSource, Waker,
 };
 use crate::config::Config;
 use crate::daemon::engine::Engine;
-use crate::daemon::run::{CaptureStatus, Shared, SourceStatus};
+use crate::daemon::run::{CaptureStatus, Shared, SourceStatus, ThreadStatus};
 use crate::time::Timestamp;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -105,6 +107,9 @@ enum Source {
     Open(LiveSource),
     /// `capture.hep_listen`: sockets, never lost (boxed: it is large).
     Hep(Box<HepListener>),
+    /// One socket of a fanout (`capture.threads`), read by its own thread,
+    /// which reopens it when lost.
+    Queue(Box<FrameQueue>),
     /// Lost at `since`; the next attempt at `next`, after waiting `backoff`.
     Lost {
         since: Instant,
@@ -127,6 +132,8 @@ struct Input {
     error: Option<String>,
     /// HEP: the capture point of the frame waiting in the merge.
     head_point: String,
+    /// A fanout queue: the capture thread that fills it.
+    thread: Option<usize>,
 }
 
 /// A HEP listener read through the merge: the capture point of each
@@ -160,6 +167,19 @@ pub struct CaptureThread {
     heads: Heads,
     /// (calls in progress, recorded calls ended) when last published.
     published: (usize, u64),
+    /// The capture threads of `capture.threads`, whose queues are inputs.
+    fanout: Option<Fanout>,
+    /// Every open input is a fanout queue: read in place, merged by time.
+    only_queues: bool,
+    /// The interfaces' capture point.
+    point: usize,
+}
+
+/// The interfaces the engine reads: opened here, or read by the capture
+/// threads of a fanout.
+pub enum Interfaces {
+    Direct(Vec<LiveSource>),
+    Fanout(Fanout),
 }
 
 impl CaptureThread {
@@ -172,14 +192,28 @@ impl CaptureThread {
         cfg: Arc<Config>,
         mut engine: Engine,
         links: Links,
-        sources: Vec<LiveSource>,
+        interfaces: Interfaces,
         hep: Option<HepListener>,
     ) -> Self {
-        let names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        let (sources, mut fanout) = match interfaces {
+            Interfaces::Direct(s) => (s, None),
+            Interfaces::Fanout(f) => (Vec::new(), Some(f)),
+        };
+        let queues = fanout
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.queues))
+            .unwrap_or_default();
+        let mut names: Vec<&str> = sources.iter().map(|s| s.name()).collect();
+        for q in &queues {
+            if !names.contains(&q.name()) {
+                names.push(q.name());
+            }
+        }
         let point = match names.is_empty() {
             true => 0,
             false => engine.set_capture_point(&names.join("+")),
         };
+        let per_thread = names.len().max(1);
         let input = |name: String, source| Input {
             name,
             point,
@@ -188,11 +222,18 @@ impl CaptureThread {
             packets: 0,
             error: None,
             head_point: String::new(),
+            thread: None,
         };
         let mut inputs: Vec<Input> = sources
             .into_iter()
             .map(|src| input(src.name().to_owned(), Source::Open(src)))
             .collect();
+        // The queues come thread by thread, an interface each.
+        inputs.extend(queues.into_iter().enumerate().map(|(k, q)| Input {
+            thread: Some(k / per_thread),
+            ..input(q.name().to_owned(), Source::Queue(Box::new(q)))
+        }));
+        let only_queues = fanout.is_some() && hep.is_none();
         if let Some(h) = hep {
             inputs.push(input("hep".into(), Source::Hep(Box::new(h))));
         }
@@ -203,6 +244,9 @@ impl CaptureThread {
             heads: Heads::new(inputs.len()),
             inputs,
             published: (0, 0),
+            fanout,
+            only_queues,
+            point,
         }
     }
 
@@ -230,6 +274,11 @@ impl CaptureThread {
                 self.report(true);
             }
         }
+        if let Some(mut f) = self.fanout.take() {
+            // What the capture threads read before they stopped is handled.
+            f.stop();
+            while self.read_queues() > 0 {}
+        }
         self.report(false);
         if let Some(f) = &failure {
             self.set_error(f.clone());
@@ -245,15 +294,19 @@ impl CaptureThread {
 
     /// An interface lost for longer than `capture.retry_for`, named.
     fn given_up(&self) -> Option<String> {
-        self.inputs.iter().find_map(|i| match &i.source {
-            Source::Lost { since, .. } if since.elapsed() >= self.cfg.capture.retry_for => {
-                Some(format!(
+        self.inputs.iter().find_map(|i| {
+            let since = match &i.source {
+                Source::Lost { since, .. } => *since,
+                Source::Queue(q) => q.shared.lost()?.0,
+                _ => return None,
+            };
+            (since.elapsed() >= self.cfg.capture.retry_for).then(|| {
+                format!(
                     "capture on {} lost for {} s (capture.retry_for): giving up",
                     i.name,
                     since.elapsed().as_secs()
-                ))
-            }
-            _ => None,
+                )
+            })
         })
     }
 
@@ -263,13 +316,14 @@ impl CaptureThread {
     fn turn(&mut self) {
         let open = self.open_inputs();
         let n = match open.as_slice() {
-            [one] => self.read_one(*one),
             [] => 0,
+            _ if self.only_queues => self.read_queues(),
+            [one] => self.read_one(*one),
             _ => self.read_merged(),
         };
         self.serve_control();
         let retry_in = self.reopen_due();
-        if n == 0 {
+        if n == 0 && !self.fanout_sleeps() {
             // Nothing arrived this turn: time passes all the same (frames
             // move the clock themselves, and a busy link gets the
             // once-a-second tick in `run`).
@@ -280,17 +334,77 @@ impl CaptureThread {
                 .flat_map(|i| match &i.source {
                     Source::Open(s) => vec![s.raw_fd()],
                     Source::Hep(h) => h.fds(),
-                    Source::Lost { .. } => Vec::new(),
+                    Source::Lost { .. } | Source::Queue(_) => Vec::new(),
                 })
                 .collect();
             let wait = retry_in.map_or(TICK, |d| d.min(TICK));
             self.links.waker.wait_with(&fds, wait);
+            if let Some(f) = &self.fanout {
+                f.engine.sleeps.store(false, Ordering::SeqCst);
+            }
         }
+    }
+
+    /// Before the thread waits: tells the capture threads of a fanout to
+    /// wake it, then looks at their queues once more (a frame queued in
+    /// between would otherwise wait for the next tick). `true`: frames
+    /// wait, do not sleep.
+    fn fanout_sleeps(&self) -> bool {
+        let Some(f) = &self.fanout else {
+            return false;
+        };
+        f.engine.sleeps.store(true, Ordering::SeqCst);
+        let waiting = self
+            .inputs
+            .iter()
+            .any(|i| matches!(&i.source, Source::Queue(q) if !q.is_empty()));
+        if waiting {
+            f.engine.sleeps.store(false, Ordering::SeqCst);
+        }
+        waiting
+    }
+
+    /// The queues of a fanout's capture threads: the earliest waiting
+    /// frame first, read where it lies in its queue.
+    fn read_queues(&mut self) -> u64 {
+        let mut n = 0u64;
+        self.engine.select_capture_point(self.point);
+        while n < BATCH {
+            let mut best: Option<(Timestamp, usize)> = None;
+            for (i, input) in self.inputs.iter().enumerate() {
+                if let Source::Queue(q) = &input.source
+                    && let Some(ts) = q.front_ts()
+                    && best.is_none_or(|(b, _)| ts < b)
+                {
+                    best = Some((ts, i));
+                }
+            }
+            let Some((_, i)) = best else {
+                break;
+            };
+            let Source::Queue(q) = &mut self.inputs[i].source else {
+                break;
+            };
+            let engine = &mut self.engine;
+            q.front(|p| engine.on_packet(p));
+            self.inputs[i].packets += 1;
+            n += 1;
+            if n.is_multiple_of(CONTROL_EVERY) {
+                self.serve_control();
+                self.engine.select_capture_point(self.point);
+            }
+        }
+        n
     }
 
     fn open_inputs(&self) -> Vec<usize> {
         (0..self.inputs.len())
-            .filter(|&i| matches!(self.inputs[i].source, Source::Open(_) | Source::Hep(_)))
+            .filter(|&i| {
+                matches!(
+                    self.inputs[i].source,
+                    Source::Open(_) | Source::Hep(_) | Source::Queue(_)
+                )
+            })
             .collect()
     }
 
@@ -358,6 +472,7 @@ impl CaptureThread {
                 let input = &mut self.inputs[i];
                 let r = match &mut input.source {
                     Source::Open(src) => self.heads.fill(i, src),
+                    Source::Queue(q) => self.heads.fill(i, q.as_mut()),
                     Source::Hep(src) => {
                         let mut at = AtPoint {
                             src,
@@ -504,29 +619,24 @@ impl CaptureThread {
     /// Publishes the engine's and each interface's counters for `status`
     /// and the metrics.
     fn report(&mut self, running: bool) {
-        let sources: Vec<SourceStatus> = self
-            .inputs
-            .iter_mut()
-            .map(|i| {
-                let (open, now) = match &mut i.source {
-                    Source::Open(s) => (true, s.stats().unwrap_or_default()),
-                    Source::Hep(h) => {
-                        crate::capture::hep_listen::publish(h.stats());
-                        (true, LiveStats::default())
-                    }
-                    Source::Lost { .. } => (false, LiveStats::default()),
-                };
-                SourceStatus {
-                    name: i.name.clone(),
-                    running: running && open,
-                    packets: i.packets,
-                    pcap_dropped: i.carried.dropped + now.dropped,
-                    if_dropped: i.carried.if_dropped + now.if_dropped,
-                    truncated: i.carried.truncated + now.truncated,
-                    error: i.error.clone(),
-                }
-            })
-            .collect();
+        let mut sources: Vec<SourceStatus> = Vec::new();
+        let mut threads = Vec::new();
+        for i in &mut self.inputs {
+            let s = source_status(i, running);
+            if let Some(thread) = i.thread {
+                threads.push(ThreadStatus {
+                    interface: s.name.clone(),
+                    thread,
+                    packets: s.packets,
+                    queue_dropped: s.queue_dropped,
+                });
+            }
+            // A fanout's sockets of one interface are one interface.
+            match sources.iter_mut().find(|o| o.name == s.name) {
+                Some(o) => o.add(&s),
+                None => sources.push(s),
+            }
+        }
         let engine = &self.engine;
         let st = engine.stats();
         let sum = |f: fn(&SourceStatus) -> u64| sources.iter().map(f).sum::<u64>();
@@ -559,7 +669,43 @@ impl CaptureThread {
                 announce: engine.announce_stats(),
                 calls_in_progress: std::mem::take(&mut s.calls_in_progress),
                 sources,
+                threads,
             };
         }
+    }
+}
+
+/// Where one input stands, for `status` and the metrics.
+fn source_status(i: &mut Input, running: bool) -> SourceStatus {
+    let (open, now, queue_dropped) = match &mut i.source {
+        Source::Open(s) => (true, s.stats().unwrap_or_default(), 0),
+        Source::Hep(h) => {
+            crate::capture::hep_listen::publish(h.stats());
+            (true, LiveStats::default(), 0)
+        }
+        Source::Lost { .. } => (false, LiveStats::default(), 0),
+        Source::Queue(q) => {
+            let sh = &q.shared;
+            let lost = sh.lost();
+            i.error = lost.map(|l| l.1);
+            let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            let st = LiveStats {
+                received: n(&sh.pushed),
+                dropped: n(&sh.pcap_dropped),
+                if_dropped: n(&sh.if_dropped),
+                truncated: n(&sh.truncated),
+            };
+            (i.error.is_none(), st, n(&sh.dropped))
+        }
+    };
+    SourceStatus {
+        name: i.name.clone(),
+        running: running && open,
+        packets: i.packets,
+        pcap_dropped: i.carried.dropped + now.dropped,
+        if_dropped: i.carried.if_dropped + now.if_dropped,
+        truncated: i.carried.truncated + now.truncated,
+        queue_dropped,
+        error: i.error.clone(),
     }
 }

@@ -15,7 +15,7 @@
 //! (`tests/metrics_live.rs` checks every name they use against a scrape).
 
 use crate::announce::announcer::AnnounceStats;
-use crate::daemon::run::{CaptureStatus, Shared, SourceStatus};
+use crate::daemon::run::{CaptureStatus, Shared, SourceStatus, ThreadStatus};
 use crate::delivery::spool::SpoolUsage;
 use crate::delivery::worker::DestStatus;
 use prometheus_client::encoding::text::encode;
@@ -212,7 +212,7 @@ const CAPTURE: [CapFamily; 11] = [
 /// Per interface (a capture thread's sources): name, help, kind, value.
 type SourceFamily = (&'static str, &'static str, bool, fn(&SourceStatus) -> u64);
 
-const SOURCES: [SourceFamily; 5] = [
+const SOURCES: [SourceFamily; 6] = [
     ("packets", "Frames captured.", true, |s| s.packets),
     (
         "pcap_dropped",
@@ -233,6 +233,12 @@ const SOURCES: [SourceFamily; 5] = [
         |s| s.truncated,
     ),
     (
+        "capture_queue_dropped",
+        "Frames the capture threads of capture.threads had no room for in their queues to the engine (capture.thread_queue).",
+        true,
+        |s| s.queue_dropped,
+    ),
+    (
         "capture_running",
         "1 while the interface is captured, 0 while it is being reopened or once capture stopped.",
         false,
@@ -250,6 +256,7 @@ fn sources(caps: &[CaptureStatus]) -> Vec<SourceStatus> {
         pcap_dropped: c.pcap_dropped,
         if_dropped: c.if_dropped,
         truncated: c.truncated,
+        queue_dropped: 0,
         error: c.error.clone(),
     };
     caps.iter()
@@ -275,6 +282,24 @@ fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
             let rows = srcs.iter().map(|s| (label(s), f(s) as i64)).collect();
             gauge(reg, name, help, rows);
         }
+    }
+    let threads: Vec<_> = caps.iter().flat_map(|c| c.threads.iter()).collect();
+    let thread_label = |t: &ThreadStatus| {
+        vec![
+            ("interface", t.interface.clone()),
+            ("thread", t.thread.to_string()),
+        ]
+    };
+    if !threads.is_empty() {
+        counter(
+            reg,
+            "capture_thread_packets",
+            "Frames each capture thread of capture.threads read, per interface (how the kernel's flow hash spread them).",
+            threads
+                .iter()
+                .map(|t| (thread_label(t), t.packets))
+                .collect(),
+        );
     }
     for (name, help, is_counter, f) in CAPTURE {
         if is_counter {

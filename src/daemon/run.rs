@@ -28,9 +28,10 @@
 //! process exit 1, so `Restart=on-failure` restarts it.
 
 use crate::announce::announcer::Announcer;
+use crate::capture::fanout::Fanout;
 use crate::capture::{CaptureError, LiveSource, Waker};
 use crate::config::Config;
-use crate::daemon::capture_thread::{CaptureThread, ControlReq, Links, LiveClock};
+use crate::daemon::capture_thread::{CaptureThread, ControlReq, Interfaces, Links, LiveClock};
 use crate::daemon::engine::{ActiveSummary, Engine};
 use crate::daemon::media::MediaWorker;
 use crate::daemon::replay::shard_count;
@@ -97,7 +98,26 @@ pub struct SourceStatus {
     pub if_dropped: u64,
     /// Frames cut at the snap length.
     pub truncated: u64,
+    /// Frames a fanout's capture threads had no room for in their queues
+    /// to the engine (`capture.thread_queue`).
+    pub queue_dropped: u64,
     pub error: Option<String>,
+}
+
+impl SourceStatus {
+    /// Adds another socket of the same interface (a fanout's): counters
+    /// summed, running only while both are, errors kept.
+    pub fn add(&mut self, o: &SourceStatus) {
+        self.running &= o.running;
+        self.packets += o.packets;
+        self.pcap_dropped += o.pcap_dropped;
+        self.if_dropped += o.if_dropped;
+        self.truncated += o.truncated;
+        self.queue_dropped += o.queue_dropped;
+        if self.error.is_none() {
+            self.error.clone_from(&o.error);
+        }
+    }
 }
 
 /// What the capture thread last reported (once a second): its engine's
@@ -142,6 +162,20 @@ pub struct CaptureStatus {
     pub announce: Option<crate::announce::announcer::AnnounceStats>,
     /// Per interface.
     pub sources: Vec<SourceStatus>,
+    /// Per capture thread of a fanout (`capture.threads` above one) and
+    /// interface: frames it read, and what its queue had no room for. How
+    /// the kernel's hash spread the flows: one flow flooding one thread
+    /// shows here.
+    pub threads: Vec<ThreadStatus>,
+}
+
+/// One fanout capture thread's socket on one interface.
+#[derive(Clone, Debug, Default)]
+pub struct ThreadStatus {
+    pub interface: String,
+    pub thread: usize,
+    pub packets: u64,
+    pub queue_dropped: u64,
 }
 
 pub type Shared = Arc<Mutex<Vec<CaptureStatus>>>;
@@ -306,10 +340,23 @@ fn start_capture(
 ) -> Result<Vec<CaptureLink>, RunError> {
     let c = &cfg.capture;
     let opts = crate::capture::LiveOptions::from_config(c);
-    let mut sources = Vec::new();
-    for name in &c.interfaces {
-        sources.push(LiveSource::open_with(name, &opts)?);
-    }
+    let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
+    let interfaces = match c.threads {
+        // Several capture threads per interface (PACKET_FANOUT).
+        2.. if !c.interfaces.is_empty() => Interfaces::Fanout(Fanout::start(
+            &c.interfaces,
+            c.threads,
+            &opts,
+            c.thread_queue,
+            waker.clone(),
+        )?),
+        _ => Interfaces::Direct(
+            c.interfaces
+                .iter()
+                .map(|name| LiveSource::open_with(name, &opts))
+                .collect::<Result<_, _>>()?,
+        ),
+    };
     // Inline announcements: one worker (NFQUEUE) for the engine.
     let inline = match cfg.announce.mode {
         crate::config::AnnounceMode::Inline => {
@@ -352,7 +399,6 @@ fn start_capture(
     };
     engine.restore_journal(&spool_dir.join("state/calls").join(&name), clock.now());
     let (tx, rx) = mpsc::channel();
-    let waker = Arc::new(Waker::new().map_err(io("eventfd"))?);
     let heartbeat = Arc::new(AtomicU64::new(clock.millis()));
     let links = Links {
         stop: stop.clone(),
@@ -366,7 +412,7 @@ fn start_capture(
         cfg.clone(),
         engine,
         links,
-        sources,
+        interfaces,
         crate::capture::HepListener::from_config(cfg)?,
     );
     let t = std::thread::Builder::new()
@@ -661,6 +707,13 @@ fn status_text(
                     .as_deref()
                     .map(|e| format!("  error: {e}"))
                     .unwrap_or_default()
+            );
+        }
+        for t in &c.threads {
+            let _ = writeln!(
+                s,
+                "  capture thread {} on {}: packets {}  queue dropped {}",
+                t.thread, t.interface, t.packets, t.queue_dropped
             );
         }
     }
