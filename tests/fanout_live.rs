@@ -152,22 +152,22 @@ fn per_thread(status: &str) -> Vec<u64> {
 /// remote's right, no other call's tone, as long as the segment.
 fn assert_calls_whole(spool: &Path, numbers: &[u32]) {
     let dir = spool.join("queue/acme/ready");
-    let mut got: Vec<(u32, serde_json::Value)> = files(&dir, ".json")
+    let mut got: Vec<(u32, serde_json::Value, PathBuf)> = files(&dir, ".json")
         .into_iter()
         .map(|p| {
             let meta: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
             let id = meta["call_id"].as_str().unwrap_or_default().to_owned();
             let n = id.trim_start_matches("call-").split('@').next().unwrap();
-            (n.parse().unwrap(), meta)
+            let wav = p.with_file_name(meta["audio"]["file"].as_str().unwrap());
+            (n.parse().unwrap(), meta, wav)
         })
         .collect();
     got.sort_by_key(|g| g.0);
     let ns: Vec<u32> = got.iter().map(|g| g.0).collect();
     assert_eq!(ns, numbers, "each call recorded exactly once");
-    for (n, meta) in &got {
-        let wav = dir.join(meta["audio"]["file"].as_str().unwrap());
-        let w = read_wav(&wav).unwrap();
+    for (n, meta, wav) in &got {
+        let w = read_wav(wav).unwrap();
         let ms = w.samples[0].len() as i64 / 8;
         let span = span_ms(&meta["segment"]);
         assert!((ms - span).abs() <= 60, "call {n}: {ms} ms in {span} ms");
