@@ -295,3 +295,85 @@ fn an_interface_that_leaves_the_group_is_reopened_and_records_again() {
     assert_eq!(after - before, frames, "every frame once: {status}");
     assert_calls_whole(&dir.path().join("d/spool"), &(1..=8).collect::<Vec<_>>());
 }
+
+/// Every status counter of `va` that holds frames read or lost.
+fn accounted(status: &str) -> (u64, u64, u64) {
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .filter(|l| l.starts_with("capture va") || l.trim_start().starts_with("capture thread"))
+            .filter_map(|l| {
+                l.split(name)
+                    .nth(1)?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    };
+    (
+        per_thread(status).iter().sum(),
+        field("queue dropped "),
+        field("pcap "),
+    )
+}
+
+#[test]
+fn one_flow_flooding_one_thread_is_counted_and_the_calls_after_it_are_recorded() {
+    if !have_tcpreplay("fanout_flood") {
+        return;
+    }
+    let Some(ns) = Netns::new("fanf") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // 150,000 frames of one flow nobody records, as fast as tcpreplay
+    // sends: the kernel's hash puts them all on one thread.
+    let flood = dir.path().join("flood.pcap");
+    let mut w = PcapWriter::create(&flood, LinkType::Ethernet).unwrap();
+    let frame = udp_frame(
+        "203.0.113.9:40000".parse().unwrap(),
+        "198.51.100.9:40002".parse().unwrap(),
+        &[0x80; 172],
+    );
+    let flood_frames = 150_000u64;
+    for i in 0..flood_frames {
+        let ts = Timestamp::from_secs_micros(T0, 0).add_micros(i as i64 * 10);
+        w.write(ts, &frame).unwrap();
+    }
+    w.finish().unwrap();
+    let after = dir.path().join("calls.pcap");
+    let frames = write_capture(&calls(1, 6), &after);
+    let d = start(&ns, dir.path(), "d", "thread_queue = 1024");
+    let st = ns
+        .cmd("tcpreplay")
+        .args(["-q", "--topspeed", "-i", "vb"])
+        .arg(&flood)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    ns.replay(&after);
+    let all = wait_for(Duration::from_secs(15), || d.ready() == 6);
+    std::thread::sleep(Duration::from_millis(1_500));
+    let status = d.status();
+    let (code, log) = d.stop();
+    assert!(all, "the calls after the flood: {status}\n{log}");
+    assert!(code.success(), "no crash: {log}");
+    let t = per_thread(&status);
+    let (read, queue_dropped, pcap_dropped) = accounted(&status);
+    // Nothing lost without a count: what was read and what was dropped
+    // (in the kernel ring or a thread's queue) is what was sent.
+    assert_eq!(
+        read + queue_dropped + pcap_dropped,
+        flood_frames + frames,
+        "{status}"
+    );
+    // The flood all went one way.
+    let most = *t.iter().max().unwrap();
+    assert!(
+        most + queue_dropped + pcap_dropped >= flood_frames,
+        "one thread took the flood: {t:?}\n{status}"
+    );
+    assert_calls_whole(&dir.path().join("d/spool"), &(1..=6).collect::<Vec<_>>());
+}
