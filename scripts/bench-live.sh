@@ -13,9 +13,13 @@
 #   scripts/bench-live.sh [CALLS] [SECONDS] ["RATE RATE ..."]   (root)
 #   SNAPLEN=65535 scripts/bench-live.sh ...   the same with another snap length
 #   FILTER=none scripts/bench-live.sh ...     the same with another capture.filter
+#   BLOCK=1ms scripts/bench-live.sh ...      with capture.block_timeout (TPACKET_V3 blocks)
 #   THREADS=2 scripts/bench-live.sh ...       with capture.threads = 2 (PACKET_FANOUT):
 #                                             q_drop is what their queues dropped,
 #                                             per_thread the frames each thread read
+# After the table, the CPU time of the daemon's threads per packet counted
+# (ns, user + system, from /proc): the engine's thread (callrec-capture),
+# the fanout's capture threads (callrec-capN) and the shard workers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 calls=${1:-500}; secs=${2:-30}; rates=${3:-"100000"}
@@ -42,7 +46,8 @@ for rate in $rates; do
   sed -e "s|^interfaces = .*|interfaces = [\"va\"]${THREADS:+\\nthreads = $THREADS}|" -e 's|^mode = "pcap"|mode = "off"|' \
       -e "s|^spool_dir = .*|spool_dir = \"$work/spool\"|" \
       -e "s|^dir = \"../guidance-audio\"|dir = \"$PWD/guidance-audio\"|" \
-      -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" -e "s|^# filter = .*|${FILTER:+filter = \"$FILTER\"}|" conf/callrec.toml > "$work/live.toml"
+      -e "s|^# snaplen = .*|${SNAPLEN:+snaplen = $SNAPLEN}|" -e "s|^# filter = .*|${FILTER:+filter = \"$FILTER\"}|" \
+      -e "s|^# block_timeout = .*|${BLOCK:+block_timeout = \"$BLOCK\"}|" conf/callrec.toml > "$work/live.toml"
   printf '[daemon]\ncontrol_socket = "%s"\n' "$work/control.sock" >> "$work/live.toml"
   ip netns exec "$ns" target/release/callrec run --config "$work/live.toml" 2> "$work/daemon.log" &
   pid=$!
@@ -53,6 +58,9 @@ for rate in $rates; do
   # counters reach the control socket (once a second).
   for _ in $(seq 60); do status | grep -q '^active recorded calls 0' && break; sleep 0.5; done
   sleep 1.5
+  cpu=$(for t in /proc/"$pid"/task/*; do
+           printf '%s %s\n' "$(cat "$t/comm")" "$(cut -d')' -f2 "$t/stat" | awk '{print $12 + $13}')"
+         done 2>/dev/null)
   full=$(status)
   st=$(echo "$full" | grep '^capture va')
   qdrop=$(echo "$full" | sed -n 's/.*queue dropped \([0-9]*\).*/\1/p' | awk '{s+=$1} END {print s+0}')
@@ -64,4 +72,9 @@ for rate in $rates; do
   printf '%-8s %9s %9s %8s %8s %8s %8s %6s %10s %9s %9s  %s\n' "$rate" "$sent" \
     "$(echo "$st" | field packets)" "$(echo "$st" | field 'pcap')" "$(echo "$st" | field interface)" "$qdrop" \
     "$(echo "$st" | field ring)" "$(echo "$st" | sed -n 's/.*cut \([0-9]*\).*/\1/p')" "$recs" "$recorded_calls" "$calls" "${per_thread:--}"
+  counted=$(echo "$st" | field packets)
+  cpulines+=$(echo "$cpu" | awk -v r="$rate" -v n="$counted" -v hz="$(getconf CLK_TCK)" '
+    { g = $1; sub(/[0-9]+$/, "", g); t[g] += $2 }
+    END { printf "%-8s", r; for (g in t) if (t[g] > 0) printf "  %s %.0f", g, t[g] * 1e9 / hz / n; printf "\n" }')$'\n'
 done
+printf '\nCPU ns per packet counted, by thread (user + system):\n%s' "${cpulines:-}"

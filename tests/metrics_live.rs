@@ -145,7 +145,9 @@ fn live_scrape_is_valid_and_covers_dashboard_and_rules() {
         .port();
     let text = std::fs::read_to_string(&files.cfg).unwrap().replacen(
         "[capture]\n",
-        &format!("[capture]\nhep_listen = [\"127.0.0.1:{hep_port}\"]\n"),
+        // Two capture threads: the per-thread families are in the scrape,
+        // and their frames merge with the HEP listener's.
+        &format!("[capture]\nthreads = 2\nhep_listen = [\"127.0.0.1:{hep_port}\"]\n"),
         1,
     );
     std::fs::write(&files.cfg, text).unwrap();
@@ -208,6 +210,8 @@ fn live_scrape_is_valid_and_covers_dashboard_and_rules() {
         "\ncallrec_spool_bytes ",
         "callrec_destination_up{destination=\"acme\"}",
         "callrec_interface_dropped_total{interface=\"lo\"} 0",
+        "callrec_capture_queue_dropped_total{interface=\"lo\"} 0",
+        "callrec_capture_thread_packets_total{interface=\"lo\",thread=\"1\"}",
         "callrec_build_info{version=\"",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");
