@@ -105,6 +105,13 @@ pub fn check_config_report(cfg: &Config) -> String {
         "              kernel filter {filter}; ring {} per interface, {mode}",
         fmt_bytes(u64::from(c.buffer_bytes))
     );
+    if c.threads > 1 {
+        let _ = writeln!(
+            o,
+            "              {} capture threads per interface (PACKET_FANOUT), each with its own ring and a queue of {} frames",
+            c.threads, c.thread_queue
+        );
+    }
     sources_report(&mut o, cfg);
     let r = &cfg.recording;
     let _ = writeln!(

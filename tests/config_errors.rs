@@ -166,6 +166,20 @@ fn general_capture_recording_announce() {
         "70000",
     );
     expect(
+        "sip_ports",
+        0,
+        "threads = 65",
+        "capture.threads",
+        "must be 1..64, got 65",
+    );
+    expect(
+        "sip_ports",
+        0,
+        "thread_queue = 100",
+        "capture.thread_queue",
+        "got 100",
+    );
+    expect(
         "format",
         0,
         r#"format = "aac""#,

@@ -23,6 +23,7 @@
 //! receives every frame, as the group's members do: a socket that joins a
 //! group that already has members skips frames stamped before its join.
 
+use super::live::{REOPEN_FIRST, REOPEN_MAX};
 use super::ring::{FrameQueue, FrameSender, frame_queue};
 use super::{CaptureError, LiveOptions, LiveSource, LiveStats, PacketSource, Waker};
 use crate::time::Timestamp;
@@ -137,8 +138,6 @@ pub struct EngineWake {
 const BATCH: usize = 1024;
 /// The longest a capture thread waits before it looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
-const REOPEN_FIRST: Duration = Duration::from_millis(500);
-const REOPEN_MAX: Duration = Duration::from_secs(10);
 
 enum State {
     Open {

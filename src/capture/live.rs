@@ -21,6 +21,11 @@ use super::{CaptureError, LinkType, Packet, PacketSource};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// First and longest wait between two attempts to reopen an interface
+/// that failed (doubling in between), for every thread that captures.
+pub const REOPEN_FIRST: Duration = Duration::from_millis(500);
+pub const REOPEN_MAX: Duration = Duration::from_secs(10);
+
 /// Kernel and libpcap counters for a live interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LiveStats {

@@ -25,6 +25,7 @@
 //! and the daemon exits 1, for systemd to restart it.
 
 use crate::capture::fanout::Fanout;
+use crate::capture::live::{REOPEN_FIRST, REOPEN_MAX};
 use crate::capture::merge::Heads;
 use crate::capture::ring::FrameQueue;
 use crate::capture::{
@@ -46,9 +47,6 @@ pub const TICK: Duration = Duration::from_millis(50);
 const CONTROL_EVERY: u64 = 64;
 /// Frames read in one go before the thread looks at the clock.
 const BATCH: u64 = 4096;
-/// First and longest wait between two attempts to reopen an interface.
-const REOPEN_FIRST: Duration = Duration::from_millis(500);
-const REOPEN_MAX: Duration = Duration::from_secs(10);
 
 /// A request for a capture thread: the calls belong to the engine on that
 /// thread, so the question goes to it and the answer comes back.
