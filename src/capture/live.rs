@@ -104,9 +104,22 @@ fn poll_fds(fds: &[RawFd], timeout: Duration) -> Vec<bool> {
             revents: 0,
         })
         .collect();
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: p is a live array of p.len() pollfd structs.
-    let n = unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+    // ppoll, not poll: a capture thread that holds frames for a sleeping
+    // engine waits fractions of a millisecond.
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: p is a live array of p.len() pollfd structs, ts a live
+    // timespec; no signal mask is passed.
+    let n = unsafe {
+        libc::ppoll(
+            p.as_mut_ptr(),
+            p.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     if n <= 0 {
         return vec![false; fds.len()];
     }

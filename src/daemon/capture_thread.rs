@@ -352,6 +352,7 @@ impl CaptureThread {
             return false;
         };
         f.engine.sleeps.store(true, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
         let waiting = self
             .inputs
             .iter()
