@@ -392,14 +392,18 @@ pub struct Fanout {
     pub engine: Arc<EngineWake>,
     stop: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
+    /// Opened, not started yet ([`Fanout::spawn`]).
+    readers: Vec<Reader>,
     joins: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Fanout {
-    /// Opens every interface `threads` times into one fanout group each and
-    /// starts the threads; each queue holds `slots` frames. `engine_waker`
-    /// wakes the engine's thread. Errors: an interface that cannot be
-    /// opened or joined, named.
+    /// Opens every interface `threads` times into one fanout group each;
+    /// each queue holds `slots` frames. `engine_waker` wakes the engine's
+    /// thread. The threads start with [`Fanout::spawn`], when the engine
+    /// is there to read their queues (until then the kernel rings hold
+    /// the frames, as with one thread). Errors: an interface that cannot
+    /// be opened or joined, named.
     pub fn start(
         interfaces: &[String],
         threads: usize,
@@ -438,24 +442,26 @@ impl Fanout {
         for (name, g) in interfaces.iter().zip(&groups) {
             tracing::info!(interface = %name, threads, group = g.id(), "capture threads share the interface (PACKET_FANOUT)");
         }
-        let mut f = Fanout {
+        Ok(Fanout {
             queues,
             engine,
             stop,
             wakers: readers.iter().map(|r| r.waker.clone()).collect(),
+            readers,
             joins: Vec::new(),
-        };
-        for (k, r) in readers.into_iter().enumerate() {
+        })
+    }
+
+    /// Starts the capture threads. Errors: the system's, when it cannot
+    /// start a thread.
+    pub fn spawn(&mut self) -> std::io::Result<()> {
+        for (k, r) in std::mem::take(&mut self.readers).into_iter().enumerate() {
             let j = std::thread::Builder::new()
                 .name(format!("callrec-cap{k}"))
-                .spawn(move || r.run())
-                .map_err(|e| CaptureError::Open {
-                    source_name: interfaces.join("+"),
-                    reason: format!("capture thread: {e}"),
-                })?;
-            f.joins.push(j);
+                .spawn(move || r.run())?;
+            self.joins.push(j);
         }
-        Ok(f)
+        Ok(())
     }
 
     /// Stops the threads and waits for them; their queues keep what they

@@ -14,6 +14,12 @@
 //! ([`crate::capture::merge`]), so a call is one call whichever interface
 //! each of its packets took.
 //!
+//! With `capture.threads` above one, the interfaces are read by the
+//! capture threads of a `PACKET_FANOUT` group each
+//! ([`crate::capture::fanout`]) and this thread reads their queues
+//! instead, the earliest frame first, so the engine still sees one
+//! timeline; those threads reopen their sockets themselves.
+//!
 //! HEP from capture agents (`capture.hep_listen`) is one more source of
 //! the same engine: each agent is its own capture point (`hep:<id>`,
 //! [`PacketSource::next_packet_at_point`]), merged by time with the rest.
@@ -253,8 +259,12 @@ impl CaptureThread {
     /// are ended (`shutdown`) and published either way.
     pub fn run(mut self) -> Result<(), String> {
         let mut last_report = Instant::now();
-        let mut failure = None;
-        while !self.links.stop.load(Ordering::Relaxed) {
+        let mut failure = self
+            .fanout
+            .as_mut()
+            .and_then(|f| f.spawn().err())
+            .map(|e| format!("cannot start the capture threads: {e}"));
+        while failure.is_none() && !self.links.stop.load(Ordering::Relaxed) {
             self.links
                 .heartbeat
                 .store(self.links.clock.millis(), Ordering::Relaxed);
