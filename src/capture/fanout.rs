@@ -126,11 +126,35 @@ fn wall_now() -> Timestamp {
 
 /// How the engine's thread is woken when frames wait for it: it raises
 /// `sleeps` before it waits (and looks at its queues once more), a
-/// capture thread that queued frames wakes it only then.
+/// capture thread that queued frames wakes it only then, and not when
+/// `naps` says it wakes on its own within [`NAP`] anyway.
 #[derive(Debug)]
 pub struct EngineWake {
     pub sleeps: AtomicBool,
+    pub naps: AtomicBool,
     pub waker: Arc<Waker>,
+}
+
+/// How long the engine's thread sleeps while frames flow (it had some in
+/// the last [`BUSY`]), so that the capture threads need not wake it. A
+/// wake per frame (immediate mode hands frames over one by one) cost the
+/// engine's thread an eventfd read and a poll per frame: 2,461 ns a packet
+/// at 100,000 packets/s with two threads (`scripts/bench-live.sh`). On a
+/// quiet link the first frame wakes it at once.
+pub const NAP: Duration = Duration::from_micros(200);
+pub const BUSY: Duration = Duration::from_millis(10);
+
+impl EngineWake {
+    /// A capture thread queued frames: wakes the engine's thread if it
+    /// sleeps for long.
+    fn queued(&self) {
+        // The queue's store must be visible before the flags are read:
+        // the engine's thread raises them, then looks at the queues.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.sleeps.load(Ordering::SeqCst) && !self.naps.load(Ordering::SeqCst) {
+            self.waker.wake();
+        }
+    }
 }
 
 /// Frames read in one go from one socket before the thread looks at the
@@ -294,52 +318,6 @@ impl Drop for Socket {
     }
 }
 
-/// How long frames may wait in a queue for a sleeping engine before
-/// their thread wakes it, and how many wake it at once. A wake per frame
-/// (immediate mode hands frames over one by one) cost the engine's thread
-/// an eventfd read and a poll per frame: 2.5 µs a packet at 100,000
-/// packets/s (`scripts/bench-live.sh`, two threads).
-const WAKE_AFTER: Duration = Duration::from_micros(200);
-const WAKE_FRAMES: usize = 64;
-
-/// Frames this thread queued since it last woke the engine's thread.
-struct Held {
-    frames: usize,
-    since: Instant,
-}
-
-impl Held {
-    /// After `n` frames were queued: wakes the engine's thread when it
-    /// sleeps and the frames waited long enough or are many; otherwise how
-    /// long this thread may wait before it must look again.
-    fn after_read(&mut self, n: usize, engine: &EngineWake) -> Option<Duration> {
-        if n > 0 {
-            if self.frames == 0 {
-                self.since = Instant::now();
-            }
-            self.frames += n;
-        }
-        if self.frames == 0 {
-            return None;
-        }
-        // The queue's store must be visible before the flag is read: the
-        // engine's thread raises the flag, then looks at the queues.
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if !engine.sleeps.load(Ordering::SeqCst) {
-            // Awake: it looks at every queue before it sleeps.
-            self.frames = 0;
-            return None;
-        }
-        let waited = self.since.elapsed();
-        if self.frames >= WAKE_FRAMES || waited >= WAKE_AFTER {
-            engine.waker.wake();
-            self.frames = 0;
-            return None;
-        }
-        Some(WAKE_AFTER - waited)
-    }
-}
-
 /// A capture thread of a fanout: one socket per interface.
 pub struct Reader {
     pub sockets: Vec<Socket>,
@@ -355,13 +333,11 @@ impl Reader {
     /// woken when it sleeps, lost sockets reopened with backoff.
     pub fn run(mut self) {
         let mut last_stats = Instant::now();
-        let mut held = Held {
-            frames: 0,
-            since: Instant::now(),
-        };
         while !self.stop.load(Ordering::Relaxed) {
             let n: usize = self.sockets.iter_mut().map(Socket::read).sum();
-            let hold_for = held.after_read(n, &self.engine);
+            if n > 0 {
+                self.engine.queued();
+            }
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
                 self.sockets.iter_mut().for_each(Socket::publish_stats);
@@ -373,11 +349,8 @@ impl Reader {
                 .min();
             if n == 0 {
                 let fds: Vec<RawFd> = self.sockets.iter().filter_map(Socket::fd).collect();
-                let wait = [retry, hold_for]
-                    .into_iter()
-                    .flatten()
-                    .fold(TICK, Duration::min);
-                self.waker.wait_with(&fds, wait);
+                self.waker
+                    .wait_with(&fds, retry.map_or(TICK, |r| r.min(TICK)));
             }
         }
         self.sockets.iter_mut().for_each(Socket::publish_stats);
@@ -413,6 +386,7 @@ impl Fanout {
     ) -> Result<Fanout, CaptureError> {
         let engine = Arc::new(EngineWake {
             sleeps: AtomicBool::new(false),
+            naps: AtomicBool::new(false),
             waker: engine_waker,
         });
         let groups: Vec<Arc<Group>> = interfaces.iter().map(|_| Arc::default()).collect();

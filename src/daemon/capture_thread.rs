@@ -30,7 +30,7 @@
 //! `capture.retry_for` without success the thread gives up with an error
 //! and the daemon exits 1, for systemd to restart it.
 
-use crate::capture::fanout::Fanout;
+use crate::capture::fanout::{self, Fanout};
 use crate::capture::live::{REOPEN_FIRST, REOPEN_MAX};
 use crate::capture::merge::Heads;
 use crate::capture::ring::FrameQueue;
@@ -177,6 +177,8 @@ pub struct CaptureThread {
     only_queues: bool,
     /// The interfaces' capture point.
     point: usize,
+    /// When the last turn read frames (a fanout's engine naps while busy).
+    last_frames: Instant,
 }
 
 /// The interfaces the engine reads: opened here, or read by the capture
@@ -251,6 +253,7 @@ impl CaptureThread {
             fanout,
             only_queues,
             point,
+            last_frames: Instant::now(),
         }
     }
 
@@ -331,6 +334,9 @@ impl CaptureThread {
         };
         self.serve_control();
         let retry_in = self.reopen_due();
+        if n > 0 {
+            self.last_frames = Instant::now();
+        }
         if n == 0 && !self.fanout_sleeps() {
             // Nothing arrived this turn: time passes all the same (frames
             // move the clock themselves, and a busy link gets the
@@ -345,7 +351,12 @@ impl CaptureThread {
                     Source::Lost { .. } | Source::Queue(_) => Vec::new(),
                 })
                 .collect();
-            let wait = retry_in.map_or(TICK, |d| d.min(TICK));
+            let mut wait = retry_in.map_or(TICK, |d| d.min(TICK));
+            if let Some(f) = &self.fanout
+                && f.engine.naps.load(Ordering::Relaxed)
+            {
+                wait = wait.min(fanout::NAP);
+            }
             self.links.waker.wait_with(&fds, wait);
             if let Some(f) = &self.fanout {
                 f.engine.sleeps.store(false, Ordering::SeqCst);
@@ -354,13 +365,16 @@ impl CaptureThread {
     }
 
     /// Before the thread waits: tells the capture threads of a fanout to
-    /// wake it, then looks at their queues once more (a frame queued in
-    /// between would otherwise wait for the next tick). `true`: frames
-    /// wait, do not sleep.
+    /// wake it (unless it naps: frames came in the last [`fanout::BUSY`],
+    /// so it sleeps at most [`fanout::NAP`]), then looks at their queues
+    /// once more (a frame queued in between would otherwise wait for the
+    /// next tick). `true`: frames wait, do not sleep.
     fn fanout_sleeps(&self) -> bool {
         let Some(f) = &self.fanout else {
             return false;
         };
+        let busy = self.last_frames.elapsed() < fanout::BUSY;
+        f.engine.naps.store(busy, Ordering::SeqCst);
         f.engine.sleeps.store(true, Ordering::SeqCst);
         std::sync::atomic::fence(Ordering::SeqCst);
         let waiting = self
