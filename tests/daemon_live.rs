@@ -199,12 +199,23 @@ fn ready(tag: &str) -> Option<Netns> {
 
 #[test]
 fn sigterm_on_a_silent_link_exits_within_a_second_and_publishes() {
-    let Some(ns) = ready("sigterm") else { return };
+    sigterm_on_a_silent_link("sigterm", "");
+}
+
+/// The same with two capture threads: they stop, and what they queued is
+/// handled, within the second.
+#[test]
+fn sigterm_on_a_silent_link_with_two_capture_threads() {
+    sigterm_on_a_silent_link("sigterm2", "threads = 2");
+}
+
+fn sigterm_on_a_silent_link(tag: &str, capture_extra: &str) {
+    let Some(ns) = ready(tag) else { return };
     let dir = tempfile::tempdir().unwrap();
     let mut d = start(
         &ns,
         dir.path(),
-        &config(dir.path(), "", "", config_text::K0001_STEREO),
+        &config(dir.path(), capture_extra, "", config_text::K0001_STEREO),
     );
     // A call that would talk for a minute; the wire goes silent 1.5 s
     // after the answer, with the call still open.
@@ -239,13 +250,25 @@ fn sigterm_on_a_silent_link_exits_within_a_second_and_publishes() {
 
 #[test]
 fn rtp_timeout_fires_by_wall_time_on_a_silent_link_and_status_answers() {
-    let Some(ns) = ready("rtptimeout") else {
+    rtp_timeout_on_a_silent_link("rtptimeout", "");
+}
+
+/// The same with the interface read by two capture threads (a
+/// `PACKET_FANOUT` group): the engine's thread reads their queues, and on
+/// the silent link its clock still moves on.
+#[test]
+fn rtp_timeout_fires_on_a_silent_link_with_two_capture_threads() {
+    rtp_timeout_on_a_silent_link("rtptimeout2", "threads = 2");
+}
+
+fn rtp_timeout_on_a_silent_link(tag: &str, capture_extra: &str) {
+    let Some(ns) = ready(tag) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
     let text = config(
         dir.path(),
-        "",
+        capture_extra,
         "rtp_timeout = \"3s\"",
         config_text::K0001_STEREO,
     );
