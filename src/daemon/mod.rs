@@ -17,6 +17,7 @@ pub mod routes;
 pub mod run;
 pub mod shard;
 pub mod signals;
+pub mod status;
 pub mod systemd;
 
 use crate::config::Config;
