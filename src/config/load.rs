@@ -14,7 +14,13 @@
 use super::*;
 use crate::calls::numbering;
 use serde::Deserialize;
+use std::collections::HashMap;
 use toml::Spanned;
+
+mod ctx;
+mod units;
+use ctx::{Ctx, IntOrStr, S, safe_name};
+pub use units::{parse_duration, parse_rate};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,16 +61,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         source,
     })?;
     load_str(&text, path)
-}
-
-type S<T> = Option<Spanned<T>>;
-
-/// An integer or a string with a unit ("10GB", "20Mbit").
-#[derive(Deserialize, Clone, Debug)]
-#[serde(untagged)]
-enum IntOrStr {
-    Int(i64),
-    Str(String),
 }
 
 #[derive(Deserialize, Default)]
@@ -211,271 +207,6 @@ struct RawLimits {
 struct RawDaemon {
     control_socket: S<String>,
     metrics_listen: S<String>,
-}
-
-/// A duration as humantime writes it: "5s", "10m", "24h", "7d", "250ms",
-/// also combined ("1h 30m"). A bare number has no unit and is refused.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    humantime::parse_duration(s.trim()).ok()
-}
-
-/// A size in bytes: "10GB", "512MiB", "64kB", "100" (decimal SI or binary units).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let mul: u64 = match unit.trim() {
-        "" | "B" => 1,
-        "k" | "kB" | "KB" => 1000,
-        "M" | "MB" => 1_000_000,
-        "G" | "GB" => 1_000_000_000,
-        "T" | "TB" => 1_000_000_000_000,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        "GiB" => 1 << 30,
-        "TiB" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mul)
-}
-
-/// A rate in bytes per second: "20Mbit", "500kbit", "2MB" (per second).
-pub fn parse_rate(s: &str) -> Option<u64> {
-    let s = s.trim().trim_end_matches("/s").trim_end_matches("ps");
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let bits = |mul: u64| n.checked_mul(mul).map(|b| b / 8);
-    match unit.trim() {
-        "bit" => bits(1),
-        "kbit" | "Kbit" => bits(1000),
-        "Mbit" => bits(1_000_000),
-        "Gbit" => bits(1_000_000_000),
-        _ => parse_size(s),
-    }
-}
-
-/// Offset -> 1-based line.
-fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
-}
-
-/// The key path at a byte offset, found from the text (for errors the TOML
-/// parser reports with a span only): the enclosing `[table]` or
-/// `[[array]]` (with its 0-based index) and the nearest `key =` at or above
-/// the offset within that table.
-fn key_at(text: &str, offset: usize) -> String {
-    let mut table = String::new();
-    let mut counts: HashMap<String, usize> = HashMap::new();
-    let mut key = String::new();
-    let mut pos = 0;
-    for line in text.split_inclusive('\n') {
-        if pos > offset {
-            break;
-        }
-        let t = line.trim();
-        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.split("]]").next()) {
-            let name = name.trim().to_string();
-            let n = counts.entry(name.clone()).or_insert(0);
-            table = format!("{name}[{n}]");
-            *n += 1;
-            key.clear();
-        } else if let Some(name) = t.strip_prefix('[').and_then(|r| r.split(']').next()) {
-            table = name.trim().to_string();
-            key.clear();
-        } else if let Some((k, _)) = t.split_once('=') {
-            let k = k.trim();
-            if !k.is_empty()
-                && !k.starts_with('#')
-                && k.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-.\"".contains(c))
-            {
-                key = k.trim_matches('"').to_string();
-            }
-        }
-        pos += line.len();
-    }
-    match (table.is_empty(), key.is_empty()) {
-        (true, _) => key,
-        (false, true) => table,
-        (false, false) => format!("{table}.{key}"),
-    }
-}
-
-use std::collections::HashMap;
-
-struct Ctx<'a> {
-    path: &'a Path,
-    text: &'a str,
-}
-
-impl Ctx<'_> {
-    fn err(
-        &self,
-        span: std::ops::Range<usize>,
-        key: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> ConfigError {
-        ConfigError::Invalid {
-            path: self.path.to_path_buf(),
-            line: line_of(self.text, span.start),
-            key: key.into(),
-            reason: reason.into(),
-        }
-    }
-
-    // "from" the TOML error, in the context of this file.
-    #[allow(clippy::wrong_self_convention)]
-    fn from_toml(&self, e: toml::de::Error) -> ConfigError {
-        let span = e.span().unwrap_or(0..0);
-        let msg = e
-            .message()
-            .trim()
-            .replace('\n', " ")
-            .replace("expected i64", "expected an integer");
-        let mut key = key_at(self.text, span.start);
-        // The parser points at the unknown key itself, or at the table that lacks a key.
-        if let Some(rest) = msg.strip_prefix("unknown field `") {
-            let name = rest.split('`').next().unwrap_or("");
-            let table = key.rsplit_once('.').map(|(t, _)| t.to_string());
-            key = match table {
-                Some(t) if !key.ends_with(&format!("].{name}")) || key.starts_with(name) => {
-                    format!("{t}.{name}")
-                }
-                _ if key.is_empty() || key == name => name.to_string(),
-                _ => key,
-            };
-            if !key.ends_with(name) {
-                key = format!("{key}.{name}");
-            }
-            return self.err(span, key, format!("unknown key `{name}`"));
-        }
-        if let Some(rest) = msg.strip_prefix("missing field `") {
-            let name = rest.split('`').next().unwrap_or("");
-            let table = key.split('.').next().unwrap_or("").to_string();
-            let key = if table.is_empty() {
-                name.to_string()
-            } else {
-                format!("{table}.{name}")
-            };
-            return self.err(span, key, "required key is missing");
-        }
-        self.err(span, key, msg)
-    }
-
-    fn resolve(&self, p: &str) -> PathBuf {
-        let p = PathBuf::from(p);
-        if p.is_relative() {
-            match self.path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => return dir.join(p),
-                _ => {}
-            }
-        }
-        p
-    }
-
-    fn duration(
-        &self,
-        key: &str,
-        v: &S<String>,
-        default: Duration,
-    ) -> Result<Duration, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => parse_duration(s.get_ref()).ok_or_else(|| {
-                self.err(
-                    s.span(),
-                    key,
-                    format!(
-                        "expected a duration like 250ms, 5s, 10m, 24h or 7d, got {:?}",
-                        s.get_ref()
-                    ),
-                )
-            }),
-        }
-    }
-
-    fn size(&self, key: &str, v: &S<IntOrStr>, default: u64) -> Result<u64, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => match s.get_ref() {
-                IntOrStr::Int(n) => u64::try_from(*n)
-                    .map_err(|_| self.err(s.span(), key, format!("must not be negative, got {n}"))),
-                IntOrStr::Str(t) => parse_size(t).ok_or_else(|| {
-                    self.err(
-                        s.span(),
-                        key,
-                        format!("expected a size like 65536, 64kB, 16MiB or 10GB, got {t:?}"),
-                    )
-                }),
-            },
-        }
-    }
-
-    fn int(
-        &self,
-        key: &str,
-        v: &S<i64>,
-        default: i64,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<i64, ConfigError> {
-        match v {
-            None => Ok(default),
-            Some(s) => {
-                let n = *s.get_ref();
-                if range.contains(&n) {
-                    Ok(n)
-                } else {
-                    Err(self.err(
-                        s.span(),
-                        key,
-                        format!("must be {}..{}, got {n}", range.start(), range.end()),
-                    ))
-                }
-            }
-        }
-    }
-
-    fn choice<T: Copy>(
-        &self,
-        key: &str,
-        v: &S<String>,
-        default: T,
-        options: &[(&str, T)],
-    ) -> Result<T, ConfigError> {
-        let Some(s) = v else { return Ok(default) };
-        options
-            .iter()
-            .find(|(name, _)| *name == s.get_ref().as_str())
-            .map(|(_, t)| *t)
-            .ok_or_else(|| {
-                let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-                self.err(
-                    s.span(),
-                    key,
-                    format!(
-                        "expected one of {}, got {:?}",
-                        names.join(", "),
-                        s.get_ref()
-                    ),
-                )
-            })
-    }
-}
-
-/// A name that becomes a directory or file name: `[A-Za-z0-9._-]`, not `.`/`..`.
-fn safe_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn valid_dtmf(s: &str) -> bool {
@@ -1379,21 +1110,6 @@ host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX
             let e = load(&format!("[limits]\n{bad}\n")).unwrap_err().to_string();
             assert!(e.contains("limits."), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn units() {
-        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86400)));
-        assert_eq!(parse_duration("7"), None);
-        assert_eq!(parse_duration("5x"), None);
-        assert_eq!(parse_duration("1h 30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_rate("20Mbit"), Some(2_500_000));
-        assert_eq!(parse_rate("500kbit"), Some(62_500));
-        assert_eq!(parse_rate("2MB"), Some(2_000_000));
-        assert_eq!(parse_size("10GB"), Some(10_000_000_000));
-        assert_eq!(parse_size("16MiB"), Some(16 << 20));
-        assert_eq!(parse_size("10XB"), None);
     }
 
     #[test]
