@@ -10,17 +10,42 @@
 //! Every key has a default that works except the contract and destination
 //! fields that identify something. Relative paths (`spool_dir`, `announce.dir`,
 //! `identity`) are resolved against the configuration file's directory.
+//!
+//! `load_str` parses the whole text into raw, spanned values, then reads
+//! each section with its own reader (one module each under `load/`), in
+//! the fixed order of `load_str`: of two errors in different sections, the
+//! earlier reader's is reported. Checks across sections are made by the
+//! later reader:
+//! destinations against `delivery.allowed_networks`, contracts against the
+//! destinations.
 
-use super::*;
 use crate::calls::numbering;
+use crate::config::{
+    Channels, Config, Contract, Delivery, Destination, IpNet, SampleRate, SegmentPolicy, Service,
+};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 use toml::Spanned;
 
+mod announce;
+mod capture;
 mod ctx;
+mod daemon;
+mod general;
+#[path = "history.rs"]
+mod history_cfg;
+mod limits;
+mod overload;
+mod recording;
+#[path = "sources.rs"]
+mod sources;
 mod units;
+
 use ctx::{Ctx, IntOrStr, S, safe_name};
-pub use units::{parse_duration, parse_rate};
+pub use units::parse_duration;
+use units::parse_rate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -67,15 +92,15 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 #[serde(deny_unknown_fields)]
 struct Raw {
     #[serde(default)]
-    general: RawGeneral,
+    general: general::RawGeneral,
     #[serde(default)]
-    capture: RawCapture,
+    capture: capture::RawCapture,
     #[serde(default)]
-    recording: RawRecording,
+    recording: recording::RawRecording,
     #[serde(default)]
-    announce: RawAnnounce,
+    announce: announce::RawAnnounce,
     #[serde(default)]
-    overload: RawOverload,
+    overload: overload::RawOverload,
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
@@ -83,9 +108,9 @@ struct Raw {
     #[serde(default)]
     contract: Vec<Spanned<RawContract>>,
     #[serde(default)]
-    limits: RawLimits,
+    limits: limits::RawLimits,
     #[serde(default)]
-    daemon: RawDaemon,
+    daemon: daemon::RawDaemon,
     #[serde(default)]
     history: history_cfg::RawHistory,
     #[serde(default)]
@@ -96,63 +121,6 @@ struct Raw {
     forward: sources::RawForward,
 }
 
-#[path = "history.rs"]
-mod history_cfg;
-#[path = "sources.rs"]
-mod sources;
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawGeneral {
-    timezone: S<String>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawCapture {
-    interfaces: S<Vec<Spanned<String>>>,
-    sip_ports: S<Vec<Spanned<i64>>>,
-    snaplen: S<i64>,
-    promiscuous: S<bool>,
-    buffer_bytes: S<IntOrStr>,
-    retry_for: S<String>,
-    hep_listen: S<Vec<Spanned<String>>>,
-    hep_capture_ids: S<Vec<Spanned<i64>>>,
-    hep_auth_key: S<String>,
-    filter: S<String>,
-    block_timeout: S<String>,
-    threads: S<i64>,
-    thread_queue: S<i64>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawRecording {
-    spool_dir: S<String>,
-    format: S<String>,
-    max_active_calls: S<i64>,
-    shards: S<i64>,
-    rtp_timeout: S<String>,
-    max_call_length: S<String>,
-    setup_timeout: S<String>,
-    spool_warn_bytes: S<IntOrStr>,
-    spool_max_bytes: S<IntOrStr>,
-    file_mode: S<String>,
-    group: S<String>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawAnnounce {
-    mode: S<String>,
-    interface: S<String>,
-    dir: S<String>,
-    queue: S<i64>,
-    mark: S<i64>,
-    nft_table: S<String>,
-    nft_setup: S<bool>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawOverload {
-    priority_numbers: S<Vec<Spanned<String>>>,
-}
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawDelivery {
@@ -188,27 +156,6 @@ struct RawContract {
     resume_dtmf: S<String>,
     destination: Spanned<String>,
 }
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawLimits {
-    fragment_bytes: S<IntOrStr>,
-    fragment_timeout: S<String>,
-    tcp_stream_bytes: S<IntOrStr>,
-    tcp_streams: S<i64>,
-    tcp_idle_timeout: S<String>,
-    max_dialogs: S<i64>,
-    sip_message_bytes: S<IntOrStr>,
-    early_dialogs: S<i64>,
-    early_dialogs_per_source: S<i64>,
-    clock_tolerance: S<String>,
-}
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawDaemon {
-    control_socket: S<String>,
-    metrics_listen: S<String>,
-}
-
 fn valid_dtmf(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 8
@@ -314,299 +261,15 @@ fn parse_sftp_url(url: &str) -> Result<(String, std::net::IpAddr, u16, String), 
     Ok((user.to_string(), host, port, dir))
 }
 
-/// `recording.file_mode`: octal permission bits as a string ("0640").
-/// Files must stay readable and writable by the service itself, and never
-/// writable or readable by others: recordings are personal data.
-fn file_mode(cx: &Ctx, v: &S<String>) -> Result<u32, ConfigError> {
-    let Some(s) = v else { return Ok(0o640) };
-    let text = s.get_ref().trim();
-    let mode = u32::from_str_radix(text.trim_start_matches("0o"), 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| {
-            cx.err(
-                s.span(),
-                "recording.file_mode",
-                format!("{text:?} is not an octal mode like \"0640\""),
-            )
-        })?;
-    if mode & 0o600 != 0o600 || mode & 0o007 != 0 || mode & 0o111 != 0 {
-        return Err(cx.err(
-            s.span(),
-            "recording.file_mode",
-            format!(
-                "{text}: the owner must read and write, nobody execute, others nothing (e.g. 0640, 0660, 0600)"
-            ),
-        ));
-    }
-    Ok(mode)
-}
-
-/// `recording.group`: a group that exists on this host (name and id).
-fn group(cx: &Ctx, v: &S<String>) -> Result<Option<(String, u32)>, ConfigError> {
-    let Some(s) = v else { return Ok(None) };
-    let name = s.get_ref().trim();
-    match crate::recording::perms::group_id(name) {
-        Ok(Some(gid)) => Ok(Some((name.to_owned(), gid))),
-        Ok(None) => Err(cx.err(
-            s.span(),
-            "recording.group",
-            format!("no group {name:?} on this host (see /etc/group)"),
-        )),
-        Err(e) => Err(cx.err(
-            s.span(),
-            "recording.group",
-            format!("cannot look up group {name:?}: {e}"),
-        )),
-    }
-}
-
 pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let cx = Ctx { path, text };
     let raw: Raw = toml::from_str(text).map_err(|e| cx.from_toml(e))?;
-
-    let general = General {
-        utc_offset_secs: match &raw.general.timezone {
-            None => 9 * 3600,
-            Some(s) => crate::time::parse_offset(s.get_ref()).ok_or_else(|| {
-                cx.err(
-                    s.span(),
-                    "general.timezone",
-                    format!("expected an offset like +09:00, got {:?}", s.get_ref()),
-                )
-            })?,
-        },
-    };
-
-    // [capture]
-    let rc = &raw.capture;
-    let mut sip_ports = Vec::new();
-    match &rc.sip_ports {
-        None => sip_ports.push(5060),
-        Some(list) => {
-            if list.get_ref().is_empty() {
-                return Err(cx.err(
-                    list.span(),
-                    "capture.sip_ports",
-                    "must list at least one port",
-                ));
-            }
-            for p in list.get_ref() {
-                let n = u16::try_from(*p.get_ref())
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or_else(|| {
-                        cx.err(
-                            p.span(),
-                            "capture.sip_ports",
-                            format!("must be 1..65535, got {}", p.get_ref()),
-                        )
-                    })?;
-                sip_ports.push(n);
-            }
-        }
-    }
-    let mut interfaces = Vec::new();
-    for i in rc.interfaces.iter().flat_map(|l| l.get_ref()) {
-        if i.get_ref().trim().is_empty() {
-            return Err(cx.err(i.span(), "capture.interfaces", "empty interface name"));
-        }
-        interfaces.push(i.get_ref().clone());
-    }
-    let buffer_bytes = cx.size("capture.buffer_bytes", &rc.buffer_bytes, 64 << 20)?;
-    let filter = capture_filter(&cx, &rc.filter, &sip_ports)?;
-    let capture = Capture {
-        interfaces,
-        sip_ports,
-        snaplen: cx.int("capture.snaplen", &rc.snaplen, 2048, 64..=262_144)? as u32,
-        promiscuous: rc
-            .promiscuous
-            .as_ref()
-            .map(|b| *b.get_ref())
-            .unwrap_or(true),
-        buffer_bytes: u32::try_from(buffer_bytes).map_err(|_| {
-            cx.err(
-                rc.buffer_bytes.as_ref().map(|s| s.span()).unwrap_or(0..0),
-                "capture.buffer_bytes",
-                "must be below 4GiB",
-            )
-        })?,
-        retry_for: cx.duration("capture.retry_for", &rc.retry_for, Duration::from_secs(300))?,
-        hep: sources::hep_source(&cx, &rc.hep_listen, &rc.hep_capture_ids, &rc.hep_auth_key)?,
-        filter,
-        block_timeout: cx.duration("capture.block_timeout", &rc.block_timeout, Duration::ZERO)?,
-        threads: cx.int("capture.threads", &rc.threads, 1, 1..=64)? as usize,
-        thread_queue: cx.int(
-            "capture.thread_queue",
-            &rc.thread_queue,
-            16_384,
-            1_024..=1_048_576,
-        )? as usize,
-    };
-
-    // [recording]
-    let rr = &raw.recording;
-    let spool_warn_bytes = cx.size("recording.spool_warn_bytes", &rr.spool_warn_bytes, 0)?;
-    let spool_max_bytes = cx.size("recording.spool_max_bytes", &rr.spool_max_bytes, 0)?;
-    if spool_warn_bytes > 0 && spool_max_bytes > 0 && spool_warn_bytes > spool_max_bytes {
-        let span = rr
-            .spool_warn_bytes
-            .as_ref()
-            .map(|s| s.span())
-            .unwrap_or(0..0);
-        return Err(cx.err(
-            span,
-            "recording.spool_warn_bytes",
-            "must not exceed recording.spool_max_bytes",
-        ));
-    }
-    // WAV encodings, or a compressed format over a PCM16 intermediate.
-    let output = cx.choice(
-        "recording.format",
-        &rr.format,
-        (AudioFormat::Pcm16, None),
-        &[
-            ("pcm16", (AudioFormat::Pcm16, None)),
-            ("ulaw", (AudioFormat::Ulaw, None)),
-            ("alaw", (AudioFormat::Alaw, None)),
-            ("mp3", (AudioFormat::Pcm16, Some(Encoded::Mp3))),
-            ("opus", (AudioFormat::Pcm16, Some(Encoded::Opus))),
-            ("flac", (AudioFormat::Pcm16, Some(Encoded::Flac))),
-        ],
-    )?;
-    let recording = Recording {
-        spool_dir: match &rr.spool_dir {
-            None => "/var/spool/callrec".into(),
-            Some(s) if s.get_ref().trim().is_empty() => {
-                return Err(cx.err(s.span(), "recording.spool_dir", "empty path"));
-            }
-            Some(s) => cx.resolve(s.get_ref()),
-        },
-        format: output.0,
-        encoded: output.1,
-        max_active_calls: cx.int(
-            "recording.max_active_calls",
-            &rr.max_active_calls,
-            20_000,
-            1..=10_000_000,
-        )? as usize,
-        shards: cx.int("recording.shards", &rr.shards, 0, 0..=1024)? as usize,
-        rtp_timeout: cx.duration(
-            "recording.rtp_timeout",
-            &rr.rtp_timeout,
-            Duration::from_secs(60),
-        )?,
-        max_call_length: cx.duration(
-            "recording.max_call_length",
-            &rr.max_call_length,
-            Duration::from_secs(4 * 3600),
-        )?,
-        setup_timeout: cx.duration(
-            "recording.setup_timeout",
-            &rr.setup_timeout,
-            Duration::from_secs(180),
-        )?,
-        spool_warn_bytes,
-        spool_max_bytes,
-        file_mode: file_mode(&cx, &rr.file_mode)?,
-        group: group(&cx, &rr.group)?,
-    };
-    for (key, v, d) in [
-        (
-            "recording.rtp_timeout",
-            &rr.rtp_timeout,
-            recording.rtp_timeout,
-        ),
-        (
-            "recording.max_call_length",
-            &rr.max_call_length,
-            recording.max_call_length,
-        ),
-        (
-            "recording.setup_timeout",
-            &rr.setup_timeout,
-            recording.setup_timeout,
-        ),
-    ] {
-        if d.is_zero() {
-            return Err(cx.err(
-                v.as_ref().map(|s| s.span()).unwrap_or(0..0),
-                key,
-                "must be more than 0",
-            ));
-        }
-    }
-
-    // [announce]
-    let ra = &raw.announce;
-    let mode = cx.choice(
-        "announce.mode",
-        &ra.mode,
-        AnnounceMode::Off,
-        &[
-            ("inline", AnnounceMode::Inline),
-            ("inject", AnnounceMode::Inject),
-            ("udp", AnnounceMode::Udp),
-            ("pcap", AnnounceMode::Pcap),
-            ("off", AnnounceMode::Off),
-        ],
-    )?;
-    if mode == AnnounceMode::Inject && ra.interface.is_none() {
-        let span = ra.mode.as_ref().map(|s| s.span()).unwrap_or(0..0);
-        return Err(cx.err(
-            span,
-            "announce.interface",
-            "required when announce.mode is \"inject\"",
-        ));
-    }
-    let nft_table = ra
-        .nft_table
-        .as_ref()
-        .map_or_else(|| "callrec".to_owned(), |s| s.get_ref().clone());
-    if let Some(s) = &ra.nft_table
-        && (nft_table.is_empty()
-            || !nft_table
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_'))
-    {
-        return Err(cx.err(s.span(), "announce.nft_table", "letters, digits and _ only"));
-    }
-    let mark = cx.int("announce.mark", &ra.mark, 0x0014_0000, 1..=0xffff_ffff)? as u32;
-    let inline = crate::announce::inline::InlineConfig {
-        queue: cx.int("announce.queue", &ra.queue, 14, 0..=65535)? as u16,
-        mark,
-        nft_table,
-        setup: ra.nft_setup.as_ref().is_none_or(|b| *b.get_ref()),
-    };
-    let announce = Announce {
-        mode,
-        inline,
-        interface: ra.interface.as_ref().map(|s| s.get_ref().clone()),
-        dir: match &ra.dir {
-            None => "/usr/share/callrec/guidance-audio".into(),
-            Some(s) => cx.resolve(s.get_ref()),
-        },
-    };
-
-    // [overload]
-    let mut priority_numbers = Vec::new();
-    for n in raw
-        .overload
-        .priority_numbers
-        .iter()
-        .flat_map(|l| l.get_ref())
-    {
-        let norm = numbering::normalize(n.get_ref())
-            .filter(|x| !x.contains(['#', '*']))
-            .ok_or_else(|| {
-                cx.err(
-                    n.span(),
-                    "overload.priority_numbers",
-                    format!("{:?} is not a telephone number", n.get_ref()),
-                )
-            })?;
-        priority_numbers.push(norm);
-    }
+    // The readers run in this order: it decides which of two errors is reported.
+    let general = general::general(&cx, &raw.general)?;
+    let capture = capture::capture(&cx, &raw.capture)?;
+    let recording = recording::recording(&cx, &raw.recording)?;
+    let announce = announce::announce(&cx, &raw.announce)?;
+    let overload = overload::overload(&cx, &raw.overload)?;
 
     // [delivery]
     let rd = &raw.delivery;
@@ -918,102 +581,8 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         });
     }
 
-    // [limits]
-    let rl = &raw.limits;
-    let usize_of = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
-    let limits = Limits {
-        fragment_bytes: usize_of(cx.size("limits.fragment_bytes", &rl.fragment_bytes, 16 << 20)?),
-        fragment_timeout: cx.duration(
-            "limits.fragment_timeout",
-            &rl.fragment_timeout,
-            Duration::from_secs(30),
-        )?,
-        tcp_stream_bytes: usize_of(cx.size(
-            "limits.tcp_stream_bytes",
-            &rl.tcp_stream_bytes,
-            256 << 10,
-        )?),
-        tcp_streams: cx.int(
-            "limits.tcp_streams",
-            &rl.tcp_streams,
-            65_536,
-            1..=10_000_000,
-        )? as usize,
-        tcp_idle_timeout: cx.duration(
-            "limits.tcp_idle_timeout",
-            &rl.tcp_idle_timeout,
-            Duration::from_secs(300),
-        )?,
-        max_dialogs: cx.int(
-            "limits.max_dialogs",
-            &rl.max_dialogs,
-            200_000,
-            1..=100_000_000,
-        )? as usize,
-        sip_message_bytes: usize_of(cx.size(
-            "limits.sip_message_bytes",
-            &rl.sip_message_bytes,
-            64 << 10,
-        )?),
-        early_dialogs: cx.int(
-            "limits.early_dialogs",
-            &rl.early_dialogs,
-            20_000,
-            1..=10_000_000,
-        )? as usize,
-        early_dialogs_per_source: cx.int(
-            "limits.early_dialogs_per_source",
-            &rl.early_dialogs_per_source,
-            5_000,
-            1..=10_000_000,
-        )? as usize,
-        clock_tolerance: cx.duration(
-            "limits.clock_tolerance",
-            &rl.clock_tolerance,
-            Duration::from_millis(100),
-        )?,
-    };
-    if limits.clock_tolerance.is_zero() || limits.clock_tolerance > Duration::from_secs(10) {
-        let span = rl
-            .clock_tolerance
-            .as_ref()
-            .map(|s| s.span())
-            .unwrap_or(0..0);
-        return Err(cx.err(span, "limits.clock_tolerance", "must be 1ms..10s"));
-    }
-    if limits.sip_message_bytes < 1024 {
-        let span = rl
-            .sip_message_bytes
-            .as_ref()
-            .map(|s| s.span())
-            .unwrap_or(0..0);
-        return Err(cx.err(span, "limits.sip_message_bytes", "must be at least 1024"));
-    }
-
-    // [daemon]
-    let rm = &raw.daemon;
-    let daemon = Daemon {
-        control_socket: rm
-            .control_socket
-            .as_ref()
-            .map(|s| PathBuf::from(s.get_ref()))
-            .unwrap_or_else(|| "/run/callrec/control.sock".into()),
-        metrics_listen: match &rm.metrics_listen {
-            None => None,
-            Some(s) if s.get_ref() == "off" || s.get_ref().is_empty() => None,
-            Some(s) => Some(s.get_ref().parse().map_err(|_| {
-                cx.err(
-                    s.span(),
-                    "daemon.metrics_listen",
-                    format!(
-                        "expected ADDRESS:PORT like 127.0.0.1:9477 or \"off\", got {:?}",
-                        s.get_ref()
-                    ),
-                )
-            })?),
-        },
-    };
-
+    let limits = limits::limits(&cx, &raw.limits)?;
+    let daemon = daemon::daemon(&cx, &raw.daemon)?;
     let forward = sources::forward(&cx, &raw.forward)?;
     Ok(Config {
         source: path.to_path_buf(),
@@ -1021,7 +590,7 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
         capture,
         recording,
         announce,
-        overload: Overload { priority_numbers },
+        overload,
         delivery,
         destinations,
         contracts,
@@ -1034,83 +603,9 @@ pub fn load_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
     })
 }
 
-/// `capture.filter`: "auto" (the default: what callrec decodes), "none",
-/// or a libpcap expression, compiled here so that a typo is an error with
-/// its line and libpcap's reason, not a capture that silently keeps nothing.
-fn capture_filter(
-    cx: &Ctx<'_>,
-    v: &S<String>,
-    sip_ports: &[u16],
-) -> Result<Option<String>, ConfigError> {
-    let expr = match v.as_ref().map(|s| s.get_ref().trim()) {
-        None | Some("auto") => return Ok(Some(Capture::auto_filter(sip_ports))),
-        Some("none") => return Ok(None),
-        Some(e) => e.to_owned(),
-    };
-    let span = v.as_ref().map(|s| s.span()).unwrap_or(0..0);
-    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET)
-        .map_err(|e| cx.err(span.clone(), "capture.filter", e.to_string()))?;
-    dead.compile(&expr, true).map_err(|e| {
-        cx.err(
-            span,
-            "capture.filter",
-            format!("not a libpcap filter expression: {e}"),
-        )
-    })?;
-    Ok(Some(expr))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hostile_traffic_limits() {
-        let base = r#"
-[delivery]
-allowed_networks = ["192.0.2.0/24"]
-[[destination]]
-name = "acme"
-url = "sftp://rec@192.0.2.10:22/in"
-identity = "/k"
-host_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIG5WY6hfGbgKdwr827M61Dy9fKgVJoLX3pwmoStKx7MO"
-"#;
-        let load = |extra: &str| load_str(&format!("{base}{extra}"), Path::new("t.toml"));
-        let d = load("").unwrap().limits;
-        let def = Limits::default();
-        assert_eq!(
-            (
-                d.early_dialogs,
-                d.early_dialogs_per_source,
-                d.clock_tolerance
-            ),
-            (
-                def.early_dialogs,
-                def.early_dialogs_per_source,
-                def.clock_tolerance
-            )
-        );
-        let l = load("[limits]\nearly_dialogs = 10\nearly_dialogs_per_source = 2\nclock_tolerance = \"250ms\"\n")
-            .unwrap()
-            .limits;
-        assert_eq!(
-            (
-                l.early_dialogs,
-                l.early_dialogs_per_source,
-                l.clock_tolerance
-            ),
-            (10, 2, Duration::from_millis(250))
-        );
-        for bad in [
-            "early_dialogs = 0",
-            "early_dialogs_per_source = -1",
-            "clock_tolerance = \"0ms\"",
-            "clock_tolerance = \"1m\"",
-        ] {
-            let e = load(&format!("[limits]\n{bad}\n")).unwrap_err().to_string();
-            assert!(e.contains("limits."), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn host_keys() {
