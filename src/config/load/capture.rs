@@ -2,7 +2,7 @@
 //!
 //! | key | unit | default |
 //! |---|---|---|
-//! | `interfaces` | interface names | none (`replay` needs none) |
+//! | `interfaces` | interface names (unused by `replay`) | none |
 //! | `sip_ports` | ports, 1..65535, at least one | `[5060]` (UDP and TCP) |
 //! | `snaplen` | bytes kept per frame, 64..262144 | 2048 |
 //! | `promiscuous` | bool | true |

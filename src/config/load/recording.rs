@@ -9,7 +9,7 @@
 //! | `rtp_timeout` | duration, above 0 | 60s |
 //! | `max_call_length` | duration, above 0 | 4h |
 //! | `setup_timeout` | duration, above 0 | 180s |
-//! | `spool_warn_bytes` | size; 0 = none; at most `spool_max_bytes` | 0 |
+//! | `spool_warn_bytes` | size; 0 = none; at most `spool_max_bytes` when both are set | 0 |
 //! | `spool_max_bytes` | size; 0 = no limit | 0 |
 //! | `file_mode` | octal string | "0640" |
 //! | `group` | a group that exists on this host | the process's |
