@@ -212,6 +212,7 @@ fn live_scrape_is_valid_and_covers_dashboard_and_rules() {
         "callrec_interface_dropped_total{interface=\"lo\"} 0",
         "callrec_capture_queue_dropped_total{interface=\"lo\"} 0",
         "callrec_capture_thread_packets_total{interface=\"lo\",thread=\"1\"}",
+        "callrec_capture_thread_queue_dropped_total{interface=\"lo\",thread=\"0\"} 0",
         "callrec_build_info{version=\"",
     ] {
         assert!(text.contains(family), "{family} missing:\n{text}");

@@ -300,6 +300,15 @@ fn capture_families(reg: &mut Registry, caps: &[CaptureStatus]) {
                 .map(|t| (thread_label(t), t.packets))
                 .collect(),
         );
+        counter(
+            reg,
+            "capture_thread_queue_dropped",
+            "Frames each capture thread of capture.threads had no room for in its queue to the engine, per interface.",
+            threads
+                .iter()
+                .map(|t| (thread_label(t), t.queue_dropped))
+                .collect(),
+        );
     }
     for (name, help, is_counter, f) in CAPTURE {
         if is_counter {
