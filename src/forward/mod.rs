@@ -101,6 +101,14 @@ pub fn run(cfg: Config, path: &Path) -> Result<(), ForwardError> {
     let (stop, reload) = (signals.stop, signals.reload);
     // The daemon's options: the same kernel filter (capture.filter) and ring.
     let opts = crate::capture::LiveOptions::from_config(&cfg.capture);
+    if cfg.capture.threads > 1 {
+        // Its split follows each call's media from the SIP it saw, so one
+        // thread sees both; several would each see a part.
+        tracing::warn!(
+            threads = cfg.capture.threads,
+            "capture.threads is for `callrec run`: `callrec forward` reads each interface with one thread"
+        );
+    }
     let mut sources = Vec::new();
     for name in &cfg.capture.interfaces {
         sources.push(LiveSource::open_with(name, &opts)?);
