@@ -51,27 +51,7 @@ impl Engine {
         let Some(call) = self.calls.get_mut(&key) else {
             return;
         };
-        // What the routes being replaced learned: their last packet, the
-        // foreign packets still to report, and where each party was seen
-        // sending (symmetric RTP).
-        let mut learned: Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
-        for a in call.dst_routes.drain(..) {
-            if let Some(mut r) = self.by_dst.remove(&a) {
-                call.last_rtp = call.last_rtp.max(r.last);
-                if r.key == key {
-                    call.foreign[r.leg as usize] += r.take_foreign();
-                    learned.push((a, r.evidence.target, None));
-                }
-            }
-        }
-        for a in call.src_routes.drain(..) {
-            if let Some(r) = self.by_src.remove(&a) {
-                call.last_rtp = call.last_rtp.max(r.last);
-                if r.key == key {
-                    learned.push((a, None, r.sends_to));
-                }
-            }
-        }
+        let learned = take_routes(key, call, &mut self.by_dst, &mut self.by_src);
         let target = |a: SocketAddr| {
             learned
                 .iter()
@@ -137,6 +117,37 @@ impl Engine {
             call.src_routes.push(s.addr);
         }
     }
+}
+
+/// Takes down a call's routes (before new ones are installed) and returns
+/// what the routes being replaced learned: their last packet, the
+/// foreign packets still to report, and where each party was seen
+/// sending (symmetric RTP).
+fn take_routes(
+    key: CallKey,
+    call: &mut ActiveCall,
+    by_dst: &mut HashMap<SocketAddr, Route>,
+    by_src: &mut HashMap<SocketAddr, Route>,
+) -> Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> {
+    let mut learned: Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
+    for a in call.dst_routes.drain(..) {
+        if let Some(mut r) = by_dst.remove(&a) {
+            call.last_rtp = call.last_rtp.max(r.last);
+            if r.key == key {
+                call.foreign[r.leg as usize] += r.take_foreign();
+                learned.push((a, r.evidence.target, None));
+            }
+        }
+    }
+    for a in call.src_routes.drain(..) {
+        if let Some(r) = by_src.remove(&a) {
+            call.last_rtp = call.last_rtp.max(r.last);
+            if r.key == key {
+                learned.push((a, None, r.sends_to));
+            }
+        }
+    }
+    learned
 }
 
 /// The fields the per-payload path needs while the decoder is borrowed.
