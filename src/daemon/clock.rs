@@ -105,7 +105,7 @@ mod group;
 mod resolve;
 
 pub use frame::{HeldFrame, OutlierLog};
-use group::{End, Group, MAX_HELD, Member};
+use group::{End, Group, offer_held};
 
 #[derive(Clone, Debug)]
 struct Point {
@@ -313,77 +313,7 @@ impl CaptureClock {
         };
         let p = &mut self.points[self.current];
         if let Some(g) = p.held.as_mut() {
-            let m = raw.add_micros(g.base);
-            // Not before the held packets and on their side of the clock:
-            // one more of them. Behind the clock it must also be nearer
-            // them than the clock (a step back smaller than the held
-            // packets' span catches up with the clock this way, rather
-            // than leaving its last packets behind the ones placed).
-            let (to_group, to_clock) = (m.since(g.last).abs(), off(m).abs());
-            let along = m.since(g.last) >= -tol
-                && if g.forward {
-                    off(m) > tol
-                } else {
-                    off(m) < 0 && to_group < to_clock
-                };
-            // Ahead of the clock but behind some held packets: a quiet
-            // stretch with outliers in it. Those ahead of this packet go
-            // with it; the others and this one are the stretch.
-            let overtakes = !along
-                && lane.is_none()
-                && g.forward
-                && off(m) > tol
-                && g.members.iter().any(|x| {
-                    x.with.is_none() && !x.next && x.raw.add_micros(g.base).since(m) <= tol
-                });
-            if overtakes {
-                g.overtaken_by(raw, tol);
-            }
-            if along || overtakes {
-                g.push(raw);
-                if g.tail(tol) >= GROUP || g.members.len() >= MAX_HELD {
-                    g.end = Some(End::Full);
-                    return Offer::HoldAndResolve;
-                }
-                return Offer::Hold;
-            }
-            if g.forward && lane.is_none() && off(m) < -tol {
-                // Behind the clock while a quiet stretch is held: says
-                // nothing about the stretch. An outlier of its own, placed
-                // with the next packet held by its stamp; but a second one
-                // that follows it is a step back starting: the stretch is
-                // settled first, and they go on as a group of their own.
-                let run = g.members.iter().rev().take_while(|x| x.next).count();
-                if let Some(prev) = g.members.last().filter(|x| x.next)
-                    && m.since(prev.raw.add_micros(g.base)) >= -tol
-                {
-                    g.split = Some(g.members.len() - run);
-                    g.end = Some(End::Finish);
-                    return Offer::ResolveFirst;
-                }
-                g.members.push(Member {
-                    raw,
-                    with: None,
-                    next: true,
-                });
-                if g.members.len() >= MAX_HELD {
-                    g.end = Some(End::Full);
-                    return Offer::HoldAndResolve;
-                }
-                return Offer::Hold;
-            }
-            g.end = Some(match lane {
-                // Back on the clock: the held packets were off it.
-                Some(i) => {
-                    let t = raw.add_micros(p.lanes[i]);
-                    End::Contrary(t.max(now).min(now.add_micros(tol)))
-                }
-                // The traffic went on from the clock (which stood still
-                // while the packets were held): they were off it.
-                None if to_clock <= to_group => End::Contrary(m.max(now)),
-                None => End::Inconsistent,
-            });
-            return Offer::ResolveFirst;
+            return offer_held(g, &p.lanes, raw, lane, tol, now, off);
         }
         if let Some(i) = lane {
             let t = raw.add_micros(p.lanes[i]);

@@ -29,21 +29,7 @@ impl CaptureClock {
             };
         };
         // A step back that started inside: held on as its own group.
-        let rest = g.split.map(|i| {
-            let mut r = Group {
-                forward: false,
-                base: g.base,
-                members: Vec::new(),
-                regular: 0,
-                last: Timestamp::ZERO,
-                end: None,
-                split: None,
-            };
-            for x in g.members.split_off(i) {
-                r.push(x.raw);
-            }
-            r
-        });
+        let rest = g.take_split();
         g.settle();
         let n = g.members.len();
         let all_at = |t: Timestamp| Resolution {
