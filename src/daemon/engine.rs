@@ -9,19 +9,18 @@
 //! packets a recorded address takes is decided from evidence
 //! ([`crate::daemon::routes`]).
 
-use crate::announce::BeepKind;
 use crate::announce::announcer::Announcer;
 use crate::calls::tracker::{CallEvent, CallKey, MediaLegs, Tracker};
 use crate::capture::Packet;
 use crate::config::Config;
-use crate::daemon::clock::{CaptureClock, HeldFrame, Kind, Offer, OutlierLog, Resolution};
-use crate::daemon::media::{CallSetup, MediaCtl, telephone_event_pt};
-use crate::daemon::routes::{Evidence, Route};
-use crate::daemon::shard::{Leg, ShardPool};
-use crate::decode::{Decoder, L2Info, Payload, Transport};
+use crate::daemon::clock::{CaptureClock, HeldFrame, Offer, OutlierLog};
+use crate::daemon::media::{CallSetup, MediaCtl};
+use crate::daemon::routes::Route;
+use crate::daemon::shard::ShardPool;
+use crate::decode::{Decoder, L2Info};
 use crate::delivery::SpoolUsage;
-use crate::history::{CallRecord, HistoryWriter};
-use crate::media::pause::{PauseChange, PauseControl, PauseSource};
+use crate::history::HistoryWriter;
+use crate::media::pause::PauseControl;
 use crate::recording::undecodable::MediaCheck;
 use crate::time::Timestamp;
 use std::collections::BTreeMap;
@@ -31,7 +30,12 @@ use foldhash::{HashMap, HashMapExt};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+mod events;
+mod held;
 pub mod restore;
+mod route;
+
+use route::{RouteCtx, on_sip_port};
 
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
@@ -78,10 +82,6 @@ pub struct ActiveSummary {
     pub direction: &'static str,
     pub answered_at: Timestamp,
 }
-
-/// Audio one RTP packet is assumed to carry past its capture time when a
-/// call ends on the RTP timeout (the RFC 3551 default packet time, 20 ms).
-const LAST_PACKET_US: i64 = 20_000;
 
 struct ActiveCall {
     call_id: String,
@@ -346,33 +346,6 @@ impl Engine {
         Some(short_id)
     }
 
-    /// Carries out a pause or resume the call's [`PauseControl`] decided:
-    /// the shard mutes or unmutes the recording from `change.at` (the
-    /// message follows the deciding packet in its ring), and both parties
-    /// hear the beep.
-    fn apply_pause(&mut self, key: CallKey, change: PauseChange) {
-        let Some(c) = self.calls.get(&key) else {
-            return;
-        };
-        let PauseChange { paused, at, source } = change;
-        let by = match source {
-            PauseSource::Keypad => "keypad",
-            PauseSource::Control => "control socket",
-        };
-        // Never the keys: only which way, when and from where.
-        tracing::info!(call = %c.setup.short_id, paused, by, "recording pause state changed");
-        self.shards.senders[c.shard].send_ctl(MediaCtl::Pause { key, at, paused });
-        if let Some(a) = self.announcer.as_mut() {
-            let kind = if paused {
-                BeepKind::Pause
-            } else {
-                BeepKind::Resume
-            };
-            a.beep(key, &c.setup.short_id, at, kind, &c.legs);
-        }
-        self.journal_save(key);
-    }
-
     /// Packets the shard rings had no room for (live capture drops them).
     pub fn ring_drops(&self) -> u64 {
         self.shards
@@ -412,148 +385,6 @@ impl Engine {
                 Offer::ResolveFirst => self.resolve_held(),
             }
         }
-    }
-
-    /// A frame shorter than on the wire: counted; the first is logged.
-    #[cold]
-    fn note_cut(&mut self, pkt: &Packet<'_>) {
-        if self.stats.frames_cut == 0 {
-            tracing::warn!(
-                capture = self.clock.point_name(),
-                packet = pkt.index,
-                captured = pkt.data.len(),
-                length = pkt.orig_len,
-                "frames are cut below their length on the wire (snap length): what they carried beyond it is lost"
-            );
-        }
-        self.stats.frames_cut += 1;
-    }
-
-    /// Places the frames the clock held back, as it decided, and
-    /// processes them in their order, with other points' held frames the
-    /// clock has now reached (in time order among them, ties to the point
-    /// registered first, as a merge of files does; so a 200 OK held
-    /// on the signalling point comes before the RTP a media point's
-    /// resolution places after it).
-    #[cold]
-    fn resolve_held(&mut self) {
-        let mut placed = self.resolve_point();
-        if !self.held.is_empty() {
-            placed.extend(self.resolve_caught_up());
-            placed.sort_by_key(|p| (p.1, p.0.point));
-        }
-        self.process_placed(placed);
-    }
-
-    /// Other points' held frames the clock has reached since (see
-    /// [`CaptureClock::caught_up_point`]): placed and processed now.
-    #[cold]
-    fn release_caught_up(&mut self) {
-        let mut placed = self.resolve_caught_up();
-        placed.sort_by_key(|p| (p.1, p.0.point));
-        self.process_placed(placed);
-    }
-
-    /// Resolves, as at their end, the points other than the current one
-    /// whose held frames the clock has reached; the current point stays.
-    fn resolve_caught_up(&mut self) -> Vec<(HeldFrame, Timestamp, bool)> {
-        let current = self.clock.select_current();
-        let mut placed = Vec::new();
-        // Bounded: a group the clock would not place is not tried forever.
-        for _ in 0..8 {
-            let Some(p) = self.clock.caught_up_point() else {
-                break;
-            };
-            self.clock.select_index(p);
-            if self.clock.finish_point() {
-                placed.extend(self.resolve_point());
-            }
-            self.clock.select_index(current);
-        }
-        placed
-    }
-
-    /// The current point's held frames as the clock places them: each with
-    /// its time and whether it came after a gap. The decision may rest on
-    /// their RTP: each held RTP packet of a recorded stream says by how
-    /// much its stamp moved from its media clock.
-    fn resolve_point(&mut self) -> Vec<(HeldFrame, Timestamp, bool)> {
-        let base = self.clock.held_base();
-        let point = self.clock.select_current();
-        let votes: Vec<i64> = self
-            .held
-            .iter()
-            .filter(|f| f.point == point)
-            .filter_map(|f| {
-                let (src, dst, payload) = crate::decode::peek_udp(f.link, &f.data)?;
-                let r = self
-                    .by_dst
-                    .get(&dst)
-                    .filter(|r| r.latched() == Some(src))
-                    .or_else(|| self.by_src.get(&src))?;
-                r.vote(payload, f.raw.add_micros(base))
-            })
-            .collect();
-        let res = self.clock.resolve(&votes);
-        // The clock resolved the current point's frames (at the start: all
-        // of them, whichever point); other points' frames stay held, and
-        // so does what the clock did not place.
-        let (mut frames, mut others): (Vec<HeldFrame>, Vec<HeldFrame>) = match res.kind {
-            Kind::Start { .. } => (std::mem::take(&mut self.held), Vec::new()),
-            _ => std::mem::take(&mut self.held)
-                .into_iter()
-                .partition(|f| f.point == point),
-        };
-        others.extend(frames.split_off(res.times.len().min(frames.len())));
-        self.held = others;
-        self.note_resolution(&res, &frames);
-        let gap = matches!(res.kind, Kind::Gap { .. } | Kind::Start { .. });
-        frames
-            .into_iter()
-            .zip(res.times)
-            .map(|(f, ts)| (f, ts, gap))
-            .collect()
-    }
-
-    fn process_placed(&mut self, placed: Vec<(HeldFrame, Timestamp, bool)>) {
-        let tol = self.clock.tolerance_us();
-        for (f, ts, gap) in placed {
-            if gap && self.first_ts.is_some() && ts.since(self.now) > tol {
-                // A silent stretch, or a step nothing could tell from one:
-                // it does not count towards calls ringing across it.
-                self.tracker.skip_setup_time(ts.since(self.now));
-            }
-            self.process(&f.packet(ts));
-        }
-    }
-
-    /// Counts and logs what the clock decided about held frames.
-    fn note_resolution(&mut self, res: &Resolution, frames: &[HeldFrame]) {
-        let point = self.clock.point_name().to_owned();
-        for ((f, &t), _) in frames
-            .iter()
-            .zip(&res.times)
-            .zip(&res.outlier)
-            .filter(|(_, o)| **o)
-        {
-            self.outlier_log.note(&point, f.source(), f.raw, t);
-        }
-        match res.kind {
-            Kind::Outliers | Kind::Start { .. } => {}
-            Kind::Step { offset_us } => tracing::warn!(
-                capture = %point,
-                offset_us,
-                "the capture clock of {point} stepped: its packets are placed {:+.3} s from their stamps from now on (clock step)",
-                offset_us as f64 / 1e6
-            ),
-            Kind::Gap { gap_us } => {
-                tracing::debug!(capture = %point, gap_us, "no packet for a while: time passed")
-            }
-        }
-        let c = self.clock.stats();
-        self.stats.clock_outliers = c.outliers;
-        self.stats.clock_steps = c.steps;
-        self.stats.clock_gaps = c.gaps;
     }
 
     /// One frame at the time the clock placed it.
@@ -683,331 +514,6 @@ impl Engine {
         }
     }
 
-    fn flush_events(&mut self) {
-        let events = std::mem::take(&mut self.events);
-        for ev in events {
-            let journal = crate::daemon::journal::JournalOp::of(&ev);
-            self.on_event(ev);
-            self.journal_event(journal);
-        }
-    }
-
-    fn on_event(&mut self, ev: CallEvent) {
-        match ev {
-            CallEvent::Decided {
-                key,
-                call_id,
-                short_id,
-                verdict,
-            } => {
-                self.stats.calls += 1;
-                let contract = verdict.contract.and_then(|i| self.cfg.contracts.get(i));
-                if let (true, Some(contract)) = (verdict.record, contract) {
-                    self.short_ids.insert(key, short_id);
-                    self.call_ids.insert(key, call_id);
-                    self.pending.insert(key, (verdict, contract.clone()));
-                }
-            }
-            CallEvent::Answered {
-                key,
-                invite_at,
-                at,
-                legs,
-            } => {
-                let Some((verdict, contract)) = self.pending.remove(&key) else {
-                    return;
-                };
-                let shard = (key as usize) % self.shards.len();
-                let call_id = self.tracker_call_id(key);
-                let short_id = self.short_ids.get(&key).cloned().unwrap_or_default();
-                // The recording starts when the prompt ends, so the prompt
-                // itself is never recorded.
-                let played = self
-                    .announcer
-                    .as_mut()
-                    .and_then(|a| a.start(key, &short_id, at, contract.guidance, &legs));
-                let guidance = Some(crate::daemon::media::Guidance {
-                    id: contract.guidance,
-                    played: played.is_some(),
-                    started_at: played.map_or(at, |p| p.started_at),
-                    ended_at: played.map_or(at, |p| p.ended_at),
-                    outcome: self.announcer.as_ref().and_then(|a| a.outcome(key)),
-                });
-                let record_start = played.map_or(at, |p| p.ended_at);
-                self.billing
-                    .insert(key, played.map_or(at, |p| p.started_at));
-                let setup = Arc::new(CallSetup {
-                    key,
-                    call_id: call_id.clone(),
-                    short_id,
-                    contract,
-                    verdict,
-                    invite_at,
-                    answered_at: at,
-                    record_start,
-                    guidance,
-                    utc_offset_secs: self.cfg.general.utc_offset_secs,
-                    format: self.cfg.recording.format,
-                    encoded: self.cfg.recording.encoded,
-                    hep: self.hep.as_ref().and_then(|h| h.notifier()),
-                });
-                let pause = PauseControl::new(
-                    record_start,
-                    setup.contract.pause_dtmf.as_deref(),
-                    setup.contract.resume_dtmf.as_deref(),
-                    telephone_event_pt(&legs, Leg::Subscriber),
-                );
-                self.calls.insert(
-                    key,
-                    ActiveCall {
-                        call_id,
-                        setup: setup.clone(),
-                        shard,
-                        dst_routes: Vec::new(),
-                        src_routes: Vec::new(),
-                        legs: legs.clone(),
-                        pause,
-                        foreign: [0; 2],
-                        last_rtp: Timestamp::ZERO,
-                    },
-                );
-                self.install_routes(key, &legs);
-                self.shards.senders[shard].send_ctl(MediaCtl::Start { setup, legs });
-            }
-            CallEvent::MediaChanged { key, at, legs } => {
-                let Some(c) = self.calls.get_mut(&key) else {
-                    return;
-                };
-                c.pause
-                    .set_event_pt(telephone_event_pt(&legs, Leg::Subscriber));
-                c.legs = legs.clone();
-                let shard = c.shard;
-                if let Some(a) = self.announcer.as_mut() {
-                    a.media_changed(key, at);
-                }
-                self.install_routes(key, &legs);
-                self.shards.senders[shard].send_ctl(MediaCtl::Media { key, at, legs });
-            }
-            CallEvent::NewSegment { key, at, cause } => {
-                self.flush_foreign(key);
-                if let Some(c) = self.calls.get(&key) {
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::Segment { key, at, cause });
-                }
-            }
-            CallEvent::Replaced { key, call_id } => {
-                if let Some(c) = self.calls.get_mut(&key) {
-                    c.call_id = call_id;
-                }
-            }
-            CallEvent::InfoDigit { key, at, digit } => {
-                if let Some(change) = self
-                    .calls
-                    .get_mut(&key)
-                    .and_then(|c| c.pause.on_key(digit, at))
-                {
-                    self.apply_pause(key, change);
-                }
-            }
-            CallEvent::Ended {
-                key,
-                mut at,
-                recorded,
-                mut record,
-            } => {
-                self.pending.remove(&key);
-                if record.end_reason.as_deref() == Some("rtp-timeout")
-                    && let Some(last) = self.last_rtp(key)
-                {
-                    // The tracker only hears of RTP once a second; the
-                    // recording runs to the end of the last packet heard.
-                    at = at.max(last.add_micros(LAST_PACKET_US));
-                    record.ended_at = Some(at.rfc3339(self.cfg.general.utc_offset_secs));
-                }
-                // Billing starts when the prompt first reached a party.
-                let reached = self.announcer.as_ref().and_then(|a| a.outcome(key));
-                let reached = reached.and_then(|o| o.first_sent_us()).map(Timestamp);
-                if let Some(a) = self.announcer.as_mut() {
-                    a.forget(key);
-                }
-                record.billing_start = reached
-                    .or(self.billing.remove(&key))
-                    .map(|t| t.rfc3339(self.cfg.general.utc_offset_secs));
-                self.billing.remove(&key);
-                self.short_ids.remove(&key);
-                self.call_ids.remove(&key);
-                self.flush_foreign(key);
-                if let Some(why) = self.check.verdict(key).filter(|_| recorded) {
-                    // Never a file presented as good: the history says why.
-                    self.stats.undecodable += 1;
-                    tracing::error!(call = %record.short_id, reason = %why, "RECORDING ALARM: no audio of this call could be decoded; nothing delivered");
-                    record.reason = Some(why);
-                }
-                if let Some(c) = self.calls.remove(&key) {
-                    for a in &c.dst_routes {
-                        self.by_dst.remove(a);
-                    }
-                    for a in &c.src_routes {
-                        self.by_src.remove(a);
-                    }
-                    let reason = record.end_reason.clone().unwrap_or_default();
-                    self.shards.senders[c.shard].send_ctl(MediaCtl::End { key, at, reason });
-                }
-                if recorded {
-                    self.stats.recorded += 1;
-                } else {
-                    *self
-                        .stats
-                        .skipped
-                        .entry(record.reason.clone().unwrap_or_default())
-                        .or_default() += 1;
-                }
-                // The decision is final only now (a cancelled or unanswered
-                // call is skipped after all); recorded calls get their
-                // "call ended" line from the finisher, which knows the bytes.
-                tracing::info!(call = %record.short_id, contract = record.contract.as_deref().unwrap_or("-"), direction = record.direction.as_deref().unwrap_or("-"), decision = %record.decision, reason = record.reason.as_deref().unwrap_or("-"), "final decision");
-                if !recorded {
-                    tracing::info!(call = %record.short_id, end_reason = record.end_reason.as_deref().unwrap_or("-"), segments = 0, bytes = 0, "call ended");
-                }
-                self.write_history(&record);
-            }
-        }
-    }
-
-    /// When the last RTP packet of a recorded call was routed, if any was.
-    fn last_rtp(&self, key: CallKey) -> Option<Timestamp> {
-        let c = self.calls.get(&key)?;
-        let routes = c.dst_routes.iter().filter_map(|a| self.by_dst.get(a));
-        let routes = routes.chain(c.src_routes.iter().filter_map(|a| self.by_src.get(a)));
-        let last = routes
-            .filter(|r| r.key == key)
-            .map(|r| r.last)
-            .fold(c.last_rtp, Timestamp::max);
-        (last > Timestamp::ZERO).then_some(last)
-    }
-
-    fn tracker_call_id(&self, key: CallKey) -> String {
-        self.call_ids.get(&key).cloned().unwrap_or_default()
-    }
-
-    /// Tells the call's shard the packets dropped as foreign on its
-    /// routes since last told (before a segment closes).
-    fn flush_foreign(&mut self, key: CallKey) {
-        let Some(c) = self.calls.get_mut(&key) else {
-            return;
-        };
-        for a in &c.dst_routes {
-            if let Some(r) = self.by_dst.get_mut(a).filter(|r| r.key == key) {
-                c.foreign[r.leg as usize] += r.take_foreign();
-            }
-        }
-        for leg in [Leg::Subscriber, Leg::Remote] {
-            let packets = std::mem::take(&mut c.foreign[leg as usize]);
-            if packets > 0 {
-                self.shards.senders[c.shard].send_ctl(MediaCtl::Foreign { key, leg, packets });
-            }
-        }
-    }
-
-    fn install_routes(&mut self, key: CallKey, legs: &MediaLegs) {
-        let Some(call) = self.calls.get_mut(&key) else {
-            return;
-        };
-        // What the routes being replaced learned: their last packet, the
-        // foreign packets still to report, and where each party was seen
-        // sending (symmetric RTP).
-        let mut learned: Vec<(SocketAddr, Option<SocketAddr>, Option<SocketAddr>)> = Vec::new();
-        for a in call.dst_routes.drain(..) {
-            if let Some(mut r) = self.by_dst.remove(&a) {
-                call.last_rtp = call.last_rtp.max(r.last);
-                if r.key == key {
-                    call.foreign[r.leg as usize] += r.take_foreign();
-                    learned.push((a, r.evidence.target, None));
-                }
-            }
-        }
-        for a in call.src_routes.drain(..) {
-            if let Some(r) = self.by_src.remove(&a) {
-                call.last_rtp = call.last_rtp.max(r.last);
-                if r.key == key {
-                    learned.push((a, None, r.sends_to));
-                }
-            }
-        }
-        let target = |a: SocketAddr| {
-            learned
-                .iter()
-                .find(|l| l.0 == a && l.1.is_some())
-                .and_then(|l| l.1)
-        };
-        let sends_to = |a: SocketAddr| {
-            learned
-                .iter()
-                .find(|l| l.0 == a && l.2.is_some())
-                .and_then(|l| l.2)
-        };
-        // The subscriber's voice travels to the remote party's address and
-        // comes from the subscriber's own; the remote voice the other way.
-        // What vouches for each sender: its SDP address and signalling
-        // address, and where the other party was seen sending to.
-        let addr = |e: &Option<crate::calls::tracker::Endpoint>| e.as_ref().map(|e| e.addr);
-        let shard = call.shard;
-        let keypad_pt = call.pause.watched_pt();
-        let check = self.check.set_legs(key, legs);
-        let route = |leg: Leg, evidence: Evidence| {
-            let mut r = Route::new(key, leg, shard, evidence);
-            r.check = check;
-            if leg == Leg::Subscriber {
-                r.keypad_pt = keypad_pt;
-            }
-            r
-        };
-        if let Some(r) = &legs.remote {
-            self.by_dst.insert(
-                r.addr,
-                route(
-                    Leg::Subscriber,
-                    Evidence {
-                        sdp: addr(&legs.subscriber),
-                        sip_ip: legs.subscriber_sip,
-                        target: target(r.addr),
-                    },
-                ),
-            );
-            let mut src = route(Leg::Remote, Evidence::default());
-            src.sends_to = sends_to(r.addr);
-            self.by_src.insert(r.addr, src);
-            call.dst_routes.push(r.addr);
-            call.src_routes.push(r.addr);
-        }
-        if let Some(s) = &legs.subscriber {
-            self.by_dst.insert(
-                s.addr,
-                route(
-                    Leg::Remote,
-                    Evidence {
-                        sdp: addr(&legs.remote),
-                        sip_ip: legs.remote_sip,
-                        target: target(s.addr),
-                    },
-                ),
-            );
-            let mut src = route(Leg::Subscriber, Evidence::default());
-            src.sends_to = sends_to(s.addr);
-            self.by_src.insert(s.addr, src);
-            call.dst_routes.push(s.addr);
-            call.src_routes.push(s.addr);
-        }
-    }
-
-    fn write_history(&mut self, record: &CallRecord) {
-        if let Err(e) = self.history.append(record) {
-            tracing::error!(error = %e, path = %self.history.path().display(), "cannot write call history");
-        }
-        if let Some(h) = self.hep.as_mut() {
-            h.call_ended(record);
-        }
-    }
-
     /// Ends every open call at the last packet time and waits for the
     /// shards to write their recordings.
     pub fn finish(mut self, reason: &str) -> EngineStats {
@@ -1027,72 +533,4 @@ impl Engine {
         self.shards.join();
         self.stats
     }
-}
-
-/// The fields the per-payload path needs while the decoder is borrowed.
-struct RouteCtx<'e> {
-    keypad: &'e mut Vec<KeypadCopy>,
-    sip_ports: &'e [u16],
-    by_dst: &'e mut HashMap<SocketAddr, Route>,
-    by_src: &'e mut HashMap<SocketAddr, Route>,
-    calls: &'e HashMap<CallKey, ActiveCall>,
-    shards: &'e mut ShardPool<MediaCtl>,
-    tracker: &'e mut Tracker,
-    stats: &'e mut EngineStats,
-    check: &'e mut MediaCheck,
-}
-
-impl RouteCtx<'_> {
-    /// Hands a recorded call's media to its shard; false when no call
-    /// claims the payload.
-    fn route_rtp(&mut self, p: &Payload<'_>) -> bool {
-        let r = if let Some(r) = self.by_dst.get_mut(&p.dst) {
-            if !r.admit(p.src, p.ts) {
-                self.stats.rtp_foreign += 1;
-                return true;
-            }
-            r
-        } else if let Some(r) = self.by_src.get_mut(&p.src) {
-            if r.sends_to != Some(p.dst) {
-                // Where this party sends is where the other party's packets
-                // come from when it is behind NAT (symmetric RTP): evidence
-                // for the route of packets sent to this party.
-                r.sends_to = Some(p.dst);
-                if let Some(d) = self.by_dst.get_mut(&p.src) {
-                    d.evidence.target = Some(p.dst);
-                }
-            }
-            r
-        } else {
-            return false;
-        };
-        r.note(p.data, p.ts);
-        self.stats.rtp_routed += 1;
-        r.last = p.ts;
-        // Keep the call alive against the RTP timeout, cheaply: at most
-        // once a second per route.
-        if p.ts.since(r.touched) > 1_000_000 {
-            r.touched = p.ts;
-            if let Some(call) = self.calls.get(&r.key) {
-                self.tracker.touch(&call.call_id, p.ts);
-            }
-        }
-        if r.check {
-            self.check.on_packet(r.key, r.leg, p.data);
-        }
-        self.shards.senders[r.shard].send_rtp(r.key, r.leg, p.ts, p.data);
-        if let Some(pt) = r.keypad_pt
-            && p.data.get(1).is_some_and(|b| b & 0x7f == pt)
-        {
-            self.keypad.push((r.key, p.ts, p.data.to_vec()));
-        }
-        true
-    }
-}
-
-/// Stream reassembly only hands out SIP over TCP, and on a SIP port
-/// anything is taken as SIP (and counted when it does not parse);
-/// elsewhere only what starts like a SIP message is.
-fn on_sip_port(ports: &[u16], p: &Payload<'_>) -> bool {
-    p.transport == Transport::Tcp || ports.contains(&p.dst.port()) || ports.contains(&p.src.port())
 }
