@@ -14,8 +14,8 @@
 //! `PACKET_FANOUT_FLAG_DEFRAG`: the kernel reassembles IP fragments
 //! before it hashes, and its flow hash is symmetric, so each RTP stream
 //! (and SIP over TCP) stays on one thread, in order. The group's id is
-//! picked by the kernel for the first socket (`PACKET_FANOUT_FLAG_UNIQUEID`,
-//! Linux 4.11), so no other process can share it by accident: a second
+//! picked by the kernel for the first socket (`PACKET_FANOUT_FLAG_UNIQUEID`),
+//! so no other process can share it by accident: a second
 //! callrec on the same interface gets a group of its own and sees every
 //! frame too.
 //!
@@ -177,6 +177,9 @@ enum State {
 /// One of a capture thread's sockets: an interface, its group, its queue.
 pub struct Socket {
     name: String,
+    /// The capture thread's number (in logs: each thread's socket of an
+    /// interface fails and comes back on its own).
+    thread: usize,
     group: Arc<Group>,
     state: State,
     tx: FrameSender,
@@ -189,12 +192,14 @@ impl Socket {
     /// into `tx`.
     pub fn new(
         name: &str,
+        thread: usize,
         group: Arc<Group>,
         opened: (LiveSource, Option<Timestamp>),
         tx: FrameSender,
     ) -> Socket {
         Socket {
             name: name.to_owned(),
+            thread,
             group,
             state: State::Open {
                 src: opened.0,
@@ -246,7 +251,7 @@ impl Socket {
             self.carried.if_dropped += st.if_dropped;
             self.carried.truncated += st.truncated;
         }
-        tracing::error!(alarm = true, interface = %name, error = why, "CAPTURE ALARM: capture on {name} failed: {why}; reopening it (for up to capture.retry_for)");
+        tracing::error!(alarm = true, interface = %name, thread = self.thread, error = why, "CAPTURE ALARM: capture on {name} failed (capture thread {}): {why}; reopening it (for up to capture.retry_for)", self.thread);
         crate::daemon::raise_alarm(format!("capture {name} failed: {why}"));
         self.tx
             .shared
@@ -269,14 +274,14 @@ impl Socket {
         }
         match self.group.open(&self.name, o) {
             Ok((src, skip_before)) => {
-                tracing::warn!(interface = %self.name, "capture on {} works again", self.name);
+                tracing::warn!(interface = %self.name, thread = self.thread, "capture on {} works again (capture thread {})", self.name, self.thread);
                 self.tx.shared.set_lost(None);
                 self.state = State::Open { src, skip_before };
                 None
             }
             Err(e) => {
                 let backoff = (backoff * 2).min(REOPEN_MAX);
-                tracing::error!(alarm = true, interface = %self.name, error = %e, retry_in_ms = backoff.as_millis() as u64, "CAPTURE ALARM: cannot reopen {}", self.name);
+                tracing::error!(alarm = true, interface = %self.name, thread = self.thread, error = %e, retry_in_ms = backoff.as_millis() as u64, "CAPTURE ALARM: cannot reopen {} (capture thread {})", self.name, self.thread);
                 self.state = State::Lost {
                     next: Instant::now() + backoff,
                     backoff,
@@ -393,13 +398,13 @@ impl Fanout {
         let stop = Arc::new(AtomicBool::new(false));
         let mut queues = Vec::new();
         let mut readers = Vec::new();
-        for _ in 0..threads {
+        for k in 0..threads {
             let mut sockets = Vec::new();
             for (name, group) in interfaces.iter().zip(&groups) {
                 let opened = group.open(name, o)?;
                 let (tx, rx) = frame_queue(name, slots);
                 queues.push(rx);
-                sockets.push(Socket::new(name, group.clone(), opened, tx));
+                sockets.push(Socket::new(name, k, group.clone(), opened, tx));
             }
             let waker = Waker::new().map_err(|e| CaptureError::Open {
                 source_name: interfaces.join("+"),
