@@ -149,8 +149,12 @@ fn per_thread(status: &str) -> Vec<u64> {
 }
 
 /// Calls `numbers` each recorded once, subscriber's tone left and the
-/// remote's right, no other call's tone, as long as the segment.
+/// remote's right, no other call's tone, as long as the segment, and every
+/// RTP packet each party sent counted in its leg (none taken before the
+/// call's 200 OK was: the capture threads' frames are merged in order).
 fn assert_calls_whole(spool: &Path, numbers: &[u32]) {
+    let first = numbers[0];
+    let specs = calls(first, numbers.len() as u32);
     let dir = spool.join("queue/acme/ready");
     let mut got: Vec<(u32, serde_json::Value, PathBuf)> = files(&dir, ".json")
         .into_iter()
@@ -175,6 +179,22 @@ fn assert_calls_whole(spool: &Path, numbers: &[u32]) {
         let (a, b) = (a_tone(*n), b_tone(*n));
         assert!(power(l, a) > 100.0 * power(l, b), "call {n}: {a} Hz left");
         assert!(power(r, b) > 100.0 * power(r, a), "call {n}: {b} Hz right");
+        let c = &specs[(*n - first) as usize];
+        let sent = |from| {
+            merge(std::slice::from_ref(c))
+                .iter()
+                .filter(|d| d.src == from)
+                .count() as u64
+        };
+        let q = &meta["quality"];
+        assert_eq!(
+            (
+                q["subscriber"]["packets"].as_u64(),
+                q["remote"]["packets"].as_u64()
+            ),
+            (Some(sent(c.a_rtp)), Some(sent(c.b_rtp))),
+            "call {n}: every RTP packet in its leg: {q}"
+        );
         for o in numbers.iter().filter(|o| *o != n) {
             for f in [a_tone(*o), b_tone(*o)] {
                 assert!(

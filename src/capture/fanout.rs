@@ -132,6 +132,9 @@ fn wall_now() -> Timestamp {
 pub struct EngineWake {
     pub sleeps: AtomicBool,
     pub naps: AtomicBool,
+    /// It holds a frame until another queue's watermark passes it: a
+    /// capture thread that moved its watermark wakes it.
+    pub waits: AtomicBool,
     pub waker: Arc<Waker>,
 }
 
@@ -160,6 +163,13 @@ impl EngineWake {
 /// Frames read in one go from one socket before the thread looks at the
 /// others, its stop flag and its counters.
 const BATCH: usize = 1024;
+/// How long a frame stamped by the kernel may take to show in the ring
+/// (immediate mode): the watermark stays this far behind the wall clock.
+const SHOW_US: i64 = 500;
+/// While frames flow, how often a capture thread with nothing to read
+/// moves its watermark on anyway: the engine's thread waits for it to
+/// take other threads' frames in order.
+const IDLE_LOOK: Duration = Duration::from_millis(1);
 /// The longest a capture thread waits before it looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
@@ -180,6 +190,9 @@ pub struct Socket {
     /// The capture thread's number (in logs: each thread's socket of an
     /// interface fails and comes back on its own).
     thread: usize,
+    /// How long after its stamp a frame may still be on its way into the
+    /// ring (µs): [`SHOW_US`], and in block mode the block timeout.
+    margin_us: i64,
     group: Arc<Group>,
     state: State,
     tx: FrameSender,
@@ -196,10 +209,12 @@ impl Socket {
         group: Arc<Group>,
         opened: (LiveSource, Option<Timestamp>),
         tx: FrameSender,
+        o: &LiveOptions,
     ) -> Socket {
         Socket {
             name: name.to_owned(),
             thread,
+            margin_us: SHOW_US + o.block_timeout.as_micros() as i64,
             group,
             state: State::Open {
                 src: opened.0,
@@ -210,22 +225,30 @@ impl Socket {
         }
     }
 
-    /// Queues up to [`BATCH`] frames; how many were read.
+    /// Queues up to [`BATCH`] frames, then moves the queue's watermark
+    /// on; how many were read.
     fn read(&mut self) -> usize {
         let State::Open { src, skip_before } = &mut self.state else {
             return 0;
         };
-        let mut n = 0;
+        // What the kernel stamped before now (less the time a frame may
+        // take to show in the ring) is in the ring if it is not yet read.
+        let before = wall_now().add_micros(-self.margin_us);
+        let (mut n, mut last, mut empty) = (0, None, false);
         while n < BATCH {
             match src.next_packet() {
                 Ok(Some(p)) => {
                     n += 1;
+                    last = Some(p.ts);
                     if skip_before.is_some_and(|t| p.ts < t) {
                         continue;
                     }
                     self.tx.push(&p);
                 }
-                Ok(None) => break,
+                Ok(None) => {
+                    empty = true;
+                    break;
+                }
                 Err(e) => {
                     let why = e.to_string();
                     self.lose(&why);
@@ -233,12 +256,15 @@ impl Socket {
                 }
             }
         }
-        if n < BATCH
-            && let State::Open { skip_before, .. } = &mut self.state
-        {
+        if empty && let State::Open { skip_before, .. } = &mut self.state {
             // The ring is empty: what was stamped before the join is read.
             *skip_before = None;
         }
+        let wm = match empty {
+            true => last.map_or(before, |l| l.max(before)),
+            false => last.unwrap_or(Timestamp(0)),
+        };
+        self.tx.shared.watermark.fetch_max(wm.0, Ordering::Release);
         n
     }
 
@@ -342,6 +368,9 @@ impl Reader {
             let n: usize = self.sockets.iter_mut().map(Socket::read).sum();
             if n > 0 {
                 self.engine.queued();
+            } else if self.engine.waits.load(Ordering::SeqCst) {
+                // Nothing here, which the engine's thread waits to know.
+                self.engine.waker.wake();
             }
             if last_stats.elapsed() >= Duration::from_secs(1) {
                 last_stats = Instant::now();
@@ -354,8 +383,12 @@ impl Reader {
                 .min();
             if n == 0 {
                 let fds: Vec<RawFd> = self.sockets.iter().filter_map(Socket::fd).collect();
+                let look = match self.engine.naps.load(Ordering::Relaxed) {
+                    true => IDLE_LOOK,
+                    false => TICK,
+                };
                 self.waker
-                    .wait_with(&fds, retry.map_or(TICK, |r| r.min(TICK)));
+                    .wait_with(&fds, retry.map_or(look, |r| r.min(look)));
             }
         }
         self.sockets.iter_mut().for_each(Socket::publish_stats);
@@ -369,7 +402,8 @@ pub struct Fanout {
     pub queues: Vec<FrameQueue>,
     pub engine: Arc<EngineWake>,
     stop: Arc<AtomicBool>,
-    wakers: Vec<Arc<Waker>>,
+    /// Each capture thread's waker, by thread number.
+    pub wakers: Vec<Arc<Waker>>,
     /// Opened, not started yet ([`Fanout::spawn`]).
     readers: Vec<Reader>,
     joins: Vec<std::thread::JoinHandle<()>>,
@@ -392,6 +426,7 @@ impl Fanout {
         let engine = Arc::new(EngineWake {
             sleeps: AtomicBool::new(false),
             naps: AtomicBool::new(false),
+            waits: AtomicBool::new(false),
             waker: engine_waker,
         });
         let groups: Vec<Arc<Group>> = interfaces.iter().map(|_| Arc::default()).collect();
@@ -404,7 +439,7 @@ impl Fanout {
                 let opened = group.open(name, o)?;
                 let (tx, rx) = frame_queue(name, slots);
                 queues.push(rx);
-                sockets.push(Socket::new(name, k, group.clone(), opened, tx));
+                sockets.push(Socket::new(name, k, group.clone(), opened, tx, o));
             }
             let waker = Waker::new().map_err(|e| CaptureError::Open {
                 source_name: interfaces.join("+"),

@@ -11,7 +11,7 @@
 use super::{CaptureError, LinkType, Packet, PacketSource};
 use crate::time::Timestamp;
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -64,6 +64,15 @@ pub struct QueueShared {
     pub truncated: AtomicU64,
     /// Since when, and why, the socket is lost (being reopened).
     pub lost: Mutex<Option<(Instant, String)>>,
+    /// `lost` is set: read per frame by the engine's thread, which must
+    /// not wait for a lost socket's frames.
+    pub is_lost: AtomicBool,
+    /// Every frame of the socket stamped at or before this (µs since the
+    /// epoch) is in the queue, or was dropped: the engine's thread takes a
+    /// frame from another queue only once every queue has it or passed it,
+    /// so the order across queues is the capture's. Published with
+    /// `Release` after the frames it covers.
+    pub watermark: AtomicI64,
 }
 
 impl QueueShared {
@@ -72,7 +81,21 @@ impl QueueShared {
         self.lost.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
     pub fn set_lost(&self, v: Option<(Instant, String)>) {
+        self.is_lost.store(v.is_some(), Ordering::Release);
         *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
+
+    /// Whether this queue may still receive a frame stamped at or before
+    /// `ts` (µs): it is empty, its socket is not lost and its watermark
+    /// is below `ts`. `Err(head)`: a frame arrived meanwhile, stamped
+    /// `head` (the caller picks again).
+    pub fn lags(&self, q: &FrameQueue, ts: Timestamp) -> Result<bool, Timestamp> {
+        // The watermark first: the frames it covers are then visible.
+        let wm = self.watermark.load(Ordering::Acquire);
+        if let Some(head) = q.front_ts() {
+            return if head < ts { Err(head) } else { Ok(false) };
+        }
+        Ok(wm < ts.0 && !self.is_lost.load(Ordering::Acquire))
     }
 }
 

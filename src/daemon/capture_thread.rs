@@ -30,6 +30,7 @@
 //! `capture.retry_for` without success the thread gives up with an error
 //! and the daemon exits 1, for systemd to restart it.
 
+mod queues;
 mod report;
 
 use crate::capture::fanout::{self, Fanout};
@@ -181,6 +182,9 @@ pub struct CaptureThread {
     point: usize,
     /// When the last turn read frames (a fanout's engine naps while busy).
     last_frames: Instant,
+    /// Since when the earliest queued frame waits for another capture
+    /// thread's watermark ([`crate::capture::ring::QueueShared::watermark`]).
+    holding: Option<Instant>,
 }
 
 /// The interfaces the engine reads: opened here, or read by the capture
@@ -256,6 +260,7 @@ impl CaptureThread {
             only_queues,
             point,
             last_frames: Instant::now(),
+            holding: None,
         }
     }
 
@@ -290,7 +295,7 @@ impl CaptureThread {
         if let Some(mut f) = self.fanout.take() {
             // What the capture threads read before they stopped is handled.
             f.stop();
-            while self.read_queues() > 0 {}
+            while self.read_queues(false) > 0 {}
         }
         self.report(false);
         if let Some(f) = &failure {
@@ -330,7 +335,7 @@ impl CaptureThread {
         let open = self.open_inputs();
         let n = match open.as_slice() {
             [] => 0,
-            _ if self.only_queues => self.read_queues(),
+            _ if self.only_queues => self.read_queues(true),
             [one] => self.read_one(*one),
             _ => self.read_merged(),
         };
@@ -339,11 +344,15 @@ impl CaptureThread {
         if n > 0 {
             self.last_frames = Instant::now();
         }
-        if n == 0 && !self.fanout_sleeps() {
+        let holding = self.holding.is_some();
+        if n == 0 && (holding || !self.fanout_sleeps()) {
             // Nothing arrived this turn: time passes all the same (frames
             // move the clock themselves, and a busy link gets the
-            // once-a-second tick in `run`).
-            self.engine.on_idle(self.links.clock.now());
+            // once-a-second tick in `run`). Not while a frame is held for
+            // another thread's watermark: it is older than the wall clock.
+            if !holding {
+                self.engine.on_idle(self.links.clock.now());
+            }
             let fds: Vec<_> = self
                 .inputs
                 .iter()
@@ -354,72 +363,25 @@ impl CaptureThread {
                 })
                 .collect();
             let mut wait = retry_in.map_or(TICK, |d| d.min(TICK));
-            if let Some(f) = &self.fanout
-                && f.engine.naps.load(Ordering::Relaxed)
-            {
-                wait = wait.min(fanout::NAP);
+            if let Some(f) = &self.fanout {
+                if holding {
+                    // Frames flow: the capture threads look at their
+                    // sockets often, and the one that moves its watermark
+                    // wakes this thread.
+                    f.engine.naps.store(true, Ordering::SeqCst);
+                    f.engine.waits.store(true, Ordering::SeqCst);
+                    f.engine.sleeps.store(true, Ordering::SeqCst);
+                }
+                if holding || f.engine.naps.load(Ordering::Relaxed) {
+                    wait = wait.min(fanout::NAP);
+                }
             }
             self.links.waker.wait_with(&fds, wait);
             if let Some(f) = &self.fanout {
+                f.engine.waits.store(false, Ordering::SeqCst);
                 f.engine.sleeps.store(false, Ordering::SeqCst);
             }
         }
-    }
-
-    /// Before the thread waits: tells the capture threads of a fanout to
-    /// wake it (unless it naps: frames came in the last [`fanout::BUSY`],
-    /// so it sleeps at most [`fanout::NAP`]), then looks at their queues
-    /// once more (a frame queued in between would otherwise wait for the
-    /// next tick). `true`: frames wait, do not sleep.
-    fn fanout_sleeps(&self) -> bool {
-        let Some(f) = &self.fanout else {
-            return false;
-        };
-        let busy = self.last_frames.elapsed() < fanout::BUSY;
-        f.engine.naps.store(busy, Ordering::SeqCst);
-        f.engine.sleeps.store(true, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        let waiting = self
-            .inputs
-            .iter()
-            .any(|i| matches!(&i.source, Source::Queue(q) if !q.is_empty()));
-        if waiting {
-            f.engine.sleeps.store(false, Ordering::SeqCst);
-        }
-        waiting
-    }
-
-    /// The queues of a fanout's capture threads: the earliest waiting
-    /// frame first, read where it lies in its queue.
-    fn read_queues(&mut self) -> u64 {
-        let mut n = 0u64;
-        self.engine.select_capture_point(self.point);
-        while n < BATCH {
-            let mut best: Option<(Timestamp, usize)> = None;
-            for (i, input) in self.inputs.iter().enumerate() {
-                if let Source::Queue(q) = &input.source
-                    && let Some(ts) = q.front_ts()
-                    && best.is_none_or(|(b, _)| ts < b)
-                {
-                    best = Some((ts, i));
-                }
-            }
-            let Some((_, i)) = best else {
-                break;
-            };
-            let Source::Queue(q) = &mut self.inputs[i].source else {
-                break;
-            };
-            let engine = &mut self.engine;
-            q.front(|p| engine.on_packet(p));
-            self.inputs[i].packets += 1;
-            n += 1;
-            if n.is_multiple_of(CONTROL_EVERY) {
-                self.serve_control();
-                self.engine.select_capture_point(self.point);
-            }
-        }
-        n
     }
 
     fn open_inputs(&self) -> Vec<usize> {
