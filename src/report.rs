@@ -108,8 +108,10 @@ pub fn check_config_report(cfg: &Config) -> String {
     if c.threads > 1 {
         let _ = writeln!(
             o,
-            "              {} capture threads per interface (PACKET_FANOUT), each with its own ring and a queue of {} frames",
-            c.threads, c.thread_queue
+            "              {} capture threads per interface (PACKET_FANOUT), each with its own ring ({} per interface in all) and a queue of {} frames",
+            c.threads,
+            fmt_bytes(u64::from(c.buffer_bytes) * c.threads as u64),
+            c.thread_queue
         );
     }
     sources_report(&mut o, cfg);

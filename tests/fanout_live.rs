@@ -280,7 +280,7 @@ fn an_interface_that_leaves_the_group_is_reopened_and_records_again() {
         status = d.status();
         status
             .lines()
-            .any(|l| l.starts_with("capture va") && l.contains("error: va:"))
+            .any(|l| l.starts_with("capture va: degraded") && l.contains("error: va:"))
     });
     assert!(named, "status names the lost interface: {status}");
     // Back, as a new link of the same name: each thread's socket rejoins.
@@ -293,7 +293,7 @@ fn an_interface_that_leaves_the_group_is_reopened_and_records_again() {
         status = d.status();
         status
             .lines()
-            .any(|l| l.starts_with("capture va") && !l.contains("error"))
+            .any(|l| l.starts_with("capture va: running") && !l.contains("error"))
     });
     assert!(back, "capture works again: {status}");
     let before: u64 = per_thread(&status).iter().sum();

@@ -300,7 +300,8 @@ impl Socket {
         }
         match self.group.open(&self.name, o) {
             Ok((src, skip_before)) => {
-                tracing::warn!(interface = %self.name, thread = self.thread, "capture on {} works again (capture thread {})", self.name, self.thread);
+                let after_s = self.tx.shared.lost().map_or(0, |l| l.0.elapsed().as_secs());
+                tracing::warn!(interface = %self.name, thread = self.thread, after_s, group = self.group.id(), "capture on {} works again (capture thread {})", self.name, self.thread);
                 self.tx.shared.set_lost(None);
                 self.state = State::Open { src, skip_before };
                 None

@@ -127,9 +127,14 @@ pub(super) fn status_text(
     for c in &caps {
         let _ = writeln!(
             s,
-            "capture {}: {}  packets {}  sip {}  rtp {}  calls {}  recorded {}  dropped: pcap {} interface {} ring {}  cut {}  foreign rtp {}{}",
+            "capture {}: {}  packets {}  sip {}  rtp {}  calls {}  recorded {}  dropped: pcap {} interface {} queue {} ring {}  cut {}  foreign rtp {}{}",
             c.interface,
-            if c.running { "running" } else { "stopped" },
+            match (c.running, c.sources.iter().any(|s| !s.running)) {
+                (false, _) => "stopped",
+                // An interface (or a capture thread's socket) is lost.
+                (true, true) => "degraded",
+                (true, false) => "running",
+            },
             c.packets,
             c.sip_messages,
             c.rtp_routed,
@@ -137,6 +142,7 @@ pub(super) fn status_text(
             c.recorded,
             c.pcap_dropped,
             c.if_dropped,
+            c.sources.iter().map(|s| s.queue_dropped).sum::<u64>(),
             c.ring_dropped,
             c.truncated,
             c.rtp_foreign,
@@ -145,8 +151,10 @@ pub(super) fn status_text(
                 .map(|e| format!("  error: {e}"))
                 .unwrap_or_default()
         );
-        // Several interfaces feed the engine: each one's own counters.
-        for src in c.sources.iter().filter(|_| c.sources.len() > 1) {
+        // Several interfaces feed the engine, or one is lost: each one's
+        // own counters.
+        let each = c.sources.len() > 1 || c.sources.iter().any(|s| !s.running);
+        for src in c.sources.iter().filter(|_| each) {
             let _ = writeln!(
                 s,
                 "  interface {}: {}  packets {}  dropped: pcap {} interface {}  cut {}{}",

@@ -60,7 +60,14 @@ impl CaptureThread {
         let sum = |f: fn(&SourceStatus) -> u64| sources.iter().map(f).sum::<u64>();
         let error = sources
             .iter()
-            .filter_map(|s| s.error.as_ref().map(|e| format!("{}: {e}", s.name)))
+            .filter_map(|s| {
+                // Capture errors name their interface already.
+                let e = s.error.as_ref()?;
+                Some(match e.starts_with(&format!("{}:", s.name)) {
+                    true => e.clone(),
+                    false => format!("{}: {e}", s.name),
+                })
+            })
             .collect::<Vec<_>>();
         let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = all.first_mut() {
