@@ -164,12 +164,14 @@ impl EngineWake {
 /// others, its stop flag and its counters.
 const BATCH: usize = 1024;
 /// How long a frame stamped by the kernel may take to show in the ring
-/// (immediate mode): the watermark stays this far behind the wall clock.
-const SHOW_US: i64 = 500;
+/// (immediate mode; the stamp and the copy into the ring are one softirq,
+/// a backlog queue under load can part them): the watermark stays this
+/// far behind the wall clock.
+const SHOW_US: i64 = 200;
 /// While frames flow, how often a capture thread with nothing to read
 /// moves its watermark on anyway: the engine's thread waits for it to
 /// take other threads' frames in order.
-const IDLE_LOOK: Duration = Duration::from_millis(1);
+pub const IDLE_LOOK: Duration = Duration::from_millis(1);
 /// The longest a capture thread waits before it looks at its stop flag.
 const TICK: Duration = Duration::from_millis(50);
 
