@@ -195,6 +195,8 @@ pub struct Socket {
     /// How long after its stamp a frame may still be on its way into the
     /// ring (µs): [`SHOW_US`], and in block mode the block timeout.
     margin_us: i64,
+    /// The queue's watermark as last published.
+    watermark: i64,
     group: Arc<Group>,
     state: State,
     tx: FrameSender,
@@ -217,6 +219,7 @@ impl Socket {
             name: name.to_owned(),
             thread,
             margin_us: SHOW_US + o.block_timeout.as_micros() as i64,
+            watermark: 0,
             group,
             state: State::Open {
                 src: opened.0,
@@ -266,7 +269,11 @@ impl Socket {
             true => last.map_or(before, |l| l.max(before)),
             false => last.unwrap_or(Timestamp(0)),
         };
-        self.tx.shared.watermark.fetch_max(wm.0, Ordering::Release);
+        // Only this thread writes it: a store, not a locked read-modify-write per read.
+        if wm.0 > self.watermark {
+            self.watermark = wm.0;
+            self.tx.shared.watermark.store(wm.0, Ordering::Release);
+        }
         n
     }
 

@@ -84,19 +84,6 @@ impl QueueShared {
         self.is_lost.store(v.is_some(), Ordering::Release);
         *self.lost.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
-
-    /// Whether this queue may still receive a frame stamped at or before
-    /// `ts` (µs): it is empty, its socket is not lost and its watermark
-    /// is below `ts`. `Err(head)`: a frame arrived meanwhile, stamped
-    /// `head` (the caller picks again).
-    pub fn lags(&self, q: &FrameQueue, ts: Timestamp) -> Result<bool, Timestamp> {
-        // The watermark first: the frames it covers are then visible.
-        let wm = self.watermark.load(Ordering::Acquire);
-        if let Some(head) = q.front_ts() {
-            return if head < ts { Err(head) } else { Ok(false) };
-        }
-        Ok(wm < ts.0 && !self.is_lost.load(Ordering::Acquire))
-    }
 }
 
 /// The capture thread's end.
@@ -169,6 +156,19 @@ impl FrameQueue {
     /// The capture time of the frame waiting first, if any.
     pub fn front_ts(&self) -> Option<Timestamp> {
         self.rx.peek().ok().map(|s| s.ts)
+    }
+
+    /// The capture time of the frame waiting first; when the queue is
+    /// empty, its watermark (µs), or `None` when its socket is lost (it
+    /// holds up no one).
+    pub fn front_or_watermark(&self) -> Result<Timestamp, Option<i64>> {
+        // The watermark first: the frames it covers are then visible.
+        let wm = self.shared.watermark.load(Ordering::Acquire);
+        match self.front_ts() {
+            Some(ts) => Ok(ts),
+            None if self.shared.is_lost.load(Ordering::Acquire) => Err(None),
+            None => Err(Some(wm)),
+        }
     }
 
     /// Hands the first waiting frame to `f` where it lies, then frees

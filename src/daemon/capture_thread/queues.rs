@@ -45,26 +45,19 @@ impl CaptureThread {
         let mut n = 0u64;
         self.engine.select_capture_point(self.point);
         while n < BATCH {
-            let Some((ts, i)) = self.earliest_queued() else {
+            let Some((i, lagging)) = self.next_queued() else {
                 break;
             };
-            if wait {
-                match self.lagging(ts, i) {
-                    // A frame came meanwhile to another queue: pick again.
-                    Err(()) => continue,
-                    Ok(Some(j)) => {
-                        let since = match self.holding {
-                            Some(t) => t,
-                            None => {
-                                self.wake_thread_of(j);
-                                *self.holding.insert(Instant::now())
-                            }
-                        };
-                        if since.elapsed() < HOLD_MAX {
-                            return n;
-                        }
+            if wait && let Some(j) = lagging {
+                let since = match self.holding {
+                    Some(t) => t,
+                    None => {
+                        self.wake_thread_of(j);
+                        *self.holding.insert(Instant::now())
                     }
-                    Ok(None) => {}
+                };
+                if since.elapsed() < HOLD_MAX {
+                    return n;
                 }
             }
             self.holding = None;
@@ -83,35 +76,24 @@ impl CaptureThread {
         n
     }
 
-    /// The queue whose first frame is the earliest, and that frame's time.
-    fn earliest_queued(&self) -> Option<(Timestamp, usize)> {
+    /// One look at every queue: the one whose first frame is the
+    /// earliest, and an empty queue (of a socket not lost) whose watermark
+    /// is below that frame, so that it may still get an earlier one.
+    fn next_queued(&self) -> Option<(usize, Option<usize>)> {
         let mut best: Option<(Timestamp, usize)> = None;
+        let mut low: Option<(i64, usize)> = None;
         for (i, input) in self.inputs.iter().enumerate() {
-            if let Source::Queue(q) = &input.source
-                && let Some(ts) = q.front_ts()
-                && best.is_none_or(|(b, _)| ts < b)
-            {
-                best = Some((ts, i));
+            let Source::Queue(q) = &input.source else {
+                continue;
+            };
+            match q.front_or_watermark() {
+                Ok(ts) if best.is_none_or(|(b, _)| ts < b) => best = Some((ts, i)),
+                Err(Some(wm)) if low.is_none_or(|(l, _)| wm < l) => low = Some((wm, i)),
+                _ => {}
             }
         }
-        best
-    }
-
-    /// A queue other than `i` that may still get a frame stamped before
-    /// `ts`; `Err` when one got an earlier frame meanwhile.
-    fn lagging(&self, ts: Timestamp, i: usize) -> Result<Option<usize>, ()> {
-        for (j, input) in self.inputs.iter().enumerate() {
-            if let Source::Queue(q) = &input.source
-                && j != i
-            {
-                match q.shared.lags(q, ts) {
-                    Err(_) => return Err(()),
-                    Ok(true) => return Ok(Some(j)),
-                    Ok(false) => {}
-                }
-            }
-        }
-        Ok(None)
+        let (ts, i) = best?;
+        Some((i, low.filter(|&(wm, _)| wm < ts.0).map(|(_, j)| j)))
     }
 
     /// Asks the capture thread that fills queue `j` to look at its sockets
