@@ -60,14 +60,8 @@ impl CaptureThread {
         let sum = |f: fn(&SourceStatus) -> u64| sources.iter().map(f).sum::<u64>();
         let error = sources
             .iter()
-            .filter_map(|s| {
-                // Capture errors name their interface already.
-                let e = s.error.as_ref()?;
-                Some(match e.starts_with(&format!("{}:", s.name)) {
-                    true => e.clone(),
-                    false => format!("{}: {e}", s.name),
-                })
-            })
+            // A capture error names its interface ([`crate::capture::CaptureError`]).
+            .filter_map(|s| s.error.clone())
             .collect::<Vec<_>>();
         let mut all = self.links.shared.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = all.first_mut() {
